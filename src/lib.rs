@@ -1,0 +1,7 @@
+//! whittle: hardens container images to what the application really uses.
+//!
+//! The library holds the engine behind the `whittle` binary; see DESIGN.md for
+//! how the stages (instrument, observe, harden) fit together.
+
+/// The version stamped into provenance labels and reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,1 @@
+//! Test bed for whittle's integration tests.
