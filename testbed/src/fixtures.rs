@@ -1,0 +1,292 @@
+//! Fixture images, built with tools that are not whittle's (debootstrap, umoci) so the image
+//! engine is tested against an independent writer. Each is built once per machine and cached
+//! under `~/.cache/whittle/fixtures/<name>-<hash of recipe>/` as an OCI layout tagged `latest`.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::registry::Registry;
+use crate::{oci_layout, tools};
+
+/// A cached OCI image layout.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub name: String,
+    pub layout: PathBuf,
+    pub tag: String,
+}
+
+impl Fixture {
+    /// `oci:<layout>:<tag>`, the transport syntax skopeo and whittle accept.
+    pub fn oci_reference(&self) -> String {
+        format!("oci:{}:{}", self.layout.display(), self.tag)
+    }
+
+    /// Pushes the image with skopeo and returns `<registry>/<repo:tag>`.
+    pub fn push(&self, registry: &Registry, repo_tag: &str) -> Result<String> {
+        let dest = format!("{}/{repo_tag}", registry.host());
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some(creds) = registry.skopeo_creds() {
+            cmd.args(["--dest-creds", &creds]);
+        }
+        cmd.arg(self.oci_reference())
+            .arg(format!("docker://{dest}"));
+        tools::run(&mut cmd)?;
+        Ok(dest)
+    }
+
+    /// The image configuration JSON.
+    pub fn config(&self) -> Result<Value> {
+        oci_layout::image_config(&self.layout, &self.tag)
+    }
+
+    /// The manifest JSON.
+    pub fn manifest(&self) -> Result<Value> {
+        oci_layout::manifest(&self.layout, &self.tag)
+    }
+}
+
+/// Debian mirror for debootstrap; overridable for machines with a local mirror.
+fn mirror() -> String {
+    std::env::var("WHITTLE_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into())
+}
+
+const NGINX_ENTRYPOINT: [&str; 3] = ["/usr/sbin/nginx", "-g", "daemon off;"];
+
+/// Debian bookworm minbase with nginx-light; entrypoint `/usr/sbin/nginx -g 'daemon off;'`,
+/// port 80, stop signal SIGQUIT. One layer, as `debootstrap` + `umoci insert` make it.
+pub fn nginx() -> Result<Fixture> {
+    let recipe = format!(
+        "nginx v1: debootstrap --variant=minbase --include=nginx-light bookworm {}; rm apt caches, /dev, logs; umoci insert /; entrypoint {NGINX_ENTRYPOINT:?}; 80/tcp; SIGQUIT",
+        mirror()
+    );
+    cached("nginx", &recipe, |work, layout| {
+        let rootfs = work.join("rootfs");
+        tools::run(
+            Command::new("debootstrap")
+                .args(["--variant=minbase", "--include=nginx-light", "bookworm"])
+                .arg(&rootfs)
+                .arg(mirror()),
+        )?;
+        for dir in [
+            "var/cache/apt/archives",
+            "var/lib/apt/lists",
+            "dev",
+            "proc",
+            "sys",
+            "tmp",
+            "run",
+        ] {
+            empty_dir(&rootfs.join(dir))?;
+        }
+        for file in [
+            "var/cache/apt/pkgcache.bin",
+            "var/cache/apt/srcpkgcache.bin",
+            "var/log/bootstrap.log",
+        ] {
+            let _ = fs::remove_file(rootfs.join(file));
+        }
+        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
+            .context(|| "chmod /tmp".into())?;
+        umoci_new(layout)?;
+        umoci_insert(layout, &[], &rootfs, "/")?;
+        let mut cfg = vec![
+            "--config.workingdir=/".to_string(),
+            "--config.env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            "--config.exposedports=80/tcp".into(),
+            "--config.stopsignal=SIGQUIT".into(),
+        ];
+        cfg.extend(
+            NGINX_ENTRYPOINT
+                .iter()
+                .map(|a| format!("--config.entrypoint={a}")),
+        );
+        umoci_config(layout, &cfg)
+    })
+}
+
+/// Paths in the `layers` fixture and what the upper layers did to them.
+pub mod layers_paths {
+    /// In the base layer and never touched: content `KEEP_CONTENT`, mode 0640, owner 1000:1000.
+    pub const KEPT: &str = "/data/keep.txt";
+    pub const KEEP_CONTENT: &str = "kept from the base layer\n";
+    /// Deleted by a whiteout in layer 2.
+    pub const DELETED: &str = "/data/delete-me.txt";
+    /// A directory deleted (with its contents) by a whiteout in layer 3.
+    pub const DELETED_DIR: &str = "/data/gone-dir";
+    /// Replaced in layer 4: `REPLACED_OLD` in the base, `REPLACED_NEW` on top.
+    pub const REPLACED: &str = "/data/replace-me.txt";
+    pub const REPLACED_OLD: &str = "old content\n";
+    pub const REPLACED_NEW: &str = "new content from layer 4\n";
+    /// Made opaque in layer 5: `OPAQUE_OLD` entries vanish, `OPAQUE_NEW` is the only content.
+    pub const OPAQUE_DIR: &str = "/opaque";
+    pub const OPAQUE_OLD: [&str; 2] = ["/opaque/old.txt", "/opaque/sub/old2.txt"];
+    pub const OPAQUE_NEW: &str = "/opaque/new.txt";
+    /// Layer 6: a symlink chain `a -> b -> c.txt` and a hard link to `c.txt`.
+    pub const LINK_A: &str = "/links/a";
+    pub const LINK_B: &str = "/links/b";
+    pub const LINK_TARGET: &str = "/links/c.txt";
+    pub const LINK_CONTENT: &str = "the end of the chain\n";
+    pub const HARD_LINK: &str = "/links/hard";
+}
+
+/// Six layers exercising OCI layer semantics: whiteouts of a file and of a directory, a replaced
+/// file, an opaque directory, a symlink chain and a hard link (see [`layers_paths`]).
+pub fn layers() -> Result<Fixture> {
+    use layers_paths as p;
+    cached(
+        "layers",
+        "layers v1: base; wh file; wh dir; replace; opaque; links",
+        |work, layout| {
+            let base = work.join("base");
+            write(&base, p::KEPT, p::KEEP_CONTENT)?;
+            fs::set_permissions(at(&base, p::KEPT), fs::Permissions::from_mode(0o640))
+                .context(|| "chmod keep.txt".into())?;
+            std::os::unix::fs::chown(at(&base, p::KEPT), Some(1000), Some(1000))
+                .context(|| "chown keep.txt".into())?;
+            write(&base, p::DELETED, "to be deleted\n")?;
+            write(
+                &base,
+                &format!("{}/inner.txt", p::DELETED_DIR),
+                "inside a deleted dir\n",
+            )?;
+            write(&base, p::REPLACED, p::REPLACED_OLD)?;
+            for old in p::OPAQUE_OLD {
+                write(&base, old, "hidden by an opaque directory\n")?;
+            }
+            umoci_new(layout)?;
+            umoci_insert(layout, &[], &base, "/")?;
+            umoci_insert(layout, &["--whiteout"], Path::new(p::DELETED), "")?;
+            umoci_insert(layout, &["--whiteout"], Path::new(p::DELETED_DIR), "")?;
+
+            let replaced = work.join("replaced.txt");
+            fs::write(&replaced, p::REPLACED_NEW).context(|| "writing replaced.txt".into())?;
+            umoci_insert(layout, &[], &replaced, p::REPLACED)?;
+
+            let opaque = work.join("opaque");
+            write(&opaque, "/new.txt", "the only file left in /opaque\n")?;
+            umoci_insert(layout, &["--opaque"], &opaque, p::OPAQUE_DIR)?;
+
+            let links = work.join("links");
+            write(&links, "/c.txt", p::LINK_CONTENT)?;
+            symlink("c.txt", links.join("b")).context(|| "symlink b".into())?;
+            symlink("b", links.join("a")).context(|| "symlink a".into())?;
+            fs::hard_link(links.join("c.txt"), links.join("hard"))
+                .context(|| "hard link".into())?;
+            umoci_insert(layout, &[], &links, "/links")?;
+            umoci_config(layout, &["--config.cmd=/bin/true".to_string()])
+        },
+    )
+}
+
+fn at(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+fn write(root: &Path, path: &str, content: &str) -> Result<()> {
+    let full = at(root, path);
+    if let Some(parent) = full.parent() {
+        fs::create_dir_all(parent).context(|| format!("creating {}", parent.display()))?;
+    }
+    fs::write(&full, content).context(|| format!("writing {}", full.display()))
+}
+
+fn empty_dir(dir: &Path) -> Result<()> {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let p = entry.path();
+            let r = if p.is_dir() && !p.is_symlink() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            r.context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn image(layout: &Path) -> String {
+    format!("{}:latest", layout.display())
+}
+
+fn umoci_new(layout: &Path) -> Result<()> {
+    tools::run(Command::new("umoci").args(["init", "--layout"]).arg(layout))?;
+    tools::run(Command::new("umoci").args(["new", "--image", &image(layout)]))?;
+    Ok(())
+}
+
+/// `umoci insert` adds one layer per call: source at target, or a whiteout of `source` when the
+/// flags say `--whiteout` (then `target` is empty).
+fn umoci_insert(layout: &Path, flags: &[&str], source: &Path, target: &str) -> Result<()> {
+    let mut cmd = Command::new("umoci");
+    cmd.args(["insert", "--image", &image(layout)])
+        .args(flags)
+        .arg(source);
+    if !target.is_empty() {
+        cmd.arg(target);
+    }
+    tools::run(&mut cmd)?;
+    Ok(())
+}
+
+fn umoci_config(layout: &Path, args: &[String]) -> Result<()> {
+    tools::run(
+        Command::new("umoci")
+            .args(["config", "--image", &image(layout)])
+            .args(args),
+    )?;
+    // umoci leaves unreferenced blobs from each step behind; drop them to keep the cache small.
+    tools::run(Command::new("umoci").args(["gc", "--layout"]).arg(layout))?;
+    Ok(())
+}
+
+/// Returns the cached fixture, building it under an exclusive lock when absent, so parallel
+/// tests build it once and a crash mid-build never leaves a half-made layout in the cache.
+fn cached(
+    name: &str,
+    recipe: &str,
+    build: impl FnOnce(&Path, &Path) -> Result<()>,
+) -> Result<Fixture> {
+    let dir = tools::cache_root().join("fixtures");
+    fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+    let hash = hex(&Sha256::digest(recipe.as_bytes()))[..16].to_string();
+    let layout = dir.join(format!("{name}-{hash}"));
+    let fixture = Fixture {
+        name: name.to_string(),
+        layout: layout.clone(),
+        tag: "latest".into(),
+    };
+    if layout.join("index.json").is_file() {
+        return Ok(fixture);
+    }
+    let lock_path = dir.join(format!("{name}.lock"));
+    let lock_file =
+        fs::File::create(&lock_path).context(|| format!("creating {}", lock_path.display()))?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::Invalid(format!("locking {}: {e}", lock_path.display())))?;
+    if layout.join("index.json").is_file() {
+        return Ok(fixture);
+    }
+    let work = tempfile::Builder::new()
+        .prefix(&format!("whittle-fixture-{name}-"))
+        .tempdir_in(&dir)
+        .context(|| "creating a fixture work dir".into())?;
+    let staged = work.path().join("layout");
+    build(work.path(), &staged)?;
+    fs::rename(&staged, &layout)
+        .context(|| format!("moving the fixture into {}", layout.display()))?;
+    Ok(fixture)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
