@@ -9,6 +9,7 @@
 //!   kube-scheduler built from their Go modules by `scripts/setup.sh`.
 //! - [`helm`]: the real `helm` binary, pointed at a control plane.
 
+pub mod certs;
 pub mod control_plane;
 pub mod error;
 pub mod fixtures;
