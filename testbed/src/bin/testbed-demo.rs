@@ -43,13 +43,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("layers     {}", manifest.layers.len());
     for layer in &manifest.layers {
-        println!("  {}  {:>12} bytes  {}", layer.digest, layer.size, layer.media_type);
+        println!(
+            "  {}  {:>12} bytes  {}",
+            layer.digest, layer.size, layer.media_type
+        );
     }
     let total: i64 = manifest.layers.iter().map(|l| l.size).sum();
     println!(
         "size       {total} bytes compressed ({:.1} MB)",
         total as f64 / 1e6
     );
-    println!("(the registry on {} stops when the demo exits)", registry.host());
+    println!(
+        "(the registry on {} stops when the demo exits)",
+        registry.host()
+    );
     Ok(())
 }
