@@ -5,3 +5,5 @@
 
 /// The version stamped into provenance labels and reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub mod local;
