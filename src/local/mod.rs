@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod container;
 pub mod exercise;
 pub mod forward;
+pub mod progress;
 pub mod user;
 
 use std::path::PathBuf;
