@@ -1,1 +1,18 @@
-//! The sensor's library: the report it writes, shared with the operator and the image engine.
+//! whittle's sensor. The library holds the report types ([`report`]), shared with the operator
+//! and the image engine, and the sensor itself, which the `whittle-sensor` binary runs as the
+//! container's PID 1: it starts the app, watches what it uses with fanotify ([`fanotify`])
+//! and/or ptrace + seccomp ([`tracer`]), forwards signals ([`signals`]), reaps orphans, and on
+//! exit delivers the report ([`deliver`]). See docs/sensor.md.
+
+pub mod deliver;
+pub mod fanotify;
+pub mod mounts;
+pub mod options;
+pub mod paths;
+pub mod recorder;
+pub mod report;
+pub mod run;
+pub mod seccomp;
+pub mod signals;
+pub mod syscalls;
+pub mod tracer;

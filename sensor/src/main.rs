@@ -1,4 +1,12 @@
 fn main() {
-    eprintln!("whittle-sensor: not built yet");
-    std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match whittle_sensor::options::parse(&args, std::env::var("WHITTLE_REPORT_URL").ok())
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("whittle-sensor: {e}\n{}", whittle_sensor::options::USAGE);
+            std::process::exit(whittle_sensor::run::SENSOR_FAILED);
+        }
+    };
+    std::process::exit(whittle_sensor::run::run(opts));
 }

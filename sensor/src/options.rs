@@ -1,0 +1,151 @@
+//! Command line: `whittle-sensor [flags] -- <argv>`. Parsed by hand to keep the static binary
+//! small; there are five flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeChoice {
+    Auto,
+    Fanotify,
+    Ptrace,
+    Both,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub mode: ModeChoice,
+    pub grace: Duration,
+    pub report_file: Option<PathBuf>,
+    pub report_url: Option<String>,
+    pub user: Option<(u32, u32)>,
+    pub argv: Vec<String>,
+}
+
+pub const USAGE: &str = "usage: whittle-sensor [--mode auto|fanotify|ptrace|both] [--grace SECONDS] \
+[--report-file PATH] [--report-url http://IP:PORT/PATH] [--user UID:GID] -- PROGRAM [ARGS...]";
+
+/// Parses the arguments after the program name. `env_url` is `WHITTLE_REPORT_URL`.
+pub fn parse(args: &[String], env_url: Option<String>) -> Result<Options, String> {
+    let mut o = Options {
+        mode: ModeChoice::Auto,
+        grace: Duration::from_secs(25),
+        report_file: None,
+        report_url: env_url.filter(|u| !u.is_empty()),
+        user: None,
+        argv: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if a.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        if flag == "--" {
+            o.argv = it.cloned().collect();
+            break;
+        }
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--mode" => {
+                o.mode = match value()?.as_str() {
+                    "auto" => ModeChoice::Auto,
+                    "fanotify" => ModeChoice::Fanotify,
+                    "ptrace" => ModeChoice::Ptrace,
+                    "both" => ModeChoice::Both,
+                    m => {
+                        return Err(format!(
+                            "--mode {m}: expected auto, fanotify, ptrace or both"
+                        ));
+                    }
+                }
+            }
+            "--grace" => {
+                let v = value()?;
+                let secs: f64 = v
+                    .trim_end_matches('s')
+                    .parse()
+                    .map_err(|_| format!("--grace {v}: expected seconds"))?;
+                if !(secs.is_finite() && secs > 0.0) {
+                    return Err(format!("--grace {v}: must be positive"));
+                }
+                o.grace = Duration::from_secs_f64(secs);
+            }
+            "--report-file" => o.report_file = Some(PathBuf::from(value()?)),
+            "--report-url" => o.report_url = Some(value()?).filter(|u| !u.is_empty()),
+            "--user" => {
+                let v = value()?;
+                let parsed = v
+                    .split_once(':')
+                    .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+                o.user = Some(parsed.ok_or_else(|| format!("--user {v}: expected UID:GID"))?);
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if o.argv.is_empty() {
+        return Err("no program to run after --".into());
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_flags_and_program() {
+        let o = parse(
+            &s(&[
+                "--mode",
+                "ptrace",
+                "--grace=3",
+                "--report-file",
+                "/r.json",
+                "--user",
+                "33:33",
+                "--",
+                "nginx",
+                "-g",
+                "x",
+            ]),
+            Some("http://127.0.0.1:1/r".into()),
+        )
+        .unwrap();
+        assert_eq!(o.mode, ModeChoice::Ptrace);
+        assert_eq!(o.grace, Duration::from_secs(3));
+        assert_eq!(o.report_file, Some(PathBuf::from("/r.json")));
+        assert_eq!(o.report_url.as_deref(), Some("http://127.0.0.1:1/r"));
+        assert_eq!(o.user, Some((33, 33)));
+        assert_eq!(o.argv, s(&["nginx", "-g", "x"]));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_honour() {
+        assert!(
+            parse(&s(&["--mode", "magic", "--", "x"]), None)
+                .unwrap_err()
+                .contains("magic")
+        );
+        assert!(parse(&s(&["--grace", "-1", "--", "x"]), None).is_err());
+        assert!(
+            parse(&s(&["--",]), None)
+                .unwrap_err()
+                .contains("no program")
+        );
+        assert!(
+            parse(&s(&["--bogus", "--", "x"]), None)
+                .unwrap_err()
+                .contains("--bogus")
+        );
+    }
+}

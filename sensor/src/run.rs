@@ -1,0 +1,240 @@
+//! The sensor as PID 1: start the monitors, start the app, supervise it until it exits, then
+//! deliver the report and exit with the app's status.
+
+use std::ffi::CString;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::deliver;
+use crate::fanotify::FanotifyMonitor;
+use crate::options::{ModeChoice, Options};
+use crate::recorder::Recorder;
+use crate::report::Mode;
+use crate::seccomp;
+use crate::signals::{self, Shutdown};
+use crate::tracer::Tracer;
+
+/// Bit of CAP_SYS_ADMIN in the capability sets (linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Exit status when the sensor itself cannot start the app (docker's convention).
+pub const SENSOR_FAILED: i32 = 125;
+/// Exit status when the program cannot be executed.
+pub const EXEC_FAILED: i32 = 127;
+
+fn has_cap_sys_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+fn log(msg: &str) {
+    eprintln!("whittle-sensor: {msg}");
+}
+
+/// Runs everything and returns the process exit status.
+pub fn run(opts: Options) -> i32 {
+    // SAFETY: getpid and prctl with integer arguments.
+    if unsafe { libc::getpid() } != 1 {
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    let recorder = Arc::new(Recorder::new());
+    let want_fanotify = match opts.mode {
+        ModeChoice::Fanotify | ModeChoice::Both => true,
+        ModeChoice::Ptrace => false,
+        ModeChoice::Auto => has_cap_sys_admin(),
+    };
+    let mut fan = None;
+    if want_fanotify {
+        match FanotifyMonitor::start() {
+            Ok(m) => fan = Some(m),
+            Err(e) if opts.mode == ModeChoice::Auto => log(&format!("{e}; using ptrace")),
+            Err(e) => {
+                log(&e);
+                return SENSOR_FAILED;
+            }
+        }
+    }
+    let use_ptrace = matches!(opts.mode, ModeChoice::Ptrace | ModeChoice::Both) || fan.is_none();
+    let mode = match (fan.is_some(), use_ptrace) {
+        (true, true) => Mode::Both,
+        (true, false) => Mode::Fanotify,
+        _ => Mode::Ptrace,
+    };
+
+    let Ok(argv) = opts
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        log("the program's arguments contain a NUL byte");
+        return SENSOR_FAILED;
+    };
+    let filter = seccomp::program();
+    let privileged = has_cap_sys_admin();
+    signals::block();
+
+    // SAFETY: the sensor has no other threads yet, so the child may run arbitrary code until
+    // exec; it only makes syscalls and writes to stderr.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        log(&format!("fork: {}", std::io::Error::last_os_error()));
+        return SENSOR_FAILED;
+    }
+    if pid == 0 {
+        child(&argv, &opts, use_ptrace, privileged, &filter);
+    }
+
+    let shutdown = Shutdown::new(opts.grace);
+    let mut tracer = use_ptrace.then(|| Tracer::new(&recorder, pid));
+    if let Some(t) = tracer.as_mut() {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if !libc::WIFSTOPPED(status) || t.attach(pid).is_err() {
+            log("the app did not stop for tracing; is ptrace forbidden (seccomp profile, YAMA)?");
+            return SENSOR_FAILED;
+        }
+    }
+    shutdown.app.store(pid, Ordering::SeqCst);
+    let forwarder = shutdown.spawn();
+    let stop_fan = Arc::new(AtomicBool::new(false));
+    let fan_thread = fan.map(|f| f.spawn(recorder.clone(), stop_fan.clone()));
+
+    let exit_status = supervise(pid, tracer.as_mut());
+
+    shutdown.done.store(true, Ordering::SeqCst);
+    stop_fan.store(true, Ordering::SeqCst);
+    let _ = forwarder.join();
+    if let Some(t) = fan_thread {
+        let _ = t.join();
+    }
+    deliver_report(&recorder, mode, &opts, exit_status, &shutdown);
+    exit_status
+}
+
+/// Waits for the app, reaping every other child (orphans re-parented to us) and handling
+/// ptrace stops, and returns the app's exit status.
+fn supervise(app: i32, mut tracer: Option<&mut Tracer>) -> i32 {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on any child with a valid status pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        if pid < 0 {
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                _ => return SENSOR_FAILED,
+            }
+        }
+        if libc::WIFSTOPPED(status) {
+            if let Some(t) = tracer.as_deref_mut() {
+                t.on_stop(pid, status);
+            }
+            continue;
+        }
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else if libc::WIFSIGNALED(status) {
+            128 + libc::WTERMSIG(status)
+        } else {
+            continue;
+        };
+        if let Some(t) = tracer.as_deref_mut() {
+            t.on_exit(pid);
+        }
+        if pid == app {
+            return code;
+        }
+    }
+}
+
+fn child(
+    argv: &[CString],
+    opts: &Options,
+    ptrace: bool,
+    privileged: bool,
+    filter: &[libc::sock_filter],
+) -> ! {
+    let fail = |what: &str| -> ! {
+        log(&format!("{what}: {}", std::io::Error::last_os_error()));
+        // SAFETY: leaving the forked child without running the parent's destructors.
+        unsafe { libc::_exit(SENSOR_FAILED) }
+    };
+    signals::unblock_all();
+    // SAFETY: plain syscalls in the freshly forked child.
+    unsafe {
+        if ptrace {
+            // seccomp without CAP_SYS_ADMIN requires no_new_privs.
+            if !privileged && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                fail("prctl(PR_SET_NO_NEW_PRIVS)");
+            }
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                fail("ptrace(PTRACE_TRACEME)");
+            }
+            libc::raise(libc::SIGSTOP);
+            if seccomp::install(filter).is_err() {
+                fail("installing the seccomp filter");
+            }
+        }
+        if let Some((uid, gid)) = opts.user {
+            let groups = [gid];
+            if libc::setgroups(1, groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                fail("dropping to the image's user");
+            }
+        }
+        let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        libc::execvp(ptrs[0], ptrs.as_ptr());
+        log(&format!(
+            "cannot execute {:?}: {}",
+            opts.argv[0],
+            std::io::Error::last_os_error()
+        ));
+        libc::_exit(EXEC_FAILED)
+    }
+}
+
+fn deliver_report(
+    recorder: &Recorder,
+    mode: Mode,
+    opts: &Options,
+    exit_status: i32,
+    shutdown: &Shutdown,
+) {
+    let report = recorder.report(mode, &opts.argv, exit_status);
+    let json = match serde_json::to_vec(&report) {
+        Ok(j) => j,
+        Err(e) => {
+            log(&format!("serialising the report: {e}"));
+            return;
+        }
+    };
+    if let Some(path) = &opts.report_file
+        && let Err(e) = deliver::write_file(path, &json)
+    {
+        log(&e.to_string());
+    }
+    if let Some(url) = &opts.report_url {
+        let token = std::env::var("WHITTLE_REPORT_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        let result = deliver::parse_url(url)
+            .and_then(|u| deliver::post(&u, token.as_deref(), &json, shutdown.deadline()));
+        match result {
+            Ok(()) => log(&format!(
+                "report delivered to {url} ({} paths)",
+                report.paths.len()
+            )),
+            Err(e) => log(&format!("report not delivered: {e}")),
+        }
+    }
+}
