@@ -1,0 +1,338 @@
+//! The sensor in real containers: runc runs the nginx fixture with the static sensor copied to
+//! /.whittle/sensor as PID 1, in fanotify mode (CAP_SYS_ADMIN) and in ptrace mode (containerd's
+//! default capabilities: no CAP_SYS_ADMIN, no CAP_SYS_PTRACE).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use whittle_sensor::report::{Mode, Report};
+use whittle_testbed::fixtures;
+use whittle_testbed::runc::{Bundle, Container, DEFAULT_CAPABILITIES, RunOptions};
+use whittle_testbed::sensor::sensor_binary;
+
+/// The nginx fixture with the sensor installed; `args` go before `--`, `app` after it (the
+/// image's own command when empty).
+fn instrumented(args: &[&str], app: &[&str], extra_caps: &[&str]) -> Bundle {
+    let fixture = fixtures::nginx().expect("nginx fixture");
+    let mut bundle = Bundle::from_layout(&fixture.layout, &fixture.tag).expect("unpack");
+    let dir = bundle.rootfs().join(".whittle");
+    std::fs::create_dir_all(&dir).expect("mkdir /.whittle");
+    std::fs::copy(sensor_binary().expect("sensor binary"), dir.join("sensor"))
+        .expect("copy sensor");
+    let original = if app.is_empty() {
+        bundle.args()
+    } else {
+        app.iter().map(|s| s.to_string()).collect()
+    };
+    let mut argv: Vec<String> = vec!["/.whittle/sensor".into()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    argv.push("--".into());
+    argv.extend(original);
+    bundle.set_args(argv);
+    let caps: Vec<&str> = DEFAULT_CAPABILITIES
+        .iter()
+        .chain(extra_caps)
+        .copied()
+        .collect();
+    bundle.set_capabilities(&caps);
+    bundle
+}
+
+fn report_of(container: &Container) -> Report {
+    let path = container.bundle().rootfs().join(".whittle/report.json");
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; stderr: {}", path.display(), container.stderr()));
+    Report::from_json_slice(&bytes).expect("valid report")
+}
+
+fn observe_nginx(mode_flag: &str, extra_caps: &[&str]) -> Report {
+    let bundle = instrumented(
+        &[
+            "--mode",
+            mode_flag,
+            "--report-file",
+            "/.whittle/report.json",
+        ],
+        &[],
+        extra_caps,
+    );
+    let mut c = Container::start(bundle, RunOptions::default()).expect("start");
+    c.wait_port(80, Duration::from_secs(30))
+        .expect("nginx listens under the sensor");
+    let page = c.http_get(80, "/").expect("GET /");
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("Welcome to nginx!"));
+    assert_eq!(
+        c.http_get(80, "/missing").expect("GET /missing").status,
+        404
+    );
+    let exit = c.stop(Duration::from_secs(30)).expect("stop with SIGQUIT");
+    assert_eq!(exit.code, 0, "stderr: {}", c.stderr());
+    report_of(&c)
+}
+
+fn assert_nginx_paths(report: &Report) {
+    let existing: Vec<&str> = report.existing_paths().collect();
+    for want in [
+        "/usr/sbin/nginx",
+        "/etc/nginx/nginx.conf",
+        "/etc/nginx/mime.types",
+        "/var/www/html/index.nginx-debian.html",
+    ] {
+        assert!(
+            existing.contains(&want),
+            "{want} missing from {existing:#?}"
+        );
+    }
+    assert!(
+        existing.iter().any(|p| p.contains("/libc.so.6")),
+        "libc missing from {existing:#?}"
+    );
+    assert!(
+        existing.iter().any(|p| p.contains("/libpcre2-8.so")),
+        "pcre missing: {existing:#?}"
+    );
+    let own: Vec<_> = report
+        .paths
+        .keys()
+        .chain(report.executables.keys())
+        .filter(|p| p.starts_with("/.whittle"))
+        .collect();
+    assert!(own.is_empty(), "the sensor reported its own files: {own:?}");
+    assert_eq!(report.exit_status, 0);
+    assert_eq!(report.argv[0], "/usr/sbin/nginx");
+}
+
+#[test]
+fn fanotify_mode_sees_nginx_serve_a_page() {
+    let report = observe_nginx("fanotify", &["CAP_SYS_ADMIN"]);
+    assert_eq!(report.mode, Mode::Fanotify);
+    assert_nginx_paths(&report);
+    assert_eq!(report.loss.fanotify_overflows, 0);
+}
+
+#[test]
+fn ptrace_mode_needs_no_capability_and_sees_the_same() {
+    // auto picks ptrace without CAP_SYS_ADMIN.
+    let report = observe_nginx("auto", &[]);
+    assert_eq!(report.mode, Mode::Ptrace);
+    assert_nginx_paths(&report);
+    assert!(report.executables.contains_key("/usr/sbin/nginx"));
+    // Probes for absent files are reported as absent, not as files to keep.
+    let missing = &report.paths["/var/www/html/missing"];
+    assert!(
+        !missing.exists,
+        "GET /missing probed a file that is not there"
+    );
+    // nginx makes its temp directories at start: created by the run, not part of the image.
+    assert!(
+        report
+            .created_files
+            .iter()
+            .any(|p| p == "/var/lib/nginx/body"),
+        "{:?}",
+        report.created_files
+    );
+}
+
+fn run_to_exit(args: &[&str], app: &[&str]) -> (i32, Container) {
+    let bundle = instrumented(args, app, &[]);
+    let mut c = Container::start(bundle, RunOptions::default()).expect("start");
+    let exit = c.wait(Duration::from_secs(30)).expect("exit");
+    (exit.code, c)
+}
+
+#[test]
+fn exit_status_is_the_apps() {
+    let file = ["--mode", "ptrace", "--report-file", "/.whittle/report.json"];
+    let (code, c) = run_to_exit(&file, &["sh", "-c", "exit 0"]);
+    assert_eq!(code, 0, "{}", c.stderr());
+    assert_eq!(report_of(&c).exit_status, 0);
+    let (code, c) = run_to_exit(&file, &["sh", "-c", "cat /etc/hostname >/dev/null; exit 3"]);
+    assert_eq!(code, 3);
+    // --report-file alone works with no network: the container has only loopback.
+    let report = report_of(&c);
+    assert_eq!(report.exit_status, 3);
+    assert!(report.existing_paths().any(|p| p == "/etc/hostname"));
+    let (code, c) = run_to_exit(&file, &["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(code, 128 + 15, "death by SIGTERM is 143");
+    assert_eq!(report_of(&c).exit_status, 143);
+}
+
+#[test]
+fn an_app_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let bundle = instrumented(
+        &[
+            "--mode",
+            "ptrace",
+            "--grace",
+            "3",
+            "--report-file",
+            "/.whittle/report.json",
+        ],
+        &["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+        &[],
+    );
+    let mut c = Container::start(bundle, RunOptions::default()).expect("start");
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    c.signal(Signal::SIGTERM).expect("SIGTERM");
+    let exit = c.wait(Duration::from_secs(20)).expect("exit");
+    let took = start.elapsed();
+    assert_eq!(exit.code, 128 + 9, "killed: {}", c.stderr());
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    assert_eq!(report_of(&c).exit_status, 137);
+}
+
+/// Zombie children of a host process, read from /proc.
+fn zombie_children(pid: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+        };
+        if field("PPid:").as_deref() == Some(&pid.to_string())
+            && field("State:").is_some_and(|s| s.starts_with('Z'))
+        {
+            out.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn orphaned_grandchildren_are_reaped() {
+    let bundle = instrumented(
+        &["--mode", "ptrace"],
+        &[
+            "sh",
+            "-c",
+            "sh -c 'sleep 0.2 & sleep 0.3 & exit 0'; sleep 30",
+        ],
+        &[],
+    );
+    let mut c = Container::start(bundle, RunOptions::default()).expect("start");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        zombie_children(c.pid()),
+        Vec::<String>::new(),
+        "the sensor left zombies"
+    );
+    c.signal(Signal::SIGTERM).expect("stop");
+    assert_eq!(c.wait(Duration::from_secs(20)).expect("exit").code, 143);
+}
+
+/// Reads one HTTP request; returns (head, body).
+fn read_request(stream: &mut std::net::TcpStream) -> (String, Vec<u8>) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("line");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).expect("body");
+    (head, body)
+}
+
+#[test]
+fn the_report_is_posted_with_the_token() {
+    let mut bundle = instrumented(
+        &[
+            "--mode",
+            "ptrace",
+            "--report-url",
+            "http://127.0.0.1:18080/v1/reports",
+        ],
+        &[
+            "sh",
+            "-c",
+            "while [ ! -e /tmp/go ]; do sleep 0.05; done; cat /etc/hostname",
+        ],
+        &[],
+    );
+    bundle.set_env("WHITTLE_REPORT_TOKEN", "s3cret");
+    bundle.set_env("POD_NAME", "web-1");
+    let mut c = Container::start(bundle, RunOptions::default()).expect("start");
+    let listener = c
+        .bind_in_netns(18080)
+        .expect("listener in the container's netns");
+    std::fs::write(c.bundle().rootfs().join("tmp/go"), "").expect("release the app");
+    let (mut stream, _) = listener.accept().expect("the sensor connects");
+    let (head, body) = read_request(&mut stream);
+    stream
+        .write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+        .expect("reply");
+    assert!(head.starts_with("POST /v1/reports HTTP/1.1"), "{head}");
+    assert!(head.contains("Authorization: Bearer s3cret"), "{head}");
+    assert!(head.contains("Content-Encoding: gzip"), "{head}");
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_end(&mut json)
+        .expect("gzip body");
+    let report = Report::from_json_slice(&json).expect("report");
+    assert_eq!(report.identity.pod_name.as_deref(), Some("web-1"));
+    assert!(report.existing_paths().any(|p| p == "/etc/hostname"));
+    assert_eq!(
+        c.wait(Duration::from_secs(20)).expect("exit").code,
+        0,
+        "{}",
+        c.stderr()
+    );
+}
+
+#[test]
+fn a_dead_endpoint_does_not_hold_the_container_past_the_grace_period() {
+    let bundle = instrumented(
+        &[
+            "--mode",
+            "ptrace",
+            "--grace",
+            "2",
+            "--report-url",
+            "http://127.0.0.1:9/reports",
+        ],
+        &["sh", "-c", "sleep 30"],
+        &[],
+    );
+    let mut c = Container::start(bundle, RunOptions::default()).expect("start");
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    c.signal(Signal::SIGTERM).expect("SIGTERM");
+    let exit = c.wait(Duration::from_secs(20)).expect("exit");
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "exit took {took:?}; stderr: {}",
+        c.stderr()
+    );
+    assert!(
+        c.stderr()
+            .contains("report delivery to http://127.0.0.1:9/reports failed"),
+        "{}",
+        c.stderr()
+    );
+    assert_eq!(exit.code, 143);
+}
