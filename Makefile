@@ -4,15 +4,24 @@
 # Both start from a fresh machine: `make setup` installs what is missing and is quiet otherwise.
 
 CARGO ?= cargo
+# The sensor ships inside images that may have no libc: a static-pie build, in a target dir of
+# its own so the static flags never invalidate the host build.
+SENSOR_TARGET_DIR := $(CURDIR)/target/sensor
+SENSOR_BIN := $(SENSOR_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle-sensor
+export WHITTLE_SENSOR_BIN := $(SENSOR_BIN)
 
-.PHONY: setup test demo lint unit integration
+.PHONY: setup test demo lint sensor bench-sensor
 
 setup:
 	@bash testbed/scripts/setup.sh
 
+sensor:
+	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(SENSOR_TARGET_DIR) \
+		$(CARGO) build --quiet --release -p whittle-sensor --target x86_64-unknown-linux-gnu
+
 # Lint, then every test in the workspace: unit tests next to the code and the integration tests
 # in tests/ (they need root, runc, the registry and the control plane that setup provides).
-test: setup lint
+test: setup lint sensor
 	$(CARGO) test --workspace --all-targets
 
 lint:
@@ -21,3 +30,7 @@ lint:
 
 demo: setup
 	$(CARGO) run --quiet --release -p whittle-testbed --bin testbed-demo
+
+# Benchmarks are not tests: they print results and write them to target/bench/.
+bench-sensor: setup sensor
+	$(CARGO) run --quiet --release -p whittle-testbed --bin sensor-bench

@@ -336,3 +336,24 @@ fn a_dead_endpoint_does_not_hold_the_container_past_the_grace_period() {
     );
     assert_eq!(exit.code, 143);
 }
+
+#[test]
+fn the_sensor_is_a_small_static_binary() {
+    let bin = sensor_binary().expect("sensor binary");
+    let size = std::fs::metadata(&bin).expect("metadata").len();
+    assert!(size < 5 * 1024 * 1024, "{} is {size} bytes", bin.display());
+    let out = std::process::Command::new("readelf")
+        .arg("-lW")
+        .arg(&bin)
+        .output()
+        .expect("readelf");
+    let headers = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        headers.contains("DYN (Position-Independent"),
+        "a PIE: {headers}"
+    );
+    assert!(
+        !headers.contains("INTERP"),
+        "no dynamic loader needed: {headers}"
+    );
+}

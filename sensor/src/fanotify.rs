@@ -77,6 +77,19 @@ impl FanotifyMonitor {
                             let path = p.to_string_lossy();
                             let path = path.strip_suffix(" (deleted)").unwrap_or(&path);
                             let mask = ev.mask();
+                            // Once a file is recorded for a kind of access, stop the kernel from
+                            // reporting that kind for it again: a busy server then makes no
+                            // events at all for the files it serves over and over.
+                            let _ = self.group.mark(
+                                MarkFlags::FAN_MARK_ADD
+                                    | MarkFlags::FAN_MARK_IGNORED_MASK
+                                    | MarkFlags::FAN_MARK_IGNORED_SURV_MODIFY,
+                                mask & (MaskFlags::FAN_OPEN
+                                    | MaskFlags::FAN_OPEN_EXEC
+                                    | MaskFlags::FAN_ACCESS),
+                                fd,
+                                None::<&std::path::Path>,
+                            );
                             if mask.contains(MaskFlags::FAN_OPEN_EXEC) {
                                 recorder.access(path, Access::Exec, true);
                                 recorder.exec(path, "");

@@ -1,8 +1,8 @@
 //! The ptrace monitor, which needs no capability: the sensor is the app's parent, the app asks
 //! to be traced (PTRACE_TRACEME) and installs a seccomp filter that stops it only on syscalls
 //! that name paths. Every descendant is followed (fork, vfork, clone, exec). At each stop the
-//! path arguments are read and resolved against the tracee's dirfd or working directory; the
-//! syscall's result, read at syscall exit, says whether the path exists.
+//! path arguments are read and resolved against the tracee's dirfd or working directory, and
+//! looked up to learn whether the path exists.
 
 use std::collections::HashMap;
 
@@ -23,10 +23,10 @@ const OPTIONS: libc::c_int = libc::PTRACE_O_TRACESECCOMP
     | libc::PTRACE_O_TRACESYSGOOD
     | libc::PTRACE_O_EXITKILL;
 
+/// A chdir waiting for its result.
 struct Pending {
     sys: &'static PathSyscall,
     paths: Vec<String>,
-    argv0: String,
 }
 
 pub struct Tracer<'a> {
@@ -167,8 +167,29 @@ impl<'a> Tracer<'a> {
         } else {
             String::new()
         };
-        if !paths.is_empty() {
-            self.pending.insert(pid, Pending { sys, paths, argv0 });
+        if paths.is_empty() {
+            return;
+        }
+        if sys.nr == libc::SYS_chdir {
+            // The new working directory counts only if the call succeeds: wait for its exit.
+            self.pending.insert(pid, Pending { sys, paths });
+            return;
+        }
+        // Existence is looked up here rather than read from the syscall's result: the sensor
+        // shares the app's mount namespace and root, and skipping the syscall-exit stop halves
+        // the round trips through the tracer, the cost that dominates ptrace mode.
+        for (i, path) in paths.iter().enumerate() {
+            let exists = std::fs::symlink_metadata(path).is_ok();
+            // For rename and link the second path is the one the call makes.
+            let found = exists && (i == 0 || sys.access != Access::Modify);
+            self.recorder.access(path, sys.access, found);
+            if i == 0 && exists && sys.access == Access::Exec {
+                self.recorder.exec(path, &argv0);
+                if let Some(interp) = shebang(path) {
+                    self.recorder.access(&interp, Access::Exec, true);
+                    self.recorder.exec(&interp, "");
+                }
+            }
         }
     }
 
@@ -179,28 +200,10 @@ impl<'a> Tracer<'a> {
         let Ok(regs) = ptrace::getregs(Pid::from_raw(pid)) else {
             return;
         };
-        let ret = regs.rax as i64;
-        let absent = [libc::ENOENT, libc::ENOTDIR].map(|e| -(e as i64));
-        let exists = ret >= 0 || !absent.contains(&ret);
-        for (i, path) in p.paths.iter().enumerate() {
-            // For rename and link only the source must exist; the target is made by the call.
-            let found = if i == 0 { exists } else { ret >= 0 };
-            self.recorder.access(path, p.sys.access, found);
-        }
-        if ret >= 0 {
-            match p.sys.access {
-                Access::Exec => {
-                    self.recorder.exec(&p.paths[0], &p.argv0);
-                    if let Some(interp) = shebang(&p.paths[0]) {
-                        self.recorder.access(&interp, Access::Exec, true);
-                        self.recorder.exec(&interp, "");
-                    }
-                }
-                Access::Chdir if p.sys.nr == libc::SYS_chdir => {
-                    self.cwd.insert(pid, p.paths[0].clone());
-                }
-                _ => {}
-            }
+        let ok = (regs.rax as i64) >= 0;
+        self.recorder.access(&p.paths[0], p.sys.access, ok);
+        if ok {
+            self.cwd.insert(pid, p.paths[0].clone());
         }
     }
 }
