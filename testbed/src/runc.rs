@@ -284,10 +284,13 @@ impl Container {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(Error::Invalid(format!(
-                    "container exited during start ({status}); stderr:\n{}",
-                    self.stderr()
-                )));
+                // A short-lived app can finish before runc reports it running: that is a run,
+                // not a failed start, and wait() returns its status. runc's own failures say so
+                // on stderr, which callers see through wait_port()/stderr().
+                self.exit = Some(Exit {
+                    code: status.code().unwrap_or(-1),
+                });
+                return Ok(0);
             }
             if let Ok(out) = self
                 .runc()
@@ -315,7 +318,8 @@ impl Container {
         &self.id
     }
 
-    /// The container's init process, as the host sees it.
+    /// The container's init process, as the host sees it (0 when it exited before runc
+    /// reported it running).
     pub fn pid(&self) -> i32 {
         self.pid
     }
