@@ -6,4 +6,5 @@
 /// The version stamped into provenance labels and reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod image;
 pub mod local;

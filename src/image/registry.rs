@@ -1,0 +1,845 @@
+//! Registry access on oci-client: resolving a reference (tag, digest, image index) to one image
+//! manifest and its config, streaming blobs (resumed with a Range request after a dropped
+//! connection and verified against their digest), mounting, pushing, and errors that say which
+//! registry, which repository and what status.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{self as mt, OciDescriptor};
+use oci_client::{Client, Reference};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::credentials::Credentials;
+use super::error::{ImageError, Result};
+use super::reference::{ImageRef, is_sha256_digest};
+
+/// An `os/arch[/variant]` platform, `linux/amd64` unless told otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        }
+    }
+}
+
+impl FromStr for Platform {
+    type Err = ImageError;
+    fn from_str(s: &str) -> Result<Platform> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok =
+            |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match parts.as_slice() {
+            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: Some(variant.to_string()),
+            }),
+            _ => Err(ImageError::Platform(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How layer bytes are packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+/// Whether an image uses Docker's or OCI's media types; whittle writes what it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Docker,
+    Oci,
+}
+
+impl Flavor {
+    pub fn manifest_type(self) -> &'static str {
+        match self {
+            Flavor::Docker => mt::IMAGE_MANIFEST_MEDIA_TYPE,
+            Flavor::Oci => mt::OCI_IMAGE_MEDIA_TYPE,
+        }
+    }
+    pub fn config_type(self) -> &'static str {
+        match self {
+            Flavor::Docker => mt::IMAGE_DOCKER_CONFIG_MEDIA_TYPE,
+            Flavor::Oci => mt::IMAGE_CONFIG_MEDIA_TYPE,
+        }
+    }
+    pub fn gzip_layer_type(self) -> &'static str {
+        match self {
+            Flavor::Docker => mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE,
+            Flavor::Oci => mt::IMAGE_LAYER_GZIP_MEDIA_TYPE,
+        }
+    }
+}
+
+/// How a layer of this media type is compressed, if whittle can read it.
+pub fn layer_compression(media_type: &str) -> Option<Compression> {
+    match media_type {
+        mt::IMAGE_LAYER_GZIP_MEDIA_TYPE
+        | mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE
+        | mt::IMAGE_LAYER_NONDISTRIBUTABLE_GZIP_MEDIA_TYPE
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
+        mt::IMAGE_LAYER_MEDIA_TYPE
+        | mt::IMAGE_DOCKER_LAYER_TAR_MEDIA_TYPE
+        | mt::IMAGE_LAYER_NONDISTRIBUTABLE_MEDIA_TYPE => Some(Compression::None),
+        _ => None,
+    }
+}
+
+/// One image: the manifest a reference resolved to, and its config.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The reference as the user gave it.
+    pub reference: ImageRef,
+    /// `registry/repo@sha256:...` of the image manifest.
+    pub pinned: ImageRef,
+    pub manifest_digest: String,
+    /// The index the manifest was chosen from, when the reference named one.
+    pub index_digest: Option<String>,
+    pub flavor: Flavor,
+    pub config_descriptor: OciDescriptor,
+    pub layers: Vec<OciDescriptor>,
+    /// The config JSON as stored: whittle edits a copy and keeps every field it does not know.
+    pub config: Value,
+}
+
+impl Image {
+    /// Sum of the compressed layer sizes, as the manifest states them.
+    pub fn compressed_size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size.max(0) as u64).sum()
+    }
+}
+
+/// What happened to a source layer when it was made available in another repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// Already there (same repository, or pushed before).
+    Present,
+    /// Cross-repository mount: no bytes moved.
+    Mounted,
+    /// Another registry: streamed from one to the other.
+    Copied,
+}
+
+/// Options that apply to every registry whittle talks to in one command.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Plain HTTP instead of HTTPS.
+    pub insecure: bool,
+    pub platform: Platform,
+}
+
+pub struct Registry {
+    client: Client,
+    credentials: Credentials,
+    options: RegistryOptions,
+    uploaded: AtomicU64,
+}
+
+const MANIFEST_TYPES: &[&str] = &[
+    mt::OCI_IMAGE_MEDIA_TYPE,
+    mt::IMAGE_MANIFEST_MEDIA_TYPE,
+    mt::OCI_IMAGE_INDEX_MEDIA_TYPE,
+    mt::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+];
+
+/// Attempts for one registry request before a transient failure is reported.
+const ATTEMPTS: u32 = 5;
+/// First backoff; it doubles on each retry (0.25 s, 0.5 s, 1 s, 2 s).
+const BACKOFF: Duration = Duration::from_millis(250);
+
+impl Registry {
+    pub fn new(credentials: Credentials, options: RegistryOptions) -> Registry {
+        let client = Client::new(ClientConfig {
+            protocol: if options.insecure {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            // whittle picks the platform itself, to name what an index offers when it fails.
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(30)),
+            read_timeout: Some(Duration::from_secs(300)),
+            user_agent: concat!("whittle/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        });
+        Registry {
+            client,
+            credentials,
+            options,
+            uploaded: AtomicU64::new(0),
+        }
+    }
+
+    pub fn options(&self) -> &RegistryOptions {
+        &self.options
+    }
+
+    /// Bytes this registry client has uploaded so far (blobs and manifests).
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.uploaded.load(Ordering::Relaxed)
+    }
+
+    async fn authorize(&self, r: &ImageRef) {
+        let auth = self.credentials.auth_for(r.registry());
+        self.client
+            .store_auth_if_needed(r.oci().resolve_registry(), &auth)
+            .await;
+    }
+
+    /// Resolves `r` to one image manifest (choosing the platform from an index) and its config.
+    pub async fn resolve(&self, r: &ImageRef) -> Result<Image> {
+        self.authorize(r).await;
+        let (body, digest) = self.pull_manifest(r).await?;
+        let mut value = parse_json(r, "manifest", &body)?;
+        let mut index_digest = None;
+        let mut manifest_digest = digest;
+        if is_index(&value) {
+            let chosen = self.choose_platform(r, &value)?;
+            index_digest = Some(manifest_digest);
+            let pinned = r.at_digest(&chosen);
+            let (body, digest) = self.pull_manifest(&pinned).await?;
+            value = parse_json(&pinned, "manifest", &body)?;
+            if is_index(&value) {
+                return Err(ImageError::Manifest {
+                    reference: pinned.to_string(),
+                    detail: "an image index names another index for the platform".into(),
+                });
+            }
+            manifest_digest = digest;
+        }
+        let pinned = r.at_digest(&manifest_digest);
+        let media_type = value["mediaType"]
+            .as_str()
+            .unwrap_or(mt::OCI_IMAGE_MEDIA_TYPE);
+        let flavor = match media_type {
+            mt::IMAGE_MANIFEST_MEDIA_TYPE => Flavor::Docker,
+            mt::OCI_IMAGE_MEDIA_TYPE => Flavor::Oci,
+            other => {
+                return Err(ImageError::MediaType {
+                    reference: r.to_string(),
+                    what: "the manifest".into(),
+                    media_type: other.to_string(),
+                    hint: " (only Docker v2 schema 2 and OCI image manifests are images)",
+                });
+            }
+        };
+        let descriptor = |v: &Value, what: &str| -> Result<OciDescriptor> {
+            serde_json::from_value(v.clone()).map_err(|e| ImageError::Manifest {
+                reference: pinned.to_string(),
+                detail: format!("{what} is not a descriptor: {e}"),
+            })
+        };
+        let config_descriptor = descriptor(&value["config"], "config")?;
+        let layers = value["layers"]
+            .as_array()
+            .ok_or_else(|| ImageError::Manifest {
+                reference: pinned.to_string(),
+                detail: "the manifest has no layers array".into(),
+            })?
+            .iter()
+            .map(|l| descriptor(l, "a layer"))
+            .collect::<Result<Vec<_>>>()?;
+        for layer in &layers {
+            if !is_sha256_digest(&layer.digest) {
+                return Err(ImageError::Manifest {
+                    reference: pinned.to_string(),
+                    detail: format!("layer digest {} is not sha256", layer.digest),
+                });
+            }
+            if layer_compression(&layer.media_type).is_none() {
+                return Err(ImageError::MediaType {
+                    reference: pinned.to_string(),
+                    what: format!("layer {}", layer.digest),
+                    media_type: layer.media_type.clone(),
+                    hint: " (whittle reads tar and tar+gzip layers; zstd is not supported yet)",
+                });
+            }
+        }
+        let config_bytes = self.pull_small_blob(&pinned, &config_descriptor).await?;
+        let config = parse_json(&pinned, "config", &config_bytes)?;
+        Ok(Image {
+            reference: r.clone(),
+            pinned,
+            manifest_digest,
+            index_digest,
+            flavor,
+            config_descriptor,
+            layers,
+            config,
+        })
+    }
+
+    async fn pull_manifest(&self, r: &ImageRef) -> Result<(Bytes, String)> {
+        let auth = self.credentials.auth_for(r.registry());
+        retry(|| {
+            self.client
+                .pull_manifest_raw(r.oci(), &auth, MANIFEST_TYPES)
+        })
+        .await
+        .map_err(|e| self.error(r, "fetch the manifest", &what_manifest(r), e))
+    }
+
+    fn choose_platform(&self, r: &ImageRef, index: &Value) -> Result<String> {
+        let want = &self.options.platform;
+        let mut available = Vec::new();
+        for entry in index["manifests"].as_array().into_iter().flatten() {
+            let p = &entry["platform"];
+            let (Some(os), Some(arch)) = (p["os"].as_str(), p["architecture"].as_str()) else {
+                continue;
+            };
+            let variant = p["variant"].as_str();
+            if os == "unknown" {
+                // Attestations and signatures, not images.
+                continue;
+            }
+            available.push(match variant {
+                Some(v) => format!("{os}/{arch}/{v}"),
+                None => format!("{os}/{arch}"),
+            });
+            let variant_ok = match &want.variant {
+                Some(w) => variant == Some(w.as_str()),
+                None => true,
+            };
+            if os == want.os
+                && arch == want.architecture
+                && variant_ok
+                && let Some(d) = entry["digest"].as_str()
+            {
+                return Ok(d.to_string());
+            }
+        }
+        Err(ImageError::NoPlatform {
+            reference: r.to_string(),
+            wanted: want.to_string(),
+            available: if available.is_empty() {
+                "no platforms".into()
+            } else {
+                available.join(", ")
+            },
+        })
+    }
+
+    /// A blob small enough to hold in memory (a config), verified against its digest.
+    pub async fn pull_small_blob(&self, r: &ImageRef, desc: &OciDescriptor) -> Result<Vec<u8>> {
+        let out = retry(|| async {
+            let mut buf = Vec::new();
+            self.client.pull_blob(r.oci(), desc, &mut buf).await?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| self.error(r, "fetch a blob", &format!("blob {}", desc.digest), e))?;
+        Ok(out)
+    }
+
+    /// A blob as a byte stream. A connection that drops mid-way is resumed with a Range request
+    /// (up to [`ATTEMPTS`] times); the whole blob is checked against its digest and size at the
+    /// end, so a corrupt or truncated blob is an error, never silently used.
+    pub async fn blob_stream(
+        &self,
+        r: &ImageRef,
+        desc: &OciDescriptor,
+    ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static + use<>> {
+        self.authorize(r).await;
+        let first = self.open_blob(r, desc, 0).await?;
+        let state = BlobState {
+            client: self.client.clone(),
+            reference: r.clone(),
+            desc: desc.clone(),
+            offset: 0,
+            hasher: Sha256::new(),
+            inner: Some(first),
+            resumes: 0,
+            done: false,
+        };
+        Ok(futures::stream::unfold(state, BlobState::next))
+    }
+
+    async fn open_blob(
+        &self,
+        r: &ImageRef,
+        desc: &OciDescriptor,
+        offset: u64,
+    ) -> Result<BoxByteStream> {
+        retry(|| open_at(&self.client, r.oci(), desc, offset))
+            .await
+            .map_err(|e| self.error(r, "fetch a layer", &format!("blob {}", desc.digest), e))
+    }
+
+    /// Uploads a blob held in memory, unless the repository already has it.
+    pub async fn push_blob(&self, r: &ImageRef, data: Bytes, digest: &str) -> Result<Transfer> {
+        self.authorize(r).await;
+        if self.blob_exists(r, digest).await? {
+            return Ok(Transfer::Present);
+        }
+        let len = data.len() as u64;
+        retry(|| self.client.push_blob(r.oci(), data.clone(), digest))
+            .await
+            .map_err(|e| self.error(r, "upload a blob", &format!("blob {digest}"), e))?;
+        self.uploaded.fetch_add(len, Ordering::Relaxed);
+        Ok(Transfer::Copied)
+    }
+
+    pub async fn blob_exists(&self, r: &ImageRef, digest: &str) -> Result<bool> {
+        self.authorize(r).await;
+        retry(|| self.client.blob_exists(r.oci(), digest))
+            .await
+            .map_err(|e| self.error(r, "check a blob", &format!("blob {digest}"), e))
+    }
+
+    /// Makes `desc` (a blob of `src`) available in `dst` without downloading it when the two
+    /// share a registry: a cross-repository mount. Across registries the blob is streamed from
+    /// one to the other, the only way to get it there.
+    pub async fn transfer_blob(
+        &self,
+        src: &ImageRef,
+        dst: &ImageRef,
+        desc: &OciDescriptor,
+    ) -> Result<Transfer> {
+        if src.same_repository(dst) {
+            return Ok(Transfer::Present);
+        }
+        self.authorize(dst).await;
+        if self.blob_exists(dst, &desc.digest).await? {
+            return Ok(Transfer::Present);
+        }
+        if src.same_registry(dst) {
+            match retry(|| self.client.mount_blob(dst.oci(), src.oci(), &desc.digest)).await {
+                Ok(()) => return Ok(Transfer::Mounted),
+                // A registry may decline a mount (202 instead of 201); then the blob is copied.
+                Err(OciDistributionError::SpecViolationError(_)) => {}
+                Err(e) => {
+                    return Err(self.error(
+                        dst,
+                        "mount a blob",
+                        &format!("blob {}", desc.digest),
+                        e,
+                    ));
+                }
+            }
+        }
+        let size = desc.size.max(0) as u64;
+        let digest = desc.digest.clone();
+        retry(|| async {
+            let stream = self
+                .blob_stream(src, desc)
+                .await
+                .map_err(|e| OciDistributionError::GenericError(Some(e.to_string())))?;
+            let stream = stream.map(|r| r.map_err(OciDistributionError::IoError));
+            self.client
+                .push_blob_stream(dst.oci(), stream, &digest, Some(size))
+                .await
+        })
+        .await
+        .map_err(|e| self.error(dst, "copy a blob", &format!("blob {}", desc.digest), e))?;
+        self.uploaded.fetch_add(size, Ordering::Relaxed);
+        Ok(Transfer::Copied)
+    }
+
+    /// Uploads a blob of unknown length from a stream with a chunked upload, computing its
+    /// digest on the way; returns `(digest, size)`. A stream cannot be replayed, so this is not
+    /// retried here: callers that can regenerate the stream retry the whole step.
+    pub async fn push_blob_stream<S>(&self, r: &ImageRef, stream: S) -> Result<(String, u64)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, OciDistributionError>> + Send + 'static,
+    {
+        self.authorize(r).await;
+        let resp = self
+            .client
+            .push_blob_stream_chunked(r.oci(), stream)
+            .await
+            .map_err(|e| self.error(r, "upload a layer", "upload session", e))?;
+        self.uploaded.fetch_add(resp.size, Ordering::Relaxed);
+        Ok((resp.blob_digest, resp.size))
+    }
+
+    /// Pushes a manifest under `r`'s tag; returns its digest.
+    pub async fn push_manifest(
+        &self,
+        r: &ImageRef,
+        body: Vec<u8>,
+        media_type: &str,
+    ) -> Result<String> {
+        self.authorize(r).await;
+        let digest = format!("sha256:{:x}", Sha256::digest(&body));
+        let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|e| {
+            ImageError::Manifest {
+                reference: r.to_string(),
+                detail: format!("media type {media_type}: {e}"),
+            }
+        })?;
+        let len = body.len() as u64;
+        let body = Bytes::from(body);
+        retry(|| {
+            self.client
+                .push_manifest_raw(r.oci(), body.clone(), content_type.clone())
+        })
+        .await
+        .map_err(|e| self.error(r, "push the manifest", &what_manifest(r), e))?;
+        self.uploaded.fetch_add(len, Ordering::Relaxed);
+        Ok(digest)
+    }
+
+    /// Turns an oci-client error into one that names the registry, repository and status.
+    fn error(&self, r: &ImageRef, action: &str, what: &str, e: OciDistributionError) -> ImageError {
+        let registry = r.registry().to_string();
+        let repository = r.repository().to_string();
+        let anonymous = self.credentials.get(r.registry()).is_none();
+        let unauthorized = |status| ImageError::Unauthorized {
+            registry: registry.clone(),
+            repository: repository.clone(),
+            status,
+            anonymous,
+        };
+        let not_found = || ImageError::NotFound {
+            registry: registry.clone(),
+            repository: repository.clone(),
+            what: what.to_string(),
+        };
+        let other = |detail: String| ImageError::Registry {
+            registry: registry.clone(),
+            repository: repository.clone(),
+            action: action.to_string(),
+            detail,
+        };
+        match &e {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => unauthorized(401),
+            OciDistributionError::ServerError { code, message, .. } => match code {
+                401 | 403 => unauthorized(*code),
+                404 => not_found(),
+                _ => other(format!("{code} {}", message.trim())),
+            },
+            OciDistributionError::RegistryError { envelope, .. } => {
+                let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+                if codes
+                    .iter()
+                    .any(|c| matches!(c, OciErrorCode::Unauthorized))
+                {
+                    unauthorized(401)
+                } else if codes.iter().any(|c| matches!(c, OciErrorCode::Denied)) {
+                    unauthorized(403)
+                } else if codes.iter().any(|c| {
+                    matches!(
+                        c,
+                        OciErrorCode::ManifestUnknown
+                            | OciErrorCode::BlobUnknown
+                            | OciErrorCode::NameUnknown
+                            | OciErrorCode::NotFound
+                    )
+                }) {
+                    not_found()
+                } else {
+                    other(envelope.to_string())
+                }
+            }
+            OciDistributionError::RequestError(re) => match re.status().map(|s| s.as_u16()) {
+                Some(401) => unauthorized(401),
+                Some(403) => unauthorized(403),
+                Some(404) => not_found(),
+                _ if re.is_connect() || re.is_timeout() => ImageError::Unreachable {
+                    registry,
+                    detail: chain(&e),
+                    hint: if self.options.insecure {
+                        ""
+                    } else {
+                        "; if it serves plain HTTP, pass --insecure"
+                    },
+                },
+                _ => other(chain(&e)),
+            },
+            _ => other(chain(&e)),
+        }
+    }
+}
+
+/// The error and its causes on one line (reqwest hides the useful part in `source()`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn what_manifest(r: &ImageRef) -> String {
+    match (r.tag(), r.digest()) {
+        (_, Some(d)) => format!("manifest {d}"),
+        (Some(t), None) => format!("tag {t}"),
+        (None, None) => "tag latest".into(),
+    }
+}
+
+fn parse_json(r: &ImageRef, what: &str, body: &[u8]) -> Result<Value> {
+    serde_json::from_slice(body).map_err(|e| ImageError::Manifest {
+        reference: r.to_string(),
+        detail: format!("the {what} is not JSON: {e}"),
+    })
+}
+
+fn is_index(v: &Value) -> bool {
+    match v["mediaType"].as_str() {
+        Some(mt::OCI_IMAGE_INDEX_MEDIA_TYPE) | Some(mt::IMAGE_MANIFEST_LIST_MEDIA_TYPE) => true,
+        Some(_) => false,
+        None => v.get("manifests").is_some() && v.get("layers").is_none(),
+    }
+}
+
+/// True for failures worth another try: 5xx, 429, dropped or refused connections, timeouts.
+pub fn is_transient(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
+        OciDistributionError::RequestError(re) => match re.status() {
+            Some(s) => s.is_server_error() || s.as_u16() == 429,
+            None => re.is_connect() || re.is_timeout() || re.is_request() || re.is_body(),
+        },
+        OciDistributionError::IoError(io) => is_transient_io(io),
+        _ => false,
+    }
+}
+
+fn is_transient_io(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | TimedOut | UnexpectedEof | Interrupted
+    ) {
+        return true;
+    }
+    // reqwest body errors arrive wrapped in io::Error::other.
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
+        .is_some_and(|re| re.is_body() || re.is_request() || re.is_timeout() || re.is_decode())
+}
+
+/// Runs `op` until it succeeds, fails for good, or [`ATTEMPTS`] transient failures happened.
+pub async fn retry<T, F, Fut>(mut op: F) -> std::result::Result<T, OciDistributionError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, OciDistributionError>>,
+{
+    let mut delay = BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+                tracing::warn!(attempt, error = %chain(&e), "transient registry error; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+type BoxByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// Opens the blob at `offset`; when the registry ignores the Range and sends it whole, the
+/// bytes before `offset` are skipped.
+async fn open_at(
+    client: &Client,
+    r: &Reference,
+    desc: &OciDescriptor,
+    offset: u64,
+) -> std::result::Result<BoxByteStream, OciDistributionError> {
+    if offset == 0 {
+        return Ok(Box::pin(client.pull_blob_stream(r, desc).await?.stream));
+    }
+    match client
+        .pull_blob_stream_partial(r, desc, offset, None)
+        .await?
+    {
+        BlobResponse::Partial(s) => Ok(Box::pin(s.stream)),
+        BlobResponse::Full(s) => {
+            let mut skip = offset;
+            Ok(Box::pin(s.stream.filter_map(move |chunk| {
+                let out = match chunk {
+                    Ok(mut b) if skip > 0 => {
+                        let n = skip.min(b.len() as u64) as usize;
+                        skip -= n as u64;
+                        let rest = b.split_off(n);
+                        (!rest.is_empty()).then_some(Ok(rest))
+                    }
+                    other => Some(other),
+                };
+                futures::future::ready(out)
+            })))
+        }
+    }
+}
+
+struct BlobState {
+    client: Client,
+    reference: ImageRef,
+    desc: OciDescriptor,
+    offset: u64,
+    hasher: Sha256,
+    inner: Option<BoxByteStream>,
+    resumes: u32,
+    done: bool,
+}
+
+impl BlobState {
+    async fn next(mut self) -> Option<(std::io::Result<Bytes>, BlobState)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let Some(inner) = self.inner.as_mut() else {
+                self.done = true;
+                return Some((Err(std::io::Error::other("blob stream closed")), self));
+            };
+            match inner.next().await {
+                Some(Ok(chunk)) => {
+                    self.hasher.update(&chunk);
+                    self.offset += chunk.len() as u64;
+                    return Some((Ok(chunk), self));
+                }
+                Some(Err(e)) if self.resumes + 1 < ATTEMPTS && is_transient_io(&e) => {
+                    self.resumes += 1;
+                    tracing::warn!(digest = %self.desc.digest, offset = self.offset, error = %e,
+                        "layer download interrupted; resuming");
+                    tokio::time::sleep(BACKOFF * 2u32.pow(self.resumes)).await;
+                    self.inner = None;
+                    match retry(|| {
+                        open_at(&self.client, self.reference.oci(), &self.desc, self.offset)
+                    })
+                    .await
+                    {
+                        Ok(s) => self.inner = Some(s),
+                        Err(e) => {
+                            self.done = true;
+                            return Some((Err(std::io::Error::other(chain(&e))), self));
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some((Err(e), self));
+                }
+                None => {
+                    self.done = true;
+                    let digest = format!("sha256:{:x}", self.hasher.clone().finalize());
+                    let size = self.desc.size.max(0) as u64;
+                    if digest != self.desc.digest || self.offset != size {
+                        let msg = format!(
+                            "the registry sent {} bytes with digest {digest}; the manifest says {size} bytes with digest {}",
+                            self.offset, self.desc.digest
+                        );
+                        return Some((
+                            Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg)),
+                            self,
+                        ));
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse_and_print() {
+        let p: Platform = "linux/arm64/v8".parse().unwrap();
+        assert_eq!(p.variant.as_deref(), Some("v8"));
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        assert_eq!(Platform::default().to_string(), "linux/amd64");
+        for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/am d64"] {
+            assert!(bad.parse::<Platform>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn index_choice_names_what_is_available() {
+        let registry = Registry::new(Credentials::anonymous(), RegistryOptions::default());
+        let r = ImageRef::parse("127.0.0.1:5000/a/b:1").unwrap();
+        let index = serde_json::json!({
+            "mediaType": mt::OCI_IMAGE_INDEX_MEDIA_TYPE,
+            "manifests": [
+                {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+                {"digest": "sha256:att", "platform": {"os": "unknown", "architecture": "unknown"}},
+                {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}}
+            ]
+        });
+        assert!(is_index(&index));
+        assert_eq!(registry.choose_platform(&r, &index).unwrap(), "sha256:amd");
+        let registry = Registry::new(
+            Credentials::anonymous(),
+            RegistryOptions {
+                platform: "linux/s390x".parse().unwrap(),
+                ..Default::default()
+            },
+        );
+        let e = registry
+            .choose_platform(&r, &index)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("linux/s390x") && e.contains("linux/arm64/v8, linux/amd64"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn layer_media_types() {
+        assert_eq!(
+            layer_compression(mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            layer_compression(mt::IMAGE_LAYER_MEDIA_TYPE),
+            Some(Compression::None)
+        );
+        assert_eq!(
+            layer_compression("application/vnd.oci.image.layer.v1.tar+zstd"),
+            None
+        );
+    }
+}
