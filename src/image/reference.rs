@@ -18,6 +18,12 @@ impl ImageRef {
             input: input.to_string(),
             reason: format!("{e}"),
         })?;
+        if inner.repository().chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(ImageError::Reference {
+                input: input.to_string(),
+                reason: "repository names must be lowercase".into(),
+            });
+        }
         if let Some(d) = inner.digest()
             && !is_sha256_digest(d)
         {

@@ -1,0 +1,143 @@
+//! Reading one layer's tar stream into the [`Tree`], and setting aside the contents of the
+//! files a caller may need into the [`Spool`]. Each entry is looked at once, in stream order.
+
+use std::io::{self, Read};
+
+use tar::EntryType;
+
+use super::spool::Spool;
+use super::tree::{Applied, Kind, Node, Tree, normalize};
+
+/// Which file contents to set aside while a layer streams past.
+pub trait Retain {
+    fn retain(&self, layer: usize, path: &str) -> bool;
+}
+
+impl<F: Fn(usize, &str) -> bool> Retain for F {
+    fn retain(&self, layer: usize, path: &str) -> bool {
+        self(layer, path)
+    }
+}
+
+/// What one layer held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerStats {
+    pub entries: u64,
+    pub whiteouts: u64,
+    /// Uncompressed bytes of regular files.
+    pub file_bytes: u64,
+    /// Bytes set aside into the spool.
+    pub retained_bytes: u64,
+}
+
+/// What a scan does with the entries' metadata.
+pub enum Pass<'a> {
+    /// The first pass: apply every entry to the tree.
+    Build(&'a mut Tree),
+    /// A later, targeted pass: the tree is complete and only names the paths.
+    Refill(&'a Tree),
+}
+
+/// Reads the tar stream `tar` as layer `layer`, copying retained file contents into `spool`.
+pub fn scan_layer(
+    layer: usize,
+    tar: impl Read,
+    mut pass: Pass<'_>,
+    spool: &mut Spool,
+    retain: &dyn Retain,
+) -> io::Result<LayerStats> {
+    let mut archive = tar::Archive::new(tar);
+    let mut stats = LayerStats::default();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        stats.entries += 1;
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let header = entry.header();
+        let kind = match header.entry_type() {
+            EntryType::Regular | EntryType::Continuous => Kind::File,
+            EntryType::Directory => Kind::Dir,
+            EntryType::Symlink => Kind::Symlink(link_name(&entry)?),
+            EntryType::Link => Kind::HardLink(normalize(&link_name(&entry)?)),
+            EntryType::Char => {
+                Kind::Char(device(header.device_major()), device(header.device_minor()))
+            }
+            EntryType::Block => {
+                Kind::Block(device(header.device_major()), device(header.device_minor()))
+            }
+            EntryType::Fifo => Kind::Fifo,
+            EntryType::GNUSparse => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{raw_path}: sparse files in layers are not supported"),
+                ));
+            }
+            // PAX and GNU long-name headers are folded into the next entry by `tar`.
+            _ => continue,
+        };
+        let size = entry.size();
+        let mut node = Node {
+            layer,
+            kind,
+            mode: header.mode().unwrap_or(0o644),
+            uid: header.uid().unwrap_or(0),
+            gid: header.gid().unwrap_or(0),
+            mtime: header.mtime().unwrap_or(0),
+            size,
+            uname: text(header.username_bytes()),
+            gname: text(header.groupname_bytes()),
+            pax: Vec::new(),
+        };
+        if let Some(records) = entry.pax_extensions()? {
+            for record in records {
+                let record = record?;
+                let Ok(key) = record.key() else { continue };
+                if key.starts_with("SCHILY.xattr.") || key.starts_with("LIBARCHIVE.xattr.") {
+                    node.pax
+                        .push((key.to_string(), record.value_bytes().to_vec()));
+                }
+            }
+        }
+        let is_file = node.kind == Kind::File;
+        if is_file {
+            stats.file_bytes += size;
+        }
+        let path = match &mut pass {
+            Pass::Build(tree) => match tree.apply(&raw_path, node) {
+                Applied::Added(path) => path,
+                Applied::Whiteout => {
+                    stats.whiteouts += 1;
+                    continue;
+                }
+                Applied::Ignored => continue,
+            },
+            Pass::Refill(tree) => tree.real_path(&raw_path),
+        };
+        if is_file && !spool.contains(layer, &path) && retain.retain(layer, &path) {
+            stats.retained_bytes += spool.put(layer, &path, &mut entry)?.len;
+        }
+    }
+    Ok(stats)
+}
+
+fn link_name<R: Read>(entry: &tar::Entry<'_, R>) -> io::Result<String> {
+    match entry.link_name_bytes() {
+        Some(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: a link entry without a target",
+                String::from_utf8_lossy(&entry.path_bytes())
+            ),
+        )),
+    }
+}
+
+fn device(n: io::Result<Option<u32>>) -> u32 {
+    n.ok().flatten().unwrap_or(0)
+}
+
+fn text(bytes: Option<&[u8]>) -> Option<String> {
+    bytes
+        .filter(|b| !b.is_empty())
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
