@@ -3,10 +3,14 @@
 pub mod credentials;
 pub mod elf;
 pub mod error;
+pub mod layout;
 pub mod reference;
 pub mod registry;
 pub mod scan;
+pub mod select;
 pub mod spool;
+pub mod store;
 pub mod tree;
+pub mod write;
 
 pub use error::{ImageError, Result};

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use super::credentials::Credentials;
 use super::error::{ImageError, Result};
 use super::reference::{ImageRef, is_sha256_digest};
+use super::store::{Image, Location};
 
 /// An `os/arch[/variant]` platform, `linux/amd64` unless told otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,30 +122,6 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
     }
 }
 
-/// One image: the manifest a reference resolved to, and its config.
-#[derive(Debug, Clone)]
-pub struct Image {
-    /// The reference as the user gave it.
-    pub reference: ImageRef,
-    /// `registry/repo@sha256:...` of the image manifest.
-    pub pinned: ImageRef,
-    pub manifest_digest: String,
-    /// The index the manifest was chosen from, when the reference named one.
-    pub index_digest: Option<String>,
-    pub flavor: Flavor,
-    pub config_descriptor: OciDescriptor,
-    pub layers: Vec<OciDescriptor>,
-    /// The config JSON as stored: whittle edits a copy and keeps every field it does not know.
-    pub config: Value,
-}
-
-impl Image {
-    /// Sum of the compressed layer sizes, as the manifest states them.
-    pub fn compressed_size(&self) -> u64 {
-        self.layers.iter().map(|l| l.size.max(0) as u64).sum()
-    }
-}
-
 /// What happened to a source layer when it was made available in another repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transfer {
@@ -230,7 +207,7 @@ impl Registry {
         let mut index_digest = None;
         let mut manifest_digest = digest;
         if is_index(&value) {
-            let chosen = self.choose_platform(r, &value)?;
+            let chosen = choose_platform(&r.to_string(), &value, &self.options.platform)?;
             index_digest = Some(manifest_digest);
             let pinned = r.at_digest(&chosen);
             let (body, digest) = self.pull_manifest(&pinned).await?;
@@ -293,15 +270,17 @@ impl Registry {
         }
         let config_bytes = self.pull_small_blob(&pinned, &config_descriptor).await?;
         let config = parse_json(&pinned, "config", &config_bytes)?;
+        let config_bytes = Bytes::from(config_bytes);
         Ok(Image {
-            reference: r.clone(),
-            pinned,
+            reference: Location::Registry(r.clone()),
+            pinned: Location::Registry(pinned),
             manifest_digest,
             index_digest,
             flavor,
             config_descriptor,
             layers,
             config,
+            config_bytes,
         })
     }
 
@@ -313,46 +292,6 @@ impl Registry {
         })
         .await
         .map_err(|e| self.error(r, "fetch the manifest", &what_manifest(r), e))
-    }
-
-    fn choose_platform(&self, r: &ImageRef, index: &Value) -> Result<String> {
-        let want = &self.options.platform;
-        let mut available = Vec::new();
-        for entry in index["manifests"].as_array().into_iter().flatten() {
-            let p = &entry["platform"];
-            let (Some(os), Some(arch)) = (p["os"].as_str(), p["architecture"].as_str()) else {
-                continue;
-            };
-            let variant = p["variant"].as_str();
-            if os == "unknown" {
-                // Attestations and signatures, not images.
-                continue;
-            }
-            available.push(match variant {
-                Some(v) => format!("{os}/{arch}/{v}"),
-                None => format!("{os}/{arch}"),
-            });
-            let variant_ok = match &want.variant {
-                Some(w) => variant == Some(w.as_str()),
-                None => true,
-            };
-            if os == want.os
-                && arch == want.architecture
-                && variant_ok
-                && let Some(d) = entry["digest"].as_str()
-            {
-                return Ok(d.to_string());
-            }
-        }
-        Err(ImageError::NoPlatform {
-            reference: r.to_string(),
-            wanted: want.to_string(),
-            available: if available.is_empty() {
-                "no platforms".into()
-            } else {
-                available.join(", ")
-            },
-        })
     }
 
     /// A blob small enough to hold in memory (a config), verified against its digest.
@@ -412,6 +351,40 @@ impl Registry {
             .await
             .map_err(|e| self.error(r, "upload a blob", &format!("blob {digest}"), e))?;
         self.uploaded.fetch_add(len, Ordering::Relaxed);
+        Ok(Transfer::Copied)
+    }
+
+    /// Uploads the blob in `file` (read from its start on every attempt), unless present.
+    pub async fn push_blob_file(
+        &self,
+        r: &ImageRef,
+        file: &std::fs::File,
+        digest: &str,
+        size: u64,
+    ) -> Result<Transfer> {
+        if self.blob_exists(r, digest).await? {
+            return Ok(Transfer::Present);
+        }
+        let io_error = |e: std::io::Error| ImageError::Io {
+            what: format!("reading the layer {digest} to upload"),
+            source: e,
+        };
+        retry(|| async {
+            let mut f = file.try_clone()?;
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))?;
+            let stream =
+                tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), 1 << 20)
+                    .map(|c| c.map_err(OciDistributionError::IoError));
+            self.client
+                .push_blob_stream(r.oci(), stream, digest, Some(size))
+                .await
+        })
+        .await
+        .map_err(|e| match e {
+            OciDistributionError::IoError(io) => io_error(io),
+            e => self.error(r, "upload a layer", &format!("blob {digest}"), e),
+        })?;
+        self.uploaded.fetch_add(size, Ordering::Relaxed);
         Ok(Transfer::Copied)
     }
 
@@ -586,6 +559,46 @@ impl Registry {
             _ => other(chain(&e)),
         }
     }
+}
+
+/// The digest of the `want` image in an image index; the error lists what the index offers.
+pub fn choose_platform(reference: &str, index: &Value, want: &Platform) -> Result<String> {
+    let mut available = Vec::new();
+    for entry in index["manifests"].as_array().into_iter().flatten() {
+        let p = &entry["platform"];
+        let (Some(os), Some(arch)) = (p["os"].as_str(), p["architecture"].as_str()) else {
+            continue;
+        };
+        let variant = p["variant"].as_str();
+        if os == "unknown" {
+            // Attestations and signatures, not images.
+            continue;
+        }
+        available.push(match variant {
+            Some(v) => format!("{os}/{arch}/{v}"),
+            None => format!("{os}/{arch}"),
+        });
+        let variant_ok = match &want.variant {
+            Some(w) => variant == Some(w.as_str()),
+            None => true,
+        };
+        if os == want.os
+            && arch == want.architecture
+            && variant_ok
+            && let Some(d) = entry["digest"].as_str()
+        {
+            return Ok(d.to_string());
+        }
+    }
+    Err(ImageError::NoPlatform {
+        reference: reference.to_string(),
+        wanted: want.to_string(),
+        available: if available.is_empty() {
+            "no platforms".into()
+        } else {
+            available.join(", ")
+        },
+    })
 }
 
 /// The error and its causes on one line (reqwest hides the useful part in `source()`).
@@ -798,7 +811,6 @@ mod tests {
 
     #[test]
     fn index_choice_names_what_is_available() {
-        let registry = Registry::new(Credentials::anonymous(), RegistryOptions::default());
         let r = ImageRef::parse("127.0.0.1:5000/a/b:1").unwrap();
         let index = serde_json::json!({
             "mediaType": mt::OCI_IMAGE_INDEX_MEDIA_TYPE,

@@ -1,0 +1,347 @@
+//! Where images live — a registry or an OCI layout directory — behind one set of operations,
+//! so instrument and harden are written once for both.
+
+use std::fmt;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use oci_client::manifest::{self as mt, OciDescriptor};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::credentials::Credentials;
+use super::error::{ImageError, Result};
+use super::layout::LayoutRef;
+use super::reference::ImageRef;
+use super::registry::{self, Flavor, Registry, RegistryOptions, Transfer};
+
+/// An image's place: `registry/repo:tag`, `registry/repo@sha256:...`, or `oci:DIR[:TAG]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Registry(ImageRef),
+    Layout(LayoutRef),
+}
+
+impl Location {
+    pub fn parse(input: &str) -> Result<Location> {
+        match input.strip_prefix("oci:") {
+            Some(rest) => Ok(Location::Layout(LayoutRef::parse(input, rest)?)),
+            None => Ok(Location::Registry(ImageRef::parse(input)?)),
+        }
+    }
+
+    /// `<repo>:<tag>-<suffix>` in the same registry repository or layout directory.
+    pub fn derived(&self, suffix: &str) -> Location {
+        match self {
+            Location::Registry(r) => Location::Registry(r.derived(suffix)),
+            Location::Layout(l) => {
+                let base = match (&l.tag, &l.digest) {
+                    (Some(t), _) => t.clone(),
+                    (None, Some(d)) => format!("sha256-{}", &d["sha256:".len()..][..12]),
+                    (None, None) => "latest".into(),
+                };
+                Location::Layout(l.at_tag(&format!("{base}-{suffix}")))
+            }
+        }
+    }
+
+    pub fn at_digest(&self, digest: &str) -> Location {
+        match self {
+            Location::Registry(r) => Location::Registry(r.at_digest(digest)),
+            Location::Layout(l) => Location::Layout(l.at_digest(digest)),
+        }
+    }
+
+    /// True when both are the same place (so a layer of one is already in the other).
+    fn same_place(&self, other: &Location) -> bool {
+        match (self, other) {
+            (Location::Registry(a), Location::Registry(b)) => a.same_repository(b),
+            (Location::Layout(a), Location::Layout(b)) => a.dir == b.dir,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Registry(r) => r.fmt(f),
+            Location::Layout(l) => l.fmt(f),
+        }
+    }
+}
+
+/// One image: the manifest a reference resolved to, and its config.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The reference as the user gave it.
+    pub reference: Location,
+    /// The same place at the image manifest's digest.
+    pub pinned: Location,
+    pub manifest_digest: String,
+    /// The index the manifest was chosen from, when the reference named one.
+    pub index_digest: Option<String>,
+    pub flavor: Flavor,
+    pub config_descriptor: OciDescriptor,
+    pub layers: Vec<OciDescriptor>,
+    /// The config JSON as stored: whittle edits a copy and keeps every field it does not know.
+    pub config: Value,
+    /// The config's bytes as stored.
+    pub config_bytes: Bytes,
+}
+
+impl Image {
+    /// Sum of the compressed layer sizes, as the manifest states them.
+    pub fn compressed_size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size.max(0) as u64).sum()
+    }
+}
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// The operations instrument, harden and inspect need, over registries and layouts alike.
+pub struct Store {
+    registry: Registry,
+    /// Bytes written into layout directories (registries count their own).
+    layout_written: std::sync::atomic::AtomicU64,
+}
+
+impl Store {
+    pub fn new(credentials: Credentials, options: RegistryOptions) -> Store {
+        Store {
+            registry: Registry::new(credentials, options),
+            layout_written: Default::default(),
+        }
+    }
+
+    /// Bytes uploaded to registries or written into layouts by this store so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.registry.uploaded_bytes()
+            + self
+                .layout_written
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, n: u64) {
+        self.layout_written
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub async fn resolve(&self, location: &Location) -> Result<Image> {
+        match location {
+            Location::Registry(r) => self.registry.resolve(r).await,
+            Location::Layout(l) => self.resolve_layout(l),
+        }
+    }
+
+    fn resolve_layout(&self, l: &LayoutRef) -> Result<Image> {
+        let desc = l.find()?;
+        let mut manifest_digest = desc.digest.clone();
+        let mut body = l.read_blob(&manifest_digest)?;
+        let mut value = json(&l.to_string(), "manifest", &body)?;
+        let mut index_digest = None;
+        if value.get("manifests").is_some() {
+            let chosen = registry::choose_platform(
+                &l.to_string(),
+                &value,
+                &self.registry.options().platform,
+            )?;
+            index_digest = Some(manifest_digest);
+            body = l.read_blob(&chosen)?;
+            value = json(&l.to_string(), "manifest", &body)?;
+            manifest_digest = chosen;
+        }
+        let pinned = l.at_digest(&manifest_digest);
+        let flavor = match value["mediaType"].as_str() {
+            Some(mt::IMAGE_MANIFEST_MEDIA_TYPE) => Flavor::Docker,
+            _ => Flavor::Oci,
+        };
+        let manifest: mt::OciImageManifest =
+            serde_json::from_value(value).map_err(|e| ImageError::Manifest {
+                reference: pinned.to_string(),
+                detail: format!("not an image manifest: {e}"),
+            })?;
+        for layer in &manifest.layers {
+            if registry::layer_compression(&layer.media_type).is_none() {
+                return Err(ImageError::MediaType {
+                    reference: pinned.to_string(),
+                    what: format!("layer {}", layer.digest),
+                    media_type: layer.media_type.clone(),
+                    hint: " (whittle reads tar and tar+gzip layers)",
+                });
+            }
+        }
+        let config_bytes = l.read_blob(&manifest.config.digest)?;
+        let config = json(&pinned.to_string(), "config", &config_bytes)?;
+        Ok(Image {
+            reference: Location::Layout(l.clone()),
+            pinned: Location::Layout(pinned),
+            manifest_digest,
+            index_digest,
+            flavor,
+            config_descriptor: manifest.config,
+            layers: manifest.layers,
+            config,
+            config_bytes: Bytes::from(config_bytes),
+        })
+    }
+
+    /// The compressed bytes of one of `image`'s layers, verified against its digest.
+    pub async fn layer_stream(&self, image: &Image, desc: &OciDescriptor) -> Result<ByteStream> {
+        match &image.pinned {
+            Location::Registry(r) => Ok(Box::pin(self.registry.blob_stream(r, desc).await?)),
+            Location::Layout(l) => Ok(Box::pin(verified(l.blob_stream(desc).await?, desc))),
+        }
+    }
+
+    /// Makes layer `desc` of `src` available at `dst` as cheaply as the two places allow:
+    /// nothing when already there, a cross-repository mount within a registry, a hard link
+    /// within a filesystem, a streamed copy otherwise.
+    pub async fn transfer_layer(
+        &self,
+        src: &Image,
+        dst: &Location,
+        desc: &OciDescriptor,
+    ) -> Result<Transfer> {
+        if src.pinned.same_place(dst) {
+            return Ok(Transfer::Present);
+        }
+        match (&src.pinned, dst) {
+            (Location::Registry(s), Location::Registry(d)) => {
+                self.registry.transfer_blob(s, d, desc).await
+            }
+            (Location::Layout(s), Location::Layout(d)) => {
+                if d.has_blob(&desc.digest)? {
+                    return Ok(Transfer::Present);
+                }
+                let from = s.blob_path(&desc.digest)?;
+                let to = d.blob_path(&desc.digest)?;
+                d.ensure_layout()?;
+                if std::fs::hard_link(&from, &to).is_ok() {
+                    return Ok(Transfer::Mounted);
+                }
+                let stream = self.layer_stream(src, desc).await?;
+                d.put_blob_stream(desc, stream).await?;
+                self.count(desc.size.max(0) as u64);
+                Ok(Transfer::Copied)
+            }
+            (Location::Registry(_), Location::Layout(d)) => {
+                let stream = self.layer_stream(src, desc).await?;
+                let copied = d.put_blob_stream(desc, stream).await?;
+                if copied {
+                    self.count(desc.size.max(0) as u64);
+                }
+                Ok(if copied {
+                    Transfer::Copied
+                } else {
+                    Transfer::Present
+                })
+            }
+            (Location::Layout(s), Location::Registry(d)) => {
+                let path = s.blob_path(&desc.digest)?;
+                let file = std::fs::File::open(&path)
+                    .map_err(ImageError::io(format!("opening {}", path.display())))?;
+                self.registry
+                    .push_blob_file(d, &file, &desc.digest, desc.size.max(0) as u64)
+                    .await
+            }
+        }
+    }
+
+    /// Stores a small blob (a config, the sensor layer); returns its digest.
+    pub async fn put_blob(&self, dst: &Location, data: Bytes) -> Result<String> {
+        let digest = format!("sha256:{:x}", Sha256::digest(&data));
+        match dst {
+            Location::Registry(r) => {
+                self.registry.push_blob(r, data, &digest).await?;
+            }
+            Location::Layout(l) => {
+                if l.put_blob(&data)?.1 {
+                    self.count(data.len() as u64);
+                }
+            }
+        }
+        Ok(digest)
+    }
+
+    /// Stores the blob in `file` under `digest` (`size` bytes).
+    pub async fn put_blob_file(
+        &self,
+        dst: &Location,
+        file: &std::fs::File,
+        digest: &str,
+        size: u64,
+    ) -> Result<()> {
+        match dst {
+            Location::Registry(r) => {
+                self.registry.push_blob_file(r, file, digest, size).await?;
+            }
+            Location::Layout(l) => {
+                if l.put_blob_file(file, digest)? {
+                    self.count(size);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a manifest under `dst`'s tag; returns `dst` pinned to the manifest's digest.
+    pub async fn put_manifest(
+        &self,
+        dst: &Location,
+        body: Vec<u8>,
+        media_type: &str,
+    ) -> Result<Location> {
+        let digest = match dst {
+            Location::Registry(r) => self.registry.push_manifest(r, body, media_type).await?,
+            Location::Layout(l) => {
+                self.count(body.len() as u64);
+                l.put_manifest(&body, media_type)?
+            }
+        };
+        Ok(dst.at_digest(&digest))
+    }
+}
+
+/// Passes `stream` through, failing at the end when its bytes do not hash to `desc.digest`.
+fn verified(
+    stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    desc: &OciDescriptor,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let want = desc.digest.clone();
+    let hasher = Sha256::new();
+    let tail = futures::stream::once(async { Ok(Bytes::new()) });
+    stream
+        .chain(tail)
+        .scan((hasher, false), move |(hasher, done), chunk| {
+            let out = match chunk {
+                Ok(c) if c.is_empty() && !*done => {
+                    *done = true;
+                    let got = format!("sha256:{:x}", hasher.clone().finalize());
+                    if got == want {
+                        None
+                    } else {
+                        Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("blob {want} holds content with digest {got}"),
+                        )))
+                    }
+                }
+                Ok(c) => {
+                    hasher.update(&c);
+                    Some(Ok(c))
+                }
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(Some(out))
+        })
+        .filter_map(futures::future::ready)
+}
+
+fn json(reference: &str, what: &str, body: &[u8]) -> Result<Value> {
+    serde_json::from_slice(body).map_err(|e| ImageError::Manifest {
+        reference: reference.to_string(),
+        detail: format!("the {what} is not JSON: {e}"),
+    })
+}
