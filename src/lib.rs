@@ -8,3 +8,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod image;
 pub mod local;
+
+/// Names rustls' crypto provider for the process. kube and oci-client both link rustls, and
+/// with two providers compiled in, rustls refuses to guess; call this before any connection.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,8 +1,12 @@
 //! The image engine: registry access, layer streaming, instrument, harden and inspect.
 
+pub mod config;
 pub mod credentials;
 pub mod elf;
 pub mod error;
+pub mod harden;
+pub mod inspect;
+pub mod instrument;
 pub mod layout;
 pub mod reference;
 pub mod registry;
@@ -10,6 +14,7 @@ pub mod scan;
 pub mod select;
 pub mod spool;
 pub mod store;
+pub mod surface;
 pub mod tree;
 pub mod write;
 

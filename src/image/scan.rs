@@ -11,6 +11,8 @@ use super::tree::{Applied, Kind, Node, Tree, normalize};
 /// Which file contents to set aside while a layer streams past.
 pub trait Retain {
     fn retain(&self, layer: usize, path: &str) -> bool;
+    /// Called for every symlink as it streams past, before any entry after it.
+    fn symlink(&self, _path: &str, _target: &str) {}
 }
 
 impl<F: Fn(usize, &str) -> bool> Retain for F {
@@ -96,6 +98,9 @@ pub fn scan_layer(
                         .push((key.to_string(), record.value_bytes().to_vec()));
                 }
             }
+        }
+        if let Kind::Symlink(target) = &node.kind {
+            retain.symlink(&raw_path, target);
         }
         let is_file = node.kind == Kind::File;
         if is_file {

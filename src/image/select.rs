@@ -4,11 +4,13 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::io::Read;
+use std::sync::{Arc, Mutex};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::elf;
 use super::error::{ImageError, Result};
+use super::scan::Retain;
 use super::spool::{Range, Spool};
 use super::tree::{Kind, Resolved, Tree, ancestors, normalize};
 
@@ -104,28 +106,68 @@ impl Patterns {
 pub struct Wanted {
     /// Absolute paths the reports saw existing.
     pub seen: BTreeSet<String>,
+    /// Every other path the reports name (probed and absent, created during the run): the
+    /// directory such a path is in must exist for the app to find or create it there.
+    pub touched: BTreeSet<String>,
     pub patterns: Patterns,
     /// `LD_LIBRARY_PATH` from the image's environment.
     pub ld_library_path: Vec<String>,
 }
 
 impl Wanted {
-    /// File names worth setting aside on the first pass: a file is most likely needed when a
-    /// report names it, under this or another path (a symlinked directory, a versioned soname).
-    pub fn first_pass(&self) -> impl Fn(usize, &str) -> bool + '_ {
-        let names: HashSet<&str> = self
+    /// What to set aside on the first pass, before anything is resolved.
+    pub fn first_pass(&self) -> FirstPass {
+        let names: HashSet<String> = self
             .seen
             .iter()
             .filter_map(|p| p.rsplit('/').next())
             .filter(|n| !n.is_empty())
+            .map(str::to_string)
             .collect();
-        move |_layer, path: &str| {
-            let name = path.rsplit('/').next().unwrap_or(path);
-            names.contains(name)
-                || ALWAYS.contains(&path)
-                || LOADER_CONFIG.contains(&path)
-                || path.starts_with(LOADER_CONFIG_DIR)
-                || self.patterns.included(path)
+        FirstPass {
+            names: Arc::new(Mutex::new(names)),
+            patterns: Arc::new(self.patterns.clone()),
+        }
+    }
+}
+
+/// File names worth setting aside on the first pass: a file is most likely needed when a report
+/// names it, under this or another path (a symlinked directory), or names a symlink to it (a
+/// versioned soname: `libz.so.1 -> libz.so.1.3`, which layers list before the file).
+#[derive(Clone)]
+pub struct FirstPass {
+    names: Arc<Mutex<HashSet<String>>>,
+    patterns: Arc<Patterns>,
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+impl Retain for FirstPass {
+    fn retain(&self, _layer: usize, path: &str) -> bool {
+        let named = self
+            .names
+            .lock()
+            .map(|n| n.contains(file_name(path)))
+            .unwrap_or(true);
+        // The kernel, not the app, opens a program's ELF interpreter, so no report names it.
+        let loader = ["ld-linux", "ld64.so", "ld-musl"]
+            .iter()
+            .any(|p| file_name(path).starts_with(p));
+        named
+            || loader
+            || ALWAYS.contains(&path)
+            || LOADER_CONFIG.contains(&path)
+            || path.starts_with(LOADER_CONFIG_DIR)
+            || self.patterns.included(path)
+    }
+
+    fn symlink(&self, path: &str, target: &str) {
+        if let Ok(mut names) = self.names.lock()
+            && names.contains(file_name(path.trim_end_matches('/')))
+        {
+            names.insert(file_name(target).to_string());
         }
     }
 }
@@ -270,6 +312,22 @@ pub fn select(tree: &Tree, spool: &Spool, wanted: &Wanted) -> Selection {
             None => not_in_image += 1,
         }
     }
+    for path in wanted.touched.iter().chain(&wanted.seen) {
+        if tree.resolve(path).is_some() {
+            continue;
+        }
+        let nearest = ancestors(path.trim_start_matches('/'))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .find_map(|dir| {
+                tree.resolve(dir)
+                    .filter(|r| tree.get(&r.path).is_some_and(|n| n.is_dir()))
+            });
+        if let Some(r) = nearest {
+            c.add_resolved(r);
+        }
+    }
     let from_reports = c.keep.len();
     for path in ALWAYS {
         if let Some(r) = tree.resolve(path) {
@@ -336,10 +394,11 @@ pub fn select(tree: &Tree, spool: &Spool, wanted: &Wanted) -> Selection {
     }
     c.keep.extend(links);
     let added_by_analysis = c.keep.len().saturating_sub(from_reports);
+    // The root itself is not an entry of a layer.
     let mut keep: BTreeSet<String> = c
         .keep
         .into_iter()
-        .filter(|p| !wanted.patterns.excluded(p))
+        .filter(|p| !p.is_empty() && !wanted.patterns.excluded(p))
         .collect();
     let parents: Vec<String> = keep
         .iter()

@@ -53,6 +53,15 @@ impl Location {
         }
     }
 
+    /// What to print for an image pushed here as `digest`: `registry/repo:tag@sha256:...`
+    /// (the name as given, pinned), or `oci:DIR@sha256:...` for a layout.
+    pub fn pushed(&self, digest: &str) -> String {
+        match self {
+            Location::Registry(r) if r.digest().is_none() => format!("{r}@{digest}"),
+            other => other.at_digest(digest).to_string(),
+        }
+    }
+
     /// True when both are the same place (so a layer of one is already in the other).
     fn same_place(&self, other: &Location) -> bool {
         match (self, other) {
@@ -286,13 +295,37 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a manifest under `dst`'s tag; returns `dst` pinned to the manifest's digest.
+    /// Stores `config` and a manifest naming it and `layers` (already stored) under `dst`'s
+    /// tag; returns the manifest's digest.
+    pub async fn put_image(
+        &self,
+        dst: &Location,
+        flavor: Flavor,
+        config: &Value,
+        layers: &[OciDescriptor],
+    ) -> Result<String> {
+        let bytes = serde_json::to_vec(config).map_err(|e| ImageError::Manifest {
+            reference: dst.to_string(),
+            detail: format!("config: {e}"),
+        })?;
+        let size = bytes.len() as u64;
+        let digest = self.put_blob(dst, Bytes::from(bytes)).await?;
+        let manifest = super::config::manifest(
+            flavor,
+            &super::config::descriptor(flavor.config_type(), &digest, size),
+            layers,
+        );
+        self.put_manifest(dst, manifest, flavor.manifest_type())
+            .await
+    }
+
+    /// Stores a manifest under `dst`'s tag; returns its digest.
     pub async fn put_manifest(
         &self,
         dst: &Location,
         body: Vec<u8>,
         media_type: &str,
-    ) -> Result<Location> {
+    ) -> Result<String> {
         let digest = match dst {
             Location::Registry(r) => self.registry.push_manifest(r, body, media_type).await?,
             Location::Layout(l) => {
@@ -300,7 +333,7 @@ impl Store {
                 l.put_manifest(&body, media_type)?
             }
         };
-        Ok(dst.at_digest(&digest))
+        Ok(digest)
     }
 }
 

@@ -65,7 +65,7 @@ const NGINX_ENTRYPOINT: [&str; 3] = ["/usr/sbin/nginx", "-g", "daemon off;"];
 /// port 80, stop signal SIGQUIT. One layer, as `debootstrap` + `umoci insert` make it.
 pub fn nginx() -> Result<Fixture> {
     let recipe = format!(
-        "nginx v1: debootstrap --variant=minbase --include=nginx-light bookworm {}; rm apt caches, /dev, logs; umoci insert /; entrypoint {NGINX_ENTRYPOINT:?}; 80/tcp; SIGQUIT",
+        "nginx v2: debootstrap --variant=minbase --include=nginx-light bookworm {}; rm apt caches, /dev, logs; one GNU tar layer; entrypoint {NGINX_ENTRYPOINT:?}; 80/tcp; SIGQUIT",
         mirror()
     );
     cached("nginx", &recipe, |work, layout| {
@@ -97,7 +97,11 @@ pub fn nginx() -> Result<Fixture> {
         fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
             .context(|| "chmod /tmp".into())?;
         umoci_new(layout)?;
-        umoci_insert(layout, &[], &rootfs, "/")?;
+        append_layer(
+            layout,
+            &rootfs,
+            "debootstrap --variant=minbase --include=nginx-light",
+        )?;
         let mut cfg = vec![
             "--config.workingdir=/".to_string(),
             "--config.env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
@@ -144,7 +148,7 @@ pub fn layers() -> Result<Fixture> {
     use layers_paths as p;
     cached(
         "layers",
-        "layers v1: base; wh file; wh dir; replace; opaque; links",
+        "layers v2: base; wh file; wh dir; replace; opaque; links (GNU tar layers)",
         |work, layout| {
             let base = work.join("base");
             write(&base, p::KEPT, p::KEEP_CONTENT)?;
@@ -163,25 +167,37 @@ pub fn layers() -> Result<Fixture> {
                 write(&base, old, "hidden by an opaque directory\n")?;
             }
             umoci_new(layout)?;
-            umoci_insert(layout, &[], &base, "/")?;
-            umoci_insert(layout, &["--whiteout"], Path::new(p::DELETED), "")?;
-            umoci_insert(layout, &["--whiteout"], Path::new(p::DELETED_DIR), "")?;
+            append_layer(layout, &base, "base")?;
+            let whiteout = |name: &str, path: &str| -> Result<()> {
+                let dir = work.join(name);
+                let (parent, file) = path.rsplit_once('/').unwrap_or(("", path));
+                write(&dir, &format!("{parent}/.wh.{file}"), "")?;
+                append_layer(layout, &dir, &format!("whiteout {path}"))
+            };
+            whiteout("wh-file", p::DELETED)?;
+            whiteout("wh-dir", p::DELETED_DIR)?;
 
-            let replaced = work.join("replaced.txt");
-            fs::write(&replaced, p::REPLACED_NEW).context(|| "writing replaced.txt".into())?;
-            umoci_insert(layout, &[], &replaced, p::REPLACED)?;
+            let replaced = work.join("replaced");
+            write(&replaced, p::REPLACED, p::REPLACED_NEW)?;
+            append_layer(layout, &replaced, "replace")?;
 
             let opaque = work.join("opaque");
-            write(&opaque, "/new.txt", "the only file left in /opaque\n")?;
-            umoci_insert(layout, &["--opaque"], &opaque, p::OPAQUE_DIR)?;
+            write(
+                &opaque,
+                &format!("{}/new.txt", p::OPAQUE_DIR),
+                "the only file left in /opaque\n",
+            )?;
+            write(&opaque, &format!("{}/.wh..wh..opq", p::OPAQUE_DIR), "")?;
+            append_layer(layout, &opaque, "opaque")?;
 
-            let links = work.join("links");
+            let root = work.join("links");
+            let links = root.join("links");
             write(&links, "/c.txt", p::LINK_CONTENT)?;
             symlink("c.txt", links.join("b")).context(|| "symlink b".into())?;
             symlink("b", links.join("a")).context(|| "symlink a".into())?;
             fs::hard_link(links.join("c.txt"), links.join("hard"))
                 .context(|| "hard link".into())?;
-            umoci_insert(layout, &[], &links, "/links")?;
+            append_layer(layout, &root, "links")?;
             umoci_config(layout, &["--config.cmd=/bin/true".to_string()])
         },
     )
@@ -224,18 +240,8 @@ fn umoci_new(layout: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `umoci insert` adds one layer per call: source at target, or a whiteout of `source` when the
-/// flags say `--whiteout` (then `target` is empty).
-fn umoci_insert(layout: &Path, flags: &[&str], source: &Path, target: &str) -> Result<()> {
-    let mut cmd = Command::new("umoci");
-    cmd.args(["insert", "--image", &image(layout)])
-        .args(flags)
-        .arg(source);
-    if !target.is_empty() {
-        cmd.arg(target);
-    }
-    tools::run(&mut cmd)?;
-    Ok(())
+fn append_layer(layout: &Path, dir: &Path, created_by: &str) -> Result<()> {
+    crate::oci_layout::append_layer(layout, "latest", dir, created_by)
 }
 
 fn umoci_config(layout: &Path, args: &[String]) -> Result<()> {

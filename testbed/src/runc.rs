@@ -79,6 +79,14 @@ impl Bundle {
         let reference = reference
             .strip_prefix(&format!("{}/", registry.host()))
             .unwrap_or(reference);
+        // skopeo refuses `repo:tag@digest`; the digest is what names the image.
+        let reference = match reference.split_once('@') {
+            Some((name, digest)) => match name.rsplit_once(':') {
+                Some((repo, _tag)) => format!("{repo}@{digest}"),
+                None => reference.to_string(),
+            },
+            None => reference.to_string(),
+        };
         let layout = tempfile::Builder::new()
             .prefix("whittle-pulled-")
             .tempdir()

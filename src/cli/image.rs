@@ -1,0 +1,174 @@
+//! `whittle instrument`, `whittle harden` and `whittle inspect`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use whittle::image::harden::{self, HardenOptions, Summary};
+use whittle::image::store::Location;
+use whittle::image::{inspect as inspection, instrument as instrumenting};
+
+use super::{CliResult, RegistryArgs, parse_location};
+
+#[derive(Args, Debug)]
+pub struct InstrumentArgs {
+    /// The image to instrument: registry/repo:tag, registry/repo@sha256:..., or oci:DIR:TAG.
+    #[arg(value_parser = parse_location)]
+    src: Location,
+    /// Where to push it (default: <repo>:<tag>-whittle-instrumented).
+    #[arg(long, value_parser = parse_location, value_name = "DST")]
+    instrumented_image: Option<Location>,
+    /// The static sensor binary (default: $WHITTLE_SENSOR_BIN, then whittle-sensor beside whittle).
+    #[arg(long, value_name = "PATH")]
+    sensor: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct HardenArgs {
+    /// The image to harden (the original, not the instrumented one).
+    #[arg(value_parser = parse_location)]
+    src: Location,
+    /// A sensor report (JSON, or gzip JSON); repeat to merge several runs.
+    #[arg(long = "report", value_name = "R", required = true)]
+    reports: Vec<PathBuf>,
+    /// Where to push it (default: <repo>:<tag>-whittle-hardened).
+    #[arg(long, value_parser = parse_location, value_name = "DST")]
+    hardened_image: Option<Location>,
+    /// Also keep this path (a directory with everything below it) or glob; repeatable.
+    #[arg(long, value_name = "P")]
+    include: Vec<String>,
+    /// Drop paths matching this glob (`/usr/share/doc/**`, or `*.pyc` anywhere); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Write the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[arg(value_parser = parse_location)]
+    image: Location,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// A byte bar on a terminal, nothing otherwise.
+fn bar(label: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_string());
+    Some(bar)
+}
+
+pub async fn instrument(a: InstrumentArgs) -> CliResult {
+    let store = a.registry.store()?;
+    let sensor = instrumenting::find_sensor(a.sensor.as_deref())?;
+    let done =
+        instrumenting::instrument(&store, &a.src, a.instrumented_image.as_ref(), &sensor).await?;
+    eprintln!(
+        "instrumented {}: {} source layer(s) reused ({} already present, {} mounted, {} copied); {} bytes written",
+        done.source,
+        done.layers_present + done.layers_mounted + done.layers_copied,
+        done.layers_present,
+        done.layers_mounted,
+        done.layers_copied,
+        done.bytes_written
+    );
+    println!("{}", done.pushed);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_summary(s: &Summary) {
+    let mb = |b: u64| b as f64 / 1e6;
+    let ratio = if s.hardened_bytes > 0 {
+        s.source_bytes as f64 / s.hardened_bytes as f64
+    } else {
+        0.0
+    };
+    eprintln!(
+        "hardened: {:.1} MB -> {:.1} MB ({ratio:.1}x smaller); kept {} files, removed {}",
+        mb(s.source_bytes),
+        mb(s.hardened_bytes),
+        s.files_kept,
+        s.files_removed
+    );
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(" ")
+        }
+    };
+    eprintln!("removed shells: {}", list(&s.removed_shells));
+    eprintln!(
+        "removed package managers: {}",
+        list(&s.removed_package_managers)
+    );
+    eprintln!("removed setuid/setgid: {}", list(&s.removed_setuid));
+}
+
+pub fn write_json(
+    path: &PathBuf,
+    value: &impl serde::Serialize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
+pub async fn harden(a: HardenArgs) -> CliResult {
+    // Reports first: a bad one fails before anything is fetched or pushed.
+    let reports = harden::load_reports(&a.reports)?;
+    let store = a.registry.store()?;
+    let progress = bar("layers");
+    let opts = HardenOptions {
+        reports,
+        dst: a.hardened_image,
+        include: a.include,
+        exclude: a.exclude,
+        progress: progress.clone(),
+    };
+    let summary = harden::harden(&store, &a.src, opts).await?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    print_summary(&summary);
+    if let Some(path) = &a.summary {
+        write_json(path, &summary)?;
+    }
+    println!("{}", summary.pushed);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn inspect(a: InspectArgs) -> CliResult {
+    let store = a.registry.store()?;
+    let progress = bar("layers");
+    let result = inspection::inspect(&store, &a.image, progress.as_ref()).await?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!("{result}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,94 @@
+//! The `whittle` command line: one subcommand per stage, and the options they share.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use whittle::image::credentials::Credentials;
+use whittle::image::registry::{Platform, RegistryOptions};
+use whittle::image::store::{Location, Store};
+
+mod image;
+
+pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+/// whittle hardens container images to what the application really uses.
+#[derive(Parser, Debug)]
+#[command(name = "whittle", version, about)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Push SRC plus a layer with the sensor, which becomes the entrypoint.
+    Instrument(image::InstrumentArgs),
+    /// Build an image of only what the sensor's reports (and analysis) say the app needs.
+    Harden(image::HardenArgs),
+    /// Show an image's OS, packages, shells, setuid files, users and size.
+    Inspect(image::InspectArgs),
+}
+
+/// How to reach registries; every command that talks to one takes these.
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Talk plain HTTP to the registry instead of HTTPS.
+    #[arg(long)]
+    pub insecure: bool,
+    /// The platform to pick from an image index.
+    #[arg(long, default_value = "linux/amd64", value_parser = parse_platform)]
+    pub platform: Platform,
+    /// A docker config JSON with registry credentials (default: $DOCKER_CONFIG/config.json,
+    /// then ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    pub registry_config: Option<PathBuf>,
+}
+
+fn parse_platform(s: &str) -> Result<Platform, String> {
+    s.parse()
+        .map_err(|e: whittle::image::ImageError| e.to_string())
+}
+
+impl RegistryArgs {
+    pub fn store(&self) -> Result<Store, whittle::image::ImageError> {
+        let credentials = Credentials::discover(self.registry_config.as_deref())?;
+        Ok(Store::new(
+            credentials,
+            RegistryOptions {
+                insecure: self.insecure,
+                platform: self.platform.clone(),
+            },
+        ))
+    }
+}
+
+pub fn parse_location(s: &str) -> Result<Location, String> {
+    Location::parse(s).map_err(|e| e.to_string())
+}
+
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "whittle=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Instrument(a) => image::instrument(a).await,
+        Command::Harden(a) => image::harden(a).await,
+        Command::Inspect(a) => image::inspect(a).await,
+    }
+}

@@ -1,0 +1,321 @@
+//! `whittle harden`: stream the source layers once, keep what the reports and analysis say the
+//! app needs, write it as one deterministic layer, and push it with the original config.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use serde::Serialize;
+use whittle_sensor::report::Report;
+
+use super::config;
+use super::error::{ImageError, Result};
+use super::registry::{Compression, layer_compression};
+use super::scan::{LayerStats, Pass, Retain, scan_layer};
+use super::select::{Patterns, Selection, Wanted, select};
+use super::spool::Spool;
+use super::store::{Image, Location, Store};
+use super::surface;
+use super::tree::Tree;
+use super::write::write_layer;
+
+/// How many targeted re-reads may follow the first pass before giving up (each fetches what
+/// the previous analysis newly asked for; ELF chains are shallow).
+const MAX_PASSES: usize = 4;
+/// A report is a few megabytes at most; a larger one is refused rather than read.
+const MAX_REPORT_BYTES: u64 = 256 << 20;
+
+pub struct HardenOptions {
+    pub reports: Vec<Report>,
+    pub dst: Option<Location>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Advanced by the compressed bytes read, when given.
+    pub progress: Option<ProgressBar>,
+}
+
+/// What a harden did; `--summary` writes it as JSON.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// The source, pinned to its digest.
+    pub source_image: String,
+    /// The hardened image, pinned to its digest: `registry/repo@sha256:...`.
+    pub hardened_image: String,
+    /// Its name as pushed, with the digest: `registry/repo:tag@sha256:...`.
+    #[serde(skip)]
+    pub pushed: String,
+    /// Sum of the source's compressed layer sizes.
+    pub source_bytes: u64,
+    /// The hardened layer, compressed.
+    pub hardened_bytes: u64,
+    /// Non-directory paths kept and removed.
+    pub files_kept: u64,
+    pub files_removed: u64,
+    /// Paths kept because analysis found them needed (ELF dependencies, symlinks, includes).
+    pub added_by_analysis: usize,
+    /// Report paths that are not in the image (created at run time or on a volume).
+    pub report_paths_not_in_image: usize,
+    pub removed_shells: Vec<String>,
+    pub removed_package_managers: Vec<String>,
+    pub removed_setuid: Vec<String>,
+    /// Times the source layers were read (1 unless analysis needed files no report named).
+    pub passes: usize,
+    pub reports: usize,
+}
+
+/// Reads a report file (JSON, or gzip-compressed JSON as the sensor posts it).
+pub fn load_report(path: &Path) -> Result<Report> {
+    let io = ImageError::io(format!("reading report {}", path.display()));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_REPORT_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(ImageError::io(format!("reading report {}", path.display())))?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut plain = Vec::new();
+        MultiGzDecoder::new(&bytes[..])
+            .take(MAX_REPORT_BYTES)
+            .read_to_end(&mut plain)
+            .map_err(ImageError::io(format!(
+                "decompressing report {}",
+                path.display()
+            )))?;
+        bytes = plain;
+    }
+    Report::from_json_slice(&bytes).map_err(|source| ImageError::Report {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads every report, so a bad one fails the command before anything is fetched or pushed.
+pub fn load_reports(paths: &[PathBuf]) -> Result<Vec<Report>> {
+    paths.iter().map(|p| load_report(p)).collect()
+}
+
+/// What the reports, the patterns and the image's environment ask for.
+fn wanted(image: &Image, opts: &HardenOptions) -> Result<Wanted> {
+    let mut seen = BTreeSet::new();
+    let mut touched = BTreeSet::new();
+    for report in &opts.reports {
+        seen.extend(report.existing_paths().map(str::to_string));
+        seen.extend(report.executables.keys().cloned());
+        touched.extend(report.paths.keys().cloned());
+        touched.extend(report.created_files.iter().cloned());
+    }
+    let ld_library_path = image.config["config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str()?.strip_prefix("LD_LIBRARY_PATH="))
+        .flat_map(|v| v.split(':'))
+        .filter(|d| d.starts_with('/'))
+        .map(str::to_string)
+        .collect();
+    Ok(Wanted {
+        seen,
+        touched,
+        patterns: Patterns::new(&opts.include, &opts.exclude)?,
+        ld_library_path,
+    })
+}
+
+/// The tree of `image` and the spool filled with what `retain` asks for: one read of every
+/// layer, in order.
+pub async fn read_image(
+    store: &Store,
+    image: &Image,
+    retain: impl Retain + Send + Sync + Clone + 'static,
+    progress: Option<&ProgressBar>,
+) -> Result<(Tree, Spool, Vec<LayerStats>)> {
+    let mut tree = Tree::new();
+    let mut spool = Spool::new().map_err(ImageError::io("creating the spool file"))?;
+    let mut stats = Vec::new();
+    for layer in 0..image.layers.len() {
+        let (t, s, st) = scan(
+            store,
+            image,
+            layer,
+            tree,
+            true,
+            spool,
+            retain.clone(),
+            progress,
+        )
+        .await?;
+        tree = t;
+        spool = s;
+        stats.push(st);
+    }
+    spool
+        .flush()
+        .map_err(ImageError::io("writing the spool file"))?;
+    Ok((tree, spool, stats))
+}
+
+/// Streams layer `layer` of `image` through [`scan_layer`] on a blocking thread, handing the
+/// tree and spool over and back.
+#[allow(clippy::too_many_arguments)]
+async fn scan(
+    store: &Store,
+    image: &Image,
+    layer: usize,
+    mut tree: Tree,
+    build: bool,
+    mut spool: Spool,
+    retain: impl Retain + Send + 'static,
+    progress: Option<&ProgressBar>,
+) -> Result<(Tree, Spool, LayerStats)> {
+    let desc = &image.layers[layer];
+    let compression = layer_compression(&desc.media_type).unwrap_or(Compression::Gzip);
+    let stream = store.layer_stream(image, desc).await?;
+    let bar = progress.cloned();
+    let stream = stream.inspect(move |chunk| {
+        if let (Some(bar), Ok(c)) = (&bar, chunk) {
+            bar.inc(c.len() as u64);
+        }
+    });
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let digest = desc.digest.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let reader = BufReader::with_capacity(1 << 20, reader);
+        let tar: Box<dyn Read> = match compression {
+            Compression::Gzip => Box::new(MultiGzDecoder::new(reader)),
+            Compression::None => Box::new(reader),
+        };
+        let pass = if build {
+            Pass::Build(&mut tree)
+        } else {
+            Pass::Refill(&tree)
+        };
+        let stats = scan_layer(layer, tar, pass, &mut spool, &retain);
+        (tree, spool, stats)
+    })
+    .await
+    .map_err(|e| ImageError::layer(&digest, format!("reading it stopped: {e}")))?;
+    let (tree, spool, stats) = joined;
+    let stats = stats.map_err(|e| ImageError::layer(&digest, e))?;
+    Ok((tree, spool, stats))
+}
+
+/// Hardens `src` with `opts`; returns the summary (the image is pushed when this returns).
+pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Result<Summary> {
+    let image = store.resolve(src).await?;
+    let dst = match &opts.dst {
+        Some(d) => d.clone(),
+        None => src.derived("whittle-hardened"),
+    };
+    let wanted = wanted(&image, &opts)?;
+    let first = wanted.first_pass();
+    let (tree, spool, _) = read_image(store, &image, first, opts.progress.as_ref()).await?;
+    let (tree, spool, selection, passes) = complete(store, &image, tree, spool, &wanted).await?;
+    let kept_set: HashSet<&String> = selection.keep.iter().collect();
+
+    let (layer, tree, spool) = {
+        let keep = selection.keep.clone();
+        tokio::task::spawn_blocking(move || {
+            let layer = write_layer(&tree, &spool, &keep);
+            (layer, tree, spool)
+        })
+        .await
+        .map_err(|e| ImageError::layer("hardened", format!("writing it stopped: {e}")))?
+    };
+    drop(spool);
+    let layer = layer.map_err(ImageError::io("writing the hardened layer"))?;
+
+    let files = |keep: bool| {
+        tree.iter()
+            .filter(|(p, n)| !n.is_dir() && kept_set.contains(p) == keep)
+            .count() as u64
+    };
+    let (files_kept, files_removed) = (files(true), files(false));
+    let removed_shells = surface::list(&tree, |p, n| {
+        surface::is_shell(p, n) && !kept_set.contains(&p.to_string())
+    });
+    let removed_package_managers = surface::list(&tree, |p, n| {
+        surface::is_package_manager(p, n) && !kept_set.contains(&p.to_string())
+    });
+    let removed_setuid = surface::list(&tree, |p, n| {
+        surface::is_setuid(n) && !kept_set.contains(&p.to_string())
+    });
+
+    let comment = format!(
+        "whittle {}: kept {files_kept} of {} files",
+        crate::VERSION,
+        files_kept + files_removed
+    );
+    let cfg = config::hardened(&image, &layer.diff_id, comment);
+    store
+        .put_blob_file(&dst, &layer.file, &layer.digest, layer.size)
+        .await?;
+    let layers = [config::descriptor(
+        image.flavor.gzip_layer_type(),
+        &layer.digest,
+        layer.size,
+    )];
+    let digest = store.put_image(&dst, image.flavor, &cfg, &layers).await?;
+    Ok(Summary {
+        source_image: image.pinned.to_string(),
+        hardened_image: dst.at_digest(&digest).to_string(),
+        pushed: dst.pushed(&digest),
+        source_bytes: image.compressed_size(),
+        hardened_bytes: layer.size,
+        files_kept,
+        files_removed,
+        added_by_analysis: selection.added_by_analysis,
+        report_paths_not_in_image: selection.not_in_image,
+        removed_shells,
+        removed_package_managers,
+        removed_setuid,
+        passes,
+        reports: opts.reports.len(),
+    })
+}
+
+/// Selects the kept set, re-reading only the layers that hold contents analysis asked for and
+/// the first pass did not set aside, until nothing is missing.
+async fn complete(
+    store: &Store,
+    image: &Image,
+    mut tree: Tree,
+    mut owned: Spool,
+    wanted: &Wanted,
+) -> Result<(Tree, Spool, Selection, usize)> {
+    let mut passes = 1;
+    loop {
+        let selection = select(&tree, &owned, wanted);
+        if selection.missing.is_empty() {
+            return Ok((tree, owned, selection, passes));
+        }
+        if passes >= MAX_PASSES {
+            let (layer, path) = selection.missing.iter().next().cloned().unwrap_or_default();
+            return Err(ImageError::layer(
+                image.layers.get(layer).map_or("?", |l| l.digest.as_str()),
+                format!("the content of /{path} was not found in it"),
+            ));
+        }
+        let layers: BTreeSet<usize> = selection.missing.iter().map(|(l, _)| *l).collect();
+        tracing::debug!(missing = ?selection.missing, "contents to fetch");
+        tracing::info!(
+            files = selection.missing.len(),
+            layers = layers.len(),
+            "analysis needs files no report named; re-reading the layers that hold them"
+        );
+        let missing = std::sync::Arc::new(selection.missing);
+        for layer in layers {
+            let want = missing.clone();
+            let retain = move |l: usize, p: &str| want.contains(&(l, p.to_string()));
+            let (t, s, _) = scan(store, image, layer, tree, false, owned, retain, None).await?;
+            tree = t;
+            owned = s;
+        }
+        owned
+            .flush()
+            .map_err(ImageError::io("writing the spool file"))?;
+        passes += 1;
+    }
+}

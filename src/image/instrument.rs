@@ -1,0 +1,156 @@
+//! `whittle instrument`: the source image's layers, reused by digest, plus one small layer with
+//! the sensor, which becomes the entrypoint and starts the original command.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use flate2::{Compression, GzBuilder};
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+
+use super::config::{self, SENSOR_PATH};
+use super::elf;
+use super::error::{ImageError, Result};
+use super::registry::Transfer;
+use super::store::{Location, Store};
+
+/// What instrument made.
+#[derive(Debug, Clone)]
+pub struct Instrumented {
+    /// The source, pinned to its digest.
+    pub source: Location,
+    /// The instrumented image, pinned to its digest.
+    pub image: Location,
+    /// Its name as pushed, with the digest: `registry/repo:tag@sha256:...`.
+    pub pushed: String,
+    /// Source layers by how they reached the destination.
+    pub layers_present: usize,
+    pub layers_mounted: usize,
+    pub layers_copied: usize,
+    /// Bytes uploaded or written for this image.
+    pub bytes_written: u64,
+}
+
+/// The sensor binary to put in images: `explicit`, else `$WHITTLE_SENSOR_BIN`, else
+/// `whittle-sensor` next to the running `whittle`.
+pub fn find_sensor(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("WHITTLE_SENSOR_BIN").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("whittle-sensor")));
+    match beside {
+        Some(p) if p.is_file() => Ok(p),
+        _ => Err(ImageError::Sensor {
+            path: PathBuf::from("whittle-sensor"),
+            reason:
+                "not found: pass --sensor PATH or set WHITTLE_SENSOR_BIN (`make sensor` builds it)"
+                    .into(),
+        }),
+    }
+}
+
+/// Reads the sensor and checks it can run in any image: a static x86_64 ELF program.
+fn read_sensor(path: &Path) -> Result<Vec<u8>> {
+    let bad = |reason: String| ImageError::Sensor {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let deps = elf::read_deps(std::io::Cursor::new(&bytes))
+        .ok_or_else(|| bad("not a 64-bit ELF program".into()))?;
+    if deps.interpreter.is_some() || !deps.needed.is_empty() {
+        return Err(bad(format!(
+            "it is dynamically linked (needs {}), so it cannot run in images without that libc; build it with `make sensor`",
+            deps.interpreter.unwrap_or_else(|| deps.needed.join(", "))
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The sensor layer: `/.whittle/` and the binary, root-owned, dated 0, so the same sensor
+/// always makes the same layer. Returns (gzip bytes, diff id).
+fn sensor_layer(sensor: &[u8]) -> Result<(Vec<u8>, String)> {
+    let io = ImageError::io("building the sensor layer");
+    let mut tar = tar::Builder::new(Vec::new());
+    let dir = SENSOR_PATH.trim_start_matches('/');
+    let (parent, _) = dir.rsplit_once('/').unwrap_or((dir, ""));
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_mtime(0);
+    header.set_size(0);
+    tar.append_data(&mut header, format!("{parent}/"), std::io::empty())
+        .map_err(io)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o755);
+    header.set_mtime(0);
+    header.set_size(sensor.len() as u64);
+    tar.append_data(&mut header, dir, sensor)
+        .map_err(ImageError::io("building the sensor layer"))?;
+    let tar = tar
+        .into_inner()
+        .map_err(ImageError::io("building the sensor layer"))?;
+    let diff_id = format!("sha256:{:x}", Sha256::digest(&tar));
+    let mut gz = GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), Compression::best());
+    gz.write_all(&tar)
+        .map_err(ImageError::io("compressing the sensor layer"))?;
+    let gz = gz
+        .finish()
+        .map_err(ImageError::io("compressing the sensor layer"))?;
+    Ok((gz, diff_id))
+}
+
+/// Instruments `src` into `dst` (default `<repo>:<tag>-whittle-instrumented`).
+pub async fn instrument(
+    store: &Store,
+    src: &Location,
+    dst: Option<&Location>,
+    sensor: &Path,
+) -> Result<Instrumented> {
+    let sensor = read_sensor(sensor)?;
+    let image = store.resolve(src).await?;
+    let dst = match dst {
+        Some(d) => d.clone(),
+        None => src.derived("whittle-instrumented"),
+    };
+    let before = store.bytes_written();
+    let (layer, diff_id) = sensor_layer(&sensor)?;
+    let config = config::instrumented(&image, &diff_id)?;
+
+    // Source layers are made available by digest, a few at a time.
+    let transfers: Vec<Transfer> = futures::stream::iter(image.layers.iter())
+        .map(|desc| store.transfer_layer(&image, &dst, desc))
+        .buffered(4)
+        .try_collect()
+        .await?;
+    let layer_size = layer.len() as u64;
+    let layer_digest = store.put_blob(&dst, Bytes::from(layer)).await?;
+    let mut layers = image.layers.clone();
+    layers.push(config::descriptor(
+        image.flavor.gzip_layer_type(),
+        &layer_digest,
+        layer_size,
+    ));
+    let digest = store
+        .put_image(&dst, image.flavor, &config, &layers)
+        .await?;
+    let count = |t: Transfer| transfers.iter().filter(|x| **x == t).count();
+    Ok(Instrumented {
+        source: image.pinned.clone(),
+        image: dst.at_digest(&digest),
+        pushed: dst.pushed(&digest),
+        layers_present: count(Transfer::Present),
+        layers_mounted: count(Transfer::Mounted),
+        layers_copied: count(Transfer::Copied),
+        bytes_written: store.bytes_written() - before,
+    })
+}
