@@ -10,6 +10,7 @@ use whittle::image::registry::{Platform, RegistryOptions};
 use whittle::image::store::{Location, Store};
 
 mod image;
+mod local;
 
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
@@ -32,6 +33,8 @@ enum Command {
     Harden(image::HardenArgs),
     /// Show an image's OS, packages, shells, setuid files, users and size.
     Inspect(image::InspectArgs),
+    /// Instrument, observe under runc while exercises run, harden, and verify — on this machine.
+    Local(local::LocalArgs),
 }
 
 /// How to reach registries; every command that talks to one takes these.
@@ -90,5 +93,6 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Instrument(a) => image::instrument(a).await,
         Command::Harden(a) => image::harden(a).await,
         Command::Inspect(a) => image::inspect(a).await,
+        Command::Local(a) => local::local(a).await,
     }
 }

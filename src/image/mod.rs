@@ -16,6 +16,7 @@ pub mod spool;
 pub mod store;
 pub mod surface;
 pub mod tree;
+pub mod unpack;
 pub mod write;
 
 pub use error::{ImageError, Result};

@@ -10,6 +10,7 @@ pub mod exercise;
 pub mod forward;
 pub mod progress;
 pub mod user;
+pub mod workflow;
 
 use std::path::PathBuf;
 
@@ -59,6 +60,22 @@ pub enum LocalError {
     BadSignal(String),
     #[error("network namespace {path}: {detail}")]
     Netns { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error("{image} exposes no port: pass --port N")]
+    NoPort { image: String },
+    #[error(
+        "exercise `{command}` fails against the ORIGINAL image ({exit}), so it cannot tell whether the hardened one works; fix the exercise. Its output:\n{output}"
+    )]
+    ExerciseFailedOnOriginal {
+        command: String,
+        exit: String,
+        output: String,
+    },
+    #[error(
+        "the sensor left no usable report ({detail}); the container's last stderr lines:\n{stderr}"
+    )]
+    NoReport { detail: String, stderr: String },
 }
 
 impl LocalError {

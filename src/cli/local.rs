@@ -1,0 +1,122 @@
+//! `whittle local`: the whole workflow on this machine, with runc.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use whittle::image::instrument::find_sensor;
+use whittle::image::store::Location;
+use whittle::local::progress::Progress;
+use whittle::local::workflow::{self, LocalOptions};
+
+use super::image::write_json;
+use super::{CliResult, RegistryArgs, parse_location};
+
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// The image to harden: registry/repo:tag, registry/repo@sha256:..., or oci:DIR:TAG.
+    #[arg(value_parser = parse_location)]
+    src: Location,
+    /// A shell command run on the host against the app (`$WHITTLE_TARGET` is host:port);
+    /// repeatable. Each must pass against the original image and then the hardened one.
+    #[arg(long = "exercise", value_name = "CMD", required = true)]
+    exercises: Vec<String>,
+    /// The app's port in the container (default: the image's first ExposedPort).
+    #[arg(long)]
+    port: Option<u16>,
+    /// A command that succeeds once the app is ready (default: the port accepts connections).
+    #[arg(long, value_name = "CMD")]
+    ready: Option<String>,
+    /// Keep observing this long after the exercises (e.g. 30s, 2m).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "0s")]
+    observe_for: Duration,
+    /// The sensor's monitor: auto (ptrace here: no added capability), fanotify, ptrace, both.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "fanotify", "ptrace", "both"])]
+    mode: String,
+    /// Also keep this path (a directory with everything below it) or glob; repeatable.
+    #[arg(long, value_name = "P")]
+    include: Vec<String>,
+    /// Drop paths matching this glob; repeatable.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Where to put the hardened image (default: <repo>:<tag>-whittle-hardened).
+    #[arg(long, value_parser = parse_location, value_name = "DST")]
+    hardened_image: Option<Location>,
+    /// Write the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
+    /// The static sensor binary (default: $WHITTLE_SENSOR_BIN, then whittle-sensor beside whittle).
+    #[arg(long, value_name = "PATH")]
+    sensor: Option<PathBuf>,
+    /// How long the app may take to become ready.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "60s")]
+    ready_timeout: Duration,
+    /// How long one exercise may run.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "120s")]
+    exercise_timeout: Duration,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// `90`, `90s`, `2m`, `1h`, `500ms`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 500ms"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    }
+}
+
+pub async fn local(a: LocalArgs) -> CliResult {
+    let store = a.registry.store()?;
+    let opts = LocalOptions {
+        sensor: find_sensor(a.sensor.as_deref())?,
+        src: a.src,
+        exercises: a.exercises,
+        port: a.port,
+        ready: a.ready,
+        observe_for: a.observe_for,
+        mode: a.mode,
+        include: a.include,
+        exclude: a.exclude,
+        hardened_image: a.hardened_image,
+        ready_timeout: a.ready_timeout,
+        exercise_timeout: a.exercise_timeout,
+    };
+    let progress = Progress::new();
+    let summary = workflow::run(&store, &opts, &progress).await?;
+    println!("\n{}", workflow::table(&summary));
+    if let Some(path) = &a.summary {
+        write_json(path, &summary)?;
+    }
+    if summary.verified {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{}", workflow::failure(&summary));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! Unpacking an image into a root filesystem on disk, for running it locally with runc. The
+//! layers are merged with the same [`Tree`] harden uses (so whiteouts and opaque directories
+//! mean the same thing in both), then written out path by path, parents first.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{PermissionsExt, lchown, symlink};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use indicatif::ProgressBar;
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+
+use super::error::{ImageError, Result};
+use super::harden::read_image;
+use super::spool::Spool;
+use super::store::{Image, Store};
+use super::tree::{Kind, Node, Tree, ancestors};
+
+/// What went to disk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unpacked {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Writes `image`'s filesystem under `dest` (an empty directory), owners and modes included.
+pub async fn unpack(
+    store: &Store,
+    image: &Image,
+    dest: &Path,
+    progress: Option<&ProgressBar>,
+) -> Result<Unpacked> {
+    let (tree, spool, _) = read_image(store, image, |_: usize, _: &str| true, progress).await?;
+    let dest = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || materialize(&tree, &spool, &dest))
+        .await
+        .map_err(|e| {
+            ImageError::layer(
+                "unpack",
+                format!("writing the root filesystem stopped: {e}"),
+            )
+        })?
+}
+
+fn materialize(tree: &Tree, spool: &Spool, dest: &Path) -> Result<Unpacked> {
+    let mut done = Unpacked::default();
+    let mut dirs: Vec<(&String, &Node)> = Vec::new();
+    for (path, node) in tree.iter() {
+        // The tree follows symlinked parents when it applies entries, so a path under a
+        // symlink would only come from a layer trying to write outside the root: skip it.
+        if ancestors(path).any(|a| {
+            matches!(
+                tree.get(a),
+                Some(Node {
+                    kind: Kind::Symlink(_),
+                    ..
+                })
+            )
+        }) {
+            continue;
+        }
+        let full = dest.join(path);
+        let what = || format!("unpacking /{path}");
+        if let Some(parent) = full.parent() {
+            fs::create_dir_all(parent).map_err(ImageError::io(what()))?;
+        }
+        match &node.kind {
+            Kind::Dir => {
+                if !full.is_dir() {
+                    fs::create_dir(&full).map_err(ImageError::io(what()))?;
+                }
+                // Modes and times of directories are set last: writing inside changes them.
+                dirs.push((path, node));
+                done.entries += 1;
+                continue;
+            }
+            Kind::File | Kind::HardLink(_) => {
+                let source = match &node.kind {
+                    Kind::HardLink(t) => t.as_str(),
+                    _ => path.as_str(),
+                };
+                let same_file = matches!(&node.kind, Kind::HardLink(t)
+                    if tree.get(t).is_some_and(|n| n.layer == node.layer && n.kind == Kind::File));
+                if same_file && dest.join(source).is_file() {
+                    fs::hard_link(dest.join(source), &full).map_err(ImageError::io(what()))?;
+                    done.entries += 1;
+                    continue;
+                }
+                let range = spool.get(node.layer, source).ok_or_else(|| {
+                    ImageError::layer("unpack", format!("no content for /{path}"))
+                })?;
+                let mut out = File::create(&full).map_err(ImageError::io(what()))?;
+                done.bytes +=
+                    io::copy(&mut spool.open(range), &mut out).map_err(ImageError::io(what()))?;
+            }
+            Kind::Symlink(target) => {
+                symlink(target, &full).map_err(ImageError::io(what()))?;
+                lchown(&full, Some(node.uid as u32), Some(node.gid as u32))
+                    .map_err(ImageError::io(what()))?;
+                done.entries += 1;
+                continue;
+            }
+            Kind::Char(major, minor) | Kind::Block(major, minor) => {
+                let kind = if matches!(node.kind, Kind::Char(..)) {
+                    SFlag::S_IFCHR
+                } else {
+                    SFlag::S_IFBLK
+                };
+                mknod(
+                    &full,
+                    kind,
+                    Mode::from_bits_truncate(node.mode),
+                    makedev(u64::from(*major), u64::from(*minor)),
+                )
+                .map_err(|e| ImageError::io(what())(e.into()))?;
+            }
+            Kind::Fifo => {
+                mknod(
+                    &full,
+                    SFlag::S_IFIFO,
+                    Mode::from_bits_truncate(node.mode),
+                    0,
+                )
+                .map_err(|e| ImageError::io(what())(e.into()))?;
+            }
+        }
+        set_metadata(&full, node).map_err(ImageError::io(what()))?;
+        done.entries += 1;
+    }
+    // Deepest first, so setting a parent's time is not undone by its children.
+    for (path, node) in dirs.into_iter().rev() {
+        set_metadata(&dest.join(path), node)
+            .map_err(ImageError::io(format!("unpacking /{path}")))?;
+    }
+    Ok(done)
+}
+
+fn set_metadata(path: &Path, node: &Node) -> io::Result<()> {
+    lchown(path, Some(node.uid as u32), Some(node.gid as u32))?;
+    // After chown, which clears setuid/setgid bits.
+    fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777))?;
+    // Opening a FIFO would block; devices and FIFOs keep the time they were made.
+    if matches!(node.kind, Kind::File | Kind::HardLink(_) | Kind::Dir) {
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(node.mtime);
+        File::open(path)?.set_modified(mtime)?;
+    }
+    Ok(())
+}

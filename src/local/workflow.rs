@@ -1,0 +1,459 @@
+//! `whittle local`: instrument, observe under runc while the exercises run, harden with the
+//! sensor's report, then run the hardened image and the same exercises against it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::bundle::{RunConfig, write_spec};
+use super::container::{Container, parse_signal};
+use super::exercise::{self, ExerciseResult};
+use super::forward::Forward;
+use super::progress::Progress;
+use super::{LocalError, last_lines};
+use crate::image::config::argv;
+use crate::image::harden::{self, HardenOptions, Summary};
+use crate::image::instrument::instrument;
+use crate::image::store::{Image, Location, Store};
+use crate::image::unpack::unpack;
+
+/// Where the sensor writes its report inside the container.
+const REPORT: &str = "/.whittle/report.json";
+/// The sensor waits 25 s for the app after the stop signal; give it room to write the report.
+const STOP_TIMEOUT: Duration = Duration::from_secs(40);
+/// Lines of the hardened container's stderr shown when verification fails.
+const STDERR_LINES: usize = 20;
+
+pub struct LocalOptions {
+    pub src: Location,
+    pub exercises: Vec<String>,
+    pub port: Option<u16>,
+    pub ready: Option<String>,
+    pub observe_for: Duration,
+    /// The sensor's `--mode`: auto, fanotify, ptrace or both.
+    pub mode: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub hardened_image: Option<Location>,
+    pub sensor: PathBuf,
+    pub ready_timeout: Duration,
+    pub exercise_timeout: Duration,
+}
+
+/// One exercise against both images.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExerciseOutcome {
+    pub command: String,
+    pub original: ExerciseResult,
+    /// None when the hardened image never became ready.
+    pub hardened: Option<ExerciseResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub seconds: f64,
+}
+
+/// What `--summary` writes: the harden summary plus the verification.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalSummary {
+    #[serde(flatten)]
+    pub harden: Summary,
+    pub instrumented_image: String,
+    /// True only when every exercise passed against the hardened image.
+    pub verified: bool,
+    pub exercises: Vec<ExerciseOutcome>,
+    pub phases: Vec<Phase>,
+    /// The hardened container's last stderr lines, when verification failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hardened_stderr: Option<String>,
+}
+
+impl LocalSummary {
+    /// The exercises that failed against the hardened image.
+    pub fn failed(&self) -> impl Iterator<Item = &ExerciseOutcome> {
+        self.exercises
+            .iter()
+            .filter(|e| !e.hardened.as_ref().is_some_and(|h| h.passed))
+    }
+}
+
+/// A container of `image` running with a host port forwarded to its app.
+struct Running {
+    container: Container,
+    target: String,
+    _forward: Forward,
+    bundle: tempfile::TempDir,
+    stop_signal: String,
+}
+
+impl Running {
+    fn rootfs(&self) -> PathBuf {
+        self.bundle.path().join("rootfs")
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+/// `--port`, else the image's first ExposedPort.
+fn app_port(image: &Image, port: Option<u16>) -> Result<u16, LocalError> {
+    if let Some(p) = port {
+        return Ok(p);
+    }
+    image.config["config"]["ExposedPorts"]
+        .as_object()
+        .into_iter()
+        .flat_map(|ports| ports.keys())
+        .find_map(|k| k.split('/').next()?.parse().ok())
+        .ok_or_else(|| LocalError::NoPort {
+            image: image.pinned.to_string(),
+        })
+}
+
+/// Unpacks `image`, starts `args` in it and waits until the app is ready.
+async fn start(
+    store: &Store,
+    image: &Image,
+    args: Vec<String>,
+    extra_capabilities: Vec<String>,
+    port: u16,
+    opts: &LocalOptions,
+    progress: &Progress,
+) -> Result<Running, LocalError> {
+    let bundle = tempfile::Builder::new()
+        .prefix("whittle-local-")
+        .tempdir()
+        .map_err(LocalError::io("creating a bundle directory"))?;
+    let rootfs = bundle.path().join("rootfs");
+    let bar = progress.bytes("unpack", image.compressed_size());
+    unpack(store, image, &rootfs, Some(&bar)).await?;
+    bar.finish_and_clear();
+    let whittle_dir = rootfs.join(".whittle");
+    if whittle_dir.is_dir() {
+        // The app may run as any user; the sensor, running as that user, writes the report here.
+        std::fs::set_permissions(
+            &whittle_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .map_err(LocalError::io("making /.whittle writable"))?;
+    }
+    let config = &image.config["config"];
+    let run = RunConfig {
+        args,
+        env: strings(&config["Env"]),
+        cwd: config["WorkingDir"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        user: config["User"].as_str().unwrap_or_default().to_string(),
+        extra_capabilities,
+    };
+    write_spec(bundle.path(), &rootfs, &run)?;
+    let mut container = Container::start(bundle.path()).await?;
+    let forward = Forward::start(container.netns(), port).await?;
+    let target = forward.addr().to_string();
+    container
+        .wait_ready(port, opts.ready.as_deref(), &target, opts.ready_timeout)
+        .await?;
+    Ok(Running {
+        container,
+        target,
+        _forward: forward,
+        bundle,
+        stop_signal: config["StopSignal"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    })
+}
+
+async fn stop(running: &mut Running) -> Result<i32, LocalError> {
+    let signal = parse_signal(&running.stop_signal)?;
+    running.container.stop(signal, STOP_TIMEOUT).await
+}
+
+pub async fn run(
+    store: &Store,
+    opts: &LocalOptions,
+    progress: &Progress,
+) -> Result<LocalSummary, LocalError> {
+    let mut phases = Vec::new();
+    let mut clock = Instant::now();
+    let mut phase = |name: &str, message: String, clock: &mut Instant| {
+        let seconds = clock.elapsed().as_secs_f64();
+        progress.phase(name, &message);
+        phases.push(Phase {
+            name: name.to_string(),
+            seconds,
+        });
+        *clock = Instant::now();
+    };
+
+    // 1. Instrument.
+    let instrumented = instrument(store, &opts.src, None, &opts.sensor).await?;
+    phase(
+        "instrument",
+        format!(
+            "{} ({} bytes written)",
+            instrumented.pushed, instrumented.bytes_written
+        ),
+        &mut clock,
+    );
+
+    // 2-4. Observe: run it, exercise it, stop it, collect the report.
+    let image = store.resolve(&instrumented.image).await?;
+    let port = app_port(&image, opts.port)?;
+    let mut args = argv(&image.config);
+    let flags = ["--mode", &opts.mode, "--report-file", REPORT];
+    args.splice(1..1, flags.iter().map(|s| s.to_string()));
+    let caps = match opts.mode.as_str() {
+        "fanotify" | "both" => vec!["CAP_SYS_ADMIN".to_string()],
+        _ => Vec::new(),
+    };
+    let mut observed = start(store, &image, args, caps, port, opts, progress).await?;
+    phase(
+        "start",
+        format!("instrumented container ready on {}", observed.target),
+        &mut clock,
+    );
+    let mut originals = Vec::new();
+    for command in &opts.exercises {
+        let result = exercise::run(command, &observed.target, opts.exercise_timeout).await?;
+        if !result.passed {
+            let _ = stop(&mut observed).await;
+            return Err(LocalError::ExerciseFailedOnOriginal {
+                command: command.clone(),
+                exit: exit_text(&result),
+                output: result.output_tail,
+            });
+        }
+        originals.push(result);
+    }
+    if !opts.observe_for.is_zero() {
+        tokio::time::sleep(opts.observe_for).await;
+    }
+    phase(
+        "observe",
+        format!(
+            "{} exercise(s) passed against the original",
+            originals.len()
+        ),
+        &mut clock,
+    );
+    let code = stop(&mut observed).await?;
+    let report_path = observed.rootfs().join(REPORT.trim_start_matches('/'));
+    let report = harden::load_report(&report_path).map_err(|e| LocalError::NoReport {
+        detail: e.to_string(),
+        stderr: observed.container.stderr_tail(STDERR_LINES),
+    })?;
+    phase(
+        "collect",
+        format!(
+            "app exited {code}; report: {} paths ({} mode)",
+            report.paths.len(),
+            report.mode.as_str()
+        ),
+        &mut clock,
+    );
+    drop(observed);
+
+    // 5. Harden.
+    let bar = progress.bytes("harden", image.compressed_size());
+    let summary = harden::harden(
+        store,
+        &opts.src,
+        HardenOptions {
+            reports: vec![report],
+            dst: opts.hardened_image.clone(),
+            include: opts.include.clone(),
+            exclude: opts.exclude.clone(),
+            progress: Some(bar.clone()),
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
+    phase(
+        "harden",
+        format!(
+            "{} ({:.1} MB -> {:.1} MB)",
+            summary.pushed,
+            summary.source_bytes as f64 / 1e6,
+            summary.hardened_bytes as f64 / 1e6
+        ),
+        &mut clock,
+    );
+
+    // 6. Verify: the same exercises against the hardened image.
+    let hardened_location = Location::parse(&summary.hardened_image)?;
+    let hardened = store.resolve(&hardened_location).await?;
+    let mut hardened_results: Vec<Option<ExerciseResult>> = vec![None; opts.exercises.len()];
+    let mut hardened_stderr = None;
+    match start(
+        store,
+        &hardened,
+        argv(&hardened.config),
+        Vec::new(),
+        port,
+        opts,
+        progress,
+    )
+    .await
+    {
+        Ok(mut running) => {
+            for (i, command) in opts.exercises.iter().enumerate() {
+                hardened_results[i] =
+                    Some(exercise::run(command, &running.target, opts.exercise_timeout).await?);
+            }
+            let failed = hardened_results
+                .iter()
+                .any(|r| !r.as_ref().is_some_and(|r| r.passed));
+            if failed {
+                hardened_stderr = Some(running.container.stderr_tail(STDERR_LINES));
+            }
+            if let Err(e) = stop(&mut running).await {
+                hardened_stderr.get_or_insert_with(|| running.container.stderr_tail(STDERR_LINES));
+                tracing::warn!("stopping the hardened container: {e}");
+            }
+        }
+        Err(e) => hardened_stderr = Some(e.to_string()),
+    }
+    let exercises: Vec<ExerciseOutcome> = opts
+        .exercises
+        .iter()
+        .zip(originals)
+        .zip(hardened_results)
+        .map(|((command, original), hardened)| ExerciseOutcome {
+            command: command.clone(),
+            original,
+            hardened,
+        })
+        .collect();
+    let verified = exercises
+        .iter()
+        .all(|e| e.hardened.as_ref().is_some_and(|h| h.passed));
+    phase(
+        "verify",
+        if verified {
+            format!(
+                "all {} exercise(s) passed against the hardened image",
+                exercises.len()
+            )
+        } else {
+            "verification FAILED".to_string()
+        },
+        &mut clock,
+    );
+    Ok(LocalSummary {
+        harden: summary,
+        instrumented_image: instrumented.pushed,
+        verified,
+        exercises,
+        phases,
+        hardened_stderr: if verified { None } else { hardened_stderr },
+    })
+}
+
+pub fn exit_text(r: &ExerciseResult) -> String {
+    match r.exit_code {
+        Some(c) => format!("exit {c}"),
+        None => "killed or timed out".into(),
+    }
+}
+
+/// The table `whittle local` prints.
+pub fn table(s: &LocalSummary) -> String {
+    let mut out = String::new();
+    let mb = |b: u64| b as f64 / 1e6;
+    out.push_str(&format!("{:<10} {}\n", "source", s.harden.source_image));
+    out.push_str(&format!("{:<10} {}\n", "hardened", s.harden.pushed));
+    let ratio = s.harden.source_bytes as f64 / s.harden.hardened_bytes.max(1) as f64;
+    out.push_str(&format!(
+        "{:<10} {:.1} MB -> {:.1} MB ({ratio:.1}x smaller), {} files kept, {} removed\n",
+        "size",
+        mb(s.harden.source_bytes),
+        mb(s.harden.hardened_bytes),
+        s.harden.files_kept,
+        s.harden.files_removed
+    ));
+    out.push_str(&format!(
+        "{:<10} shells {}, package managers {}, setuid/setgid {}\n",
+        "removed",
+        s.harden.removed_shells.len(),
+        s.harden.removed_package_managers.len(),
+        s.harden.removed_setuid.len()
+    ));
+    out.push_str(&format!(
+        "\n{:<50} {:>10} {:>10}\n",
+        "exercise", "original", "hardened"
+    ));
+    for e in &s.exercises {
+        let verdict = |r: Option<&ExerciseResult>| match r {
+            Some(r) if r.passed => "pass".to_string(),
+            Some(r) => format!("FAIL ({})", exit_text(r)),
+            None => "not run".to_string(),
+        };
+        let mut command = e.command.clone();
+        if command.chars().count() > 50 {
+            command = command.chars().take(47).collect::<String>() + "...";
+        }
+        out.push_str(&format!(
+            "{command:<50} {:>10} {:>10}\n",
+            verdict(Some(&e.original)),
+            verdict(e.hardened.as_ref())
+        ));
+    }
+    out.push_str(&format!("\n{:<10} ", "phases"));
+    let phases: Vec<String> = s
+        .phases
+        .iter()
+        .map(|p| format!("{} {:.1}s", p.name, p.seconds))
+        .collect();
+    out.push_str(&phases.join(", "));
+    out.push_str(&format!(
+        "\n{:<10} {}\n",
+        "verified",
+        if s.verified { "yes" } else { "NO" }
+    ));
+    out
+}
+
+/// The failure message: which exercises failed and what the hardened container said.
+pub fn failure(s: &LocalSummary) -> String {
+    let mut out = String::from("verification failed: the hardened image does not pass\n");
+    for e in s.failed() {
+        match &e.hardened {
+            Some(r) => out.push_str(&format!(
+                "  exercise `{}` ({}):\n{}\n",
+                e.command,
+                exit_text(r),
+                indent(&r.output_tail)
+            )),
+            None => out.push_str(&format!("  exercise `{}`: not run\n", e.command)),
+        }
+    }
+    if let Some(stderr) = &s.hardened_stderr {
+        out.push_str(&format!(
+            "the hardened container's last stderr lines:\n{}\n",
+            indent(&last_lines(stderr, STDERR_LINES))
+        ));
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
