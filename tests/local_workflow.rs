@@ -1,0 +1,166 @@
+//! `whittle local` end to end: the demo flow on an OCI layout, the same from an authenticated
+//! registry, and proof that verification is real (a hardened image missing a file an exercise
+//! needs fails, naming the exercise).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use whittle_testbed::fixtures;
+use whittle_testbed::registry::Registry;
+use whittle_testbed::sensor::sensor_binary;
+
+const HOME_PAGE: &str = r#"curl -fsS http://$WHITTLE_TARGET/ | grep -q "Welcome to nginx""#;
+const MISSING_PAGE: &str =
+    r#"test "$(curl -s -o /dev/null -w '%{http_code}' http://$WHITTLE_TARGET/missing)" = 404"#;
+
+fn whittle(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .args(args)
+        .env("WHITTLE_SENSOR_BIN", sensor_binary().expect("sensor binary"))
+        .env_remove("DOCKER_CONFIG")
+        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .expect("run whittle")
+}
+
+/// A private copy of the nginx fixture layout: `whittle local` writes its images into it.
+fn nginx_layout() -> tempfile::TempDir {
+    let fixture = fixtures::nginx().expect("nginx fixture");
+    let dir = tempfile::tempdir().expect("tmp");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&fixture.layout)
+        .arg(dir.path().join("nginx"))
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    dir
+}
+
+fn summary(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("summary written")).expect("json")
+}
+
+fn local(src: &str, extra: &[&str], summary_path: &PathBuf) -> Output {
+    let mut args = vec![
+        "local",
+        src,
+        "--exercise",
+        HOME_PAGE,
+        "--exercise",
+        MISSING_PAGE,
+        "--summary",
+        summary_path.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    whittle(&args)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn the_demo_flow_on_an_oci_layout_is_verified() {
+    let dir = nginx_layout();
+    let src = format!("oci:{}:latest", dir.path().join("nginx").display());
+    let summary_path = dir.path().join("summary.json");
+    let out = local(&src, &[], &summary_path);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = summary(&summary_path);
+    assert_eq!(s["verified"], true, "{s}");
+    assert!(s["hardenedBytes"].as_u64().unwrap() <= 11_000_000, "{s}");
+    assert_eq!(s["exercises"].as_array().unwrap().len(), 2);
+    for e in s["exercises"].as_array().unwrap() {
+        assert_eq!(e["original"]["exitCode"], 0, "{e}");
+        assert_eq!(e["hardened"]["exitCode"], 0, "{e}");
+    }
+    let phases: Vec<&str> = s["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(
+        phases,
+        ["instrument", "start", "observe", "collect", "harden", "verify"]
+    );
+    let printed = text(&out);
+    assert!(printed.contains("verified   yes"), "{printed}");
+    // The hardened image is in the layout under the default tag.
+    let index = std::fs::read_to_string(dir.path().join("nginx/index.json")).unwrap();
+    assert!(index.contains("latest-whittle-hardened"), "{index}");
+}
+
+#[test]
+fn the_same_from_an_authenticated_registry() {
+    let registry = Registry::start_with_auth().expect("registry");
+    let src = fixtures::nginx()
+        .expect("nginx fixture")
+        .push(&registry, "local/nginx:1")
+        .expect("push");
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, registry.docker_config_json()).unwrap();
+    let summary_path = dir.path().join("summary.json");
+    let out = local(
+        &src,
+        &["--insecure", "--registry-config", config.to_str().unwrap()],
+        &summary_path,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let s = summary(&summary_path);
+    assert_eq!(s["verified"], true, "{s}");
+    let hardened = s["hardenedImage"].as_str().unwrap();
+    assert!(
+        hardened.starts_with(&format!("{}/local/nginx@sha256:", registry.host())),
+        "{hardened}"
+    );
+}
+
+#[test]
+fn verification_fails_when_the_hardened_image_lacks_what_an_exercise_needs() {
+    let dir = nginx_layout();
+    let src = format!("oci:{}:latest", dir.path().join("nginx").display());
+    let summary_path = dir.path().join("summary.json");
+    // The observed run serves the page, so the report names it; dropping it must be caught.
+    let out = local(
+        &src,
+        &["--exclude", "/var/www/html/index.nginx-debian.html"],
+        &summary_path,
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains("verification failed") && printed.contains(HOME_PAGE),
+        "the failing exercise is not named:\n{printed}"
+    );
+    let s = summary(&summary_path);
+    assert_eq!(s["verified"], false);
+    let exercises = s["exercises"].as_array().unwrap();
+    assert_eq!(exercises[0]["hardened"]["passed"], false, "{s}");
+    assert_eq!(exercises[1]["hardened"]["passed"], true, "{s}");
+}
+
+#[test]
+fn an_exercise_that_fails_against_the_original_is_the_exercises_fault() {
+    let dir = nginx_layout();
+    let src = format!("oci:{}:latest", dir.path().join("nginx").display());
+    let out = whittle(&[
+        "local",
+        &src,
+        "--exercise",
+        "curl -fsS http://$WHITTLE_TARGET/no-such-page",
+    ]);
+    assert!(!out.status.success());
+    let printed = text(&out);
+    assert!(
+        printed.contains("fails against the ORIGINAL image") && printed.contains("no-such-page"),
+        "{printed}"
+    );
+}
