@@ -28,8 +28,16 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-demo: setup
-	$(CARGO) run --quiet --release -p whittle-testbed --bin testbed-demo
+# The README's quick start: `whittle local` on the nginx sample image, as an OCI layout in
+# target/demo (no registry needed), exercised with curl.
+DEMO_DIR := $(CURDIR)/target/demo
+demo: setup sensor
+	$(CARGO) build --quiet --release --bin whittle
+	$(CARGO) run --quiet --release -p whittle-testbed --bin demo-image -- $(DEMO_DIR)/nginx
+	target/release/whittle local oci:$(DEMO_DIR)/nginx:latest \
+		--exercise 'curl -fsS http://$$WHITTLE_TARGET/ | grep -q "Welcome to nginx"' \
+		--exercise 'test "$$(curl -s -o /dev/null -w "%{http_code}" http://$$WHITTLE_TARGET/missing)" = 404' \
+		--summary $(DEMO_DIR)/summary.json
 
 # Benchmarks are not tests: they print results and write them to target/bench/.
 bench-sensor: setup sensor

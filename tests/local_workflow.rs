@@ -17,7 +17,10 @@ const MISSING_PAGE: &str =
 fn whittle(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_whittle"))
         .args(args)
-        .env("WHITTLE_SENSOR_BIN", sensor_binary().expect("sensor binary"))
+        .env(
+            "WHITTLE_SENSOR_BIN",
+            sensor_binary().expect("sensor binary"),
+        )
         .env_remove("DOCKER_CONFIG")
         .env("HOME", env!("CARGO_TARGET_TMPDIR"))
         .output()
@@ -88,7 +91,14 @@ fn the_demo_flow_on_an_oci_layout_is_verified() {
         .collect();
     assert_eq!(
         phases,
-        ["instrument", "start", "observe", "collect", "harden", "verify"]
+        [
+            "instrument",
+            "start",
+            "observe",
+            "collect",
+            "harden",
+            "verify"
+        ]
     );
     let printed = text(&out);
     assert!(printed.contains("verified   yes"), "{printed}");
