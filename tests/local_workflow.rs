@@ -2,7 +2,7 @@
 //! registry, and proof that verification is real (a hardened image missing a file an exercise
 //! needs fails, naming the exercise).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -45,7 +45,7 @@ fn summary(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("summary written")).expect("json")
 }
 
-fn local(src: &str, extra: &[&str], summary_path: &PathBuf) -> Output {
+fn local(src: &str, extra: &[&str], summary_path: &Path) -> Output {
     let mut args = vec![
         "local",
         src,
