@@ -590,3 +590,39 @@ fn layouts_instrument_by_hard_link_and_inspect_shows_the_attack_surface() {
     assert_eq!(v["shells"], serde_json::json!([]), "{v}");
     assert_eq!(v["setuid"], serde_json::json!([]), "{v}");
 }
+
+#[test]
+fn include_adds_directories_and_globs_and_exclude_wins() {
+    let registry = Registry::start().expect("registry");
+    let src = fixtures::layers()
+        .expect("layers fixture")
+        .push(&registry, "inc/layers:1")
+        .expect("push");
+    let report = handmade_report(&[(lp::KEPT, true)]);
+    let (hardened, _) = ok(&[
+        "harden",
+        &src,
+        "--report",
+        report.to_str().unwrap(),
+        "--insecure",
+        "--include",
+        lp::OPAQUE_DIR,
+        "--include",
+        "/data/*.txt",
+        "--exclude",
+        lp::KEPT,
+    ]);
+    let bundle = Bundle::from_registry(&registry, &hardened).expect("pull hardened");
+    let at = |p: &str| bundle.rootfs().join(p.trim_start_matches('/'));
+    assert!(
+        at(lp::OPAQUE_NEW).is_file(),
+        "an included directory keeps its contents"
+    );
+    assert_eq!(
+        std::fs::read_to_string(at(lp::REPLACED)).unwrap(),
+        lp::REPLACED_NEW,
+        "a glob include"
+    );
+    assert!(!at(lp::KEPT).exists(), "--exclude wins over the report");
+    assert!(!at(lp::LINK_TARGET).exists(), "nothing else is kept");
+}
