@@ -278,31 +278,42 @@ fn handmade_report(paths: &[(&str, bool)]) -> PathBuf {
     path
 }
 
-#[test]
-fn layer_semantics_whiteouts_opaque_replacement_and_links() {
+/// Pushes the layers fixture, hardens it with a report naming `paths` and `flags`, and
+/// unpacks the result (with skopeo and umoci).
+fn harden_layers(paths: &[(&str, bool)], flags: &[&str]) -> Bundle {
     let registry = Registry::start().expect("registry");
     let src = fixtures::layers()
         .expect("layers fixture")
         .push(&registry, "sem/layers:1")
         .expect("push");
-    let report = handmade_report(&[
-        (lp::KEPT, true),
-        (lp::DELETED, true),
-        (&format!("{}/inner.txt", lp::DELETED_DIR), true),
-        (lp::REPLACED, true),
-        (lp::OPAQUE_OLD[0], false),
-        (lp::OPAQUE_NEW, true),
-        (lp::LINK_A, true),
-        (lp::HARD_LINK, true),
-    ]);
-    let (hardened, _) = ok(&[
+    let report = handmade_report(paths);
+    let mut args = vec![
         "harden",
         &src,
         "--report",
         report.to_str().unwrap(),
         "--insecure",
-    ]);
-    let bundle = Bundle::from_registry(&registry, &hardened).expect("pull hardened");
+    ];
+    args.extend(flags);
+    let (hardened, _) = ok(&args);
+    Bundle::from_registry(&registry, &hardened).expect("pull hardened")
+}
+
+#[test]
+fn layer_semantics_whiteouts_opaque_replacement_and_links() {
+    let bundle = harden_layers(
+        &[
+            (lp::KEPT, true),
+            (lp::DELETED, true),
+            (&format!("{}/inner.txt", lp::DELETED_DIR), true),
+            (lp::REPLACED, true),
+            (lp::OPAQUE_OLD[0], false),
+            (lp::OPAQUE_NEW, true),
+            (lp::LINK_A, true),
+            (lp::HARD_LINK, true),
+        ],
+        &[],
+    );
     let root = bundle.rootfs();
     let at = |p: &str| root.join(p.trim_start_matches('/'));
     let kept = at(lp::KEPT);
@@ -593,26 +604,17 @@ fn layouts_instrument_by_hard_link_and_inspect_shows_the_attack_surface() {
 
 #[test]
 fn include_adds_directories_and_globs_and_exclude_wins() {
-    let registry = Registry::start().expect("registry");
-    let src = fixtures::layers()
-        .expect("layers fixture")
-        .push(&registry, "inc/layers:1")
-        .expect("push");
-    let report = handmade_report(&[(lp::KEPT, true)]);
-    let (hardened, _) = ok(&[
-        "harden",
-        &src,
-        "--report",
-        report.to_str().unwrap(),
-        "--insecure",
-        "--include",
-        lp::OPAQUE_DIR,
-        "--include",
-        "/data/*.txt",
-        "--exclude",
-        lp::KEPT,
-    ]);
-    let bundle = Bundle::from_registry(&registry, &hardened).expect("pull hardened");
+    let bundle = harden_layers(
+        &[(lp::KEPT, true)],
+        &[
+            "--include",
+            lp::OPAQUE_DIR,
+            "--include",
+            "/data/*.txt",
+            "--exclude",
+            lp::KEPT,
+        ],
+    );
     let at = |p: &str| bundle.rootfs().join(p.trim_start_matches('/'));
     assert!(
         at(lp::OPAQUE_NEW).is_file(),
