@@ -548,7 +548,7 @@ fn layouts_instrument_by_hard_link_and_inspect_shows_the_attack_surface() {
     let src = fixture.oci_reference();
     let dst = format!("oci:{}:inst", out.path().display());
     let (instrumented, log) = ok(&["instrument", &src, "--instrumented-image", &dst]);
-    assert!(instrumented.starts_with(&format!("oci:{}@sha256:", out.path().display())));
+    assert!(instrumented.starts_with(&format!("oci:{}:inst@sha256:", out.path().display())));
     assert!(
         log.contains("1 mounted"),
         "the layer was not hard-linked: {log}"

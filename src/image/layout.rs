@@ -32,16 +32,18 @@ impl LayoutRef {
             input: input.to_string(),
             reason: reason.to_string(),
         };
-        let (dir, tag, digest) = if let Some((dir, digest)) = rest.rsplit_once('@') {
-            if !is_sha256_digest(digest) {
-                return Err(bad("the digest is not sha256:<64 hex digits>"));
+        let (rest, digest) = match rest.rsplit_once('@') {
+            Some((rest, digest)) => {
+                if !is_sha256_digest(digest) {
+                    return Err(bad("the digest is not sha256:<64 hex digits>"));
+                }
+                (rest, Some(digest.to_string()))
             }
-            (dir, None, Some(digest.to_string()))
-        } else {
-            match rest.rsplit_once(':') {
-                Some((dir, tag)) if !tag.contains('/') => (dir, Some(tag.to_string()), None),
-                _ => (rest, None, None),
-            }
+            None => (rest, None),
+        };
+        let (dir, tag) = match rest.rsplit_once(':') {
+            Some((dir, tag)) if !tag.contains('/') => (dir, Some(tag.to_string())),
+            _ => (rest, None),
         };
         if dir.is_empty() {
             return Err(bad("expected oci:DIR:TAG"));
@@ -57,10 +59,9 @@ impl LayoutRef {
         }
         Ok(LayoutRef {
             dir: PathBuf::from(dir),
-            tag: if digest.is_none() {
-                Some(tag.unwrap_or_else(|| "latest".into()))
-            } else {
-                None
+            tag: match (&tag, &digest) {
+                (None, None) => Some("latest".into()),
+                _ => tag,
             },
             digest,
         })
@@ -291,11 +292,13 @@ impl LayoutRef {
 impl fmt::Display for LayoutRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "oci:{}", self.dir.display())?;
-        match (&self.tag, &self.digest) {
-            (_, Some(d)) => write!(f, "@{d}"),
-            (Some(t), None) => write!(f, ":{t}"),
-            (None, None) => Ok(()),
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
         }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
     }
 }
 
@@ -333,6 +336,12 @@ mod tests {
         let r = LayoutRef::parse("", &format!("a/b@{d}")).unwrap();
         assert_eq!(r.digest.as_deref(), Some(d.as_str()));
         assert_eq!(r.to_string(), format!("oci:a/b@{d}"));
+        let both = LayoutRef::parse("", &format!("a/b:t@{d}")).unwrap();
+        assert_eq!(
+            (both.tag.as_deref(), both.digest.as_deref()),
+            (Some("t"), Some(d.as_str()))
+        );
+        assert_eq!(both.to_string(), format!("oci:a/b:t@{d}"));
         assert!(LayoutRef::parse("oci::x", ":x").is_err());
         assert!(LayoutRef::parse("oci:d:bad tag", "d:bad tag").is_err());
     }

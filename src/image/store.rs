@@ -53,11 +53,12 @@ impl Location {
         }
     }
 
-    /// What to print for an image pushed here as `digest`: `registry/repo:tag@sha256:...`
-    /// (the name as given, pinned), or `oci:DIR@sha256:...` for a layout.
+    /// What to print for an image pushed here as `digest`: the name as given, pinned
+    /// (`registry/repo:tag@sha256:...`, `oci:DIR:TAG@sha256:...`).
     pub fn pushed(&self, digest: &str) -> String {
         match self {
             Location::Registry(r) if r.digest().is_none() => format!("{r}@{digest}"),
+            Location::Layout(l) if l.digest.is_none() => format!("{l}@{digest}"),
             other => other.at_digest(digest).to_string(),
         }
     }
