@@ -52,14 +52,20 @@ impl Recorder {
         if paths::ignored(path) {
             return;
         }
-        let at = now_ms().saturating_sub(self.started_at_ms);
         self.with(|s| {
-            let r = s.paths.entry(path.to_string()).or_insert(PathRecord {
-                access: Vec::new(),
-                exists: false,
-                first_seen_ms: at,
-                count: 0,
-            });
+            // Most accesses repeat a known path: no allocation, no clock read for those.
+            if !s.paths.contains_key(path) {
+                let record = PathRecord {
+                    access: Vec::new(),
+                    exists: false,
+                    first_seen_ms: now_ms().saturating_sub(self.started_at_ms),
+                    count: 0,
+                };
+                s.paths.insert(path.to_string(), record);
+            }
+            let Some(r) = s.paths.get_mut(path) else {
+                return;
+            };
             r.count += 1;
             r.exists |= exists;
             if let Err(i) = r.access.binary_search(&access) {

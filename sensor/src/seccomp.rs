@@ -9,6 +9,7 @@ use crate::syscalls::PATH_SYSCALLS;
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const BPF_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
 const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 // Offsets in struct seccomp_data.
 const NR_OFFSET: u32 = 0;
@@ -32,23 +33,60 @@ fn jeq(k: u32, jt: u8, jf: u8) -> sock_filter {
     }
 }
 
+/// The stat calls that are `fstat` when their flags hold AT_EMPTY_PATH: glibc (2.33 and later),
+/// musl and Rust's std implement fstat as `newfstatat(fd, "", buf, AT_EMPTY_PATH)` or
+/// `statx(fd, "", AT_EMPTY_PATH, ...)`, and the path is then empty: a stop would learn nothing.
+/// nginx makes one per request. The filter cannot read the path, so a call that passes
+/// AT_EMPTY_PATH together with a non-empty path is not seen either (documented in
+/// docs/sensor.md). Pairs of syscall number and index of the flags argument.
+pub const FSTAT_FORMS: [(i64, usize); 2] = [(libc::SYS_newfstatat, 3), (libc::SYS_statx, 2)];
+
+/// Offset in struct seccomp_data of the low 32 bits of argument `i` (x86_64 is little-endian).
+const fn arg_low_offset(i: usize) -> u32 {
+    16 + 8 * i as u32
+}
+
 /// The program: allow other architectures' calls untraced (x32/i386 entry points are not
-/// expected in x86_64 images), trace the listed syscalls, allow the rest.
+/// expected in x86_64 images), trace the listed syscalls except their fstat forms, allow the
+/// rest.
 pub fn program() -> Vec<sock_filter> {
+    let n = PATH_SYSCALLS.len();
+    let forms = FSTAT_FORMS.len();
+    // Layout: header (4), one comparison per syscall (n), ALLOW, two instructions per fstat
+    // form (load flags, test AT_EMPTY_PATH), ALLOW, TRACE. Jumps only go forward.
+    let first_cmp = 4;
+    let first_form = first_cmp + n + 1;
+    let allow = first_form + 2 * forms;
+    let trace = allow + 1;
+    let offset = |from: usize, to: usize| -> u8 { (to - from - 1) as u8 };
     let mut p = vec![
         stmt(BPF_LD_W_ABS, ARCH_OFFSET),
         jeq(AUDIT_ARCH_X86_64, 1, 0),
         stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
         stmt(BPF_LD_W_ABS, NR_OFFSET),
     ];
-    let n = PATH_SYSCALLS.len();
     for (i, s) in PATH_SYSCALLS.iter().enumerate() {
-        // On a match jump to the TRACE return after the last comparison.
-        let to_trace = (n - i) as u8;
-        p.push(jeq(s.nr as u32, to_trace, 0));
+        let at = first_cmp + i;
+        let target = match FSTAT_FORMS.iter().position(|(nr, _)| *nr == s.nr) {
+            Some(f) => first_form + 2 * f,
+            None => trace,
+        };
+        p.push(jeq(s.nr as u32, offset(at, target), 0));
+    }
+    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+    for (f, (_, flags_arg)) in FSTAT_FORMS.iter().enumerate() {
+        let at = first_form + 2 * f;
+        p.push(stmt(BPF_LD_W_ABS, arg_low_offset(*flags_arg)));
+        p.push(sock_filter {
+            code: BPF_JSET_K,
+            jt: offset(at + 1, allow),
+            jf: offset(at + 1, trace),
+            k: libc::AT_EMPTY_PATH as u32,
+        });
     }
     p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
     p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_TRACE));
+    debug_assert_eq!(p.len(), trace + 1);
     p
 }
 
@@ -78,26 +116,38 @@ pub fn install(program: &[sock_filter]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// Runs the filter the way the kernel would, for one syscall number.
-    fn eval(p: &[sock_filter], arch: u32, nr: u32) -> u32 {
+    /// Runs the filter the way the kernel would, for one syscall number and its arguments.
+    fn eval_args(p: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         let mut pc = 0;
         let mut acc = 0;
         loop {
             let i = p[pc];
             match i.code {
-                BPF_LD_W_ABS => acc = if i.k == ARCH_OFFSET { arch } else { nr },
-                BPF_JEQ_K => {
-                    pc += if acc == i.k {
-                        i.jt as usize
+                BPF_LD_W_ABS => {
+                    acc = match i.k {
+                        NR_OFFSET => nr,
+                        ARCH_OFFSET => arch,
+                        k if k >= 16 && k % 8 == 0 => args[(k as usize - 16) / 8] as u32,
+                        k => panic!("unexpected load offset {k}"),
+                    }
+                }
+                BPF_JEQ_K | BPF_JSET_K => {
+                    let hit = if i.code == BPF_JEQ_K {
+                        acc == i.k
                     } else {
-                        i.jf as usize
+                        acc & i.k != 0
                     };
+                    pc += if hit { i.jt as usize } else { i.jf as usize };
                 }
                 BPF_RET_K => return i.k,
                 other => panic!("unexpected opcode {other}"),
             }
             pc += 1;
         }
+    }
+
+    fn eval(p: &[sock_filter], arch: u32, nr: u32) -> u32 {
+        eval_args(p, arch, nr, [0; 6])
     }
 
     #[test]
@@ -111,6 +161,11 @@ mod tests {
             );
         }
         for nr in [
+            libc::SYS_accept4,
+            libc::SYS_recvfrom,
+            libc::SYS_writev,
+            libc::SYS_close,
+            libc::SYS_fstat,
             libc::SYS_read,
             libc::SYS_write,
             libc::SYS_sendfile,
@@ -124,6 +179,44 @@ mod tests {
         assert_eq!(
             eval(&p, 0x4000_0003, libc::SYS_open as u32),
             libc::SECCOMP_RET_ALLOW
+        );
+    }
+
+    #[test]
+    fn fstat_forms_run_untraced_path_forms_stop() {
+        let p = program();
+        let empty = libc::AT_EMPTY_PATH as u64;
+        let nofollow = libc::AT_SYMLINK_NOFOLLOW as u64;
+        let stat = libc::SYS_newfstatat as u32;
+        let statx = libc::SYS_statx as u32;
+        let x86_64 = AUDIT_ARCH_X86_64;
+        // newfstatat(dirfd, path, buf, flags); statx(dirfd, path, flags, mask, buf).
+        assert_eq!(
+            eval_args(&p, x86_64, stat, [3, 0, 0, empty, 0, 0]),
+            libc::SECCOMP_RET_ALLOW
+        );
+        assert_eq!(
+            eval_args(&p, x86_64, stat, [3, 0, 0, nofollow, 0, 0]),
+            libc::SECCOMP_RET_TRACE
+        );
+        assert_eq!(
+            eval_args(&p, x86_64, statx, [3, 0, empty | nofollow, 0, 0, 0]),
+            libc::SECCOMP_RET_ALLOW
+        );
+        assert_eq!(
+            eval_args(&p, x86_64, statx, [3, 0, 0, empty, 0, 0]),
+            libc::SECCOMP_RET_TRACE,
+            "statx's flags are its third argument"
+        );
+        // Other calls are traced whatever their arguments.
+        assert_eq!(
+            eval_args(
+                &p,
+                x86_64,
+                libc::SYS_openat as u32,
+                [0, 0, empty, empty, 0, 0]
+            ),
+            libc::SECCOMP_RET_TRACE
         );
     }
 }

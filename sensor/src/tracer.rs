@@ -3,8 +3,14 @@
 //! that name paths. Every descendant is followed (fork, vfork, clone, exec). At each stop the
 //! path arguments are read and resolved against the tracee's dirfd or working directory, and
 //! looked up to learn whether the path exists.
+//!
+//! Every stop is a round trip through the sensor (two context switches), so the work done at a
+//! stop is kept to a few syscalls: the registers, one read of the tracee's memory, and a lookup
+//! only for paths not already known to exist.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 use nix::sys::ptrace;
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
@@ -29,11 +35,31 @@ struct Pending {
     paths: Vec<String>,
 }
 
+/// What the tracer keeps per traced thread.
+#[derive(Default)]
+struct Tracee {
+    /// The working directory tracked through fork and chdir, for when /proc/PID/cwd is
+    /// unreadable.
+    cwd: Option<String>,
+    pending: Option<Pending>,
+    /// `/proc/PID/mem`, opened when the thread is born (or execs), while it still has the
+    /// credentials of a process the sensor may read. The kernel checks access when the file is
+    /// opened, not when it is read, so one `pread` per path keeps working after the app drops
+    /// privileges (nginx workers call setgid and setuid before their first request), where
+    /// `process_vm_readv` is refused and only word-by-word PTRACE_PEEKDATA would be left.
+    mem: Option<File>,
+    /// process_vm_readv was refused for this thread: go straight to PTRACE_PEEKDATA.
+    vm_refused: bool,
+    /// Its first SIGSTOP (a new tracee's, not a signal for the app) has been seen.
+    started: bool,
+}
+
 pub struct Tracer<'a> {
     recorder: &'a Recorder,
-    cwd: HashMap<i32, String>,
-    pending: HashMap<i32, Pending>,
-    seen: std::collections::HashSet<i32>,
+    tracees: HashMap<i32, Tracee>,
+    /// Paths already found to exist. A path's record says `exists` once any lookup found it, so
+    /// looking it up again could not change the report: a repeated access costs only the stop.
+    existing: HashSet<String>,
 }
 
 fn ptrace_raw(req: libc::c_uint, pid: i32, data: usize) -> i64 {
@@ -52,17 +78,23 @@ fn resume(pid: i32, to_exit: bool, signal: i32) {
     ptrace_raw(req, pid, signal as usize);
 }
 
+fn open_mem(pid: i32) -> Option<File> {
+    File::open(format!("/proc/{pid}/mem")).ok()
+}
+
 impl<'a> Tracer<'a> {
     pub fn new(recorder: &'a Recorder, app: i32) -> Tracer<'a> {
-        let mut cwd = HashMap::new();
-        if let Ok(d) = std::env::current_dir() {
-            cwd.insert(app, d.to_string_lossy().into_owned());
-        }
+        let app_state = Tracee {
+            cwd: std::env::current_dir()
+                .ok()
+                .map(|d| d.to_string_lossy().into_owned()),
+            started: true,
+            ..Tracee::default()
+        };
         Tracer {
             recorder,
-            cwd,
-            pending: HashMap::new(),
-            seen: [app].into(),
+            tracees: [(app, app_state)].into(),
+            existing: HashSet::new(),
         }
     }
 
@@ -75,6 +107,10 @@ impl<'a> Tracer<'a> {
         Ok(())
     }
 
+    fn waits_for_exit(&self, pid: i32) -> bool {
+        self.tracees.get(&pid).is_some_and(|t| t.pending.is_some())
+    }
+
     /// Handles one stop reported by waitpid for a traced process.
     pub fn on_stop(&mut self, pid: i32, status: i32) {
         let sig = libc::WSTOPSIG(status);
@@ -83,41 +119,87 @@ impl<'a> Tracer<'a> {
             self.on_syscall_exit(pid);
             resume(pid, false, 0);
         } else if sig == libc::SIGTRAP && event != 0 {
-            if event == libc::PTRACE_EVENT_SECCOMP {
-                self.on_syscall_entry(pid);
-                resume(pid, self.pending.contains_key(&pid), 0);
-                return;
-            }
-            if matches!(
-                event,
-                libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE
-            ) && let Ok(child) = ptrace::getevent(Pid::from_raw(pid))
-            {
-                let child = child as i32;
-                if let Some(dir) = self.cwd.get(&pid).cloned() {
-                    self.cwd.insert(child, dir);
+            match event {
+                libc::PTRACE_EVENT_SECCOMP => self.on_syscall_entry(pid),
+                libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
+                    if let Ok(child) = ptrace::getevent(Pid::from_raw(pid)) {
+                        let dir = self.tracees.get(&pid).and_then(|t| t.cwd.clone());
+                        let child = self.tracee(child as i32);
+                        if child.cwd.is_none() {
+                            child.cwd = dir;
+                        }
+                    }
                 }
+                libc::PTRACE_EVENT_EXEC => {
+                    // A new address space. A thread other than the leader that execs takes the
+                    // leader's pid; its old id is gone without an exit.
+                    if let Ok(former) = ptrace::getevent(Pid::from_raw(pid))
+                        && former as i32 != pid
+                    {
+                        self.tracees.remove(&(former as i32));
+                    }
+                    let t = self.tracee(pid);
+                    t.mem = open_mem(pid);
+                    t.vm_refused = false;
+                }
+                _ => {}
             }
-            resume(pid, self.pending.contains_key(&pid), 0);
-        } else if sig == libc::SIGSTOP && self.seen.insert(pid) {
-            // A new tracee's first stop; not a signal for the app.
+            resume(pid, self.waits_for_exit(pid), 0);
+        } else if sig == libc::SIGSTOP && !self.tracee(pid).started {
+            // A new tracee's first stop, before it runs any code of its own: its credentials
+            // are still its parent's, so its memory can be opened now.
+            let t = self.tracee(pid);
+            t.started = true;
+            t.mem = open_mem(pid);
             resume(pid, false, 0);
         } else {
-            resume(pid, self.pending.contains_key(&pid), sig);
+            resume(pid, self.waits_for_exit(pid), sig);
         }
     }
 
     pub fn on_exit(&mut self, pid: i32) {
-        self.cwd.remove(&pid);
-        self.pending.remove(&pid);
-        self.seen.remove(&pid);
+        self.tracees.remove(&pid);
+    }
+
+    fn tracee(&mut self, pid: i32) -> &mut Tracee {
+        self.tracees.entry(pid).or_default()
     }
 
     fn base_dir(&self, pid: i32) -> Option<String> {
         std::fs::read_link(format!("/proc/{pid}/cwd"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned())
-            .or_else(|| self.cwd.get(&pid).cloned())
+            .or_else(|| self.tracees.get(&pid).and_then(|t| t.cwd.clone()))
+    }
+
+    /// Reads a NUL-terminated string from the tracee: from its `/proc/PID/mem` when open, else
+    /// with process_vm_readv, else word by word with PTRACE_PEEKDATA.
+    fn read_string(&mut self, pid: i32, addr: u64) -> Option<String> {
+        let t = self.tracee(pid);
+        if let Some(mem) = &t.mem
+            && let Some(s) = read_string_with(|buf, at| mem.read_at(buf, at as u64).ok(), addr)
+        {
+            return Some(s);
+        }
+        if !t.vm_refused {
+            let mut refused = false;
+            let s = read_string_with(
+                |buf, at| {
+                    let len = buf.len();
+                    let mut local = [std::io::IoSliceMut::new(buf)];
+                    let remote = [RemoteIoVec { base: at, len }];
+                    process_vm_readv(Pid::from_raw(pid), &mut local, &remote)
+                        .map_err(|e| refused = e == nix::errno::Errno::EPERM)
+                        .ok()
+                },
+                addr,
+            );
+            if s.is_some() {
+                return s;
+            }
+            self.tracee(pid).vm_refused = refused;
+        }
+        read_string_peek(pid, addr)
     }
 
     fn on_syscall_entry(&mut self, pid: i32) {
@@ -134,7 +216,7 @@ impl<'a> Tracer<'a> {
             if ptr == 0 {
                 continue;
             }
-            let Some(path) = read_string(pid, ptr) else {
+            let Some(path) = self.read_string(pid, ptr) else {
                 self.recorder.lost(|l| l.ptrace_unresolved += 1);
                 continue;
             };
@@ -162,7 +244,7 @@ impl<'a> Tracer<'a> {
             let argv = args[if sys.nr == libc::SYS_execveat { 2 } else { 1 }];
             read_word(pid, argv)
                 .filter(|p| *p != 0)
-                .and_then(|p| read_string(pid, p))
+                .and_then(|p| self.read_string(pid, p))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -172,14 +254,14 @@ impl<'a> Tracer<'a> {
         }
         if sys.nr == libc::SYS_chdir {
             // The new working directory counts only if the call succeeds: wait for its exit.
-            self.pending.insert(pid, Pending { sys, paths });
+            self.tracee(pid).pending = Some(Pending { sys, paths });
             return;
         }
         // Existence is looked up here rather than read from the syscall's result: the sensor
         // shares the app's mount namespace and root, and skipping the syscall-exit stop halves
         // the round trips through the tracer, the cost that dominates ptrace mode.
         for (i, path) in paths.iter().enumerate() {
-            let exists = std::fs::symlink_metadata(path).is_ok();
+            let exists = self.exists(path);
             // For rename and link the second path is the one the call makes.
             let found = exists && (i == 0 || sys.access != Access::Modify);
             self.recorder.access(path, sys.access, found);
@@ -193,8 +275,20 @@ impl<'a> Tracer<'a> {
         }
     }
 
+    /// Whether `path` exists, looked up once: only paths not yet found are looked up again.
+    fn exists(&mut self, path: &str) -> bool {
+        if self.existing.contains(path) {
+            return true;
+        }
+        let exists = std::fs::symlink_metadata(path).is_ok();
+        if exists {
+            self.existing.insert(path.to_string());
+        }
+        exists
+    }
+
     fn on_syscall_exit(&mut self, pid: i32) {
-        let Some(p) = self.pending.remove(&pid) else {
+        let Some(p) = self.tracees.get_mut(&pid).and_then(|t| t.pending.take()) else {
             return;
         };
         let Ok(regs) = ptrace::getregs(Pid::from_raw(pid)) else {
@@ -203,7 +297,7 @@ impl<'a> Tracer<'a> {
         let ok = (regs.rax as i64) >= 0;
         self.recorder.access(&p.paths[0], p.sys.access, ok);
         if ok {
-            self.cwd.insert(pid, p.paths[0].clone());
+            self.tracee(pid).cwd = Some(p.paths[0].clone());
         }
     }
 }
@@ -226,26 +320,20 @@ fn read_word(pid: i32, addr: u64) -> Option<u64> {
         .map(|w| w as u64)
 }
 
-/// Reads a NUL-terminated string from the tracee: process_vm_readv page by page, or word by
-/// word with PTRACE_PEEKDATA when the tracee changed credentials and vm reads are refused.
-fn read_string(pid: i32, addr: u64) -> Option<String> {
+/// Reads a NUL-terminated string of at most 4096 bytes with `read(buf, addr)`, which returns how
+/// many bytes it read at `addr` (None or 0: unreadable). Chunks never cross a page, so a string
+/// that ends just before an unmapped page is still read.
+fn read_string_with(
+    mut read: impl FnMut(&mut [u8], usize) -> Option<usize>,
+    addr: u64,
+) -> Option<String> {
     const MAX: usize = 4096;
+    let mut buf = [0u8; 512];
     let mut out = Vec::new();
     let mut at = addr as usize;
     while out.len() < MAX {
-        let page_left = 4096 - (at % 4096);
-        let mut buf = vec![0u8; page_left];
-        let n = {
-            let mut local = [std::io::IoSliceMut::new(&mut buf)];
-            let remote = [RemoteIoVec {
-                base: at,
-                len: page_left,
-            }];
-            process_vm_readv(Pid::from_raw(pid), &mut local, &remote).unwrap_or(0)
-        };
-        if n == 0 {
-            return read_string_peek(pid, addr);
-        }
+        let len = (4096 - at % 4096).min(buf.len());
+        let n = read(&mut buf[..len], at).filter(|&n| n > 0)?;
         if let Some(end) = buf[..n].iter().position(|&b| b == 0) {
             out.extend_from_slice(&buf[..end]);
             return Some(String::from_utf8_lossy(&out).into_owned());
