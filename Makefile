@@ -10,7 +10,7 @@ SENSOR_TARGET_DIR := $(CURDIR)/target/sensor
 SENSOR_BIN := $(SENSOR_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle-sensor
 export WHITTLE_SENSOR_BIN := $(SENSOR_BIN)
 
-.PHONY: setup test demo lint sensor bench-sensor
+.PHONY: setup test demo lint sensor bench-sensor bench-image
 
 setup:
 	@bash testbed/scripts/setup.sh
@@ -42,3 +42,9 @@ demo: setup sensor
 # Benchmarks are not tests: they print results and write them to target/bench/.
 bench-sensor: setup sensor
 	$(CARGO) run --quiet --release -p whittle-testbed --bin sensor-bench
+
+# whittle harden of the nginx fixture and of a 1.1 GiB synthetic image (built once, cached):
+# wall time against the floor (reading and gunzipping every layer), peak RSS, and the bytes
+# whittle instrument uploads -> target/bench/image.json. See docs/benchmarks.md.
+bench-image: setup sensor
+	$(CARGO) bench --quiet --bench image
