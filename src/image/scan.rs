@@ -10,13 +10,14 @@ use super::tree::{Applied, Kind, Node, Tree, normalize};
 
 /// Which file contents to set aside while a layer streams past.
 pub trait Retain {
-    fn retain(&self, layer: usize, path: &str) -> bool;
+    /// `size` is the file's length, for retainers that keep a budget.
+    fn retain(&self, layer: usize, path: &str, size: u64) -> bool;
     /// Called for every symlink as it streams past, before any entry after it.
     fn symlink(&self, _path: &str, _target: &str) {}
 }
 
 impl<F: Fn(usize, &str) -> bool> Retain for F {
-    fn retain(&self, layer: usize, path: &str) -> bool {
+    fn retain(&self, layer: usize, path: &str, _size: u64) -> bool {
         self(layer, path)
     }
 }
@@ -117,7 +118,7 @@ pub fn scan_layer(
             },
             Pass::Refill(tree) => tree.real_path(&raw_path),
         };
-        if is_file && !spool.contains(layer, &path) && retain.retain(layer, &path) {
+        if is_file && !spool.contains(layer, &path) && retain.retain(layer, &path, size) {
             stats.retained_bytes += spool.put(layer, &path, &mut entry)?.len;
         }
     }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
@@ -127,6 +128,7 @@ impl Wanted {
         FirstPass {
             names: Arc::new(Mutex::new(names)),
             patterns: Arc::new(self.patterns.clone()),
+            speculative: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -134,10 +136,23 @@ impl Wanted {
 /// File names worth setting aside on the first pass: a file is most likely needed when a report
 /// names it, under this or another path (a symlinked directory), or names a symlink to it (a
 /// versioned soname: `libz.so.1 -> libz.so.1.3`, which layers list before the file).
+///
+/// Shared libraries are set aside too, up to [`SPECULATIVE_BYTES`]: they usually sit in a
+/// layer below the program that needs them, and a library analysis finds that no report named
+/// would otherwise cost a second read of that whole layer.
 #[derive(Clone)]
 pub struct FirstPass {
     names: Arc<Mutex<HashSet<String>>>,
     patterns: Arc<Patterns>,
+    speculative: Arc<AtomicU64>,
+}
+
+/// How much of the spool may hold libraries no report named (the disk, not memory, pays).
+pub const SPECULATIVE_BYTES: u64 = 256 << 20;
+
+fn is_shared_library(path: &str) -> bool {
+    let name = file_name(path);
+    (name.ends_with(".so") || name.contains(".so.")) && path.contains("lib")
 }
 
 fn file_name(path: &str) -> &str {
@@ -145,7 +160,7 @@ fn file_name(path: &str) -> &str {
 }
 
 impl Retain for FirstPass {
-    fn retain(&self, _layer: usize, path: &str) -> bool {
+    fn retain(&self, _layer: usize, path: &str, size: u64) -> bool {
         let named = self
             .names
             .lock()
@@ -155,12 +170,15 @@ impl Retain for FirstPass {
         let loader = ["ld-linux", "ld64.so", "ld-musl"]
             .iter()
             .any(|p| file_name(path).starts_with(p));
-        named
+        let wanted = named
             || loader
             || ALWAYS.contains(&path)
             || LOADER_CONFIG.contains(&path)
             || path.starts_with(LOADER_CONFIG_DIR)
-            || self.patterns.included(path)
+            || self.patterns.included(path);
+        wanted
+            || (is_shared_library(path)
+                && self.speculative.fetch_add(size, Ordering::Relaxed) + size <= SPECULATIVE_BYTES)
     }
 
     fn symlink(&self, path: &str, target: &str) {

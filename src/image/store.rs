@@ -344,29 +344,27 @@ fn verified(
     desc: &OciDescriptor,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     let want = desc.digest.clone();
-    let hasher = Sha256::new();
-    let tail = futures::stream::once(async { Ok(Bytes::new()) });
-    stream
-        .chain(tail)
-        .scan((hasher, false), move |(hasher, done), chunk| {
-            let out = match chunk {
-                Ok(c) if c.is_empty() && !*done => {
-                    *done = true;
+    // `None` marks the end, where the digest is checked.
+    let items = stream
+        .map(Some)
+        .chain(futures::stream::once(async { None }));
+    items
+        .scan(Sha256::new(), move |hasher, item| {
+            let out = match item {
+                Some(Ok(chunk)) => {
+                    hasher.update(&chunk);
+                    Some(Ok(chunk))
+                }
+                Some(Err(e)) => Some(Err(e)),
+                None => {
                     let got = format!("sha256:{:x}", hasher.clone().finalize());
-                    if got == want {
-                        None
-                    } else {
-                        Some(Err(std::io::Error::new(
+                    (got != want).then(|| {
+                        Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
                             format!("blob {want} holds content with digest {got}"),
-                        )))
-                    }
+                        ))
+                    })
                 }
-                Ok(c) => {
-                    hasher.update(&c);
-                    Some(Ok(c))
-                }
-                Err(e) => Some(Err(e)),
             };
             futures::future::ready(Some(out))
         })
