@@ -8,6 +8,7 @@ pub mod harden;
 pub mod inspect;
 pub mod instrument;
 pub mod layout;
+pub mod pgzip;
 pub mod reference;
 pub mod registry;
 pub mod scan;

@@ -1,15 +1,17 @@
 //! Writing the hardened layer: the kept paths in sorted order, each with the metadata its
 //! source entry had, as one gzip tar in a temporary file. The same tree, spool contents and kept
-//! set always give the same bytes: no timestamps but the sources', no host names or ids.
+//! set always give the same bytes: no timestamps but the sources', no host names or ids. The
+//! gzip is made of 1 MiB members compressed in parallel ([`ParallelGz`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 
-use flate2::{Compression, GzBuilder};
+use flate2::Compression;
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
+use super::pgzip::ParallelGz;
 use super::spool::Spool;
 use super::tree::{Kind, Node, Tree};
 
@@ -59,9 +61,7 @@ fn hashing<W: Write>(inner: W) -> Hashing<W> {
 /// hold every kept regular file (see `select::Selection::missing`).
 pub fn write_layer(tree: &Tree, spool: &Spool, keep: &BTreeSet<String>) -> io::Result<LayerFile> {
     let compressed = hashing(BufWriter::with_capacity(1 << 20, tempfile::tempfile()?));
-    let gz = GzBuilder::new()
-        .mtime(0)
-        .write(compressed, Compression::new(6));
+    let gz = ParallelGz::new(compressed, Compression::new(6));
     let mut tar = tar::Builder::new(hashing(gz));
     let heads = hardlink_heads(tree, keep);
     let mut entries = 0;
