@@ -14,7 +14,7 @@ use whittle_sensor::report::Report;
 use super::config;
 use super::error::{ImageError, Result};
 use super::registry::{Compression, layer_compression};
-use super::scan::{LayerStats, Pass, Retain, scan_layer};
+use super::scan::{LayerStats, Pass, Retain, read_ahead, scan_layer};
 use super::select::{Patterns, Selection, Wanted, select};
 use super::spool::Spool;
 use super::store::{Image, Location, Store};
@@ -183,10 +183,11 @@ async fn scan(
     let digest = desc.digest.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let reader = BufReader::with_capacity(1 << 20, reader);
-        let tar: Box<dyn Read> = match compression {
+        let tar: Box<dyn Read + Send> = match compression {
             Compression::Gzip => Box::new(MultiGzDecoder::new(reader)),
             Compression::None => Box::new(reader),
         };
+        let tar = read_ahead(tar);
         let pass = if build {
             Pass::Build(&mut tree)
         } else {
