@@ -1,15 +1,15 @@
 //! `whittle instrument`, `whittle harden` and `whittle inspect`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use whittle::image::harden::{self, HardenOptions, Summary};
 use whittle::image::store::Location;
 use whittle::image::{inspect as inspection, instrument as instrumenting};
+use whittle::local::progress::Progress;
 
 use super::{CliResult, RegistryArgs, parse_location};
 
@@ -63,19 +63,10 @@ pub struct InspectArgs {
     registry: RegistryArgs,
 }
 
-/// A byte bar on a terminal, nothing otherwise.
-fn bar(label: &str) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::new(0);
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(label.to_string());
-    Some(bar)
+/// A byte bar for layer streaming on a terminal (hidden otherwise); its length is set once
+/// the image is resolved.
+fn bar(label: &str) -> ProgressBar {
+    Progress::new().bytes(label, 0)
 }
 
 pub async fn instrument(a: InstrumentArgs) -> CliResult {
@@ -144,12 +135,10 @@ pub async fn harden(a: HardenArgs) -> CliResult {
         dst: a.hardened_image,
         include: a.include,
         exclude: a.exclude,
-        progress: progress.clone(),
+        progress: Some(progress.clone()),
     };
     let summary = harden::harden(&store, &a.src, opts).await?;
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    progress.finish_and_clear();
     print_summary(&summary);
     if let Some(path) = &a.summary {
         write_json(path, &summary)?;
@@ -161,10 +150,8 @@ pub async fn harden(a: HardenArgs) -> CliResult {
 pub async fn inspect(a: InspectArgs) -> CliResult {
     let store = a.registry.store()?;
     let progress = bar("layers");
-    let result = inspection::inspect(&store, &a.image, progress.as_ref()).await?;
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    let result = inspection::inspect(&store, &a.image, Some(&progress)).await?;
+    progress.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {

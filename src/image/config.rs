@@ -17,20 +17,22 @@ pub const LABEL_SOURCE_DIGEST: &str = "dev.whittle.source-digest";
 pub const LABEL_VERSION: &str = "dev.whittle.version";
 pub const LABEL_STAGE: &str = "dev.whittle.stage";
 
+/// A list of strings of the image config's `config` object (`Entrypoint`, `Cmd`, `Env`).
+pub fn strings(config: &Value, key: &str) -> Vec<String> {
+    config["config"][key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The app's command line: Entrypoint followed by Cmd, as a runtime starts it.
 pub fn argv(config: &Value) -> Vec<String> {
-    let list = |key: &str| -> Vec<String> {
-        config["config"][key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut argv = list("Entrypoint");
-    argv.extend(list("Cmd"));
+    let mut argv = strings(config, "Entrypoint");
+    argv.extend(strings(config, "Cmd"));
     argv
 }
 

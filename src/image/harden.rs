@@ -1,7 +1,7 @@
 //! `whittle harden`: stream the source layers once, keep what the reports and analysis say the
 //! app needs, write it as one deterministic layer, and push it with the original config.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -107,11 +107,9 @@ fn wanted(image: &Image, opts: &HardenOptions) -> Result<Wanted> {
         touched.extend(report.paths.keys().cloned());
         touched.extend(report.created_files.iter().cloned());
     }
-    let ld_library_path = image.config["config"]["Env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.as_str()?.strip_prefix("LD_LIBRARY_PATH="))
+    let ld_library_path = config::strings(&image.config, "Env")
+        .iter()
+        .filter_map(|e| e.strip_prefix("LD_LIBRARY_PATH="))
         .flat_map(|v| v.split(':'))
         .filter(|d| d.starts_with('/'))
         .map(str::to_string)
@@ -135,6 +133,9 @@ pub async fn read_image(
     let mut tree = Tree::new();
     let mut spool = Spool::new().map_err(ImageError::io("creating the spool file"))?;
     let mut stats = Vec::new();
+    if let Some(bar) = progress {
+        bar.set_length(image.compressed_size());
+    }
     for layer in 0..image.layers.len() {
         let (t, s, st) = scan(
             store,
@@ -214,7 +215,6 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
     let first = wanted.first_pass();
     let (tree, spool, _) = read_image(store, &image, first, opts.progress.as_ref()).await?;
     let (tree, spool, selection, passes) = complete(store, &image, tree, spool, &wanted).await?;
-    let kept_set: HashSet<&String> = selection.keep.iter().collect();
 
     let (layer, tree, spool) = {
         let keep = selection.keep.clone();
@@ -230,18 +230,18 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
 
     let files = |keep: bool| {
         tree.iter()
-            .filter(|(p, n)| !n.is_dir() && kept_set.contains(p) == keep)
+            .filter(|(p, n)| !n.is_dir() && selection.keep.contains(p.as_str()) == keep)
             .count() as u64
     };
     let (files_kept, files_removed) = (files(true), files(false));
     let removed_shells = surface::list(&tree, |p, n| {
-        surface::is_shell(p, n) && !kept_set.contains(&p.to_string())
+        surface::is_shell(p, n) && !selection.keep.contains(p)
     });
     let removed_package_managers = surface::list(&tree, |p, n| {
-        surface::is_package_manager(p, n) && !kept_set.contains(&p.to_string())
+        surface::is_package_manager(p, n) && !selection.keep.contains(p)
     });
     let removed_setuid = surface::list(&tree, |p, n| {
-        surface::is_setuid(n) && !kept_set.contains(&p.to_string())
+        surface::is_setuid(n) && !selection.keep.contains(p)
     });
 
     let comment = format!(

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::error::Result;
 use super::harden::read_image;
+use super::select::read_text;
 use super::spool::Spool;
 use super::store::{Location, Store};
 use super::surface;
@@ -54,13 +55,8 @@ pub struct Inspection {
 }
 
 fn text(tree: &Tree, spool: &Spool, path: &str) -> Option<String> {
-    let r = tree.resolve(path)?;
-    let node = tree.get(&r.path)?;
-    let range = spool.get(node.layer, &r.path)?;
-    spool
-        .read(range)
-        .ok()
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
+    // Inspect set aside every file it reads, so nothing is ever missing.
+    read_text(tree, spool, path, &mut Default::default())
 }
 
 fn os_name(os_release: &str) -> Option<String> {

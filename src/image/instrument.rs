@@ -76,37 +76,38 @@ fn read_sensor(path: &Path) -> Result<Vec<u8>> {
 /// The sensor layer: `/.whittle/` and the binary, root-owned, dated 0, so the same sensor
 /// always makes the same layer. Returns (gzip bytes, diff id).
 fn sensor_layer(sensor: &[u8]) -> Result<(Vec<u8>, String)> {
-    let io = ImageError::io("building the sensor layer");
+    build_sensor_layer(sensor).map_err(ImageError::io("building the sensor layer"))
+}
+
+fn build_sensor_layer(sensor: &[u8]) -> std::io::Result<(Vec<u8>, String)> {
+    let file = SENSOR_PATH.trim_start_matches('/');
+    let (dir, _) = file.rsplit_once('/').unwrap_or((file, ""));
+    let header = |kind: tar::EntryType, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(0o755);
+        h.set_mtime(0);
+        h.set_size(size);
+        h
+    };
     let mut tar = tar::Builder::new(Vec::new());
-    let dir = SENSOR_PATH.trim_start_matches('/');
-    let (parent, _) = dir.rsplit_once('/').unwrap_or((dir, ""));
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Directory);
-    header.set_mode(0o755);
-    header.set_mtime(0);
-    header.set_size(0);
-    tar.append_data(&mut header, format!("{parent}/"), std::io::empty())
-        .map_err(io)?;
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(0o755);
-    header.set_mtime(0);
-    header.set_size(sensor.len() as u64);
-    tar.append_data(&mut header, dir, sensor)
-        .map_err(ImageError::io("building the sensor layer"))?;
-    let tar = tar
-        .into_inner()
-        .map_err(ImageError::io("building the sensor layer"))?;
+    tar.append_data(
+        &mut header(tar::EntryType::Directory, 0),
+        format!("{dir}/"),
+        std::io::empty(),
+    )?;
+    tar.append_data(
+        &mut header(tar::EntryType::Regular, sensor.len() as u64),
+        file,
+        sensor,
+    )?;
+    let tar = tar.into_inner()?;
     let diff_id = format!("sha256:{:x}", Sha256::digest(&tar));
     let mut gz = GzBuilder::new()
         .mtime(0)
         .write(Vec::new(), Compression::best());
-    gz.write_all(&tar)
-        .map_err(ImageError::io("compressing the sensor layer"))?;
-    let gz = gz
-        .finish()
-        .map_err(ImageError::io("compressing the sensor layer"))?;
-    Ok((gz, diff_id))
+    gz.write_all(&tar)?;
+    Ok((gz.finish()?, diff_id))
 }
 
 /// Instruments `src` into `dst` (default `<repo>:<tag>-whittle-instrumented`).

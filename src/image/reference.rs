@@ -77,18 +77,7 @@ impl ImageRef {
     /// `<repo>:<tag>-<suffix>`: where whittle puts what it makes from this image unless told
     /// otherwise. An image named only by digest gets `sha256-<12 hex>-<suffix>`.
     pub fn derived(&self, suffix: &str) -> ImageRef {
-        let base = match (self.tag(), self.digest()) {
-            (Some(tag), _) => tag.to_string(),
-            (None, Some(digest)) => {
-                let hex = digest.trim_start_matches("sha256:");
-                format!("sha256-{}", &hex[..hex.len().min(12)])
-            }
-            (None, None) => "latest".to_string(),
-        };
-        // A tag is at most 128 characters; keep the suffix, which says what the image is.
-        let room = 128usize.saturating_sub(suffix.len() + 1);
-        let base: String = base.chars().take(room).collect();
-        self.at_tag(&format!("{base}-{suffix}"))
+        self.at_tag(&derived_tag(self.tag(), self.digest(), suffix))
     }
 
     /// True when both name the same repository of the same registry.
@@ -106,6 +95,22 @@ impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.inner)
     }
+}
+
+/// `<tag>-<suffix>` for an image named by `tag`, `sha256-<12 hex>-<suffix>` for one named only
+/// by `digest`, at most 128 characters (the suffix, which says what the image is, is kept).
+pub fn derived_tag(tag: Option<&str>, digest: Option<&str>, suffix: &str) -> String {
+    let base = match (tag, digest) {
+        (Some(tag), _) => tag.to_string(),
+        (None, Some(digest)) => {
+            let hex = digest.trim_start_matches("sha256:");
+            format!("sha256-{}", &hex[..hex.len().min(12)])
+        }
+        (None, None) => "latest".to_string(),
+    };
+    let room = 128usize.saturating_sub(suffix.len() + 1);
+    let base: String = base.chars().take(room).collect();
+    format!("{base}-{suffix}")
 }
 
 /// `sha256:` followed by 64 lowercase hex digits.

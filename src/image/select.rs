@@ -438,7 +438,7 @@ pub fn select(tree: &Tree, spool: &Spool, wanted: &Wanted) -> Selection {
 }
 
 /// The text of the file `path` leads to, or a note in `missing` that its content is needed.
-fn read_text(
+pub fn read_text(
     tree: &Tree,
     spool: &Spool,
     path: &str,

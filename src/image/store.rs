@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::credentials::Credentials;
 use super::error::{ImageError, Result};
 use super::layout::LayoutRef;
-use super::reference::ImageRef;
+use super::reference::{ImageRef, derived_tag};
 use super::registry::{self, Flavor, Registry, RegistryOptions, Transfer};
 
 /// An image's place: `registry/repo:tag`, `registry/repo@sha256:...`, or `oci:DIR[:TAG]`.
@@ -35,14 +35,11 @@ impl Location {
     pub fn derived(&self, suffix: &str) -> Location {
         match self {
             Location::Registry(r) => Location::Registry(r.derived(suffix)),
-            Location::Layout(l) => {
-                let base = match (&l.tag, &l.digest) {
-                    (Some(t), _) => t.clone(),
-                    (None, Some(d)) => format!("sha256-{}", &d["sha256:".len()..][..12]),
-                    (None, None) => "latest".into(),
-                };
-                Location::Layout(l.at_tag(&format!("{base}-{suffix}")))
-            }
+            Location::Layout(l) => Location::Layout(l.at_tag(&derived_tag(
+                l.tag.as_deref(),
+                l.digest.as_deref(),
+                suffix,
+            ))),
         }
     }
 

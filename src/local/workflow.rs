@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::bundle::{RunConfig, write_spec};
 use super::container::{Container, parse_signal};
@@ -13,7 +12,7 @@ use super::exercise::{self, ExerciseResult};
 use super::forward::Forward;
 use super::progress::Progress;
 use super::{LocalError, last_lines};
-use crate::image::config::argv;
+use crate::image::config::{argv, strings};
 use crate::image::harden::{self, HardenOptions, Summary};
 use crate::image::instrument::instrument;
 use crate::image::store::{Image, Location, Store};
@@ -98,14 +97,6 @@ impl Running {
     }
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect()
-}
-
 /// `--port`, else the image's first ExposedPort.
 fn app_port(image: &Image, port: Option<u16>) -> Result<u16, LocalError> {
     if let Some(p) = port {
@@ -151,7 +142,7 @@ async fn start(
     let config = &image.config["config"];
     let run = RunConfig {
         args,
-        env: strings(&config["Env"]),
+        env: strings(&image.config, "Env"),
         cwd: config["WorkingDir"]
             .as_str()
             .unwrap_or_default()
