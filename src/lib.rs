@@ -6,6 +6,7 @@
 /// The version stamped into provenance labels and reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod api;
 pub mod image;
 pub mod local;
 

@@ -9,6 +9,7 @@ use whittle::image::credentials::Credentials;
 use whittle::image::registry::{Platform, RegistryOptions};
 use whittle::image::store::{Location, Store};
 
+mod crdgen;
 mod image;
 mod local;
 
@@ -35,6 +36,8 @@ enum Command {
     Inspect(image::InspectArgs),
     /// Instrument, observe under runc while exercises run, harden, and verify — on this machine.
     Local(local::LocalArgs),
+    /// Print the HardeningWorkflow CustomResourceDefinition as YAML.
+    Crdgen(crdgen::CrdgenArgs),
 }
 
 /// How to reach registries; every command that talks to one takes these.
@@ -94,5 +97,6 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Harden(a) => image::harden(a).await,
         Command::Inspect(a) => image::inspect(a).await,
         Command::Local(a) => local::local(a).await,
+        Command::Crdgen(a) => crdgen::crdgen(a),
     }
 }

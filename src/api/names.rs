@@ -1,0 +1,195 @@
+//! Names, labels and keys the controller and the report server must agree on. Pure functions:
+//! one place decides how a workflow's Secret or a report's ConfigMap is called.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+/// The field manager of every server-side apply whittle makes.
+pub const FIELD_MANAGER: &str = "whittle";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "whittle";
+/// Label on everything made for a workflow; its value is [`label_value`] of the workflow name.
+pub const WORKFLOW_LABEL: &str = "whittle.dev/workflow";
+/// Label on a report ConfigMap; its value is [`label_value`] of the pod name.
+pub const POD_LABEL: &str = "whittle.dev/pod";
+/// Annotation on a report ConfigMap with the exact pod name (labels may only hold a hash).
+pub const POD_ANNOTATION: &str = "whittle.dev/pod";
+/// The finalizer that restores the Deployment when a workflow is deleted mid-way.
+pub const FINALIZER: &str = "whittle.dev/restore-deployment";
+/// The key of the report token in the workflow's token Secret.
+pub const TOKEN_KEY: &str = "token";
+/// The key of the gzip-compressed report in a report ConfigMap's binaryData.
+pub const REPORT_KEY: &str = "report.json.gz";
+
+/// Longest name of a Secret or ConfigMap (a DNS subdomain).
+pub const MAX_NAME: usize = 253;
+/// Longest label value.
+pub const MAX_LABEL_VALUE: usize = 63;
+
+/// The Secret holding the token sensors present when they report: `<workflow>-report-token`.
+pub fn token_secret_name(workflow: &str) -> String {
+    fit_name(&format!("{workflow}-report-token"), MAX_NAME)
+}
+
+/// The ConfigMap holding one pod's report: `<workflow>-report-<pod>`, shortened with a hash
+/// when longer than a name may be.
+pub fn report_config_map_name(workflow: &str, pod: &str) -> String {
+    fit_name(&format!("{workflow}-report-{pod}"), MAX_NAME)
+}
+
+/// The path the sensors POST their reports to; the controller puts it in `WHITTLE_REPORT_URL`.
+pub fn report_path(namespace: &str, workflow: &str) -> String {
+    format!("/v1/reports/{namespace}/{workflow}")
+}
+
+/// `value` itself when it is a valid label value, else `sha256-` and 40 hex digits of its hash
+/// (names of Kubernetes objects may be 253 characters, label values only 63).
+pub fn label_value(value: &str) -> String {
+    if is_label_value(value) {
+        value.to_string()
+    } else {
+        format!("sha256-{}", &hex_sha256(value)[..40])
+    }
+}
+
+/// The labels on everything whittle makes for `workflow`.
+pub fn workflow_labels(workflow: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        (WORKFLOW_LABEL.to_string(), label_value(workflow)),
+    ])
+}
+
+/// A label selector for what whittle made for `workflow`.
+pub fn workflow_selector(workflow: &str) -> String {
+    format!(
+        "{MANAGED_BY_LABEL}={MANAGED_BY},{WORKFLOW_LABEL}={}",
+        label_value(workflow)
+    )
+}
+
+/// True for a valid label value: at most 63 of `[A-Za-z0-9._-]`, starting and ending with an
+/// alphanumeric character (or empty).
+pub fn is_label_value(value: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    value.is_empty()
+        || (value.len() <= MAX_LABEL_VALUE
+            && alnum(value.chars().next())
+            && alnum(value.chars().last())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+}
+
+/// True for a DNS subdomain (RFC 1123), what names of pods, ConfigMaps and Secrets must be.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.split('.').all(|label| {
+            let bytes = label.as_bytes();
+            let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+            !bytes.is_empty()
+                && bytes.first().is_some_and(alnum)
+                && bytes.last().is_some_and(alnum)
+                && bytes.iter().all(|b| alnum(b) || *b == b'-')
+        })
+}
+
+/// `name` if it fits in `max`, else a prefix of it, `-`, and 10 hex digits of the whole
+/// name's hash. The prefix is cut back to end on an alphanumeric character, so a valid DNS
+/// subdomain stays one.
+fn fit_name(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let hash = &hex_sha256(name)[..10];
+    let mut cut = max - hash.len() - 1;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let prefix = name[..cut].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{prefix}-{hash}")
+}
+
+fn hex_sha256(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_kept_as_they_are() {
+        assert_eq!(token_secret_name("web"), "web-report-token");
+        assert_eq!(
+            report_config_map_name("web", "web-7d4b9c-x2x9z"),
+            "web-report-web-7d4b9c-x2x9z"
+        );
+        assert_eq!(report_path("shop", "web"), "/v1/reports/shop/web");
+    }
+
+    #[test]
+    fn long_names_are_hashed_to_fit_and_stay_valid() {
+        let workflow = format!("{}.b", "a".repeat(200));
+        let pod = format!("p-{}.d", "c".repeat(120));
+        let a = report_config_map_name(&workflow, &pod);
+        let b = report_config_map_name(&workflow, &format!("{pod}e"));
+        assert!(
+            a.len() <= MAX_NAME && b.len() <= MAX_NAME,
+            "{} {}",
+            a.len(),
+            b.len()
+        );
+        assert_ne!(a, b, "different pods, different ConfigMaps");
+        assert!(is_dns_subdomain(&a), "{a}");
+        assert_eq!(a, report_config_map_name(&workflow, &pod), "deterministic");
+        // A cut that would end on '.' or '-' is cut back.
+        let dotted = fit_name(&format!("{}.{}", "a".repeat(241), "b".repeat(20)), MAX_NAME);
+        assert!(is_dns_subdomain(&dotted), "{dotted}");
+        assert!(token_secret_name(&"w".repeat(253)).len() <= MAX_NAME);
+    }
+
+    #[test]
+    fn label_values_fall_back_to_a_hash() {
+        assert_eq!(label_value("web-7d4b9c-x2x9z"), "web-7d4b9c-x2x9z");
+        let long = "p".repeat(64);
+        let hashed = label_value(&long);
+        assert!(
+            hashed.starts_with("sha256-") && is_label_value(&hashed),
+            "{hashed}"
+        );
+        assert_ne!(hashed, label_value(&"p".repeat(65)));
+        assert!(is_label_value(&"a".repeat(63)));
+        assert!(!is_label_value("-a") && !is_label_value("a.") && !is_label_value("a/b"));
+        assert_eq!(
+            workflow_selector("web"),
+            "app.kubernetes.io/managed-by=whittle,whittle.dev/workflow=web"
+        );
+        assert_eq!(workflow_labels("web")[WORKFLOW_LABEL], "web");
+    }
+
+    #[test]
+    fn dns_subdomains() {
+        for ok in ["a", "web-1", "a.b-c.d", "0x"] {
+            assert!(is_dns_subdomain(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "-a",
+            "a-",
+            "a..b",
+            "a_b",
+            ".a",
+            "a/b",
+            &"a".repeat(254),
+        ] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+    }
+}

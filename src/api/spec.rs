@@ -1,0 +1,285 @@
+//! `HardeningWorkflow.spec`: what to harden and how. Defaults live in the schema, so the API
+//! server fills them in and `kubectl get -o yaml` shows the values in force.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::{CustomResource, KubeSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use super::duration::{self, DurationString};
+use super::status::HardeningWorkflowStatus;
+
+/// The message of the rule that freezes the spec; tests and docs quote it.
+pub const IMMUTABLE_MESSAGE: &str =
+    "spec is immutable once the workflow has started; delete and recreate it";
+
+/// Hardens the image of one Deployment's container: instrument, observe, harden, verify.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "whittle.dev",
+    version = "v1alpha1",
+    kind = "HardeningWorkflow",
+    doc = "Hardens the image a Deployment runs: instrument it with a sensor, observe the workload, build an image of only what it used, verify it.",
+    plural = "hardeningworkflows",
+    shortname = "hw",
+    category = "whittle",
+    namespaced,
+    status = "HardeningWorkflowStatus",
+    derive = "PartialEq",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
+    printcolumn(
+        name = "Reports",
+        type_ = "integer",
+        json_path = ".status.reports.received",
+        description = "Sensor reports received"
+    ),
+    printcolumn(
+        name = "Reduction %",
+        type_ = "integer",
+        json_path = ".status.result.reductionPercent",
+        description = "How much smaller the hardened image is than the source, in percent"
+    ),
+    printcolumn(name = "Hardened Image", type_ = "string", json_path = ".status.hardenedImage"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // Editing the spec is allowed until the controller leaves Pending: before that it has
+    // changed nothing in the cluster, so a typo can be fixed in place. Afterwards the pods,
+    // images and reports all derive from the spec they were made with.
+    validation = Rule::new(
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || self.spec == oldSelf.spec"
+    )
+    .message(IMMUTABLE_MESSAGE)
+    .field_path(".spec")
+    .reason(Reason::FieldValueForbidden)
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.hardenedImage) || !has(self.image) || self.hardenedImage != self.image")
+        .message("hardenedImage must differ from image: whittle never overwrites the source image")
+        .field_path(".hardenedImage"),
+    validation = Rule::new("!has(self.hardenedImage) || !has(self.instrumentedImage) || self.hardenedImage != self.instrumentedImage")
+        .message("hardenedImage must differ from instrumentedImage")
+        .field_path(".hardenedImage"),
+    validation = Rule::new("!has(self.instrumentedImage) || !has(self.image) || self.instrumentedImage != self.image")
+        .message("instrumentedImage must differ from image: whittle never overwrites the source image")
+        .field_path(".instrumentedImage"),
+    validation = Rule::new("!self.promote || !has(self.verify) || !has(self.verify.enabled) || self.verify.enabled")
+        .message("promote needs verify.enabled: whittle only rolls out a hardened image that passed verification")
+        .field_path(".promote")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HardeningWorkflowSpec {
+    /// The workload whose image is hardened.
+    pub target: Target,
+    /// The image to harden (default: the container's current image, resolved to a digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Where the instrumented image is pushed (default: `<repo>:<tag>-whittle-instrumented`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub instrumented_image: Option<String>,
+    /// Where the hardened image is pushed (default: `<repo>:<tag>-whittle-hardened`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub hardened_image: Option<String>,
+    /// How to reach the registry.
+    #[serde(default)]
+    pub registry: Registry,
+    /// How the instrumented workload is observed.
+    #[serde(default)]
+    pub observe: Observe,
+    /// A Job that exercises the workload, run against the instrumented and the hardened pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exercise: Option<Exercise>,
+    /// What goes into the hardened image besides what the sensors saw.
+    #[serde(default)]
+    pub harden: Harden,
+    /// Whether and how the hardened image is tried out before it is trusted.
+    #[serde(default)]
+    pub verify: Verify,
+    /// Leave the Deployment on the hardened image once it has passed verification.
+    #[serde(default)]
+    pub promote: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// The kind of workload. Only Deployment for now.
+    #[serde(default)]
+    pub kind: TargetKind,
+    /// The workload's name, in the workflow's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The container to harden; needed when the pod has more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub container: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TargetKind {
+    #[default]
+    Deployment,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Registry {
+    /// A `kubernetes.io/dockerconfigjson` Secret in the workflow's namespace with credentials
+    /// for pulling the source and pushing the new images (default: the pod's imagePullSecrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+    /// Talk plain HTTP to the registry.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Observe {
+    /// How long the instrumented workload runs before whittle restores the original and
+    /// collects the reports, e.g. `30s`, `10m`, `1h30m`.
+    #[serde(default = "Observe::default_duration")]
+    pub duration: DurationString,
+    /// Reports needed to harden; fewer after collectTimeout fails the workflow.
+    #[serde(default = "Observe::default_min_reports")]
+    #[schemars(range(min = 1))]
+    pub min_reports: u32,
+    /// How long to wait for the instrumented pods' reports after they were told to stop.
+    #[serde(default = "Observe::default_collect_timeout")]
+    #[schemars(schema_with = "duration::positive_schema")]
+    pub collect_timeout: DurationString,
+    /// How the sensor watches the app: ptrace needs no added capabilities, fanotify needs
+    /// CAP_SYS_ADMIN and costs the app less.
+    #[serde(default)]
+    pub sensor_mode: SensorMode,
+}
+
+impl Observe {
+    fn default_duration() -> DurationString {
+        DurationString::new("10m")
+    }
+    fn default_min_reports() -> u32 {
+        1
+    }
+    fn default_collect_timeout() -> DurationString {
+        DurationString::new("5m")
+    }
+}
+
+impl Default for Observe {
+    fn default() -> Self {
+        Observe {
+            duration: Observe::default_duration(),
+            min_reports: Observe::default_min_reports(),
+            collect_timeout: Observe::default_collect_timeout(),
+            sensor_mode: SensorMode::default(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SensorMode {
+    #[default]
+    Ptrace,
+    Fanotify,
+}
+
+impl SensorMode {
+    /// The value of the sensor's `--mode` flag.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SensorMode::Ptrace => "ptrace",
+            SensorMode::Fanotify => "fanotify",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Exercise {
+    /// The Service the exercise talks to (informational for now: the Job's own env says where).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub service: Option<String>,
+    /// The pod template of the exercise Job; it must end with success against the original.
+    #[schemars(schema_with = "pod_template_schema")]
+    pub template: PodTemplateSpec,
+}
+
+// The full PodTemplateSpec schema would add hundreds of kilobytes to the CRD; the API server
+// validates the template for real when the Job is created.
+fn pod_template_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "A pod template (metadata and spec), as in a Job's spec.template.",
+    })
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Harden {
+    /// Paths or globs kept even if no sensor saw them (a directory keeps everything below it).
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 4096)))]
+    pub include: Vec<String>,
+    /// Globs of paths dropped even if a sensor saw them (`/usr/share/doc/**`, `*.pyc`).
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 4096)))]
+    pub exclude: Vec<String>,
+    /// How long building and pushing the hardened image may take.
+    #[serde(default = "Harden::default_timeout")]
+    #[schemars(schema_with = "duration::positive_schema")]
+    pub timeout: DurationString,
+}
+
+impl Harden {
+    fn default_timeout() -> DurationString {
+        DurationString::new("15m")
+    }
+}
+
+impl Default for Harden {
+    fn default() -> Self {
+        Harden {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            timeout: Harden::default_timeout(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verify {
+    /// Roll the hardened image out and run the exercise against it; the original comes back
+    /// if it fails.
+    #[serde(default = "Verify::default_enabled")]
+    pub enabled: bool,
+    /// How long the hardened rollout and its exercise may take.
+    #[serde(default = "Verify::default_timeout")]
+    #[schemars(schema_with = "duration::positive_schema")]
+    pub timeout: DurationString,
+}
+
+impl Verify {
+    fn default_enabled() -> bool {
+        true
+    }
+    fn default_timeout() -> DurationString {
+        DurationString::new("5m")
+    }
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            enabled: Verify::default_enabled(),
+            timeout: Verify::default_timeout(),
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! `HardeningWorkflow.status`: where the workflow is, what it made, and why it stopped. The
+//! helpers here are pure, so the controller's decisions can be tested without a cluster.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::image::harden::Summary;
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HardeningWorkflowStatus {
+    /// The stage the workflow is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Instrumented, Observed, Hardened, Verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The image that was hardened, `repo@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_image: Option<String>,
+    /// The instrumented image the observed pods ran, `repo@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instrumented_image: Option<String>,
+    /// The hardened image, `repo@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardened_image: Option<String>,
+    /// The sensor reports: which pods were instrumented and which have reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<ReportsStatus>,
+    /// What hardening removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<HardenResult>,
+    /// What is happening or what went wrong, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the workflow left Pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the current phase began (timeouts count from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_started_at: Option<Time>,
+    /// When the workflow reached Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Instrumenting,
+    Observing,
+    Collecting,
+    Hardening,
+    Verifying,
+    Succeeded,
+    Failed,
+}
+
+impl Phase {
+    /// In pipeline order (for metrics: one gauge per phase, zeros included).
+    pub const ALL: [Phase; 8] = [
+        Phase::Pending,
+        Phase::Instrumenting,
+        Phase::Observing,
+        Phase::Collecting,
+        Phase::Hardening,
+        Phase::Verifying,
+        Phase::Succeeded,
+        Phase::Failed,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Instrumenting => "Instrumenting",
+            Phase::Observing => "Observing",
+            Phase::Collecting => "Collecting",
+            Phase::Hardening => "Hardening",
+            Phase::Verifying => "Verifying",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    /// Succeeded and Failed: nothing more happens.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The condition types whittle sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionType {
+    /// The workflow finished successfully (False with the reason while waiting or on failure).
+    Ready,
+    Instrumented,
+    Observed,
+    Hardened,
+    Verified,
+}
+
+impl ConditionType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::Instrumented => "Instrumented",
+            ConditionType::Observed => "Observed",
+            ConditionType::Hardened => "Hardened",
+            ConditionType::Verified => "Verified",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(b: bool) -> Self {
+        if b {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportsStatus {
+    /// The instrumented pods whose reports are awaited.
+    #[serde(default)]
+    pub expected: Vec<String>,
+    /// How many of them have reported.
+    #[serde(default)]
+    pub received: u32,
+    /// The pods that have reported.
+    #[serde(default)]
+    pub pods: Vec<String>,
+}
+
+impl ReportsStatus {
+    /// The status for `expected` pods of which `reported` have sent a report. Reports from pods
+    /// not in `expected` (e.g. a replacement pod the ReplicaSet made) count too: what they saw
+    /// is as valid as any other instrumented pod's.
+    pub fn new(expected: &BTreeSet<String>, reported: &BTreeSet<String>) -> ReportsStatus {
+        ReportsStatus {
+            expected: expected.iter().cloned().collect(),
+            received: u32::try_from(reported.len()).unwrap_or(u32::MAX),
+            pods: reported.iter().cloned().collect(),
+        }
+    }
+
+    /// Expected pods that have not reported, sorted: what a "too few reports" message names.
+    pub fn silent(&self) -> Vec<&str> {
+        let reported: BTreeSet<&str> = self.pods.iter().map(String::as_str).collect();
+        let mut silent: Vec<&str> = self
+            .expected
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !reported.contains(p))
+            .collect();
+        silent.sort_unstable();
+        silent
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HardenResult {
+    /// Compressed size of the source image's layers.
+    pub source_bytes: u64,
+    /// Compressed size of the hardened image's layer.
+    pub hardened_bytes: u64,
+    /// 100 × (1 − hardened / source), rounded; negative if the image grew.
+    pub reduction_percent: i64,
+    pub files_kept: u64,
+    pub files_removed: u64,
+    pub removed_shells: u64,
+    pub removed_package_managers: u64,
+    pub removed_setuid: u64,
+}
+
+impl HardenResult {
+    pub fn from_summary(summary: &Summary) -> HardenResult {
+        let count = |v: &Vec<String>| v.len() as u64;
+        HardenResult {
+            source_bytes: summary.source_bytes,
+            hardened_bytes: summary.hardened_bytes,
+            reduction_percent: reduction_percent(summary.source_bytes, summary.hardened_bytes),
+            files_kept: summary.files_kept,
+            files_removed: summary.files_removed,
+            removed_shells: count(&summary.removed_shells),
+            removed_package_managers: count(&summary.removed_package_managers),
+            removed_setuid: count(&summary.removed_setuid),
+        }
+    }
+}
+
+/// `100 × (1 − hardened / source)`, rounded to the nearest integer; 0 for an empty source.
+pub fn reduction_percent(source: u64, hardened: u64) -> i64 {
+    if source == 0 {
+        return 0;
+    }
+    let ratio = hardened as f64 / source as f64;
+    ((1.0 - ratio) * 100.0).round() as i64
+}
+
+impl HardeningWorkflowStatus {
+    /// The phase, Pending when none was recorded yet.
+    pub fn phase(&self) -> Phase {
+        self.phase.unwrap_or_default()
+    }
+
+    /// Moves to `phase`: records when it began, when the workflow started (first phase after
+    /// Pending) and when it completed (a terminal phase). Returns false, changing nothing, when
+    /// the workflow is already in `phase`.
+    pub fn set_phase(&mut self, phase: Phase, now: &Time) -> bool {
+        if self.phase == Some(phase) {
+            return false;
+        }
+        self.phase = Some(phase);
+        self.phase_started_at = Some(now.clone());
+        if phase != Phase::Pending && self.started_at.is_none() {
+            self.started_at = Some(now.clone());
+        }
+        if phase.is_terminal() {
+            self.completed_at = Some(now.clone());
+        }
+        true
+    }
+
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_.as_str())
+    }
+
+    /// True when the condition is present with status True.
+    pub fn is_true(&self, type_: ConditionType) -> bool {
+        self.condition(type_).is_some_and(|c| c.status == "True")
+    }
+
+    /// Sets a condition. `lastTransitionTime` moves to `now` only when the status changes (or
+    /// the condition is new), as the Kubernetes API conventions ask; reason, message and
+    /// observedGeneration always take the new values. Returns whether anything changed.
+    pub fn set_condition(
+        &mut self,
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: &str,
+        message: &str,
+        now: &Time,
+        generation: Option<i64>,
+    ) -> bool {
+        let status = status.as_str();
+        match self
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == type_.as_str())
+        {
+            Some(c) => {
+                let before = c.clone();
+                if c.status != status {
+                    c.status = status.to_string();
+                    c.last_transition_time = now.clone();
+                }
+                c.reason = reason.to_string();
+                c.message = message.to_string();
+                c.observed_generation = generation;
+                *c != before
+            }
+            None => {
+                self.conditions.push(Condition {
+                    type_: type_.as_str().to_string(),
+                    status: status.to_string(),
+                    reason: reason.to_string(),
+                    message: message.to_string(),
+                    last_transition_time: now.clone(),
+                    observed_generation: generation,
+                });
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn a_condition_transitions_only_when_its_status_changes() {
+        let mut s = HardeningWorkflowStatus::default();
+        let t = ConditionType::Observed;
+        assert!(s.set_condition(
+            t,
+            ConditionStatus::False,
+            "Waiting",
+            "0/2",
+            &at(10),
+            Some(1)
+        ));
+        assert_eq!(s.condition(t).unwrap().last_transition_time, at(10));
+
+        // Same status, new message: the transition time stays, the message moves.
+        assert!(s.set_condition(
+            t,
+            ConditionStatus::False,
+            "Waiting",
+            "1/2",
+            &at(20),
+            Some(1)
+        ));
+        let c = s.condition(t).unwrap();
+        assert_eq!(
+            (c.last_transition_time.clone(), c.message.as_str()),
+            (at(10), "1/2")
+        );
+
+        // Nothing new: nothing changes, not even the time.
+        assert!(!s.set_condition(
+            t,
+            ConditionStatus::False,
+            "Waiting",
+            "1/2",
+            &at(30),
+            Some(1)
+        ));
+        assert_eq!(s.condition(t).unwrap().last_transition_time, at(10));
+
+        assert!(s.set_condition(
+            t,
+            ConditionStatus::True,
+            "Reported",
+            "2/2",
+            &at(40),
+            Some(2)
+        ));
+        let c = s.condition(t).unwrap();
+        assert_eq!(c.last_transition_time, at(40));
+        assert_eq!(c.observed_generation, Some(2));
+        assert!(s.is_true(t));
+        assert!(!s.is_true(ConditionType::Hardened));
+
+        s.set_condition(
+            ConditionType::Ready,
+            false.into(),
+            "Observing",
+            "",
+            &at(50),
+            None,
+        );
+        let types: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Observed", "Ready"]);
+    }
+
+    #[test]
+    fn phases_record_start_phase_start_and_completion() {
+        let mut s = HardeningWorkflowStatus::default();
+        assert_eq!(s.phase(), Phase::Pending);
+        assert!(s.set_phase(Phase::Pending, &at(1)));
+        assert_eq!(s.started_at, None);
+        assert!(s.set_phase(Phase::Instrumenting, &at(2)));
+        assert!(!s.set_phase(Phase::Instrumenting, &at(3)));
+        assert_eq!(s.phase_started_at, Some(at(2)));
+        assert!(s.set_phase(Phase::Observing, &at(4)));
+        assert_eq!(
+            (
+                s.started_at.clone(),
+                s.phase_started_at.clone(),
+                s.completed_at.clone()
+            ),
+            (Some(at(2)), Some(at(4)), None)
+        );
+        assert!(s.set_phase(Phase::Failed, &at(5)));
+        assert_eq!(s.completed_at, Some(at(5)));
+        assert!(Phase::Failed.is_terminal() && !Phase::Verifying.is_terminal());
+    }
+
+    #[test]
+    fn reports_name_the_silent_pods() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let r = ReportsStatus::new(
+            &set(&["web-b", "web-a", "web-c"]),
+            &set(&["web-b", "web-x"]),
+        );
+        assert_eq!(r.received, 2);
+        assert_eq!(r.expected, ["web-a", "web-b", "web-c"]);
+        assert_eq!(r.silent(), ["web-a", "web-c"]);
+    }
+
+    #[test]
+    fn reduction_is_a_rounded_percentage() {
+        assert_eq!(reduction_percent(55_700_000, 4_200_000), 92);
+        assert_eq!(reduction_percent(100, 100), 0);
+        assert_eq!(reduction_percent(100, 150), -50);
+        assert_eq!(reduction_percent(0, 10), 0);
+    }
+
+    #[test]
+    fn phases_serialize_as_their_names() {
+        for p in Phase::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
+    }
+}

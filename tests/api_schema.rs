@@ -1,0 +1,331 @@
+//! The HardeningWorkflow CRD in a real API server: a valid workflow is accepted with its
+//! defaults filled in and printed in `kubectl get` columns; invalid ones are refused with a
+//! message that says what is wrong; the spec freezes once the workflow has started.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt};
+use serde_json::{Value, json};
+use whittle::api::spec::IMMUTABLE_MESSAGE;
+use whittle::api::{HardeningWorkflow, HardeningWorkflowStatus, Phase};
+use whittle_testbed::control_plane::ControlPlane;
+
+fn workflow(name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "whittle.dev/v1alpha1",
+        "kind": "HardeningWorkflow",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a DynamicObject")
+}
+
+fn valid_spec() -> Value {
+    json!({
+        "target": {"kind": "Deployment", "name": "web", "container": "nginx"},
+        "image": "127.0.0.1:5000/shop/web:1.2",
+        "observe": {"duration": "1h30m", "minReports": 2, "sensorMode": "fanotify"},
+        "exercise": {
+            "service": "web",
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "curl", "image": "127.0.0.1:5000/curl:1", "args": ["http://web/"]}]
+            }}
+        },
+        "harden": {"include": ["/etc/nginx"], "exclude": ["/usr/share/doc/**"]},
+    })
+}
+
+/// Merges `patch` into the valid spec (null deletes a key).
+fn spec_with(patch: Value) -> Value {
+    let mut spec = valid_spec();
+    merge(&mut spec, patch);
+    spec
+}
+
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    b.remove(&k);
+                } else {
+                    merge(b.entry(k).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+async fn refused(api: &Api<DynamicObject>, name: &str, spec: Value, expected: &[&str]) {
+    let err = api
+        .create(&PostParams::default(), &workflow(name, spec))
+        .await
+        .expect_err(&format!("{name}: the API server must refuse it"));
+    let text = err.to_string();
+    for part in expected {
+        assert!(text.contains(part), "{name}: {part:?} not in: {text}");
+    }
+}
+
+fn dynamic_api(client: Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client, ns, &HardeningWorkflow::api_resource())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_server_enforces_the_schema() {
+    let plane = ControlPlane::start().await.expect("control plane");
+    plane
+        .install_crds(&[whittle::api::crd().expect("crd")])
+        .await
+        .expect("the API server accepts the CRD");
+    let ns = plane.namespace("schema").await.expect("namespace");
+    let api = dynamic_api(plane.client(), &ns);
+
+    // Accepted, with every default the README promises filled in by the API server.
+    api.create(&PostParams::default(), &workflow("ok", valid_spec()))
+        .await
+        .expect("a valid workflow is accepted");
+    let typed: Api<HardeningWorkflow> = Api::namespaced(plane.client(), &ns);
+    let minimal = typed
+        .create(
+            &PostParams::default(),
+            &HardeningWorkflow::new(
+                "minimal",
+                serde_json::from_value(json!({"target": {"name": "web"}})).expect("spec"),
+            ),
+        )
+        .await
+        .expect("a minimal workflow is accepted");
+    let stored = serde_json::to_value(&minimal.spec).expect("json");
+    assert_eq!(
+        stored,
+        json!({
+            "target": {"kind": "Deployment", "name": "web"},
+            "registry": {"insecure": false},
+            "observe": {"duration": "10m", "minReports": 1, "collectTimeout": "5m", "sensorMode": "ptrace"},
+            "harden": {"include": [], "exclude": [], "timeout": "15m"},
+            "verify": {"enabled": true, "timeout": "5m"},
+            "promote": false,
+        })
+    );
+    // An explicit null means "unset": pruned, not stored.
+    let mut with_null = valid_spec();
+    with_null["hardenedImage"] = Value::Null;
+    let nulled = api
+        .create(&PostParams::default(), &workflow("nulled", with_null))
+        .await
+        .expect("null is accepted as unset");
+    assert!(
+        nulled.data["spec"].get("hardenedImage").is_none(),
+        "{}",
+        nulled.data
+    );
+
+    refused(
+        &api,
+        "no-target",
+        spec_with(json!({"target": null})),
+        &["spec.target", "Required value"],
+    )
+    .await;
+    refused(
+        &api,
+        "no-name",
+        spec_with(json!({"target": {"name": null}})),
+        &["spec.target.name", "Required value"],
+    )
+    .await;
+    refused(
+        &api,
+        "words",
+        spec_with(json!({"observe": {"duration": "10 minutes"}})),
+        &[
+            "spec.observe.duration",
+            "must be a duration such as 30s, 10m or 1h30m",
+        ],
+    )
+    .await;
+    refused(
+        &api,
+        "zero-timeout",
+        spec_with(json!({"harden": {"timeout": "0s"}})),
+        &["spec.harden.timeout", "must be longer than 0s"],
+    )
+    .await;
+    refused(
+        &api,
+        "strace",
+        spec_with(json!({"observe": {"sensorMode": "strace"}})),
+        &[
+            "spec.observe.sensorMode",
+            "Unsupported value: \"strace\"",
+            "\"ptrace\"",
+            "\"fanotify\"",
+        ],
+    )
+    .await;
+    refused(
+        &api,
+        "statefulset",
+        spec_with(json!({"target": {"kind": "StatefulSet"}})),
+        &["spec.target.kind", "Unsupported value: \"StatefulSet\""],
+    )
+    .await;
+    refused(
+        &api,
+        "same-image",
+        spec_with(json!({"hardenedImage": "127.0.0.1:5000/shop/web:1.2"})),
+        &[
+            "spec.hardenedImage",
+            "hardenedImage must differ from image: whittle never overwrites the source image",
+        ],
+    )
+    .await;
+    refused(
+        &api,
+        "same-instrumented",
+        spec_with(json!({"instrumentedImage": "r/x:1", "hardenedImage": "r/x:1"})),
+        &[
+            "spec.hardenedImage",
+            "hardenedImage must differ from instrumentedImage",
+        ],
+    )
+    .await;
+    refused(
+        &api,
+        "no-reports",
+        spec_with(json!({"observe": {"minReports": 0}})),
+        &[
+            "spec.observe.minReports",
+            "should be greater than or equal to 1",
+        ],
+    )
+    .await;
+    refused(
+        &api,
+        "blind-promote",
+        spec_with(json!({"promote": true, "verify": {"enabled": false}})),
+        &["spec.promote", "promote needs verify.enabled"],
+    )
+    .await;
+    refused(
+        &api,
+        "no-template",
+        spec_with(json!({"exercise": {"template": null}})),
+        &["spec.exercise.template", "Required value"],
+    )
+    .await;
+
+    // Before the controller starts, a typo can be fixed in place.
+    api.patch(
+        "ok",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"observe": {"duration": "20m"}}})),
+    )
+    .await
+    .expect("the spec of a workflow that has not started can change");
+    set_phase(&typed, "ok", Phase::Pending).await;
+    api.patch(
+        "ok",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"observe": {"duration": "30m"}}})),
+    )
+    .await
+    .expect("the spec of a Pending workflow can change");
+
+    // Once it has started, it cannot: neither a field of ours nor one inside the template.
+    set_phase(&typed, "ok", Phase::Instrumenting).await;
+    for (what, patch) in [
+        ("observe.duration", json!({"observe": {"duration": "40m"}})),
+        (
+            "hardenedImage",
+            json!({"hardenedImage": "127.0.0.1:5000/shop/web:other"}),
+        ),
+        (
+            "exercise.template",
+            json!({"exercise": {"template": {"spec": {"restartPolicy": "OnFailure"}}}}),
+        ),
+    ] {
+        let err = api
+            .patch(
+                "ok",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": patch})),
+            )
+            .await
+            .expect_err(&format!("changing {what} after the start is refused"));
+        let text = err.to_string();
+        assert!(
+            text.contains(IMMUTABLE_MESSAGE) && text.contains("spec"),
+            "{what}: {text}"
+        );
+    }
+    // Labels and the status still move.
+    api.patch(
+        "ok",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "shop"}}})),
+    )
+    .await
+    .expect("metadata can change after the start");
+    set_phase(&typed, "ok", Phase::Observing).await;
+    let now = typed.get("ok").await.expect("get");
+    assert_eq!(now.spec.observe.duration.as_str(), "30m");
+
+    // kubectl shows the printer columns.
+    let kubectl = whittle_testbed::tools::kube_binary("kubectl").expect("kubectl");
+    let out = std::process::Command::new(kubectl)
+        .args(["--kubeconfig", plane.kubeconfig().to_str().expect("utf-8")])
+        .args(["get", "hw", "-n", &ns, "ok"])
+        .output()
+        .expect("run kubectl");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "PHASE",
+            "TARGET",
+            "REPORTS",
+            "REDUCTION",
+            "%",
+            "HARDENED",
+            "IMAGE",
+            "AGE"
+        ],
+        "{table}"
+    );
+    assert!(
+        table.contains("Observing") && table.contains("web"),
+        "{table}"
+    );
+}
+
+/// Moves the workflow to `phase` through the status subresource, as the controller does.
+async fn set_phase(api: &Api<HardeningWorkflow>, name: &str, phase: Phase) {
+    let mut status = HardeningWorkflowStatus::default();
+    status.set_phase(
+        phase,
+        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+    );
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("status of {name} -> {phase}: {e}"));
+}
