@@ -9,6 +9,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod api;
 pub mod image;
 pub mod local;
+pub mod metrics;
+pub mod reports;
+pub mod server;
 
 /// Names rustls' crypto provider for the process. kube and oci-client both link rustls, and
 /// with two providers compiled in, rustls refuses to guess; call this before any connection.
