@@ -21,6 +21,8 @@ pub enum RejectReason {
     UnknownWorkflow,
     TooLarge,
     UnsupportedEncoding,
+    /// The body did not arrive in time.
+    Timeout,
     /// The API server could not be read or written: not the sensor's fault.
     ApiUnavailable,
     /// A bug in whittle (a panicked task): not the sensor's fault either.
@@ -28,12 +30,13 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::Unauthorized,
         RejectReason::Malformed,
         RejectReason::UnknownWorkflow,
         RejectReason::TooLarge,
         RejectReason::UnsupportedEncoding,
+        RejectReason::Timeout,
         RejectReason::ApiUnavailable,
         RejectReason::Internal,
     ];
@@ -45,6 +48,7 @@ impl RejectReason {
             RejectReason::UnknownWorkflow => "unknown_workflow",
             RejectReason::TooLarge => "too_large",
             RejectReason::UnsupportedEncoding => "unsupported_encoding",
+            RejectReason::Timeout => "timeout",
             RejectReason::ApiUnavailable => "api_unavailable",
             RejectReason::Internal => "internal",
         }

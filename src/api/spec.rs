@@ -201,7 +201,7 @@ impl SensorMode {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Exercise {
-    /// The Service the exercise talks to (informational for now: the Job's own env says where).
+    /// The Service, in the workflow's namespace, that the exercise Job talks to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub service: Option<String>,

@@ -299,7 +299,7 @@ async fn read_body(body: Body) -> Result<Vec<u8>, Rejection> {
         .map_err(|_| {
             Rejection::new(
                 StatusCode::REQUEST_TIMEOUT,
-                RejectReason::Malformed,
+                RejectReason::Timeout,
                 format!("the body did not arrive within {}s", BODY_TIMEOUT.as_secs()),
             )
         })?
@@ -308,12 +308,8 @@ async fn read_body(body: Body) -> Result<Vec<u8>, Rejection> {
 /// Inflates (when gzip) and parses a report, checking it against the sensor's schema.
 fn decode(bytes: &[u8], encoding: Encoding) -> Result<Report, Rejection> {
     let inflated;
+    // A plain body is already bounded by MAX_BODY, below MAX_REPORT_JSON.
     let json = match encoding {
-        Encoding::Identity if bytes.len() > MAX_REPORT_JSON => {
-            return Err(Rejection::too_large(format!(
-                "the report is larger than {MAX_REPORT_JSON} bytes"
-            )));
-        }
         Encoding::Identity => bytes,
         Encoding::Gzip => {
             inflated = reports::gunzip_limited(bytes, MAX_REPORT_JSON).map_err(|e| match e {
