@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need; idempotent and quiet when all is present.
-# Debian packages come from apt-get; the Kubernetes control plane and helm are built from their Go
-# modules through the Go module proxy and cached outside the repository.
+# Debian packages come from apt-get (runc, the CNI plugins, iptables for kube-proxy); Kubernetes
+# (control plane, kubelet, kube-proxy, kubectl), containerd and helm are built from their Go modules
+# through the Go module proxy and cached outside the repository.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -9,7 +10,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/tools.env"
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/whittle/tools
 
-packages=(runc docker-registry debootstrap umoci skopeo curl apache2-utils iproute2 wrk util-linux ca-certificates)
+packages=(runc docker-registry debootstrap umoci skopeo curl apache2-utils iproute2 wrk util-linux ca-certificates
+          containernetworking-plugins iptables conntrack busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,18 +24,31 @@ if ((${#missing[@]})); then
 fi
 
 kube_dir=$cache/kubernetes-$KUBE_VERSION
-if [ ! -x "$kube_dir/kube-apiserver" ] || [ ! -x "$kube_dir/kube-controller-manager" ] ||
-   [ ! -x "$kube_dir/kube-scheduler" ] || [ ! -x "$kube_dir/etcd" ]; then
-  echo "setup: building Kubernetes $KUBE_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler, etcd) — several minutes on a fresh machine"
+kube_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+kube_missing=0
+for c in "${kube_cmds[@]}" etcd; do [ -x "$kube_dir/$c" ] || kube_missing=1; done
+if ((kube_missing)); then
+  echo "setup: building Kubernetes $KUBE_VERSION (${kube_cmds[*]}, etcd) — 15 to 20 minutes on a fresh 2-core machine"
   minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   ver=k8s.io/component-base/version
   tmp=$kube_dir.tmp
   rm -rf "$tmp" && mkdir -p "$tmp"
   (cd "$here/gotools/kube" && go build -trimpath \
     -ldflags "-s -w -X $ver.gitVersion=$KUBE_VERSION -X $ver.gitMajor=1 -X $ver.gitMinor=$minor -X $ver.gitTreeState=clean" \
-    -o "$tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler ./cmd/etcd)
+    -o "$tmp/" "${kube_cmds[@]/#/k8s.io/kubernetes/cmd/}" ./cmd/etcd)
   rm -rf "$kube_dir" && mv "$tmp" "$kube_dir"
+fi
+
+# containerd v2: kubelet 1.37 flags 1.x (Debian's) as losing support. The btrfs, devmapper and zfs
+# snapshotters need C libraries and are not used (the node runs on overlayfs).
+containerd_dir=$cache/containerd-$CONTAINERD_VERSION
+if [ ! -x "$containerd_dir/containerd" ] || [ ! -x "$containerd_dir/containerd-shim-runc-v2" ]; then
+  echo "setup: building containerd $CONTAINERD_VERSION"
+  GOBIN=$containerd_dir.tmp go install -trimpath -tags "no_btrfs no_devmapper no_zfs" \
+    -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
+    "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+    "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+  rm -rf "$containerd_dir" && mv "$containerd_dir.tmp" "$containerd_dir"
 fi
 
 helm_dir=$cache/helm-$HELM_VERSION

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -16,30 +16,48 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
 use crate::certs::Pki;
+use crate::cluster::namespace::{NODE_IP, NodeNamespace, SERVICE_CIDR};
 use crate::error::{Error, IoContext, Result};
+use crate::netns::Forward;
+use crate::process::{Daemon, tail};
 use crate::registry::random_hex;
 use crate::{ports, tools};
 
 pub struct ControlPlane {
-    dir: tempfile::TempDir,
-    processes: Vec<(String, Child)>,
+    processes: Vec<Daemon>,
     api_port: u16,
     client: Client,
+    /// Reaches the apiserver inside the cluster's namespace from the host.
+    _forward: Option<Forward>,
+    dir: tempfile::TempDir,
 }
 
 const STARTUP: Duration = Duration::from_secs(90);
 
 impl ControlPlane {
-    /// Starts every component and returns once the API answers and the controller-manager has
-    /// created the `default` service account (so Pods can be admitted).
+    /// Starts every component on the host's loopback and returns once the API answers and the
+    /// controller-manager has created the `default` service account (so Pods can be admitted).
     pub async fn start() -> Result<ControlPlane> {
+        Self::launch(None).await
+    }
+
+    /// Starts every component inside a cluster's namespace, where a node can join it: the
+    /// apiserver listens on every address there and advertises the node IP (so the `kubernetes`
+    /// Service works from pods), authorizes kubelet with the Node authorizer, and reaches
+    /// kubelet's API with a client certificate. The host reaches it on `127.0.0.1:<port>`
+    /// through a forward, the same address as inside, so one kubeconfig serves both.
+    pub async fn start_in(ns: &NodeNamespace) -> Result<ControlPlane> {
+        Self::launch(Some(ns)).await
+    }
+
+    async fn launch(ns: Option<&NodeNamespace>) -> Result<ControlPlane> {
         // kube picks ring, oci-client's reqwest aws-lc-rs; with both linked rustls needs telling.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::Builder::new()
             .prefix("whittle-control-plane-")
             .tempdir()
             .context(|| "creating the control plane's temp dir".into())?;
-        let d = dir.path();
+        let d = dir.path().to_path_buf();
         let pki = Pki::generate()?;
         let files = [
             ("ca.crt", &pki.ca_cert),
@@ -47,6 +65,18 @@ impl ControlPlane {
             ("apiserver.key", &pki.server_key),
             ("sa.key", &pki.sa_key),
             ("sa.pub", &pki.sa_pub),
+            ("kubelet.crt", &pki.kubelet_client.cert),
+            ("kubelet.key", &pki.kubelet_client.key),
+            ("kubelet-serving.crt", &pki.kubelet_serving.cert),
+            ("kubelet-serving.key", &pki.kubelet_serving.key),
+            (
+                "apiserver-kubelet-client.crt",
+                &pki.apiserver_kubelet_client.cert,
+            ),
+            (
+                "apiserver-kubelet-client.key",
+                &pki.apiserver_kubelet_client.key,
+            ),
         ];
         for (name, content) in files {
             fs::write(d.join(name), content).context(|| format!("writing {name}"))?;
@@ -57,19 +87,24 @@ impl ControlPlane {
             ports::free_port()?,
         );
         let server = format!("https://127.0.0.1:{api_port}");
-        let kubeconfig = kubeconfig_yaml(&server, &pki);
-        fs::write(d.join("kubeconfig"), &kubeconfig).context(|| "writing kubeconfig".into())?;
+        fs::write(d.join("kubeconfig"), kubeconfig_yaml(&server, &pki))
+            .context(|| "writing kubeconfig".into())?;
+        let forward = match ns {
+            Some(ns) => Some(Forward::start_on(api_port, &ns.netns_path(), api_port)?),
+            None => None,
+        };
 
         let mut plane = ControlPlane {
             processes: Vec::new(),
             api_port,
             client: client_from(&d.join("kubeconfig")).await?,
+            _forward: forward,
             dir,
         };
-        let d = plane.dir.path().to_path_buf();
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         plane.spawn(
+            ns,
             "etcd",
             &[
                 "--name=whittle-testbed".into(),
@@ -84,31 +119,47 @@ impl ControlPlane {
             ],
         )?;
         let p = |name: &str| d.join(name).display().to_string();
-        plane.spawn(
-            "kube-apiserver",
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
+        let mut apiserver = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", p("apiserver-certs")),
+            format!("--tls-cert-file={}", p("apiserver.crt")),
+            format!("--tls-private-key-file={}", p("apiserver.key")),
+            format!("--client-ca-file={}", p("ca.crt")),
+            format!("--service-account-key-file={}", p("sa.pub")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            "--authorization-mode=Node,RBAC".into(),
+            "--enable-admission-plugins=NodeRestriction".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!(
+                "--kubelet-client-certificate={}",
+                p("apiserver-kubelet-client.crt")
+            ),
+            format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
+            format!("--kubelet-certificate-authority={}", p("ca.crt")),
+            "--kubelet-preferred-address-types=InternalIP".into(),
+            "--allow-privileged=true".into(),
+            "--profiling=false".into(),
+        ];
+        if ns.is_some() {
+            apiserver.extend([
+                "--bind-address=0.0.0.0".to_string(),
+                format!("--advertise-address={NODE_IP}"),
+            ]);
+        } else {
+            apiserver.extend([
+                "--bind-address=127.0.0.1".to_string(),
                 "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
-                format!("--cert-dir={}", p("apiserver-certs")),
-                format!("--tls-cert-file={}", p("apiserver.crt")),
-                format!("--tls-private-key-file={}", p("apiserver.key")),
-                format!("--client-ca-file={}", p("ca.crt")),
-                format!("--service-account-key-file={}", p("sa.pub")),
-                format!("--service-account-signing-key-file={}", p("sa.key")),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                "--authorization-mode=RBAC".into(),
-                "--service-cluster-ip-range=10.96.0.0/24".into(),
                 // The kubernetes Service would point at 127.0.0.1, which Endpoints refuse.
                 "--endpoint-reconciler-type=none".into(),
-                "--allow-privileged=true".into(),
-                "--profiling=false".into(),
-            ],
-        )?;
+            ]);
+        }
+        plane.spawn(ns, "kube-apiserver", &apiserver)?;
         plane.wait_api().await?;
         let kubeconfig_flag = format!("--kubeconfig={}", p("kubeconfig"));
         plane.spawn(
+            ns,
             "kube-controller-manager",
             &[
                 kubeconfig_flag.clone(),
@@ -122,6 +173,7 @@ impl ControlPlane {
             ],
         )?;
         plane.spawn(
+            ns,
             "kube-scheduler",
             &[
                 kubeconfig_flag,
@@ -133,42 +185,21 @@ impl ControlPlane {
         Ok(plane)
     }
 
-    fn spawn(&mut self, name: &str, args: &[String]) -> Result<()> {
+    fn spawn(&mut self, ns: Option<&NodeNamespace>, name: &str, args: &[String]) -> Result<()> {
         let binary = tools::kube_binary(name)?;
-        let log = fs::File::create(self.dir.path().join(format!("{name}.log")))
-            .context(|| format!("creating {name}.log"))?;
-        let log2 = log
-            .try_clone()
-            .context(|| "duplicating a file handle".into())?;
-        let child = Command::new(&binary)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|source| Error::Spawn {
-                command: binary.display().to_string(),
-                source,
-            })?;
-        self.processes.push((name.to_string(), child));
+        let mut cmd = match ns {
+            Some(ns) => ns.net_command(&binary),
+            None => Command::new(&binary),
+        };
+        cmd.args(args);
+        self.processes
+            .push(Daemon::spawn(name, &mut cmd, self.dir.path())?);
         Ok(())
     }
 
     /// Fails early, with the component's log, when a process died.
     fn check_alive(&mut self) -> Result<()> {
-        for (name, child) in &mut self.processes {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(Error::NotReady {
-                    component: name.clone(),
-                    seconds: 0,
-                    detail: format!(
-                        "exited with {status}:\n{}",
-                        tail(&self.dir.path().join(format!("{name}.log")))
-                    ),
-                });
-            }
-        }
-        Ok(())
+        self.processes.iter_mut().try_for_each(Daemon::check_alive)
     }
 
     async fn wait_api(&mut self) -> Result<()> {
@@ -232,6 +263,16 @@ impl ControlPlane {
         tail(&self.dir.path().join(format!("{component}.log")))
     }
 
+    /// A file of the cluster's PKI (`ca.crt`, `kubelet.crt`, `kubelet-serving.key`, …).
+    pub fn pki_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The apiserver's port, the same on the host's loopback and inside the cluster's namespace.
+    pub fn api_port(&self) -> u16 {
+        self.api_port
+    }
+
     /// Applies CRDs (server-side) and waits until each is Established.
     pub async fn install_crds(&self, crds: &[CustomResourceDefinition]) -> Result<()> {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
@@ -275,9 +316,10 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        for (_, child) in self.processes.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
+        // Clients first (scheduler, controller-manager), etcd last.
+        while let Some(mut daemon) = self.processes.pop() {
+            // Nothing in a test control plane is worth a graceful shutdown.
+            daemon.stop(Duration::ZERO);
         }
     }
 }
@@ -319,10 +361,4 @@ current-context: whittle-testbed
         cert = b64(&pki.admin_cert),
         key = b64(&pki.admin_key),
     )
-}
-
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }

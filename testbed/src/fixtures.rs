@@ -117,6 +117,72 @@ pub fn nginx() -> Result<Fixture> {
     })
 }
 
+/// The pod sandbox image: one static binary, `/pause` (testbed/src/pause.c).
+pub fn pause() -> Result<Fixture> {
+    const SOURCE: &str = include_str!("pause.c");
+    let recipe = format!("pause v1: cc -Os -static; entrypoint /pause\n{SOURCE}");
+    cached("pause", &recipe, |work, layout| {
+        let rootfs = work.join("rootfs");
+        fs::create_dir_all(&rootfs).context(|| "creating the pause rootfs".into())?;
+        fs::write(work.join("pause.c"), SOURCE).context(|| "writing pause.c".into())?;
+        tools::run(
+            Command::new("cc")
+                .args(["-Os", "-static", "-o"])
+                .arg(rootfs.join("pause"))
+                .arg(work.join("pause.c")),
+        )?;
+        umoci_new(layout)?;
+        append_layer(layout, &rootfs, "cc -Os -static pause.c")?;
+        umoci_config(layout, &["--config.entrypoint=/pause".to_string()])
+    })
+}
+
+/// Debian's static busybox with every applet linked in `/bin`, users root and nobody (65534),
+/// `/www/index.html` to serve, and `/bin/sh` as its command. `stop_signal` sets the image's
+/// StopSignal (the signal a container runtime stops it with).
+pub fn busybox(stop_signal: Option<&str>) -> Result<Fixture> {
+    let recipe =
+        format!("busybox v1: /bin/busybox (busybox-static) + applets; stop signal {stop_signal:?}");
+    let name = match stop_signal {
+        Some(sig) => format!("busybox-{}", sig.to_lowercase()),
+        None => "busybox".into(),
+    };
+    cached(&name, &recipe, |work, layout| {
+        let rootfs = work.join("rootfs");
+        let bin = rootfs.join("bin");
+        fs::create_dir_all(&bin).context(|| "creating bin".into())?;
+        fs::copy("/bin/busybox", bin.join("busybox"))
+            .context(|| "copying /bin/busybox (apt-get install busybox-static)".into())?;
+        let applets = tools::run(Command::new("/bin/busybox").arg("--list"))?;
+        for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+            if applet != "busybox" && !applet.is_empty() {
+                symlink("busybox", bin.join(applet)).context(|| format!("linking {applet}"))?;
+            }
+        }
+        write(
+            &rootfs,
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )?;
+        write(&rootfs, "/etc/group", "root:x:0:\nnogroup:x:65534:\n")?;
+        write(&rootfs, "/www/index.html", "hello from busybox\n")?;
+        fs::create_dir_all(rootfs.join("tmp")).context(|| "creating /tmp".into())?;
+        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
+            .context(|| "chmod /tmp".into())?;
+        umoci_new(layout)?;
+        append_layer(layout, &rootfs, "busybox-static")?;
+        let mut cfg = vec![
+            "--config.cmd=/bin/sh".to_string(),
+            "--config.env=PATH=/bin".into(),
+            "--config.workingdir=/".into(),
+        ];
+        if let Some(sig) = stop_signal {
+            cfg.push(format!("--config.stopsignal={sig}"));
+        }
+        umoci_config(layout, &cfg)
+    })
+}
+
 /// Paths in the `layers` fixture and what the upper layers did to them.
 pub mod layers_paths {
     /// In the base layer and never touched: content `KEEP_CONTENT`, mode 0640, owner 1000:1000.

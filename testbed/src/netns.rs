@@ -15,7 +15,9 @@ use nix::sched::{CloneFlags, setns};
 
 use crate::error::{Error, IoContext, Result};
 
-fn in_netns<T: Send + 'static>(
+/// Runs `f` on a short-lived thread inside the network namespace `netns`: sockets it makes and
+/// `/proc/sys/net` files it opens belong to that namespace.
+pub fn in_netns<T: Send + 'static>(
     netns: &Path,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -37,7 +39,12 @@ pub fn connect(netns: &Path, port: u16) -> Result<TcpStream> {
 
 /// Listens on `127.0.0.1:port` inside the namespace (port 0 picks one).
 pub fn listen(netns: &Path, port: u16) -> Result<TcpListener> {
-    in_netns(netns, move || TcpListener::bind(("127.0.0.1", port)))
+    listen_on(netns, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Listens on `addr` inside the namespace, e.g. the node IP so that pods reach the listener.
+pub fn listen_on(netns: &Path, addr: SocketAddr) -> Result<TcpListener> {
+    in_netns(netns, move || TcpListener::bind(addr))
 }
 
 /// A proxy from a free port on the host's 127.0.0.1 to `127.0.0.1:port` inside a namespace;
@@ -49,8 +56,14 @@ pub struct Forward {
 
 impl Forward {
     pub fn start(netns: &Path, port: u16) -> Result<Forward> {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").context(|| "binding a forward port".into())?;
+        Self::start_on(0, netns, port)
+    }
+
+    /// Like [`Forward::start`] on a chosen host port, so that an address such as
+    /// `127.0.0.1:PORT` means the same service on the host and inside the namespace.
+    pub fn start_on(host_port: u16, netns: &Path, port: u16) -> Result<Forward> {
+        let listener = TcpListener::bind(("127.0.0.1", host_port))
+            .context(|| format!("binding forward port 127.0.0.1:{host_port}"))?;
         let addr = listener
             .local_addr()
             .context(|| "reading the forward address".into())?;

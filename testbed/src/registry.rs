@@ -10,30 +10,41 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
+use crate::cluster::namespace::NodeNamespace;
 use crate::error::{Error, IoContext, Result};
+use crate::netns::Forward;
 use crate::{http, ports, tools};
 
 pub struct Registry {
     port: u16,
     credentials: Option<(String, String)>,
     child: Child,
+    /// Reaches a registry inside a cluster's namespace from the host, on the same port.
+    _forward: Option<Forward>,
     dir: tempfile::TempDir,
 }
 
 impl Registry {
     /// An anonymous registry.
     pub fn start() -> Result<Registry> {
-        Self::launch(None)
+        Self::launch(None, None)
     }
 
     /// A registry that requires basic auth with a generated user and password.
     pub fn start_with_auth() -> Result<Registry> {
-        let user = "whittle".to_string();
-        let password = format!("pw-{}", random_hex(12));
-        Self::launch(Some((user, password)))
+        Self::launch(Some(generated_credentials()), None)
     }
 
-    fn launch(credentials: Option<(String, String)>) -> Result<Registry> {
+    /// A registry inside a cluster's namespace, where the node pulls from it, reachable from
+    /// the host at the same `127.0.0.1:PORT` so image references mean the same on both sides.
+    pub fn start_in(ns: &NodeNamespace, auth: bool) -> Result<Registry> {
+        Self::launch(auth.then(generated_credentials), Some(ns))
+    }
+
+    fn launch(
+        credentials: Option<(String, String)>,
+        ns: Option<&NodeNamespace>,
+    ) -> Result<Registry> {
         let mut last = None;
         // Retry: another process may take the probed port before the registry binds it.
         for _ in 0..5 {
@@ -62,7 +73,21 @@ impl Registry {
             let log2 = log
                 .try_clone()
                 .context(|| "duplicating a file handle".into())?;
-            let child = Command::new("docker-registry")
+            let mut cmd = match ns {
+                Some(ns) => ns.net_command("docker-registry"),
+                None => Command::new("docker-registry"),
+            };
+            let forward = match ns {
+                Some(ns) => match Forward::start_on(port, &ns.netns_path(), port) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        last = Some(e);
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let child = cmd
                 .arg("serve")
                 .arg(&config)
                 .stdin(Stdio::null())
@@ -77,6 +102,7 @@ impl Registry {
                 port,
                 credentials: credentials.clone(),
                 child,
+                _forward: forward,
                 dir,
             };
             match registry.wait_ready(Duration::from_secs(20)) {
@@ -160,6 +186,10 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn generated_credentials() -> (String, String) {
+    ("whittle".to_string(), format!("pw-{}", random_hex(12)))
 }
 
 /// Random hex from the kernel, for passwords and names.

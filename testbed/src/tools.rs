@@ -28,10 +28,17 @@ pub fn cache_root() -> PathBuf {
     base.join("whittle")
 }
 
-/// A Kubernetes binary (kube-apiserver, kube-controller-manager, kube-scheduler, etcd).
+/// A Kubernetes binary (kube-apiserver, kube-controller-manager, kube-scheduler, etcd, kubelet,
+/// kube-proxy, kubectl).
 pub fn kube_binary(name: &str) -> Result<PathBuf> {
     let dir = format!("kubernetes-{}", pinned_version("KUBE_VERSION")?);
     cached(&dir, name)
+}
+
+/// containerd v2 (its runc shim lies beside it).
+pub fn containerd_binary() -> Result<PathBuf> {
+    let dir = format!("containerd-{}", pinned_version("CONTAINERD_VERSION")?);
+    cached(&dir, "containerd")
 }
 
 /// The helm binary.
