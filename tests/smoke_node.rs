@@ -492,14 +492,10 @@ async fn restricted_sensor(c: &Cluster, instrumented: &str) {
         instrumented,
         "cat /etc/passwd > /dev/null; ls /www; grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/self/status",
     );
-    // The instrumented entrypoint is `sensor -- /bin/sh`: the script goes in args.
+    // The instrumented entrypoint is `sensor --` (busybox has none of its own): the command
+    // goes in args, which replace the image's Cmd as they would for the original.
     let container = &mut pod["spec"]["containers"][0];
-    container["args"] = Value::Array(
-        container["command"]
-            .as_array_mut()
-            .expect("command")
-            .split_off(1),
-    );
+    container["args"] = container["command"].take();
     container
         .as_object_mut()
         .expect("container")

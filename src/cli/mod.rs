@@ -12,6 +12,7 @@ use whittle::image::store::{Location, Store};
 mod crdgen;
 mod image;
 mod local;
+mod operator;
 
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
@@ -36,6 +37,8 @@ enum Command {
     Inspect(image::InspectArgs),
     /// Instrument, observe under runc while exercises run, harden, and verify — on this machine.
     Local(local::LocalArgs),
+    /// Run the Kubernetes operator: reconcile HardeningWorkflows and receive sensor reports.
+    Operator(operator::OperatorArgs),
     /// Print the HardeningWorkflow CustomResourceDefinition as YAML.
     Crdgen(crdgen::CrdgenArgs),
 }
@@ -98,5 +101,6 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Inspect(a) => image::inspect(a).await,
         Command::Local(a) => local::local(a).await,
         Command::Crdgen(a) => crdgen::crdgen(a),
+        Command::Operator(a) => operator::operator(a).await,
     }
 }

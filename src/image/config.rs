@@ -72,10 +72,11 @@ pub fn instrumented(src: &Image, sensor_diff_id: &str) -> Result<Value> {
         });
     }
     let mut config = labelled(src, "instrumented");
+    // Cmd stays apart: a pod's `args` replace Cmd and keep the entrypoint, and the sensor
+    // must wrap what the original would have run.
     let mut entrypoint = vec![SENSOR_PATH.to_string(), "--".to_string()];
-    entrypoint.extend(original);
+    entrypoint.extend(strings(&src.config, "Entrypoint"));
     config["config"]["Entrypoint"] = json!(entrypoint);
-    config["config"]["Cmd"] = Value::Null;
     let diff_ids = &mut config["rootfs"]["diff_ids"];
     match diff_ids.as_array_mut() {
         Some(ids) => ids.push(json!(sensor_diff_id)),

@@ -128,8 +128,14 @@ pub async fn instrument(
     let config = config::instrumented(&image, &diff_id)?;
 
     // Source layers are made available by digest, a few at a time.
-    let transfers: Vec<Transfer> = futures::stream::iter(image.layers.iter())
+    // Built before streaming: a closure inside the stream would make this future `Send` only
+    // for one lifetime, which the operator's controller cannot use.
+    let pending: Vec<_> = image
+        .layers
+        .iter()
         .map(|desc| store.transfer_layer(&image, &dst, desc))
+        .collect();
+    let transfers: Vec<Transfer> = futures::stream::iter(pending)
         .buffered(4)
         .try_collect()
         .await?;

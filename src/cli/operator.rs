@@ -1,0 +1,119 @@
+//! `whittle operator`: the controller and the report server in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use k8s_openapi::api::core::v1::Service;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::info;
+
+use whittle::controller::{self, Context};
+use whittle::image::instrument::find_sensor;
+use whittle::metrics::Metrics;
+use whittle::server::{self, ServerState};
+
+use super::CliResult;
+
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    /// Where the report intake, /metrics, /healthz and /readyz listen.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// The address sensors POST reports to (IP:PORT, no DNS in the pods' way). Default: the
+    /// ClusterIP of --service, on its port named `http` (or its first port).
+    #[arg(long, value_name = "IP:PORT")]
+    report_address: Option<SocketAddr>,
+    /// The operator's own Service, used to find --report-address.
+    #[arg(long, default_value = "whittle")]
+    service: String,
+    /// The namespace of --service (default: $POD_NAMESPACE, as the chart sets it).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "whittle-system")]
+    service_namespace: String,
+    /// How many workflows are reconciled at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: u16,
+    /// The static sensor binary to put in instrumented images (default: $WHITTLE_SENSOR_BIN,
+    /// then `whittle-sensor` beside this binary).
+    #[arg(long)]
+    sensor: Option<PathBuf>,
+}
+
+pub async fn operator(args: OperatorArgs) -> CliResult {
+    let client = Client::try_default().await?;
+    let sensor = find_sensor(args.sensor.as_deref())?;
+    let report_address = match args.report_address {
+        Some(a) => a.to_string(),
+        None => service_address(&client, &args.service_namespace, &args.service).await?,
+    };
+    let metrics = Arc::new(Metrics::new()?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let state = ServerState::new(client.clone(), metrics.clone());
+    let server = tokio::spawn(server::serve(listener, state, stopped(stop_rx.clone())));
+    info!(listen = %args.listen, %report_address, sensor = %sensor.display(), "whittle operator starting");
+
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics,
+        format!("http://{report_address}"),
+        sensor,
+    ));
+    let signals = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    let shutdown = stopped(stop_rx);
+    tokio::spawn(signals);
+    controller::run(ctx, args.concurrency, shutdown).await;
+    server.await??;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (a pod being stopped) or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// `ClusterIP:port` of the operator's Service.
+async fn service_address(client: &Client, namespace: &str, name: &str) -> Result<String, String> {
+    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let svc = api.get(name).await.map_err(|e| {
+        format!("cannot read Service {namespace}/{name} to find the report address (pass --report-address): {e}")
+    })?;
+    let spec = svc.spec.unwrap_or_default();
+    let ip = spec
+        .cluster_ip
+        .filter(|ip| !ip.is_empty() && ip != "None")
+        .ok_or_else(|| {
+            format!("Service {namespace}/{name} has no ClusterIP (pass --report-address)")
+        })?;
+    let ports = spec.ports.unwrap_or_default();
+    let port = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .or(ports.first())
+        .map(|p| p.port)
+        .ok_or_else(|| format!("Service {namespace}/{name} has no port (pass --report-address)"))?;
+    Ok(format!("{ip}:{port}"))
+}

@@ -1,0 +1,194 @@
+//! I/O: the image engine, driven for a workflow. Registry credentials come from the workflow's
+//! `registry.credentialsSecret` or, by default, the pod's imagePullSecrets, so the operator
+//! pulls and pushes with what the workload itself is allowed to use.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use serde_json::{Map, Value};
+
+use super::error::{Error, Result};
+use crate::api::HardeningWorkflow;
+use crate::image::credentials::Credentials;
+use crate::image::harden::{self, HardenOptions, Summary};
+use crate::image::instrument::{self, Instrumented};
+use crate::image::registry::RegistryOptions;
+use crate::image::store::{Location, Store};
+use whittle_sensor::report::Report;
+
+const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
+
+/// The Secrets whose credentials apply: the workflow's own, else the pod's pull secrets.
+pub fn credential_secrets(workflow: &HardeningWorkflow, pull_secrets: &[String]) -> Vec<String> {
+    match &workflow.spec.registry.credentials_secret {
+        Some(name) => vec![name.clone()],
+        None => pull_secrets.to_vec(),
+    }
+}
+
+/// A store with the credentials of `secrets` (dockerconfigjson Secrets in `namespace`), merged
+/// in order: the first Secret naming a registry wins.
+pub async fn store(
+    client: &Client,
+    namespace: &str,
+    secrets: &[String],
+    insecure: bool,
+) -> Result<Store> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut auths = Map::new();
+    for name in secrets {
+        let secret = api.get_opt(name).await?.ok_or_else(|| Error::Spec {
+            reason: "CredentialsNotFound",
+            message: format!("registry credentials Secret {namespace}/{name} does not exist"),
+        })?;
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(DOCKER_CONFIG_KEY))
+            .ok_or_else(|| Error::Spec {
+                reason: "CredentialsInvalid",
+                message: format!(
+                    "Secret {namespace}/{name} has no {DOCKER_CONFIG_KEY} key: it must be of type kubernetes.io/dockerconfigjson"
+                ),
+            })?;
+        let config: Value = serde_json::from_slice(&bytes.0).map_err(|e| Error::Spec {
+            reason: "CredentialsInvalid",
+            message: format!("Secret {namespace}/{name}: {DOCKER_CONFIG_KEY} is not JSON: {e}"),
+        })?;
+        if let Some(entries) = config.get("auths").and_then(Value::as_object) {
+            for (registry, auth) in entries {
+                auths
+                    .entry(registry.clone())
+                    .or_insert_with(|| auth.clone());
+            }
+        }
+    }
+    let credentials = if auths.is_empty() {
+        Credentials::anonymous()
+    } else {
+        let merged = serde_json::to_vec(&serde_json::json!({"auths": auths})).unwrap_or_default();
+        let origin = format!("Secrets {} in {namespace}", secrets.join(", "));
+        Credentials::from_docker_config_json(&merged, &origin)?
+    };
+    Ok(Store::new(
+        credentials,
+        RegistryOptions {
+            insecure,
+            ..Default::default()
+        },
+    ))
+}
+
+/// Where the instrumented and the hardened images go: the spec's names, else the source's
+/// repository with `-whittle-instrumented` / `-whittle-hardened` tags.
+pub struct Destinations {
+    pub source: Location,
+    pub instrumented: Location,
+    pub hardened: Location,
+}
+
+pub fn destinations(workflow: &HardeningWorkflow, container_image: &str) -> Result<Destinations> {
+    let spec = &workflow.spec;
+    let parse = |field: &'static str, value: &str| {
+        Location::parse(value).map_err(|e| Error::Spec {
+            reason: "InvalidImage",
+            message: format!("{field}: {e}"),
+        })
+    };
+    let source = parse("image", spec.image.as_deref().unwrap_or(container_image))?;
+    let instrumented = match &spec.instrumented_image {
+        Some(i) => parse("instrumentedImage", i)?,
+        None => source.derived("whittle-instrumented"),
+    };
+    let hardened = match &spec.hardened_image {
+        Some(h) => parse("hardenedImage", h)?,
+        None => source.derived("whittle-hardened"),
+    };
+    let distinct: BTreeSet<String> = [&source, &instrumented, &hardened]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    if distinct.len() < 3 {
+        return Err(Error::Spec {
+            reason: "InvalidImage",
+            message: format!(
+                "the source ({source}), instrumented ({instrumented}) and hardened ({hardened}) images must differ: whittle never overwrites an image"
+            ),
+        });
+    }
+    Ok(Destinations {
+        source,
+        instrumented,
+        hardened,
+    })
+}
+
+/// Pushes the instrumented image. Deterministic: a second run (after an operator restart)
+/// pushes the same digest.
+pub async fn instrument(store: &Store, dest: &Destinations, sensor: &Path) -> Result<Instrumented> {
+    Ok(instrument::instrument(store, &dest.source, Some(&dest.instrumented), sensor).await?)
+}
+
+/// Builds and pushes the hardened image from the pinned source and the reports.
+pub async fn harden(
+    store: &Store,
+    source_pinned: &str,
+    dest: &Destinations,
+    reports: Vec<Report>,
+    workflow: &HardeningWorkflow,
+) -> Result<Summary> {
+    let source = Location::parse(source_pinned)?;
+    let options = HardenOptions {
+        reports,
+        dst: Some(dest.hardened.clone()),
+        include: workflow.spec.harden.include.clone(),
+        exclude: workflow.spec.harden.exclude.clone(),
+        progress: None,
+    };
+    Ok(harden::harden(store, &source, options).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workflow(spec: Value) -> HardeningWorkflow {
+        HardeningWorkflow::new("w", serde_json::from_value(spec).unwrap())
+    }
+
+    #[test]
+    fn destinations_default_to_tags_beside_the_source() {
+        let w = workflow(serde_json::json!({"target": {"name": "web"}}));
+        let d = destinations(&w, "127.0.0.1:5000/shop/web:1").unwrap();
+        assert_eq!(
+            d.instrumented.to_string(),
+            "127.0.0.1:5000/shop/web:1-whittle-instrumented"
+        );
+        assert_eq!(
+            d.hardened.to_string(),
+            "127.0.0.1:5000/shop/web:1-whittle-hardened"
+        );
+    }
+
+    #[test]
+    fn a_resolved_source_equal_to_the_hardened_image_is_refused() {
+        let w = workflow(serde_json::json!({"target": {"name": "web"},
+            "hardenedImage": "127.0.0.1:5000/shop/web:1"}));
+        let Err(Error::Spec { message, .. }) = destinations(&w, "127.0.0.1:5000/shop/web:1") else {
+            panic!("accepted an overwrite of the source");
+        };
+        assert!(message.contains("must differ"), "{message}");
+    }
+
+    #[test]
+    fn the_workflows_secret_wins_over_pull_secrets() {
+        let pull = vec!["pull".to_string()];
+        let w = workflow(serde_json::json!({"target": {"name": "web"}}));
+        assert_eq!(credential_secrets(&w, &pull), pull);
+        let w = workflow(serde_json::json!({"target": {"name": "web"},
+            "registry": {"credentialsSecret": "push"}}));
+        assert_eq!(credential_secrets(&w, &pull), ["push"]);
+    }
+}

@@ -1,0 +1,219 @@
+//! The operator's controller: a kube-runtime `Controller` on HardeningWorkflow that also wakes
+//! when a target Deployment changes, when an instrumented pod changes, and when a report arrives
+//! (report ConfigMaps are owned by their workflow). Never an ownerReference on the user's
+//! Deployment: garbage collection would delete it with the workflow.
+//!
+//! - `reconcile`: the pipeline (observe → decide → act → record status)
+//! - `phase`, `template`: pure decisions and the pod-template changes, unit-tested
+//! - `deployment`, `images`, `token`: I/O against the API server and registries
+
+pub mod deployment;
+pub mod error;
+pub mod images;
+pub mod phase;
+pub mod reconcile;
+pub mod template;
+pub mod token;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::names::{MANAGED_BY, MANAGED_BY_LABEL, WORKFLOW_LABEL, label_value, report_path};
+use crate::api::{HardeningWorkflow, Phase};
+use crate::metrics::Metrics;
+use reconcile::ReconcileError;
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// `http://IP:PORT`: where sensors POST their reports (the operator Service's ClusterIP,
+    /// no DNS needed).
+    pub report_base: String,
+    /// The static sensor binary put into instrumented images.
+    pub sensor: PathBuf,
+    /// Consecutive transient failures per workflow, for the retry backoff. Only timing lives
+    /// here: losing it on a restart costs nothing.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        report_base: String,
+        sensor: PathBuf,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: "whittle".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            report_base,
+            sensor,
+            failures: Mutex::default(),
+        }
+    }
+
+    pub fn report_url(&self, namespace: &str, workflow: &str) -> String {
+        format!("{}{}", self.report_base, report_path(namespace, workflow))
+    }
+
+    fn key(workflow: &HardeningWorkflow) -> String {
+        format!(
+            "{}/{}",
+            workflow.namespace().unwrap_or_default(),
+            workflow.name_any()
+        )
+    }
+
+    fn reset_backoff(&self, workflow: &HardeningWorkflow) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(&Self::key(workflow));
+        }
+    }
+
+    /// 2 s, 4 s, 8 s … up to 5 minutes.
+    fn next_backoff(&self, workflow: &HardeningWorkflow) -> Duration {
+        let n = self
+            .failures
+            .lock()
+            .map(|mut f| {
+                let n = f.entry(Self::key(workflow)).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            })
+            .unwrap_or(1);
+        backoff(n)
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(failures.min(9))).min(Duration::from_secs(300))
+}
+
+fn error_policy(
+    workflow: Arc<HardeningWorkflow>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    let reason = match error {
+        ReconcileError::ApplyFailed(e) | ReconcileError::CleanupFailed(e) => e.metric_reason(),
+        _ => "finalizer",
+    };
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[reason])
+        .inc();
+    let delay = ctx.next_backoff(&workflow);
+    warn!(workflow = %Context::key(&workflow), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The workflows in `namespace` whose target is the Deployment `name`.
+fn targeting(
+    store: &Store<HardeningWorkflow>,
+    namespace: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<HardeningWorkflow>> {
+    store
+        .state()
+        .iter()
+        .filter(|w| w.namespace() == namespace && w.spec.target.name == name)
+        .map(|w| ObjectRef::from_obj(w.as_ref()))
+        .collect()
+}
+
+/// Runs the controller until `shutdown` completes, with at most `concurrency` reconciles at
+/// once.
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let controller = Controller::new(
+        Api::<HardeningWorkflow>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().concurrency(concurrency));
+    let store = controller.store();
+    let (by_deployment, by_pod) = (store.clone(), store.clone());
+    let metrics = ctx.metrics.clone();
+    controller
+        .owns(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+        )
+        .watches(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default(),
+            move |d: Deployment| targeting(&by_deployment, d.namespace(), &d.name_any()),
+        )
+        .watches(
+            Api::<Pod>::all(client),
+            watcher::Config::default().labels(WORKFLOW_LABEL),
+            move |p: Pod| {
+                let label = p.labels().get(WORKFLOW_LABEL).cloned().unwrap_or_default();
+                by_pod
+                    .state()
+                    .iter()
+                    .filter(|w| {
+                        w.namespace() == p.namespace() && label_value(&w.name_any()) == label
+                    })
+                    .map(|w| ObjectRef::from_obj(w.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| {
+            let counts = phase_counts(&store);
+            metrics.set_workflows(counts);
+            if let Err(e) = result {
+                warn!(error = %e, "controller");
+            }
+            futures::future::ready(())
+        })
+        .await;
+    info!("controller stopped");
+}
+
+fn phase_counts(store: &Store<HardeningWorkflow>) -> Vec<(Phase, i64)> {
+    let mut counts: HashMap<Phase, i64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
+    for w in store.state() {
+        let phase = w.status.as_ref().map(|s| s.phase()).unwrap_or_default();
+        *counts.entry(phase).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let seconds: Vec<u64> = [1, 2, 3, 8, 9, 50]
+            .iter()
+            .map(|n| backoff(*n).as_secs())
+            .collect();
+        assert_eq!(seconds, [2, 4, 8, 256, 300, 300]);
+    }
+}

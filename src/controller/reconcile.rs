@@ -1,0 +1,679 @@
+//! The pipeline: one reconcile observes the workflow's world, takes at most one step of its
+//! current phase, and records the result in status. Every step is idempotent and all progress
+//! lives in the workflow's status and the Deployment's annotation, so a restarted operator
+//! continues where the last one stopped.
+//!
+//! Pending → Instrumenting (push the instrumented image; apply the instrumented template; wait
+//! for the rollout) → Observing (until `observe.duration` has passed) → Collecting (original
+//! template restored; reports awaited) → Hardening → Succeeded. Any failure that retrying cannot
+//! fix restores the Deployment and ends in Failed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, Event as Finalize};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::Context;
+use super::error::{Error, Result};
+use super::phase::{self, Collect, POLL};
+use super::template::{self, Instrumentation, Saved};
+use super::{deployment, images, token};
+use crate::api::names::{FIELD_MANAGER, FINALIZER};
+use crate::api::{
+    ConditionStatus, ConditionType, HardenResult, HardeningWorkflow, HardeningWorkflowStatus,
+    Phase, ReportsStatus,
+};
+use crate::reports;
+
+pub type ReconcileError = finalizer::Error<Error>;
+
+/// A step that changed status without waiting for anything: look again at once (the status
+/// write also wakes the controller).
+const SOON: Duration = Duration::from_millis(200);
+
+pub async fn reconcile(
+    workflow: Arc<HardeningWorkflow>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let api: Api<HardeningWorkflow> = Api::namespaced(
+        ctx.client.clone(),
+        &workflow.namespace().unwrap_or_default(),
+    );
+    let result = finalizer::finalizer(&api, FINALIZER, workflow, |event| async {
+        match event {
+            Finalize::Apply(w) => step(&w, &ctx).await,
+            Finalize::Cleanup(w) => cleanup(&w, &ctx).await,
+        }
+    })
+    .await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// One step of the workflow's current phase, then the status it leads to.
+async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
+    let before = workflow.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    status.observed_generation = workflow.metadata.generation;
+    let mut s = Step {
+        workflow,
+        ctx,
+        status: &mut status,
+        now: Time(Timestamp::now()),
+    };
+    let outcome = match before.phase() {
+        Phase::Pending => s.pending().await,
+        Phase::Instrumenting => s.instrumenting().await,
+        Phase::Observing => s.observing().await,
+        Phase::Collecting => s.collecting().await,
+        Phase::Hardening => s.hardening().await,
+        // Verifying arrives with the verification work; nothing produces it yet.
+        Phase::Verifying | Phase::Succeeded | Phase::Failed => return Ok(Action::await_change()),
+    };
+    let action = match outcome {
+        Ok(action) => action,
+        Err(e) => match e.permanent_reason() {
+            Some(reason) => {
+                s.fail(reason, &e.to_string()).await?;
+                Action::await_change()
+            }
+            None if s.out_of_time() => {
+                let message = format!(
+                    "{} gave up after {}: {e}",
+                    before.phase(),
+                    workflow.spec.harden.timeout.as_str()
+                );
+                s.fail("Timeout", &message).await?;
+                Action::await_change()
+            }
+            None => {
+                ctx.event(workflow, EventType::Warning, "Retrying", &e.to_string())
+                    .await;
+                return Err(e);
+            }
+        },
+    };
+    if status != before {
+        write_status(ctx, workflow, &status).await?;
+        if status.phase() != before.phase() {
+            announce(ctx, workflow, &status).await;
+        }
+    }
+    ctx.reset_backoff(workflow);
+    Ok(action)
+}
+
+/// The workflow is being deleted: put the Deployment back if whittle still has it, and remove
+/// the token and the reports now rather than when garbage collection gets to them.
+async fn cleanup(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
+    let namespace = workflow.namespace().unwrap_or_default();
+    let target = workflow.spec.target.name.clone();
+    let found = deployment::get(&ctx.client, &namespace, &target).await?;
+    let restored = match found {
+        Some(d) => restore(ctx, workflow, &d).await?,
+        None => false,
+    };
+    if restored {
+        let note = format!(
+            "the workflow was deleted: Deployment {namespace}/{target} runs its original pod template again"
+        );
+        ctx.event(workflow, EventType::Normal, "Restored", &note)
+            .await;
+    }
+    token::delete(&ctx.client, workflow).await?;
+    reports::delete_all(&ctx.client, workflow).await?;
+    Ok(Action::await_change())
+}
+
+/// Applies the saved original when the Deployment is held by this workflow; true if it did.
+async fn restore(ctx: &Context, workflow: &HardeningWorkflow, d: &Deployment) -> Result<bool> {
+    match Saved::on(d) {
+        Some(Ok(saved)) if saved.belongs_to(workflow) => {
+            let name = d.name_any();
+            let namespace = d.namespace().unwrap_or_default();
+            deployment::apply(
+                &ctx.client,
+                &namespace,
+                &name,
+                &template::restore(&name, &saved),
+            )
+            .await?;
+            info!(workflow = %workflow.name_any(), deployment = %name, "restored the original pod template");
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    workflow: &HardeningWorkflow,
+    status: &HardeningWorkflowStatus,
+) -> Result<()> {
+    let api: Api<HardeningWorkflow> = Api::namespaced(
+        ctx.client.clone(),
+        &workflow.namespace().unwrap_or_default(),
+    );
+    let patch = json!({
+        "apiVersion": HardeningWorkflow::api_version(&()),
+        "kind": HardeningWorkflow::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &workflow.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// An Event for every phase change: Normal, or Warning for Failed.
+async fn announce(ctx: &Context, workflow: &HardeningWorkflow, status: &HardeningWorkflowStatus) {
+    let phase = status.phase();
+    let kind = if phase == Phase::Failed {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    let note = status.message.clone().unwrap_or_default();
+    info!(workflow = %workflow.name_any(), namespace = %workflow.namespace().unwrap_or_default(), %phase, %note, "phase changed");
+    ctx.event(workflow, kind, phase.as_str(), &note).await;
+}
+
+/// The state one step works on.
+struct Step<'a> {
+    workflow: &'a HardeningWorkflow,
+    ctx: &'a Context,
+    status: &'a mut HardeningWorkflowStatus,
+    now: Time,
+}
+
+impl Step<'_> {
+    fn namespace(&self) -> String {
+        self.workflow.namespace().unwrap_or_default()
+    }
+
+    fn target(&self) -> &str {
+        &self.workflow.spec.target.name
+    }
+
+    fn since_phase_start(&self) -> Duration {
+        let start = self
+            .status
+            .phase_started_at
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(self.now.0);
+        Duration::try_from(self.now.0.duration_since(start)).unwrap_or_default()
+    }
+
+    /// Registry work (instrument, harden) has `harden.timeout` before a transient failure
+    /// becomes final.
+    fn out_of_time(&self) -> bool {
+        let limited = matches!(self.status.phase(), Phase::Instrumenting | Phase::Hardening);
+        let limit = self
+            .workflow
+            .spec
+            .harden
+            .timeout
+            .get()
+            .unwrap_or(Duration::MAX);
+        limited && self.since_phase_start() > limit
+    }
+
+    fn condition(&mut self, type_: ConditionType, ok: bool, reason: &str, message: &str) {
+        let status = if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        let generation = self.workflow.metadata.generation;
+        self.status
+            .set_condition(type_, status, reason, message, &self.now, generation);
+    }
+
+    fn enter(&mut self, phase: Phase, message: String) {
+        self.status.set_phase(phase, &self.now);
+        let ready = phase == Phase::Succeeded;
+        self.condition(ConditionType::Ready, ready, phase.as_str(), &message);
+        self.status.message = Some(message);
+    }
+
+    /// Pending with a reason: nothing has been changed, the user may still edit the spec.
+    fn wait(&mut self, reason: &str, message: String) -> Action {
+        self.condition(ConditionType::Ready, false, reason, &message);
+        self.status.message = Some(message);
+        Action::requeue(POLL * 2)
+    }
+
+    async fn deployment(&self) -> Result<Deployment> {
+        deployment::get(&self.ctx.client, &self.namespace(), self.target())
+            .await?
+            .ok_or_else(|| Error::Spec {
+                reason: "TargetDeleted",
+                message: format!(
+                    "Deployment {}/{} was deleted while the workflow ran",
+                    self.namespace(),
+                    self.target()
+                ),
+            })
+    }
+
+    fn container<'d>(
+        &self,
+        d: &'d Deployment,
+    ) -> Result<&'d k8s_openapi::api::core::v1::Container> {
+        template::target_container(d, self.workflow.spec.target.container.as_deref()).map_err(
+            |message| Error::Spec {
+                reason: "ContainerNotFound",
+                message,
+            },
+        )
+    }
+
+    /// Pending: the target must exist, have the container, and not be held by another
+    /// workflow. Until then the workflow waits (and the spec stays editable).
+    async fn pending(&mut self) -> Result<Action> {
+        let namespace = self.namespace();
+        let Some(d) = deployment::get(&self.ctx.client, &namespace, self.target()).await? else {
+            let message = format!(
+                "Deployment {namespace}/{} does not exist (yet)",
+                self.target()
+            );
+            return Ok(self.wait("TargetNotFound", message));
+        };
+        if let Err(message) =
+            template::target_container(&d, self.workflow.spec.target.container.as_deref())
+        {
+            return Ok(self.wait("ContainerNotFound", message));
+        }
+        if let Some(holder) = other_holder(self.workflow, &d) {
+            let message = format!(
+                "Deployment {namespace}/{} is being hardened by workflow {holder}: waiting until it is restored",
+                self.target()
+            );
+            return Ok(self.wait("TargetBusy", message));
+        }
+        self.condition(
+            ConditionType::Instrumented,
+            false,
+            "Instrumenting",
+            "pushing the instrumented image",
+        );
+        self.enter(
+            Phase::Instrumenting,
+            format!(
+                "instrumenting the image of Deployment {namespace}/{}",
+                self.target()
+            ),
+        );
+        Ok(Action::requeue(SOON))
+    }
+
+    /// Instrumenting: push the instrumented image, then apply the instrumented template, then
+    /// wait until its pods are ready and record them.
+    async fn instrumenting(&mut self) -> Result<Action> {
+        let d = self.deployment().await?;
+        let container = self.container(&d)?.clone();
+        let Some(instrumented_image) = self.status.instrumented_image.clone() else {
+            return self.push_instrumented(&d, &container).await;
+        };
+        match Saved::on(&d) {
+            Some(Ok(saved)) if saved.belongs_to(self.workflow) => {}
+            Some(Ok(saved)) => {
+                let message = format!(
+                    "Deployment {}/{} was taken by workflow {} before this one could instrument it",
+                    self.namespace(),
+                    self.target(),
+                    saved.workflow
+                );
+                return Err(Error::Spec {
+                    reason: "TargetBusy",
+                    message,
+                });
+            }
+            Some(Err(e)) => {
+                return Err(Error::Spec {
+                    reason: "AnnotationCorrupt",
+                    message: format!(
+                        "the {} annotation on Deployment {}/{} is not whittle's: {e}",
+                        template::ORIGINAL_ANNOTATION,
+                        self.namespace(),
+                        self.target()
+                    ),
+                });
+            }
+            None => {
+                return self
+                    .apply_instrumented(&d, &container, &instrumented_image)
+                    .await;
+            }
+        }
+
+        let pods = deployment::instrumented_pods(
+            &self.ctx.client,
+            &self.namespace(),
+            &self.workflow.name_any(),
+        )
+        .await?;
+        let running = phase::pods_running(&pods, &container.name, &instrumented_image);
+        if phase::rollout_complete(&d) && !running.is_empty() {
+            let message = format!(
+                "{} pod(s) run the instrumented image: {}",
+                running.len(),
+                join(&running)
+            );
+            self.status.reports = Some(ReportsStatus::new(&running, &BTreeSet::new()));
+            self.condition(ConditionType::Instrumented, true, "RolledOut", &message);
+            let duration = self.workflow.spec.observe.duration.as_str().to_string();
+            self.enter(
+                Phase::Observing,
+                format!("observing {} pod(s) for {duration}", running.len()),
+            );
+            return Ok(Action::requeue(SOON));
+        }
+        let limit = self
+            .workflow
+            .spec
+            .verify
+            .timeout
+            .get()
+            .unwrap_or(Duration::MAX);
+        if self.since_phase_start() > limit {
+            let why =
+                phase::pod_trouble(&pods).unwrap_or_else(|| "no pod reported a reason".into());
+            return Err(Error::Spec {
+                reason: "RolloutFailed",
+                message: format!(
+                    "the instrumented pods did not become ready within {}: {why}",
+                    self.workflow.spec.verify.timeout.as_str()
+                ),
+            });
+        }
+        Ok(Action::requeue(POLL))
+    }
+
+    async fn push_instrumented(
+        &mut self,
+        d: &Deployment,
+        container: &k8s_openapi::api::core::v1::Container,
+    ) -> Result<Action> {
+        let dest = images::destinations(
+            self.workflow,
+            container.image.as_deref().unwrap_or_default(),
+        )?;
+        let store = self.store(d).await?;
+        let inst = images::instrument(&store, &dest, &self.ctx.sensor).await?;
+        self.status.source_image = Some(inst.source.to_string());
+        self.status.instrumented_image = Some(inst.image.to_string());
+        let message = format!("pushed the instrumented image {}", inst.pushed);
+        self.condition(ConditionType::Instrumented, false, "ImagePushed", &message);
+        self.status.message = Some(message.clone());
+        self.ctx
+            .event(self.workflow, EventType::Normal, "ImagePushed", &message)
+            .await;
+        Ok(Action::requeue(SOON))
+    }
+
+    async fn apply_instrumented(
+        &mut self,
+        d: &Deployment,
+        container: &k8s_openapi::api::core::v1::Container,
+        instrumented_image: &str,
+    ) -> Result<Action> {
+        let token_secret = token::ensure(&self.ctx.client, self.workflow).await?;
+        let saved = Saved::of(self.workflow, d, container);
+        let report_url = self
+            .ctx
+            .report_url(&self.namespace(), &self.workflow.name_any());
+        let config = template::instrumented(
+            &d.name_any(),
+            &saved,
+            &Instrumentation {
+                instrumented_image,
+                report_url: &report_url,
+                token_secret: &token_secret,
+                sensor_mode: self.workflow.spec.observe.sensor_mode,
+            },
+        );
+        deployment::apply(&self.ctx.client, &self.namespace(), &d.name_any(), &config).await?;
+        let message = format!(
+            "Deployment {}/{} runs the instrumented image (sensor mode {}); waiting for its pods",
+            self.namespace(),
+            self.target(),
+            self.workflow.spec.observe.sensor_mode.as_str()
+        );
+        self.condition(ConditionType::Instrumented, false, "RollingOut", &message);
+        self.status.message = Some(message.clone());
+        self.ctx
+            .event(self.workflow, EventType::Normal, "Instrumented", &message)
+            .await;
+        Ok(Action::requeue(POLL))
+    }
+
+    /// Observing: the instrumented pods run until `observe.duration` has passed; pods that
+    /// join meanwhile are expected to report too. Then the original template comes back.
+    async fn observing(&mut self) -> Result<Action> {
+        let d = self.deployment().await?;
+        if let Some(image) = self.status.instrumented_image.clone() {
+            let container = self.container(&d)?.name.clone();
+            let pods = deployment::instrumented_pods(
+                &self.ctx.client,
+                &self.namespace(),
+                &self.workflow.name_any(),
+            )
+            .await?;
+            let mut expected = self.expected();
+            expected.extend(phase::pods_running(&pods, &container, &image));
+            self.status.reports = Some(ReportsStatus::new(&expected, &BTreeSet::new()));
+        }
+        let duration = self
+            .workflow
+            .spec
+            .observe
+            .duration
+            .get()
+            .unwrap_or_default();
+        if let Some(left) = phase::remaining(self.since_phase_start(), duration) {
+            return Ok(Action::requeue(left.min(Duration::from_secs(30))));
+        }
+        restore(self.ctx, self.workflow, &d).await?;
+        let expected = self.expected();
+        let message = format!(
+            "restored the original pod template; waiting for the reports of {}",
+            join(&expected)
+        );
+        self.condition(ConditionType::Observed, true, "ObservationEnded", &message);
+        self.enter(Phase::Collecting, message);
+        Ok(Action::requeue(SOON))
+    }
+
+    fn expected(&self) -> BTreeSet<String> {
+        self.status
+            .reports
+            .as_ref()
+            .map(|r| r.expected.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Collecting: the stopping pods' sensors report; harden when all have, or when
+    /// `collectTimeout` has passed with at least `minReports`.
+    async fn collecting(&mut self) -> Result<Action> {
+        let reported = reports::reported_pods(&self.ctx.client, self.workflow).await?;
+        let expected = self.expected();
+        self.status.reports = Some(ReportsStatus::new(&expected, &reported));
+        let observe = &self.workflow.spec.observe;
+        let timeout = observe.collect_timeout.get().unwrap_or_default();
+        let min = observe.min_reports as usize;
+        match phase::collect(&expected, &reported, min, self.since_phase_start(), timeout) {
+            Collect::Wait(after) => Ok(Action::requeue(after)),
+            Collect::Harden { silent } => {
+                if !silent.is_empty() {
+                    let note = format!(
+                        "hardening with {} report(s); no report from {}",
+                        reported.len(),
+                        silent.join(", ")
+                    );
+                    self.ctx
+                        .event(self.workflow, EventType::Warning, "ReportsMissing", &note)
+                        .await;
+                }
+                self.enter(
+                    Phase::Hardening,
+                    format!("hardening with {} report(s)", reported.len()),
+                );
+                Ok(Action::requeue(SOON))
+            }
+            Collect::Fail { silent, received } => Err(Error::Spec {
+                reason: "ReportsMissing",
+                message: format!(
+                    "{received} report(s) arrived within {} and {min} are needed; no report from {}",
+                    observe.collect_timeout.as_str(),
+                    silent.join(", ")
+                ),
+            }),
+        }
+    }
+
+    /// Hardening: build and push the hardened image from the stored reports, within what is
+    /// left of `harden.timeout`.
+    async fn hardening(&mut self) -> Result<Action> {
+        let d = self.deployment().await?;
+        let container = self.container(&d)?.clone();
+        let source = self
+            .status
+            .source_image
+            .clone()
+            .ok_or_else(|| Error::Spec {
+                reason: "StatusIncomplete",
+                message: "status.sourceImage is missing: was the status edited by hand?".into(),
+            })?;
+        let dest = images::destinations(
+            self.workflow,
+            container.image.as_deref().unwrap_or_default(),
+        )?;
+        let store = self.store(&d).await?;
+        let reports = reports::load_all(&self.ctx.client, self.workflow).await?;
+        let limit = self
+            .workflow
+            .spec
+            .harden
+            .timeout
+            .get()
+            .unwrap_or(Duration::MAX);
+        let left = phase::remaining(self.since_phase_start(), limit).unwrap_or_default();
+        let started = Instant::now();
+        let summary = tokio::time::timeout(
+            left,
+            images::harden(&store, &source, &dest, reports, self.workflow),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("hardening {source}"),
+            limit: self.workflow.spec.harden.timeout.as_str().to_string(),
+        })??;
+        let metrics = &self.ctx.metrics;
+        metrics
+            .harden_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .bytes_saved
+            .inc_by(summary.source_bytes.saturating_sub(summary.hardened_bytes));
+        let result = HardenResult::from_summary(&summary);
+        let message = format!(
+            "hardened image {}: {} bytes instead of {} ({}% smaller), {} files kept, {} removed",
+            summary.hardened_image,
+            result.hardened_bytes,
+            result.source_bytes,
+            result.reduction_percent,
+            result.files_kept,
+            result.files_removed
+        );
+        self.status.hardened_image = Some(summary.hardened_image.clone());
+        self.status.result = Some(result);
+        self.condition(ConditionType::Hardened, true, "Pushed", &message);
+        self.enter(Phase::Succeeded, message);
+        Ok(Action::await_change())
+    }
+
+    async fn store(&self, d: &Deployment) -> Result<crate::image::store::Store> {
+        let pull: Vec<String> = template::pod_spec(d)
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .map(|s| s.iter().map(|r| r.name.clone()).collect())
+            .unwrap_or_default();
+        images::store(
+            &self.ctx.client,
+            &self.namespace(),
+            &images::credential_secrets(self.workflow, &pull),
+            self.workflow.spec.registry.insecure,
+        )
+        .await
+    }
+
+    /// Failed: the Deployment gets its original template back (if whittle still holds it),
+    /// the reason goes into status and a Warning Event.
+    async fn fail(&mut self, reason: &str, message: &str) -> Result<()> {
+        if let Some(d) = deployment::get(&self.ctx.client, &self.namespace(), self.target()).await?
+        {
+            restore(self.ctx, self.workflow, &d).await?;
+        }
+        warn!(workflow = %self.workflow.name_any(), %reason, %message, "workflow failed");
+        self.status.set_phase(Phase::Failed, &self.now);
+        self.condition(ConditionType::Ready, false, reason, message);
+        self.status.message = Some(message.to_string());
+        Ok(())
+    }
+}
+
+/// The workflow holding the Deployment, when it is not `workflow`.
+fn other_holder(workflow: &HardeningWorkflow, d: &Deployment) -> Option<String> {
+    match Saved::on(d)? {
+        Ok(saved) if !saved.belongs_to(workflow) => Some(saved.workflow),
+        Ok(_) => None,
+        Err(_) => Some("unknown (the annotation is unreadable)".into()),
+    }
+}
+
+fn join(names: &BTreeSet<String>) -> String {
+    names.iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+impl Context {
+    /// Publishes an Event on the workflow; a failure to publish is logged, never fatal.
+    pub async fn event(
+        &self,
+        workflow: &HardeningWorkflow,
+        kind: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        let event = Event {
+            type_: kind,
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .recorder
+            .publish(&event, &workflow.object_ref(&()))
+            .await
+        {
+            warn!(workflow = %workflow.name_any(), error = %e, "could not publish an event");
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Pure: what whittle saves of the user's container, and the server-side-apply configurations
+//! that instrument a Deployment and restore it.
+//!
+//! Every change whittle makes is a field it applies as field manager `whittle`; restoring applies
+//! the original values of exactly those fields and stops applying the rest (the env entries it
+//! added, the capability, the pod label), which server-side apply then removes. Fields whittle
+//! never touched stay the user's, so a user's edit made while the workload is instrumented (a
+//! scale, an env var) survives the restore.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, EnvVar, SecurityContext};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::api::names::{TOKEN_KEY, WORKFLOW_LABEL, label_value};
+use crate::api::{HardeningWorkflow, SensorMode};
+use crate::image::config::SENSOR_PATH;
+
+/// The Deployment annotation holding [`Saved`]: what restoring needs, whatever happens to the
+/// operator. It also marks the Deployment as taken by one workflow.
+pub const ORIGINAL_ANNOTATION: &str = "whittle.dev/original";
+
+/// The sensor needs this long after SIGTERM to let the app exit and deliver its report.
+pub const MIN_GRACE_SECONDS: i64 = 60;
+
+/// Kubernetes' default terminationGracePeriodSeconds.
+const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// The env the sensor reads for its identity (the report server refuses reports without a pod).
+const IDENTITY_ENV: [&str; 3] = ["POD_NAME", "POD_NAMESPACE", "CONTAINER_NAME"];
+
+/// The user's container as it was before whittle changed it, and who changed it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Saved {
+    pub workflow: String,
+    pub workflow_uid: String,
+    pub container: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<EnvVar>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+impl Saved {
+    pub fn of(
+        workflow: &HardeningWorkflow,
+        deployment: &Deployment,
+        container: &Container,
+    ) -> Saved {
+        Saved {
+            workflow: workflow.metadata.name.clone().unwrap_or_default(),
+            workflow_uid: workflow.metadata.uid.clone().unwrap_or_default(),
+            container: container.name.clone(),
+            image: container.image.clone().unwrap_or_default(),
+            command: container.command.clone(),
+            args: container.args.clone(),
+            env: container.env.clone(),
+            security_context: container.security_context.clone(),
+            termination_grace_period_seconds: pod_spec(deployment)
+                .and_then(|s| s.termination_grace_period_seconds),
+        }
+    }
+
+    /// The saved original on a Deployment, if whittle has changed it.
+    pub fn on(deployment: &Deployment) -> Option<Result<Saved, serde_json::Error>> {
+        deployment
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(ORIGINAL_ANNOTATION)
+            .map(|text| serde_json::from_str(text))
+    }
+
+    pub fn belongs_to(&self, workflow: &HardeningWorkflow) -> bool {
+        Some(self.workflow_uid.as_str()) == workflow.metadata.uid.as_deref()
+    }
+
+    /// The command the instrumented container runs, when the pod overrides the image's
+    /// entrypoint (the instrumented image's own entrypoint wraps it otherwise).
+    fn wrapped_command(&self) -> Option<Vec<String>> {
+        let command = self.command.as_ref().filter(|c| !c.is_empty())?;
+        let mut wrapped = vec![SENSOR_PATH.to_string(), "--".to_string()];
+        wrapped.extend(command.iter().cloned());
+        Some(wrapped)
+    }
+
+    /// Whether whittle raises the grace period (and so must put it back).
+    fn raised_grace(&self) -> bool {
+        self.termination_grace_period_seconds
+            .unwrap_or(DEFAULT_GRACE_SECONDS)
+            < MIN_GRACE_SECONDS
+    }
+}
+
+/// What the instrumented container needs besides the saved original.
+pub struct Instrumentation<'a> {
+    pub instrumented_image: &'a str,
+    /// `http://IP:PORT/v1/reports/<ns>/<workflow>`.
+    pub report_url: &'a str,
+    pub token_secret: &'a str,
+    pub sensor_mode: SensorMode,
+}
+
+/// The pod template of a Deployment, if it has one.
+pub fn pod_spec(deployment: &Deployment) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
+    deployment.spec.template.spec.as_ref()
+}
+
+/// The target container: the one named, or the only one.
+pub fn target_container<'d>(
+    deployment: &'d Deployment,
+    name: Option<&str>,
+) -> Result<&'d Container, String> {
+    let containers = pod_spec(deployment)
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    match name {
+        Some(name) => containers.iter().find(|c| c.name == name).ok_or_else(|| {
+            format!(
+                "the Deployment has no container {name:?} (it has {})",
+                names(containers)
+            )
+        }),
+        None => match containers {
+            [only] => Ok(only),
+            _ => Err(format!(
+                "the Deployment has {} containers ({}): set spec.target.container",
+                containers.len(),
+                names(containers)
+            )),
+        },
+    }
+}
+
+fn names(containers: &[Container]) -> String {
+    containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The apply configuration that runs the instrumented image: image, the wrapped command when
+/// the pod overrides the entrypoint, the sensor's env, the capability fanotify needs, a grace
+/// period long enough to report, a pod label naming the workflow, and the saved original.
+pub fn instrumented(deployment_name: &str, saved: &Saved, inst: &Instrumentation<'_>) -> Value {
+    let mut container = json!({"name": saved.container, "image": inst.instrumented_image});
+    if let Some(command) = saved.wrapped_command() {
+        container["command"] = json!(command);
+    }
+    container["env"] = json!(sensor_env(saved, inst));
+    if inst.sensor_mode == SensorMode::Fanotify {
+        container["securityContext"] = json!({"capabilities": {"add": ["SYS_ADMIN"]}});
+    }
+    let mut spec = json!({"containers": [container]});
+    if saved.raised_grace() {
+        spec["terminationGracePeriodSeconds"] = json!(MIN_GRACE_SECONDS);
+    }
+    let saved_text = serde_json::to_string(saved).unwrap_or_default();
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name,
+            "annotations": {ORIGINAL_ANNOTATION: saved_text},
+        },
+        "spec": {"template": {
+            "metadata": {"labels": {WORKFLOW_LABEL: label_value(&saved.workflow)}},
+            "spec": spec,
+        }}
+    })
+}
+
+/// The env entries whittle adds: where and how to report, and the pod's identity (unless the
+/// user's container already defines those names, which then stay the user's).
+fn sensor_env(saved: &Saved, inst: &Instrumentation<'_>) -> Vec<Value> {
+    let defined = |name: &str| {
+        saved
+            .env
+            .as_ref()
+            .is_some_and(|env| env.iter().any(|e| e.name == name))
+    };
+    let mut env = vec![
+        json!({"name": "WHITTLE_REPORT_URL", "value": inst.report_url}),
+        json!({"name": "WHITTLE_REPORT_TOKEN", "valueFrom": {"secretKeyRef": {"name": inst.token_secret, "key": TOKEN_KEY}}}),
+    ];
+    for name in IDENTITY_ENV.into_iter().filter(|n| !defined(n)) {
+        env.push(match name {
+            "POD_NAME" => json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+            "POD_NAMESPACE" => json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+            _ => json!({"name": name, "value": saved.container}),
+        });
+    }
+    env
+}
+
+/// The apply configuration that puts the original back: the original image, command and grace
+/// period (fields whittle had taken over), nothing else (what whittle added goes away), and no
+/// annotation.
+pub fn restore(deployment_name: &str, saved: &Saved) -> Value {
+    let mut container = json!({"name": saved.container, "image": saved.image});
+    if saved.wrapped_command().is_some() {
+        container["command"] = json!(saved.command);
+    }
+    let mut spec = json!({"containers": [container]});
+    if saved.raised_grace()
+        && let Some(grace) = saved.termination_grace_period_seconds
+    {
+        spec["terminationGracePeriodSeconds"] = json!(grace);
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": deployment_name},
+        "spec": {"template": {"spec": spec}}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(container: Value, grace: Option<i64>) -> Deployment {
+        let mut spec = json!({"containers": [container]});
+        if let Some(g) = grace {
+            spec["terminationGracePeriodSeconds"] = json!(g);
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"selector": {}, "template": {"spec": spec}}
+        }))
+        .unwrap()
+    }
+
+    fn workflow() -> HardeningWorkflow {
+        let mut w = HardeningWorkflow::new(
+            "harden-web",
+            serde_json::from_value(json!({"target": {"name": "web"}})).unwrap(),
+        );
+        w.metadata.uid = Some("uid-1".into());
+        w
+    }
+
+    fn inst(mode: SensorMode) -> Instrumentation<'static> {
+        Instrumentation {
+            instrumented_image: "r/web:1-whittle-instrumented@sha256:aa",
+            report_url: "http://10.96.0.9:8080/v1/reports/shop/harden-web",
+            token_secret: "harden-web-report-token",
+            sensor_mode: mode,
+        }
+    }
+
+    fn saved(container: Value, grace: Option<i64>) -> Saved {
+        let d = deployment(container, grace);
+        let c = target_container(&d, None).unwrap().clone();
+        Saved::of(&workflow(), &d, &c)
+    }
+
+    #[test]
+    fn an_image_entrypoint_is_wrapped_by_the_image_a_pod_command_by_the_template() {
+        let plain = saved(json!({"name": "web", "image": "r/web:1"}), None);
+        let patch = instrumented("web", &plain, &inst(SensorMode::Ptrace));
+        let c = &patch["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], "r/web:1-whittle-instrumented@sha256:aa");
+        assert!(c.get("command").is_none());
+
+        let overridden = saved(
+            json!({"name": "web", "image": "r/web:1", "command": ["/app", "-x"], "args": ["y"]}),
+            None,
+        );
+        let patch = instrumented("web", &overridden, &inst(SensorMode::Ptrace));
+        let c = &patch["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["command"],
+            json!(["/.whittle/sensor", "--", "/app", "-x"])
+        );
+        assert!(c.get("args").is_none(), "args are left to the user");
+        let back = restore("web", &overridden);
+        assert_eq!(
+            back["spec"]["template"]["spec"]["containers"][0]["command"],
+            json!(["/app", "-x"])
+        );
+    }
+
+    #[test]
+    fn ptrace_adds_no_capability_fanotify_adds_sys_admin_only() {
+        let s = saved(json!({"name": "web", "image": "r/web:1"}), None);
+        let ptrace = instrumented("web", &s, &inst(SensorMode::Ptrace));
+        assert!(
+            ptrace["spec"]["template"]["spec"]["containers"][0]
+                .get("securityContext")
+                .is_none()
+        );
+        let fanotify = instrumented("web", &s, &inst(SensorMode::Fanotify));
+        assert_eq!(
+            fanotify["spec"]["template"]["spec"]["containers"][0]["securityContext"],
+            json!({"capabilities": {"add": ["SYS_ADMIN"]}})
+        );
+    }
+
+    #[test]
+    fn the_sensor_env_reports_with_a_secret_token_and_keeps_the_users_names() {
+        let s = saved(
+            json!({"name": "web", "image": "r/web:1",
+                   "env": [{"name": "POD_NAME", "value": "mine"}]}),
+            None,
+        );
+        let patch = instrumented("web", &s, &inst(SensorMode::Ptrace));
+        let env = patch["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap();
+        let names: Vec<&str> = env.iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "WHITTLE_REPORT_URL",
+                "WHITTLE_REPORT_TOKEN",
+                "POD_NAMESPACE",
+                "CONTAINER_NAME"
+            ]
+        );
+        assert_eq!(
+            env[1]["valueFrom"]["secretKeyRef"],
+            json!({"name": "harden-web-report-token", "key": "token"})
+        );
+    }
+
+    #[test]
+    fn the_grace_period_is_raised_to_60s_and_put_back() {
+        for (grace, raised, restored) in [
+            (None, Some(60), None),
+            (Some(10), Some(60), Some(10)),
+            (Some(90), None, None),
+        ] {
+            let s = saved(json!({"name": "web", "image": "r/web:1"}), grace);
+            let patch = instrumented("web", &s, &inst(SensorMode::Ptrace));
+            let spec = &patch["spec"]["template"]["spec"];
+            assert_eq!(spec["terminationGracePeriodSeconds"].as_i64(), raised);
+            let back = restore("web", &s);
+            assert_eq!(
+                back["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_i64(),
+                restored,
+                "{grace:?}: only a value whittle changed is applied back; an unset one is released"
+            );
+        }
+    }
+
+    #[test]
+    fn the_saved_original_round_trips_through_the_annotation() {
+        let s = saved(
+            json!({"name": "web", "image": "r/web:1", "args": ["a"],
+                   "securityContext": {"runAsUser": 1000}}),
+            Some(45),
+        );
+        let patch = instrumented("web", &s, &inst(SensorMode::Ptrace));
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": patch["metadata"].clone(), "spec": {"selector": {}, "template": {}}
+        }))
+        .unwrap();
+        let back = Saved::on(&d).unwrap().unwrap();
+        assert_eq!(back, s);
+        assert!(back.belongs_to(&workflow()));
+        let restore = restore("web", &s);
+        assert!(restore["metadata"].get("annotations").is_none());
+        assert_eq!(
+            restore["spec"]["template"]["spec"]["containers"][0],
+            json!({"name": "web", "image": "r/web:1"})
+        );
+    }
+
+    #[test]
+    fn the_target_container_is_named_or_the_only_one() {
+        let two: Deployment = serde_json::from_value(json!({
+            "spec": {"selector": {}, "template": {"spec": {"containers": [
+                {"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}}}
+        }))
+        .unwrap();
+        assert_eq!(target_container(&two, Some("b")).unwrap().name, "b");
+        let err = target_container(&two, None).unwrap_err();
+        assert!(err.contains("2 containers (a, b)"), "{err}");
+        let err = target_container(&two, Some("c")).unwrap_err();
+        assert!(err.contains("no container \"c\""), "{err}");
+    }
+}
