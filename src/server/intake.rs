@@ -224,7 +224,17 @@ async fn find_workflow(
         ))
     })?;
     state.health.record_ok();
-    found.ok_or_else(unknown)
+    let workflow = found.ok_or_else(unknown)?;
+    // A workflow being deleted has cleaned up its reports (or is about to): one stored now
+    // would only wait for garbage collection.
+    if workflow.metadata.deletion_timestamp.is_some() {
+        return Err(Rejection::new(
+            StatusCode::NOT_FOUND,
+            RejectReason::UnknownWorkflow,
+            format!("HardeningWorkflow {namespace}/{name} is being deleted"),
+        ));
+    }
+    Ok(workflow)
 }
 
 /// The request's bearer token must equal the one in the workflow's token Secret, and that
