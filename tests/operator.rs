@@ -309,6 +309,7 @@ async fn nginx_example(c: &Cluster, registry: &str) {
         "{hardened}"
     );
     let result = status.result.expect("status.result");
+    eprintln!("examples/nginx: {hardened}, {result:?}");
     assert!(result.hardened_bytes < result.source_bytes, "{result:?}");
     assert!(result.removed_shells > 0, "{result:?}");
     assert_eq!(status.reports.expect("reports").received, 1);
