@@ -30,8 +30,8 @@ use whittle::image::credentials::Credentials;
 use whittle::image::registry::RegistryOptions;
 use whittle::image::store::{Location, Store};
 use whittle_sensor::report::{Access, Executable, Loss, Mode, PathRecord, Report};
-use whittle_testbed::fixtures::{self, Fixture};
-use whittle_testbed::registry::Registry;
+use whittle_testbed::images::fixtures::{self, Fixture};
+use whittle_testbed::images::registry::Registry;
 use whittle_testbed::{sensor, tools};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -279,7 +279,7 @@ fn synthetic() -> Result<Fixture> {
             fs::create_dir_all(p.parent().expect("a whiteout has a parent"))?;
             File::create(&p)?;
         }
-        whittle_testbed::oci_layout::append_layer(
+        whittle_testbed::images::oci_layout::append_layer(
             &staged,
             "latest",
             &root,

@@ -8,7 +8,7 @@ use kube::{Client, CustomResourceExt};
 use serde_json::{Value, json};
 use whittle::api::spec::IMMUTABLE_MESSAGE;
 use whittle::api::{HardeningWorkflow, HardeningWorkflowStatus, Phase};
-use whittle_testbed::control_plane::ControlPlane;
+use whittle_testbed::cluster::control_plane::ControlPlane;
 
 fn workflow(name: &str, spec: Value) -> DynamicObject {
     serde_json::from_value(json!({

@@ -8,7 +8,7 @@ use std::time::Duration;
 use whittle::local::bundle::{RunConfig, write_spec};
 use whittle::local::container::{Container, parse_signal};
 use whittle::local::{exercise, forward::Forward};
-use whittle_testbed::fixtures;
+use whittle_testbed::images::fixtures;
 use whittle_testbed::runc::Bundle;
 
 fn strings(v: &serde_json::Value) -> Vec<String> {

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use whittle_testbed::fixtures;
-use whittle_testbed::registry::Registry;
+use whittle_testbed::images::fixtures;
+use whittle_testbed::images::registry::Registry;
 use whittle_testbed::sensor::sensor_binary;
 
 const HOME_PAGE: &str = r#"curl -fsS http://$WHITTLE_TARGET/ | grep -q "Welcome to nginx""#;

@@ -28,7 +28,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use whittle::api::{HardeningWorkflow, Phase};
 use whittle_testbed::cluster::{Cluster, NODE_IP};
-use whittle_testbed::fixtures;
+use whittle_testbed::images::fixtures;
 use whittle_testbed::sensor::sensor_binary;
 
 const WAIT: Duration = Duration::from_secs(240);
@@ -239,11 +239,11 @@ async fn template(client: &Client, ns: &str, name: &str) -> PodTemplateSpec {
 /// GET `path` from a pod's IP, from the node.
 fn get_from_node(cluster: &Cluster, ip: &str, port: u16, path: &str) -> (u16, Vec<u8>) {
     let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("address");
-    let stream = whittle_testbed::netns::in_netns(&cluster.netns_path(), move || {
+    let stream = whittle_testbed::net::netns::in_netns(&cluster.netns_path(), move || {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
     })
     .expect("connect");
-    let r = whittle_testbed::http::get(stream, &addr.to_string(), path).expect("GET");
+    let r = whittle_testbed::net::http::get(stream, &addr.to_string(), path).expect("GET");
     (r.status, r.body)
 }
 

@@ -22,7 +22,7 @@ use whittle::server::{self, ServerState};
 use whittle_sensor::report::{
     Access, Executable, Identity, Loss, Mode, PathRecord, Report, SCHEMA_VERSION,
 };
-use whittle_testbed::control_plane::ControlPlane;
+use whittle_testbed::cluster::control_plane::ControlPlane;
 
 const TOKEN: &str = "4f1c0ffee-report-token";
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use whittle_sensor::report::{Mode, Report};
-use whittle_testbed::fixtures;
+use whittle_testbed::images::fixtures;
 use whittle_testbed::runc::{Bundle, Container, DEFAULT_CAPABILITIES, RunOptions};
 use whittle_testbed::sensor::sensor_binary;
 

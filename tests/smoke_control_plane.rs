@@ -15,8 +15,8 @@ use kube::api::{
 };
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use whittle_testbed::control_plane::ControlPlane;
-use whittle_testbed::helm::Helm;
+use whittle_testbed::cluster::control_plane::ControlPlane;
+use whittle_testbed::cluster::helm::Helm;
 
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where

@@ -26,8 +26,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use whittle_sensor::report::{Mode, Report};
 use whittle_testbed::cluster::{Cluster, NODE_IP};
-use whittle_testbed::fixtures;
-use whittle_testbed::registry::Registry;
+use whittle_testbed::images::fixtures;
+use whittle_testbed::images::registry::Registry;
 use whittle_testbed::sensor::sensor_binary;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -340,11 +340,11 @@ async fn pull_secret_readiness_and_service(
     // From the node itself.
     let addr: std::net::SocketAddr = format!("{ip}:8080").parse().expect("address");
     let netns = c.netns_path();
-    let response = whittle_testbed::netns::in_netns(&netns, move || {
+    let response = whittle_testbed::net::netns::in_netns(&netns, move || {
         let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         Ok(stream)
     })
-    .and_then(|s| whittle_testbed::http::get(s, &addr.to_string(), "/"))
+    .and_then(|s| whittle_testbed::net::http::get(s, &addr.to_string(), "/"))
     .expect("GET the Service from the node");
     assert_eq!(response.status, 200);
     assert!(String::from_utf8_lossy(&response.body).contains("Welcome to nginx"));
@@ -631,9 +631,10 @@ async fn host_network(c: &Cluster, busybox: &str) {
         "a hostNetwork pod has the node's address"
     );
     let netns = c.netns_path();
-    let stream =
-        whittle_testbed::netns::in_netns(&netns, || std::net::TcpStream::connect((NODE_IP, 18080)))
-            .expect("connect to the hostNetwork pod");
-    let response = whittle_testbed::http::get(stream, "node", "/index.html").expect("GET");
+    let stream = whittle_testbed::net::netns::in_netns(&netns, || {
+        std::net::TcpStream::connect((NODE_IP, 18080))
+    })
+    .expect("connect to the hostNetwork pod");
+    let response = whittle_testbed::net::http::get(stream, "node", "/index.html").expect("GET");
     assert_eq!(response.status, 200);
 }

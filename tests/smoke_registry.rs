@@ -5,8 +5,8 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
-use whittle_testbed::fixtures;
-use whittle_testbed::registry::Registry;
+use whittle_testbed::images::fixtures;
+use whittle_testbed::images::registry::Registry;
 
 fn client() -> Client {
     Client::new(ClientConfig {

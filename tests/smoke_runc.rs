@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use whittle_testbed::fixtures;
+use whittle_testbed::images::fixtures;
 use whittle_testbed::runc::{Bundle, Container, RunOptions};
 
 #[test]

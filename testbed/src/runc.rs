@@ -1,7 +1,7 @@
 //! Runs images for real: `umoci unpack` turns an image into an OCI runtime bundle (root
 //! filesystem + config.json derived from the image config: argv, env, cwd, user), and `runc`
 //! runs it in its own PID, mount and network namespaces. The network namespace has only
-//! loopback; tests reach it through [`crate::netns`].
+//! loopback; tests reach it through [`crate::net::netns`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,9 +14,11 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::error::{Error, IoContext, Result};
-use crate::netns::{self, Forward};
-use crate::registry::Registry;
-use crate::{http, oci_layout, tools};
+use crate::images::oci_layout;
+use crate::images::registry::Registry;
+use crate::net::http;
+use crate::net::netns::{self, Forward};
+use crate::tools;
 
 /// The capabilities containerd and Docker give a container by default; a Kubernetes pod
 /// without a securityContext gets the same.
@@ -336,7 +338,7 @@ impl Container {
         &self.bundle
     }
 
-    /// `/proc/<pid>/ns/net`, for `nsenter --net=...` and [`crate::netns`].
+    /// `/proc/<pid>/ns/net`, for `nsenter --net=...` and [`crate::net::netns`].
     pub fn netns_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}/ns/net", self.pid))
     }

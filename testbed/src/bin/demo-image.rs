@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use whittle_testbed::fixtures;
+use whittle_testbed::images::fixtures;
 
 fn main() -> ExitCode {
     let Some(dest) = std::env::args_os().nth(1).map(PathBuf::from) else {

@@ -7,7 +7,7 @@
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use whittle_testbed::fixtures;
+use whittle_testbed::images::fixtures;
 use whittle_testbed::runc::{Bundle, Container, DEFAULT_CAPABILITIES, RunOptions};
 use whittle_testbed::sensor::sensor_binary;
 

@@ -8,6 +8,9 @@
 //! report endpoint, say) listens there with [`Cluster::listen`], and a process that must run
 //! where pods can reach it (the operator) runs under [`Cluster::net_command`].
 
+pub mod certs;
+pub mod control_plane;
+pub mod helm;
 pub mod namespace;
 pub mod node;
 pub mod node_config;
@@ -21,10 +24,10 @@ use kube::Client;
 pub use namespace::{KUBERNETES_SERVICE_IP, NODE_IP, NodeNamespace, POD_CIDR, SERVICE_CIDR};
 pub use node::Node;
 
-use crate::control_plane::ControlPlane;
+use crate::cluster::control_plane::ControlPlane;
 use crate::error::Result;
-use crate::fixtures;
-use crate::registry::Registry;
+use crate::images::fixtures;
+use crate::images::registry::Registry;
 
 /// Fields drop in order: the node before the registry and control plane it uses, the
 /// namespace last.
@@ -86,7 +89,7 @@ impl Cluster {
 
     /// A listener on the node IP (port 0 picks one), reachable from pods.
     pub fn listen(&self, port: u16) -> Result<TcpListener> {
-        crate::netns::listen_on(&self.ns.netns_path(), SocketAddr::from((NODE_IP, port)))
+        crate::net::netns::listen_on(&self.ns.netns_path(), SocketAddr::from((NODE_IP, port)))
     }
 
     /// A command run inside the cluster's network namespace: it sees the apiserver and the
@@ -96,7 +99,7 @@ impl Cluster {
         self.ns.net_command(program)
     }
 
-    /// `/proc/<pid>/ns/net` of the cluster's namespace, for [`crate::netns`] sockets.
+    /// `/proc/<pid>/ns/net` of the cluster's namespace, for [`crate::net::netns`] sockets.
     pub fn netns_path(&self) -> PathBuf {
         self.ns.netns_path()
     }

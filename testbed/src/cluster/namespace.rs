@@ -6,7 +6,7 @@
 //! holds the node IP, and a default route through it leads nowhere. Nothing in it can reach
 //! another machine, and parallel clusters each have their own, so they reuse the same addresses
 //! and ports without colliding. The host reaches the cluster through loopback port forwards
-//! ([`crate::netns::Forward`]).
+//! ([`crate::net::netns::Forward`]).
 //!
 //! containerd and kubelet also share a private mount namespace: kubelet mounts Secret and
 //! downward-API volumes that runc must see, and their mounts (overlay snapshots, tmpfs volumes,
@@ -23,7 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
-use crate::{netns, tools};
+use crate::net::netns;
+use crate::tools;
 
 /// The node's address inside its namespace (the same in every cluster: each has its own
 /// namespace).
@@ -121,7 +122,7 @@ impl NodeNamespace {
         self.holder.id()
     }
 
-    /// `/proc/<holder>/ns/net`, for [`crate::netns`] sockets and `nsenter --net`.
+    /// `/proc/<holder>/ns/net`, for [`crate::net::netns`] sockets and `nsenter --net`.
     pub fn netns_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}/ns/net", self.pid()))
     }

@@ -11,13 +11,13 @@ use kube::Api;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::certs::NODE_NAME;
+use crate::cluster::certs::NODE_NAME;
+use crate::cluster::control_plane::ControlPlane;
 use crate::cluster::namespace::NodeNamespace;
 use crate::cluster::node_config;
-use crate::control_plane::ControlPlane;
 use crate::error::{Error, IoContext, Result};
+use crate::images::registry::random_hex;
 use crate::process::Daemon;
-use crate::registry::random_hex;
 use crate::tools;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::certs::NODE_NAME;
+use crate::cluster::certs::NODE_NAME;
 use crate::cluster::namespace::{NODE_IP, POD_CIDR};
 
 /// containerd v2: everything under `dir`, sockets included, so parallel nodes never meet.

@@ -15,13 +15,14 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
-use crate::certs::Pki;
+use crate::cluster::certs::Pki;
 use crate::cluster::namespace::{NODE_IP, NodeNamespace, SERVICE_CIDR};
 use crate::error::{Error, IoContext, Result};
-use crate::netns::Forward;
+use crate::images::registry::random_hex;
+use crate::net::netns::Forward;
+use crate::net::ports;
 use crate::process::{Daemon, tail};
-use crate::registry::random_hex;
-use crate::{ports, tools};
+use crate::tools;
 
 pub struct ControlPlane {
     processes: Vec<Daemon>,

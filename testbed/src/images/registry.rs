@@ -12,8 +12,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::cluster::namespace::NodeNamespace;
 use crate::error::{Error, IoContext, Result};
-use crate::netns::Forward;
-use crate::{http, ports, tools};
+use crate::net::netns::Forward;
+use crate::net::{http, ports};
+use crate::tools;
 
 pub struct Registry {
     port: u16,

@@ -12,8 +12,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
-use crate::registry::Registry;
-use crate::{oci_layout, tools};
+use crate::images::oci_layout;
+use crate::images::registry::Registry;
+use crate::tools;
 
 /// A cached OCI image layout.
 #[derive(Debug, Clone)]
@@ -307,7 +308,7 @@ fn umoci_new(layout: &Path) -> Result<()> {
 }
 
 fn append_layer(layout: &Path, dir: &Path, created_by: &str) -> Result<()> {
-    crate::oci_layout::append_layer(layout, "latest", dir, created_by)
+    crate::images::oci_layout::append_layer(layout, "latest", dir, created_by)
 }
 
 fn umoci_config(layout: &Path, args: &[String]) -> Result<()> {

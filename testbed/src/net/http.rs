@@ -1,5 +1,5 @@
 //! A tiny HTTP/1.0 client for readiness probes and for requests made from inside a container's
-//! network namespace, where the socket must be created by hand (see [`crate::netns`]).
+//! network namespace, where the socket must be created by hand (see [`crate::net::netns`]).
 //! HTTP/1.0 keeps it honest and small: the server closes the connection and sends no chunks.
 
 use std::io::{Read, Write};
