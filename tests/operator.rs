@@ -21,7 +21,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodTemplateSpec, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
@@ -130,30 +130,9 @@ async fn timed(name: &str, scenario: impl std::future::Future<Output = ()>) {
     eprintln!("scenario '{name}' passed in {:.1?}", start.elapsed());
 }
 
-async fn namespace(c: &Cluster, prefix: &str, labels: Value) -> (Client, String) {
-    let name = c
-        .control_plane()
-        .namespace(prefix)
-        .await
-        .expect("namespace");
-    let client = c.client();
-    if labels != Value::Null {
-        Api::<Namespace>::all(client.clone())
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": labels}})),
-            )
-            .await
-            .expect("label namespace");
-    }
-    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        Api::namespaced(client.clone(), &name);
-    wait_for("the default service account", || async {
-        sa.get_opt("default").await.ok().flatten().is_some()
-    })
-    .await;
-    (client, name)
+async fn namespace(c: &Cluster, prefix: &str, labels: &[(&str, &str)]) -> (Client, String) {
+    let name = c.namespace(prefix, labels).await.expect("namespace");
+    (c.client(), name)
 }
 
 async fn wait_for<F, Fut>(what: &str, mut check: F)
@@ -276,7 +255,7 @@ async fn ready_pod_ip(pods: &Api<Pod>, selector: &str) -> String {
 }
 
 async fn nginx_example(c: &Cluster, registry: &str) {
-    let (client, ns) = namespace(c, "nginx", Value::Null).await;
+    let (client, ns) = namespace(c, "nginx", &[]).await;
     for file in ["deployment.yaml", "service.yaml"] {
         apply(
             &client,
@@ -338,7 +317,7 @@ async fn restricted_workload(c: &Cluster, busybox: &str) {
     let (client, ns) = namespace(
         c,
         "restricted",
-        json!({"pod-security.kubernetes.io/enforce": "restricted"}),
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
     )
     .await;
     let deployment = json!({
@@ -409,7 +388,7 @@ async fn restricted_workload(c: &Cluster, busybox: &str) {
 }
 
 async fn deleted_mid_observation(c: &Cluster, busybox: &str) {
-    let (client, ns) = namespace(c, "deleted", Value::Null).await;
+    let (client, ns) = namespace(c, "deleted", &[]).await;
     let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web"},
@@ -511,7 +490,7 @@ fn freeze_sensor_of(pod: &str) {
 /// One replica, two reports needed: the pod is killed without a chance to report during
 /// observation, its replacement reports when the original comes back, the killed one never does.
 async fn silent_pod(c: &Cluster, busybox: &str) {
-    let (client, ns) = namespace(c, "silent", Value::Null).await;
+    let (client, ns) = namespace(c, "silent", &[]).await;
     let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web"},

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -111,30 +111,9 @@ fn instrument(image: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-async fn namespace(c: &Cluster, prefix: &str, labels: Value) -> (Client, String) {
-    let name = c
-        .control_plane()
-        .namespace(prefix)
-        .await
-        .expect("namespace");
-    let client = c.client();
-    if labels != Value::Null {
-        let api: Api<Namespace> = Api::all(client.clone());
-        api.patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": labels}})),
-        )
-        .await
-        .expect("label namespace");
-    }
-    wait("the default service account", || async {
-        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(client.clone(), &name);
-        sa.get_opt("default").await.ok().flatten().is_some()
-    })
-    .await;
-    (client, name)
+async fn namespace(c: &Cluster, prefix: &str, labels: &[(&str, &str)]) -> (Client, String) {
+    let name = c.namespace(prefix, labels).await.expect("namespace");
+    (c.client(), name)
 }
 
 async fn create<K>(client: &Client, ns: &str, object: Value) -> K
@@ -229,7 +208,7 @@ async fn pull_secret_readiness_and_service(
     nginx: &str,
     busybox: &str,
 ) {
-    let (client, ns) = namespace(c, "pull", Value::Null).await;
+    let (client, ns) = namespace(c, "pull", &[]).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
 
     // Without the pull secret the htpasswd registry refuses the node.
@@ -351,7 +330,7 @@ async fn pull_secret_readiness_and_service(
 }
 
 async fn env_and_downward_api(c: &Cluster, busybox: &str) {
-    let (client, ns) = namespace(c, "env", Value::Null).await;
+    let (client, ns) = namespace(c, "env", &[]).await;
     create::<Secret>(
         &client,
         &ns,
@@ -399,7 +378,7 @@ async fn env_and_downward_api(c: &Cluster, busybox: &str) {
 /// The image's StopSignal is SIGUSR1: a handler that takes 3 s runs to its end within a 20 s
 /// grace period; a pod that ignores the signal is killed when its 3 s grace period ends.
 async fn stop_signal_and_grace(c: &Cluster, busybox_usr1: &str) {
-    let (client, ns) = namespace(c, "stop", Value::Null).await;
+    let (client, ns) = namespace(c, "stop", &[]).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let shared = tempfile::tempdir().expect("temp dir");
     let marker = |name: &str| shared.path().join(name);
@@ -466,7 +445,7 @@ async fn restricted_sensor(c: &Cluster, instrumented: &str) {
     let (client, ns) = namespace(
         c,
         "restricted",
-        json!({"pod-security.kubernetes.io/enforce": "restricted"}),
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
     )
     .await;
     let refused = Api::<Pod>::namespaced(client.clone(), &ns)
@@ -586,7 +565,7 @@ fn receive_one_post(listener: TcpListener) -> (String, Vec<u8>) {
 }
 
 async fn job_completes(c: &Cluster, busybox: &str) {
-    let (client, ns) = namespace(c, "job", Value::Null).await;
+    let (client, ns) = namespace(c, "job", &[]).await;
     create::<Job>(
         &client,
         &ns,
@@ -608,7 +587,7 @@ async fn job_completes(c: &Cluster, busybox: &str) {
 }
 
 async fn host_network(c: &Cluster, busybox: &str) {
-    let (client, ns) = namespace(c, "hostnet", Value::Null).await;
+    let (client, ns) = namespace(c, "hostnet", &[]).await;
     let mut pod = busybox_pod("hostnet", busybox, "httpd -f -p 18080 -h /www");
     pod["spec"]["hostNetwork"] = json!(true);
     pod["spec"]["containers"][0]["readinessProbe"] =

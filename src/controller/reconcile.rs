@@ -225,14 +225,16 @@ impl Step<'_> {
     /// becomes final.
     fn out_of_time(&self) -> bool {
         let limited = matches!(self.status.phase(), Phase::Instrumenting | Phase::Hardening);
-        let limit = self
-            .workflow
+        limited && self.since_phase_start() > self.harden_limit()
+    }
+
+    fn harden_limit(&self) -> Duration {
+        self.workflow
             .spec
             .harden
             .timeout
             .get()
-            .unwrap_or(Duration::MAX);
-        limited && self.since_phase_start() > limit
+            .unwrap_or(Duration::MAX)
     }
 
     fn condition(&mut self, type_: ConditionType, ok: bool, reason: &str, message: &str) {
@@ -568,14 +570,8 @@ impl Step<'_> {
         )?;
         let store = self.store(&d).await?;
         let reports = reports::load_all(&self.ctx.client, self.workflow).await?;
-        let limit = self
-            .workflow
-            .spec
-            .harden
-            .timeout
-            .get()
-            .unwrap_or(Duration::MAX);
-        let left = phase::remaining(self.since_phase_start(), limit).unwrap_or_default();
+        let left =
+            phase::remaining(self.since_phase_start(), self.harden_limit()).unwrap_or_default();
         let started = Instant::now();
         let summary = tokio::time::timeout(
             left,

@@ -19,7 +19,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Command;
 
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
 
 pub use namespace::{KUBERNETES_SERVICE_IP, NODE_IP, NodeNamespace, POD_CIDR, SERVICE_CIDR};
 pub use node::Node;
@@ -80,6 +82,39 @@ impl Cluster {
         let registry = Registry::start_in(&self.ns, auth)?;
         self.node.trust_registry(&registry.host())?;
         Ok(registry)
+    }
+
+    /// A namespace with a random name and `labels` (e.g. a Pod Security level), returned once
+    /// its `default` service account exists, so that pods are admitted in it.
+    pub async fn namespace(&self, prefix: &str, labels: &[(&str, &str)]) -> Result<String> {
+        let name = self.plane.namespace(prefix).await?;
+        let client = self.client();
+        if !labels.is_empty() {
+            let labels: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+                .collect();
+            Api::<Namespace>::all(client.clone())
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"metadata": {"labels": labels}})),
+                )
+                .await?;
+        }
+        let accounts: Api<ServiceAccount> = Api::namespaced(client, &name);
+        let start = std::time::Instant::now();
+        while accounts.get_opt("default").await?.is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                return Err(crate::Error::NotReady {
+                    component: format!("the default service account of namespace {name}"),
+                    seconds: 60,
+                    detail: "kube-controller-manager did not create it".into(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(name)
     }
 
     /// An admin kubeconfig, valid on the host and inside the namespace.
