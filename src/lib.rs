@@ -9,6 +9,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod api;
 pub mod controller;
 pub mod image;
+pub mod leader;
 pub mod local;
 pub mod metrics;
 pub mod reports;

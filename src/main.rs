@@ -7,7 +7,7 @@ mod cli;
 fn main() -> ExitCode {
     whittle::init_tls();
     let args = cli::Cli::parse();
-    cli::init_tracing(args.verbose);
+    cli::init_tracing(args.verbose, args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

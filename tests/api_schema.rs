@@ -104,7 +104,7 @@ async fn the_api_server_enforces_the_schema() {
         json!({
             "target": {"kind": "Deployment", "name": "web"},
             "registry": {"insecure": false},
-            "observe": {"duration": "10m", "minReports": 1, "collectTimeout": "5m", "sensorMode": "ptrace"},
+            "observe": {"minReports": 1, "collectTimeout": "5m", "sensorMode": "ptrace"},
             "harden": {"include": [], "exclude": [], "timeout": "15m"},
             "verify": {"enabled": true, "timeout": "5m"},
             "promote": false,
@@ -272,7 +272,10 @@ async fn the_api_server_enforces_the_schema() {
     .expect("metadata can change after the start");
     set_phase(&typed, "ok", Phase::Observing).await;
     let now = typed.get("ok").await.expect("get");
-    assert_eq!(now.spec.observe.duration.as_str(), "30m");
+    assert_eq!(
+        now.spec.observe.duration.as_ref().map(|d| d.as_str()),
+        Some("30m")
+    );
 
     // kubectl shows the printer columns.
     let kubectl = whittle_testbed::tools::kube_binary("kubectl").expect("kubectl");

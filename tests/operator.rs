@@ -10,80 +10,35 @@
 //! - a workflow deleted mid-observation leaves the Deployment's pod template exactly as it was,
 //!   and its token Secret and report ConfigMaps are gone;
 //! - a pod killed without grace never reports: Failed after collectTimeout, naming that pod,
-//!   the Deployment restored.
+//!   the Deployment restored;
+//! - `examples/exercise`: an exercise Job runs against the instrumented original and again
+//!   against the hardened rollout, which passes verification (and the restricted workload is
+//!   promoted: its Deployment keeps the hardened image);
+//! - a hardened image that fails its readiness probe is rolled back: Failed, the probe's failure
+//!   in status.verification and an Event, the pod template restored;
+//! - the registry stopped mid-workflow: retried with Events, then Failed naming the registry
+//!   after harden.timeout, the Deployment restored, nothing under the hardened tag;
+//! - a user's scale and env edit made while instrumented survive the restore, with an Event.
 //!
+//! Killing the operator in every phase and leader election are in `operator_resilience.rs`.
 //! Schema validation and the report intake's refusals are tested in `api_schema.rs` and
 //! `report_intake.rs`, against the same real API server.
 
+mod support;
+
 use std::fs;
-use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec, Secret};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
-use whittle::api::{HardeningWorkflow, Phase};
-use whittle_testbed::cluster::{Cluster, NODE_IP};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use whittle::api::{HardeningWorkflow, Phase, VerificationResult};
+use whittle_testbed::cluster::Cluster;
 use whittle_testbed::images::fixtures;
-use whittle_testbed::sensor::sensor_binary;
 
-const WAIT: Duration = Duration::from_secs(240);
-
-/// `whittle operator` in the cluster's namespace; killed when dropped.
-struct Operator {
-    child: Child,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Operator {
-    fn start(cluster: &Cluster) -> Operator {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("operator.log");
-        let port = cluster
-            .listen(0)
-            .expect("probe a port")
-            .local_addr()
-            .expect("address")
-            .port();
-        let out = fs::File::create(&log).expect("log file");
-        let child = cluster
-            .net_command(env!("CARGO_BIN_EXE_whittle"))
-            .args(["operator", "--listen"])
-            .arg(format!("0.0.0.0:{port}"))
-            .arg("--report-address")
-            .arg(format!("{NODE_IP}:{port}"))
-            .arg("--sensor")
-            .arg(sensor_binary().expect("sensor"))
-            .env("KUBECONFIG", cluster.kubeconfig())
-            .env("RUST_LOG", "whittle=info,warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .expect("start whittle operator");
-        Operator {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn workflows_run_on_a_real_cluster() {
@@ -98,160 +53,47 @@ async fn workflows_run_on_a_real_cluster() {
         .expect("nginx fixture")
         .push(cluster.registry(), "whittle-examples/nginx:1")
         .expect("push nginx");
-    let busybox = fixtures::busybox(None)
-        .expect("busybox fixture")
+    let busybox_fixture = fixtures::busybox(None).expect("busybox fixture");
+    let busybox = busybox_fixture
         .push(cluster.registry(), "shop/busybox:1")
         .expect("push busybox");
+    busybox_fixture
+        .push(cluster.registry(), "whittle-examples/busybox:1")
+        .expect("push busybox for the examples");
+    let mut outage = cluster.start_registry(false).expect("a registry to stop");
+    let outage_image = busybox_fixture
+        .push(&outage, "outage/busybox:1")
+        .expect("push busybox to the registry that stops");
     let operator = Operator::start(&cluster);
 
     let c = &cluster;
-    let outcome = tokio::time::timeout(Duration::from_secs(600), async {
+    let outcome = tokio::time::timeout(Duration::from_secs(900), async {
         tokio::join!(
             timed("examples/nginx", nginx_example(c, &registry)),
-            timed("restricted, ptrace", restricted_workload(c, &busybox)),
+            timed("examples/exercise", exercise_example(c, &registry)),
+            timed(
+                "restricted, ptrace, promoted",
+                restricted_workload(c, &busybox)
+            ),
             timed(
                 "deleted mid-observation",
                 deleted_mid_observation(c, &busybox)
             ),
             timed("a pod that never reports", silent_pod(c, &busybox)),
+            timed("hardened image not ready", readiness_rollback(c, &busybox)),
+            timed(
+                "registry outage",
+                registry_outage(c, &mut outage, &outage_image)
+            ),
+            timed("user edits kept", user_edits_kept(c, &busybox)),
         )
     })
     .await;
     assert!(
         outcome.is_ok(),
-        "the scenarios did not finish in 600s; operator log:\n{}",
+        "the scenarios did not finish in 900s; operator log:\n{}",
         operator.log()
     );
-}
-
-async fn timed(name: &str, scenario: impl std::future::Future<Output = ()>) {
-    let start = Instant::now();
-    scenario.await;
-    eprintln!("scenario '{name}' passed in {:.1?}", start.elapsed());
-}
-
-async fn namespace(c: &Cluster, prefix: &str, labels: &[(&str, &str)]) -> (Client, String) {
-    let name = c.namespace(prefix, labels).await.expect("namespace");
-    (c.client(), name)
-}
-
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Applies an object (server-side, as `kubectl apply --server-side` would).
-async fn apply(client: &Client, ns: &str, object: &Value) {
-    let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
-        api_version: object["apiVersion"].as_str().expect("apiVersion").into(),
-        kind: object["kind"].as_str().expect("kind").into(),
-    })
-    .expect("gvk");
-    let plural = format!("{}s", gvk.kind.to_lowercase());
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource::from_gvk_with_plural(&gvk, &plural),
-    );
-    let name = object["metadata"]["name"].as_str().expect("name");
-    api.patch(
-        name,
-        &PatchParams::apply("whittle-test").force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-/// Reads an example's YAML, with the example registry replaced by the test's.
-fn example(path: &str, registry: &str) -> Value {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    let text = fs::read_to_string(&file).expect("read example");
-    serde_saphyr::from_str(&text.replace("localhost:5000", registry)).expect("YAML")
-}
-
-async fn workflow(client: &Client, ns: &str, name: &str) -> Option<HardeningWorkflow> {
-    Api::<HardeningWorkflow>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .expect("get workflow")
-}
-
-/// Waits until the workflow reaches `phase`; fails at once with its message if it fails.
-async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> HardeningWorkflow {
-    let start = Instant::now();
-    loop {
-        let w = workflow(client, ns, name).await.expect("workflow exists");
-        let status = w.status.clone().unwrap_or_default();
-        if status.phase() == phase {
-            return w;
-        }
-        assert!(
-            status.phase() != Phase::Failed,
-            "workflow {ns}/{name} failed: {:?}",
-            status.message
-        );
-        assert!(
-            start.elapsed() < WAIT,
-            "workflow {ns}/{name} not {phase} after {WAIT:?}: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn template(client: &Client, ns: &str, name: &str) -> PodTemplateSpec {
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .expect("deployment")
-        .spec
-        .template
-}
-
-/// GET `path` from a pod's IP, from the node.
-fn get_from_node(cluster: &Cluster, ip: &str, port: u16, path: &str) -> (u16, Vec<u8>) {
-    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("address");
-    let stream = whittle_testbed::net::netns::in_netns(&cluster.netns_path(), move || {
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-    })
-    .expect("connect");
-    let r = whittle_testbed::net::http::get(stream, &addr.to_string(), path).expect("GET");
-    (r.status, r.body)
-}
-
-async fn ready_pod_ip(pods: &Api<Pod>, selector: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let list = pods
-            .list(&ListParams::default().labels(selector))
-            .await
-            .expect("list pods");
-        let ip = list.items.iter().find_map(|p| {
-            let status = p.status.as_ref()?;
-            let ready = status
-                .conditions
-                .as_ref()?
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            if ready && p.metadata.deletion_timestamp.is_none() {
-                status.pod_ip.clone()
-            } else {
-                None
-            }
-        });
-        if let Some(ip) = ip {
-            return ip;
-        }
-        assert!(start.elapsed() < WAIT, "no ready pod {selector}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 async fn nginx_example(c: &Cluster, registry: &str) {
@@ -337,7 +179,7 @@ async fn restricted_workload(c: &Cluster, busybox: &str) {
         "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
         "metadata": {"name": "web"},
         "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
-                 "observe": {"duration": "5s", "collectTimeout": "1m"}}
+                 "observe": {"duration": "5s", "collectTimeout": "1m"}, "promote": true}
     });
     apply(&client, &ns, &workflow).await;
     let observing = wait_phase(&client, &ns, "web", Phase::Observing).await;
@@ -384,7 +226,279 @@ async fn restricted_workload(c: &Cluster, busybox: &str) {
         1,
         "the sensor reported under restricted"
     );
-    assert!(status.hardened_image.is_some());
+    let hardened = status.hardened_image.expect("hardenedImage");
+    assert_eq!(
+        status.verification.map(|v| v.result),
+        Some(VerificationResult::Passed)
+    );
+
+    // Promoted: the Deployment keeps the hardened image, free of whittle's annotation, and a
+    // ready pod runs it under restricted.
+    let d = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .expect("deployment");
+    assert!(!d.annotations().contains_key("whittle.dev/original"));
+    let c = &d.spec.template.spec.as_ref().expect("pod spec").containers[0];
+    assert_eq!(c.image.as_deref(), Some(hardened.as_str()));
+    assert_eq!(
+        c.command.as_deref().map(|c| c[0].as_str()),
+        Some("httpd"),
+        "the user's command, unwrapped"
+    );
+    wait_for("a ready pod of the promoted image", || async {
+        pods.list(&ListParams::default().labels("app=web"))
+            .await
+            .map(|l| {
+                l.items.iter().any(|p| {
+                    let runs = p.spec.as_ref().is_some_and(|s| {
+                        s.containers[0].image.as_deref() == Some(hardened.as_str())
+                    });
+                    let ready = p.status.as_ref().is_some_and(|s| {
+                        s.container_statuses
+                            .as_ref()
+                            .is_some_and(|c| c.iter().all(|c| c.ready))
+                    });
+                    runs && ready && p.metadata.deletion_timestamp.is_none()
+                })
+            })
+            .unwrap_or(false)
+    })
+    .await;
+}
+
+/// examples/exercise: the nginx Deployment with an exercise Job (busybox wget) that runs
+/// against the instrumented original, then against the hardened rollout.
+async fn exercise_example(c: &Cluster, registry: &str) {
+    let (client, ns) = namespace(c, "exercise", &[]).await;
+    for file in ["nginx/deployment.yaml", "nginx/service.yaml"] {
+        apply(
+            &client,
+            &ns,
+            &example(&format!("examples/{file}"), registry),
+        )
+        .await;
+    }
+    let before = template(&client, &ns, "nginx").await;
+    let started = Instant::now();
+    apply(
+        &client,
+        &ns,
+        &example("examples/exercise/workflow.yaml", registry),
+    )
+    .await;
+    let w = wait_phase(&client, &ns, "nginx-exercised", Phase::Succeeded).await;
+    eprintln!(
+        "examples/exercise: apply to Succeeded in {:.1?}",
+        started.elapsed()
+    );
+    let status = w.status.expect("status");
+    let verification = status.verification.expect("status.verification");
+    assert_eq!(verification.result, VerificationResult::Passed);
+    assert!(
+        verification.message.contains("exercise passed"),
+        "{verification:?}"
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Verified" && c.status == "True")
+    );
+    assert_eq!(
+        jobs(&client, &ns, "nginx-exercised").await,
+        ["nginx-exercised-observe", "nginx-exercised-verify"]
+    );
+    let reasons: Vec<String> = events(&client, &ns, "nginx-exercised")
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    for wanted in [
+        "ExerciseStarted",
+        "RolledOutHardened",
+        "Verified",
+        "Succeeded",
+    ] {
+        assert!(reasons.iter().any(|r| r == wanted), "{wanted}: {reasons:?}");
+    }
+    assert_eq!(
+        template(&client, &ns, "nginx").await,
+        before,
+        "promote is off: the original template is back"
+    );
+}
+
+/// The hardened image lacks the page the readiness probe asks for (`harden.exclude`): its pod
+/// never becomes ready, the workflow fails with the probe's words, the original comes back.
+async fn readiness_rollback(c: &Cluster, busybox: &str) {
+    let (client, ns) = namespace(c, "notready", &[]).await;
+    let (deployment, service) = busybox_web(busybox, 1);
+    apply(&client, &ns, &deployment).await;
+    apply(&client, &ns, &service).await;
+    let before = template(&client, &ns, "web").await;
+    apply(
+        &client,
+        &ns,
+        &json!({
+            "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
+            "metadata": {"name": "web"},
+            "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
+                     "observe": {"duration": "3s", "collectTimeout": "1m"},
+                     "harden": {"exclude": ["/www/index.html"]},
+                     "verify": {"timeout": "20s"}}
+        }),
+    )
+    .await;
+    let failed = wait_failed(&client, &ns, "web").await;
+    let v = failed.verification.expect("status.verification");
+    assert_eq!(
+        (v.result, v.reason.as_str()),
+        (VerificationResult::Failed, "ReadinessFailed"),
+        "{v:?}"
+    );
+    assert!(
+        v.pod.is_some() && v.container.as_deref() == Some("web"),
+        "{v:?}"
+    );
+    assert!(
+        v.message.contains("Readiness probe failed") && v.message.contains("404"),
+        "the probe's failure is named: {}",
+        v.message
+    );
+    let ready = failed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(ready.reason, "ReadinessFailed");
+    assert!(
+        events(&client, &ns, "web")
+            .await
+            .iter()
+            .any(|(r, m)| r == "Failed" && m.contains("Readiness probe failed")),
+        "a Warning Event says why"
+    );
+    assert_eq!(
+        template(&client, &ns, "web").await,
+        before,
+        "rolled back to the original pod template"
+    );
+}
+
+/// The registry goes away while the workload is observed: hardening cannot reach it, is
+/// retried (Events say so), and fails after harden.timeout naming the registry; the Deployment
+/// is restored and nothing was pushed under the hardened tag.
+async fn registry_outage(
+    c: &Cluster,
+    registry: &mut whittle_testbed::images::registry::Registry,
+    image: &str,
+) {
+    let (client, ns) = namespace(c, "outage", &[]).await;
+    let (deployment, service) = busybox_web(image, 1);
+    apply(&client, &ns, &deployment).await;
+    apply(&client, &ns, &service).await;
+    let before = template(&client, &ns, "web").await;
+    apply(
+        &client,
+        &ns,
+        &json!({
+            "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
+            "metadata": {"name": "web"},
+            "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
+                     "observe": {"duration": "8s", "collectTimeout": "1m"},
+                     "harden": {"timeout": "20s"}}
+        }),
+    )
+    .await;
+    wait_phase(&client, &ns, "web", Phase::Observing).await;
+    let host = registry.host();
+    registry.stop();
+    let failed = wait_failed(&client, &ns, "web").await;
+    let message = failed.message.unwrap_or_default();
+    assert!(
+        message.contains("Hardening gave up after 20s") && message.contains(&host),
+        "the reason names the registry: {message}"
+    );
+    assert!(
+        events(&client, &ns, "web")
+            .await
+            .iter()
+            .any(|(r, m)| r == "Retrying" && m.contains(&host)),
+        "Events say that whittle retried"
+    );
+    assert_eq!(template(&client, &ns, "web").await, before);
+    let tags = registry
+        .storage()
+        .join("docker/registry/v2/repositories/outage/busybox/_manifests/tags");
+    assert!(
+        tags.join("1").exists(),
+        "the source tag is where the test looks"
+    );
+    assert!(
+        !tags.join("1-whittle-hardened").exists(),
+        "nothing was pushed under the hardened tag"
+    );
+}
+
+/// While the workload is instrumented, its owner scales it and adds an env var: the restore
+/// gives back only whittle's fields, the edits stay, and an Event names who made them.
+async fn user_edits_kept(c: &Cluster, busybox: &str) {
+    let (client, ns) = namespace(c, "edits", &[]).await;
+    let (deployment, service) = busybox_web(busybox, 1);
+    apply(&client, &ns, &deployment).await;
+    apply(&client, &ns, &service).await;
+    apply(
+        &client,
+        &ns,
+        &json!({
+            "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
+            "metadata": {"name": "web"},
+            "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
+                     "observe": {"duration": "20s", "collectTimeout": "1m"}}
+        }),
+    )
+    .await;
+    wait_phase(&client, &ns, "web", Phase::Observing).await;
+    // A second later than whittle's apply: managedFields times have a resolution of 1 s.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .patch(
+            "web",
+            &PatchParams {
+                field_manager: Some("user-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Strategic(json!({"spec": {"replicas": 2, "template": {"spec": {
+                "containers": [{"name": "web", "env": [{"name": "EXTRA", "value": "kept"}]}]}}}})),
+        )
+        .await
+        .expect("the user's edit");
+    wait_phase(&client, &ns, "web", Phase::Succeeded).await;
+    let d = deployments.get("web").await.expect("deployment");
+    assert_eq!(d.spec.replicas, Some(2), "the scale is kept");
+    let c = &d.spec.template.spec.as_ref().expect("pod spec").containers[0];
+    assert_eq!(c.image.as_deref(), Some(busybox));
+    let env: Vec<(String, Option<String>)> = c
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value))
+        .collect();
+    assert_eq!(
+        env,
+        [("EXTRA".to_string(), Some("kept".to_string()))],
+        "the user's env var stays, whittle's are gone"
+    );
+    assert!(
+        events(&client, &ns, "web")
+            .await
+            .iter()
+            .any(|(r, m)| r == "UserChangesKept" && m.contains("user-edit")),
+        "an Event says the edit was kept"
+    );
 }
 
 async fn deleted_mid_observation(c: &Cluster, busybox: &str) {

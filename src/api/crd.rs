@@ -119,7 +119,7 @@ mod tests {
         let observe = &spec["properties"]["observe"];
         assert_eq!(
             observe["default"],
-            serde_json::json!({"duration": "10m", "minReports": 1, "collectTimeout": "5m", "sensorMode": "ptrace"})
+            serde_json::json!({"minReports": 1, "collectTimeout": "5m", "sensorMode": "ptrace"})
         );
         assert_eq!(
             observe["properties"]["minReports"]["minimum"].as_f64(),

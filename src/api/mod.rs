@@ -18,6 +18,7 @@ pub use spec::{
 };
 pub use status::{
     ConditionStatus, ConditionType, HardenResult, HardeningWorkflowStatus, Phase, ReportsStatus,
+    Verification, VerificationResult,
 };
 
 impl HardeningWorkflow {
@@ -76,7 +77,9 @@ mod tests {
         let spec: HardeningWorkflowSpec =
             serde_json::from_value(serde_json::json!({"target": {"name": "web"}})).unwrap();
         assert_eq!(spec.target.kind, TargetKind::Deployment);
-        assert_eq!(spec.observe.duration.as_str(), "10m");
+        assert_eq!(spec.observe.duration, None);
+        assert_eq!(spec.observe.duration_after(false).as_secs(), 600);
+        assert_eq!(spec.observe.duration_after(true).as_secs(), 0);
         assert_eq!(spec.observe.min_reports, 1);
         assert_eq!(spec.observe.collect_timeout.as_str(), "5m");
         assert_eq!(spec.observe.sensor_mode, SensorMode::Ptrace);

@@ -38,6 +38,17 @@ pub fn report_config_map_name(workflow: &str, pod: &str) -> String {
     fit_name(&format!("{workflow}-report-{pod}"), MAX_NAME)
 }
 
+/// Label on an exercise Job: `observe` (against the instrumented original) or `verify`
+/// (against the hardened image).
+pub const EXERCISE_LABEL: &str = "whittle.dev/exercise";
+
+/// The exercise Job of one run: `<workflow>-observe` or `<workflow>-verify`. A fixed name, so
+/// a restarted operator finds the Job it made instead of making another. At most 63
+/// characters: the Job controller copies the name into a label of its pods.
+pub fn exercise_job_name(workflow: &str, run: &str) -> String {
+    fit_name(&format!("{workflow}-{run}"), MAX_LABEL_VALUE)
+}
+
 /// The path the sensors POST their reports to; the controller puts it in `WHITTLE_REPORT_URL`.
 pub fn report_path(namespace: &str, workflow: &str) -> String {
     format!("/v1/reports/{namespace}/{workflow}")

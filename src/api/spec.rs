@@ -140,9 +140,11 @@ pub struct Registry {
 #[serde(rename_all = "camelCase")]
 pub struct Observe {
     /// How long the instrumented workload runs before whittle restores the original and
-    /// collects the reports, e.g. `30s`, `10m`, `1h30m`.
-    #[serde(default = "Observe::default_duration")]
-    pub duration: DurationString,
+    /// collects the reports, e.g. `30s`, `10m`, `1h30m`. Without an exercise: 10m when unset.
+    /// With an exercise, observation ends when its Job has succeeded, then lasts this much
+    /// longer if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<DurationString>,
     /// Reports needed to harden; fewer after collectTimeout fails the workflow.
     #[serde(default = "Observe::default_min_reports")]
     #[schemars(range(min = 1))]
@@ -157,10 +159,29 @@ pub struct Observe {
     pub sensor_mode: SensorMode,
 }
 
+/// How long observation lasts without an exercise when `observe.duration` is unset.
+pub const DEFAULT_OBSERVE: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl Observe {
-    fn default_duration() -> DurationString {
-        DurationString::new("10m")
+    /// How long to observe after the exercise Job succeeded (with an exercise) or in all
+    /// (without one).
+    pub fn duration_after(&self, exercised: bool) -> std::time::Duration {
+        match &self.duration {
+            Some(d) => d.get().unwrap_or_default(),
+            None if exercised => std::time::Duration::ZERO,
+            None => DEFAULT_OBSERVE,
+        }
     }
+
+    /// The duration as the user wrote it, or what applies when unset, for messages.
+    pub fn duration_text(&self, exercised: bool) -> String {
+        match (&self.duration, exercised) {
+            (Some(d), _) => d.as_str().to_string(),
+            (None, true) => "until the exercise Job succeeds".to_string(),
+            (None, false) => "10m".to_string(),
+        }
+    }
+
     fn default_min_reports() -> u32 {
         1
     }
@@ -172,7 +193,7 @@ impl Observe {
 impl Default for Observe {
     fn default() -> Self {
         Observe {
-            duration: Observe::default_duration(),
+            duration: None,
             min_reports: Observe::default_min_reports(),
             collect_timeout: Observe::default_collect_timeout(),
             sensor_mode: SensorMode::default(),
@@ -206,8 +227,19 @@ pub struct Exercise {
     #[schemars(length(min = 1, max = 63))]
     pub service: Option<String>,
     /// The pod template of the exercise Job; it must end with success against the original.
+    /// Every container gets `WHITTLE_TARGET`, the Service's `ClusterIP:port`.
     #[schemars(schema_with = "pod_template_schema")]
     pub template: PodTemplateSpec,
+    /// How long one run of the exercise Job may take (its activeDeadlineSeconds).
+    #[serde(default = "Exercise::default_timeout")]
+    #[schemars(schema_with = "duration::positive_schema")]
+    pub timeout: DurationString,
+}
+
+impl Exercise {
+    fn default_timeout() -> DurationString {
+        DurationString::new("10m")
+    }
 }
 
 // The full PodTemplateSpec schema would add hundreds of kilobytes to the CRD; the API server

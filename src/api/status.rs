@@ -39,6 +39,9 @@ pub struct HardeningWorkflowStatus {
     /// What hardening removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<HardenResult>,
+    /// The verdict of running the hardened image: what passed, or what failed and where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
     /// What is happening or what went wrong, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -192,6 +195,30 @@ impl ReportsStatus {
         silent.sort_unstable();
         silent
     }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum VerificationResult {
+    Passed,
+    Failed,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// Passed or Failed.
+    pub result: VerificationResult,
+    /// In one word: Passed, RolloutFailed, CrashLooping, ReadinessFailed, ExerciseFailed,
+    /// Timeout.
+    pub reason: String,
+    /// What was checked or what went wrong, with the failing container's last log lines.
+    pub message: String,
+    /// The pod that failed, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The container that failed, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
+use futures::future::Either;
 use k8s_openapi::api::core::v1::Service;
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -13,6 +15,7 @@ use tracing::info;
 
 use whittle::controller::{self, Context};
 use whittle::image::instrument::find_sensor;
+use whittle::leader::Leadership;
 use whittle::metrics::Metrics;
 use whittle::server::{self, ServerState};
 
@@ -40,6 +43,13 @@ pub struct OperatorArgs {
     /// then `whittle-sensor` beside this binary).
     #[arg(long)]
     sensor: Option<PathBuf>,
+    /// Reconcile only while holding a Lease, so that of several replicas exactly one does;
+    /// every replica serves the report intake.
+    #[arg(long)]
+    leader_elect: bool,
+    /// The Lease for --leader-elect, in the namespace of --service.
+    #[arg(long, default_value = "whittle-operator")]
+    lease_name: String,
 }
 
 pub async fn operator(args: OperatorArgs) -> CliResult {
@@ -62,21 +72,74 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
     let server = tokio::spawn(server::serve(listener, state, stopped(stop_rx.clone())));
     info!(listen = %args.listen, %report_address, sensor = %sensor.display(), "whittle operator starting");
 
+    let signals = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::spawn(signals);
+
+    let leadership = match args.leader_elect {
+        false => None,
+        true => {
+            let identity = identity();
+            let mut l = Leadership::campaign(
+                client.clone(),
+                &args.service_namespace,
+                &args.lease_name,
+                &identity,
+            )
+            .await?;
+            info!(lease = %args.lease_name, %identity, "waiting to become the leader");
+            tokio::select! {
+                _ = l.acquired() => info!(%identity, "leading: reconciling workflows"),
+                _ = stopped(stop_rx.clone()) => {
+                    l.resign().await;
+                    server.await??;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            Some(l)
+        }
+    };
     let ctx = Arc::new(Context::new(
         client,
         metrics,
         format!("http://{report_address}"),
         sensor,
     ));
-    let signals = async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
+    let lost = Arc::new(AtomicBool::new(false));
+    let shutdown = {
+        let (stop, lost) = (stopped(stop_rx), lost.clone());
+        let lease_lost = match &leadership {
+            Some(l) => Either::Left(l.lost()),
+            None => Either::Right(std::future::pending::<()>()),
+        };
+        async move {
+            tokio::select! {
+                _ = stop => {}
+                _ = lease_lost => lost.store(true, Ordering::SeqCst),
+            }
+        }
     };
-    let shutdown = stopped(stop_rx);
-    tokio::spawn(signals);
     controller::run(ctx, args.concurrency, shutdown).await;
+    if lost.load(Ordering::SeqCst) {
+        // Another replica leads now; exiting lets this one campaign afresh when restarted,
+        // with nothing of the old term in memory.
+        return Err("lost the leader Lease; exiting so that a restart campaigns again".into());
+    }
+    if let Some(l) = leadership {
+        l.resign().await;
+    }
     server.await??;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who campaigns: the pod's name (the chart sets POD_NAME), else host and process id.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
 }
 
 /// SIGTERM (a pod being stopped) or Ctrl-C.

@@ -1,14 +1,15 @@
 //! The operator's controller: a kube-runtime `Controller` on HardeningWorkflow that also wakes
-//! when a target Deployment changes, when an instrumented pod changes, and when a report arrives
-//! (report ConfigMaps are owned by their workflow). Never an ownerReference on the user's
+//! when a target Deployment changes, when an instrumented pod changes, when a report arrives
+//! (report ConfigMaps are owned by their workflow) and when an exercise Job changes. Never an ownerReference on the user's
 //! Deployment: garbage collection would delete it with the workflow.
 //!
 //! - `reconcile`: the pipeline (observe → decide → act → record status)
 //! - `phase`, `template`: pure decisions and the pod-template changes, unit-tested
-//! - `deployment`, `images`, `token`: I/O against the API server and registries
+//! - `deployment`, `exercise`, `images`, `token`: I/O against the API server and registries
 
 pub mod deployment;
 pub mod error;
+pub mod exercise;
 pub mod images;
 pub mod phase;
 pub mod reconcile;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -156,10 +158,15 @@ pub async fn run(
     let store = controller.store();
     let (by_deployment, by_pod) = (store.clone(), store.clone());
     let metrics = ctx.metrics.clone();
+    let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
     controller
         .owns(
             Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+            watcher::Config::default().labels(&managed),
+        )
+        .owns(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
         )
         .watches(
             Api::<Deployment>::all(client.clone()),

@@ -79,6 +79,89 @@ pub fn pod_trouble(pods: &[Pod]) -> Option<String> {
     })
 }
 
+/// A pod's container that keeps a rollout from succeeding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trouble {
+    pub pod: String,
+    pub container: String,
+    pub detail: String,
+}
+
+/// Restarts after which a container counts as crash-looping: once may be a slow dependency,
+/// twice is the image.
+const CRASH_RESTARTS: i32 = 2;
+
+/// The first pod running `image` in `container` whose container keeps crashing: kubelet backs
+/// it off, or it has restarted [`CRASH_RESTARTS`] times.
+pub fn crash_looping(pods: &[Pod], container: &str, image: &str) -> Option<Trouble> {
+    running_image(pods, container, image).find_map(|(pod, status)| {
+        let waiting = status.state.as_ref()?.waiting.as_ref();
+        let backing_off = waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff");
+        if !backing_off && status.restart_count < CRASH_RESTARTS {
+            return None;
+        }
+        let last = status
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| {
+                format!(
+                    ", last exit code {}{}",
+                    t.exit_code,
+                    t.reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        Some(Trouble {
+            pod: pod.to_string(),
+            container: status.name.clone(),
+            detail: format!("restarted {} times{last}", status.restart_count),
+        })
+    })
+}
+
+/// The first pod running `image` whose `container` is not ready.
+pub fn not_ready(pods: &[Pod], container: &str, image: &str) -> Option<Trouble> {
+    running_image(pods, container, image)
+        .find(|(_, status)| !status.ready)
+        .map(|(pod, status)| Trouble {
+            pod: pod.to_string(),
+            container: status.name.clone(),
+            detail: "not ready".into(),
+        })
+}
+
+/// Pods not being deleted whose `container` runs `image`, with that container's status.
+fn running_image<'p>(
+    pods: &'p [Pod],
+    container: &'p str,
+    image: &'p str,
+) -> impl Iterator<Item = (&'p str, &'p k8s_openapi::api::core::v1::ContainerStatus)> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(move |p| {
+            p.spec.as_ref().is_some_and(|s| {
+                s.containers
+                    .iter()
+                    .any(|c| c.name == container && c.image.as_deref() == Some(image))
+            })
+        })
+        .filter_map(move |p| {
+            let name = p.metadata.name.as_deref()?;
+            let status = p
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .iter()
+                .find(|c| c.name == container)?;
+            Some((name, status))
+        })
+}
+
 /// What the Collecting phase does next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Collect {
@@ -247,5 +330,49 @@ mod tests {
         );
         assert_eq!(remaining(m, m), None);
         assert_eq!(remaining(Duration::from_secs(90), m), None);
+    }
+
+    #[test]
+    fn a_container_that_keeps_restarting_is_crash_looping_one_that_is_not_ready_is_named() {
+        let pod = |name: &str, restarts: i32, waiting: Option<&str>, ready: bool| -> Pod {
+            let state = match waiting {
+                Some(r) => json!({"waiting": {"reason": r}}),
+                None => json!({"running": {}}),
+            };
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"containers": [{"name": "web", "image": "h@1"}]},
+                "status": {"containerStatuses": [{"name": "web", "image": "h@1", "imageID": "",
+                    "ready": ready, "restartCount": restarts, "state": state,
+                    "lastState": {"terminated": {"exitCode": 127, "reason": "Error"}}}]}
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            crash_looping(&[pod("a", 1, None, false)], "web", "h@1"),
+            None
+        );
+        assert_eq!(
+            crash_looping(
+                &[pod("a", 1, Some("CrashLoopBackOff"), false)],
+                "web",
+                "h@1"
+            ),
+            Some(Trouble {
+                pod: "a".into(),
+                container: "web".into(),
+                detail: "restarted 1 times, last exit code 127 (Error)".into()
+            })
+        );
+        assert!(crash_looping(&[pod("b", 2, None, false)], "web", "h@1").is_some());
+        assert!(
+            crash_looping(&[pod("b", 5, None, false)], "web", "other@2").is_none(),
+            "only pods running the image under test count"
+        );
+        let pods = [pod("a", 0, None, true), pod("b", 0, None, false)];
+        assert_eq!(
+            not_ready(&pods, "web", "h@1").map(|t| t.pod),
+            Some("b".into())
+        );
     }
 }

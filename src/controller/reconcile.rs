@@ -4,9 +4,13 @@
 //! continues where the last one stopped.
 //!
 //! Pending → Instrumenting (push the instrumented image; apply the instrumented template; wait
-//! for the rollout) → Observing (until `observe.duration` has passed) → Collecting (original
-//! template restored; reports awaited) → Hardening → Succeeded. Any failure that retrying cannot
-//! fix restores the Deployment and ends in Failed.
+//! for the rollout) → Observing (the exercise Job and/or `observe.duration`) → Collecting
+//! (original template restored; reports awaited) → Hardening → Verifying (the hardened image
+//! rolled out and exercised; `exercising.rs`, `verifying.rs`) → Succeeded. Any failure that
+//! retrying cannot fix restores the Deployment and ends in Failed.
+
+mod exercising;
+mod verifying;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use tracing::{info, warn};
 
 use super::Context;
 use super::error::{Error, Result};
+use super::exercise::{self, Run};
 use super::phase::{self, Collect, POLL};
 use super::template::{self, Instrumentation, Saved};
 use super::{deployment, images, token};
@@ -80,8 +85,11 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
         Phase::Observing => s.observing().await,
         Phase::Collecting => s.collecting().await,
         Phase::Hardening => s.hardening().await,
-        // Verifying arrives with the verification work; nothing produces it yet.
-        Phase::Verifying | Phase::Succeeded | Phase::Failed => return Ok(Action::await_change()),
+        Phase::Verifying => s.verifying().await,
+        Phase::Succeeded | Phase::Failed => {
+            release(ctx, workflow).await?;
+            return Ok(Action::await_change());
+        }
     };
     let action = match outcome {
         Ok(action) => action,
@@ -138,7 +146,16 @@ async fn cleanup(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> 
     Ok(Action::await_change())
 }
 
+/// A finished workflow expects no more reports and runs no more tests: its token Secret and
+/// any exercise Job still running go. Idempotent; the reports stay with the workflow.
+async fn release(ctx: &Context, workflow: &HardeningWorkflow) -> Result<()> {
+    token::delete(&ctx.client, workflow).await?;
+    exercise::stop_running(&ctx.client, workflow).await
+}
+
 /// Applies the saved original when the Deployment is held by this workflow; true if it did.
+/// Changes others made to the Deployment meanwhile are kept (only whittle's fields go back),
+/// and an Event says whose they were.
 async fn restore(ctx: &Context, workflow: &HardeningWorkflow, d: &Deployment) -> Result<bool> {
     match Saved::on(d) {
         Some(Ok(saved)) if saved.belongs_to(workflow) => {
@@ -152,6 +169,15 @@ async fn restore(ctx: &Context, workflow: &HardeningWorkflow, d: &Deployment) ->
             )
             .await?;
             info!(workflow = %workflow.name_any(), deployment = %name, "restored the original pod template");
+            let editors = template::edited_by_others(d);
+            if !editors.is_empty() {
+                let note = format!(
+                    "Deployment {namespace}/{name} was changed by {} while whittle held it; whittle put back only the fields it had changed (image, command, its env entries, grace period), so those changes are kept",
+                    editors.join(", ")
+                );
+                ctx.event(workflow, EventType::Normal, "UserChangesKept", &note)
+                    .await;
+            }
             Ok(true)
         }
         _ => Ok(false),
@@ -287,6 +313,33 @@ impl Step<'_> {
         )
     }
 
+    /// The saved original when this workflow holds the Deployment, None when no workflow does;
+    /// an error when another workflow took it or the annotation is unreadable.
+    fn holds(&self, d: &Deployment) -> Result<Option<Saved>> {
+        match Saved::on(d) {
+            None => Ok(None),
+            Some(Ok(saved)) if saved.belongs_to(self.workflow) => Ok(Some(saved)),
+            Some(Ok(saved)) => Err(Error::Spec {
+                reason: "TargetBusy",
+                message: format!(
+                    "Deployment {}/{} was taken by workflow {} while this one ran",
+                    self.namespace(),
+                    self.target(),
+                    saved.workflow
+                ),
+            }),
+            Some(Err(e)) => Err(Error::Spec {
+                reason: "AnnotationCorrupt",
+                message: format!(
+                    "the {} annotation on Deployment {}/{} is not whittle's: {e}",
+                    template::ORIGINAL_ANNOTATION,
+                    self.namespace(),
+                    self.target()
+                ),
+            }),
+        }
+    }
+
     /// Pending: the target must exist, have the container, and not be held by another
     /// workflow. Until then the workflow waits (and the spec stays editable).
     async fn pending(&mut self) -> Result<Action> {
@@ -334,36 +387,10 @@ impl Step<'_> {
         let Some(instrumented_image) = self.status.instrumented_image.clone() else {
             return self.push_instrumented(&d, &container).await;
         };
-        match Saved::on(&d) {
-            Some(Ok(saved)) if saved.belongs_to(self.workflow) => {}
-            Some(Ok(saved)) => {
-                let message = format!(
-                    "Deployment {}/{} was taken by workflow {} before this one could instrument it",
-                    self.namespace(),
-                    self.target(),
-                    saved.workflow
-                );
-                return Err(Error::Spec {
-                    reason: "TargetBusy",
-                    message,
-                });
-            }
-            Some(Err(e)) => {
-                return Err(Error::Spec {
-                    reason: "AnnotationCorrupt",
-                    message: format!(
-                        "the {} annotation on Deployment {}/{} is not whittle's: {e}",
-                        template::ORIGINAL_ANNOTATION,
-                        self.namespace(),
-                        self.target()
-                    ),
-                });
-            }
-            None => {
-                return self
-                    .apply_instrumented(&d, &container, &instrumented_image)
-                    .await;
-            }
+        if self.holds(&d)?.is_none() {
+            return self
+                .apply_instrumented(&d, &container, &instrumented_image)
+                .await;
         }
 
         let pods = deployment::instrumented_pods(
@@ -381,10 +408,10 @@ impl Step<'_> {
             );
             self.status.reports = Some(ReportsStatus::new(&running, &BTreeSet::new()));
             self.condition(ConditionType::Instrumented, true, "RolledOut", &message);
-            let duration = self.workflow.spec.observe.duration.as_str().to_string();
+            let duration = self.observe_text();
             self.enter(
                 Phase::Observing,
-                format!("observing {} pod(s) for {duration}", running.len()),
+                format!("observing {} pod(s): {duration}", running.len()),
             );
             return Ok(Action::requeue(SOON));
         }
@@ -483,14 +510,23 @@ impl Step<'_> {
             expected.extend(phase::pods_running(&pods, &container, &image));
             self.status.reports = Some(ReportsStatus::new(&expected, &BTreeSet::new()));
         }
-        let duration = self
-            .workflow
-            .spec
-            .observe
-            .duration
-            .get()
-            .unwrap_or_default();
-        if let Some(left) = phase::remaining(self.since_phase_start(), duration) {
+        let observe = &self.workflow.spec.observe;
+        let (elapsed, limit) = match &self.workflow.spec.exercise {
+            None => (self.since_phase_start(), observe.duration_after(false)),
+            Some(_) => match self.exercise(Run::Observe, &d).await? {
+                exercising::Outcome::Running => return Ok(Action::requeue(POLL * 6)),
+                exercising::Outcome::Failed(why) => {
+                    return Err(Error::Spec {
+                        reason: "ExerciseFailed",
+                        message: format!(
+                            "the exercise failed against the original workload, so the exercise is at fault, not the image: {why}"
+                        ),
+                    });
+                }
+                exercising::Outcome::Passed { since } => (since, observe.duration_after(true)),
+            },
+        };
+        if let Some(left) = phase::remaining(elapsed, limit) {
             return Ok(Action::requeue(left.min(Duration::from_secs(30))));
         }
         restore(self.ctx, self.workflow, &d).await?;
@@ -502,6 +538,16 @@ impl Step<'_> {
         self.condition(ConditionType::Observed, true, "ObservationEnded", &message);
         self.enter(Phase::Collecting, message);
         Ok(Action::requeue(SOON))
+    }
+
+    /// How long observation lasts, for messages.
+    fn observe_text(&self) -> String {
+        let exercised = self.workflow.spec.exercise.is_some();
+        let text = self.workflow.spec.observe.duration_text(exercised);
+        match (exercised, &self.workflow.spec.observe.duration) {
+            (true, Some(_)) => format!("until the exercise Job succeeds, then {text}"),
+            _ => text,
+        }
     }
 
     fn expected(&self) -> BTreeSet<String> {
@@ -602,6 +648,19 @@ impl Step<'_> {
         self.status.hardened_image = Some(summary.hardened_image.clone());
         self.status.result = Some(result);
         self.condition(ConditionType::Hardened, true, "Pushed", &message);
+        if self.workflow.spec.verify.enabled {
+            self.condition(
+                ConditionType::Verified,
+                false,
+                "Verifying",
+                "rolling out the hardened image",
+            );
+            self.enter(
+                Phase::Verifying,
+                format!("{message}; verifying it: rolling it out"),
+            );
+            return Ok(Action::requeue(SOON));
+        }
         self.enter(Phase::Succeeded, message);
         Ok(Action::await_change())
     }
@@ -624,8 +683,15 @@ impl Step<'_> {
     /// the reason goes into status and a Warning Event.
     async fn fail(&mut self, reason: &str, message: &str) -> Result<()> {
         if let Some(d) = deployment::get(&self.ctx.client, &self.namespace(), self.target()).await?
+            && restore(self.ctx, self.workflow, &d).await?
         {
-            restore(self.ctx, self.workflow, &d).await?;
+            let metrics = &self.ctx.metrics;
+            metrics.rollbacks.with_label_values(&[reason]).inc();
+        }
+        if self.status.phase() == Phase::Verifying {
+            let metrics = &self.ctx.metrics;
+            metrics.verifications.with_label_values(&["failed"]).inc();
+            self.condition(ConditionType::Verified, false, reason, message);
         }
         warn!(workflow = %self.workflow.name_any(), %reason, %message, "workflow failed");
         self.status.set_phase(Phase::Failed, &self.now);

@@ -12,7 +12,9 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, SecurityContext};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::api::names::{TOKEN_KEY, WORKFLOW_LABEL, label_value};
+use std::collections::BTreeSet;
+
+use crate::api::names::{FIELD_MANAGER, TOKEN_KEY, WORKFLOW_LABEL, label_value};
 use crate::api::{HardeningWorkflow, SensorMode};
 use crate::image::config::SENSOR_PATH;
 
@@ -164,6 +166,32 @@ pub fn instrumented(deployment_name: &str, saved: &Saved, inst: &Instrumentation
     if saved.raised_grace() {
         spec["terminationGracePeriodSeconds"] = json!(MIN_GRACE_SECONDS);
     }
+    held(deployment_name, saved, spec)
+}
+
+/// The apply configuration that runs the hardened image to verify it: only the image changes
+/// (the hardened image keeps the original entrypoint, so the pod's own command still fits),
+/// and the Deployment is held again, with its pods labelled, until verification ends.
+pub fn hardened(deployment_name: &str, saved: &Saved, hardened_image: &str) -> Value {
+    let container = json!({"name": saved.container, "image": hardened_image});
+    held(deployment_name, saved, json!({"containers": [container]}))
+}
+
+/// The apply configuration of a promoted Deployment: it keeps the hardened image, and whittle
+/// lets go of everything else (the pod label and the annotation go; the Deployment is free).
+pub fn promoted(deployment_name: &str, saved: &Saved, hardened_image: &str) -> Value {
+    let container = json!({"name": saved.container, "image": hardened_image});
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": deployment_name},
+        "spec": {"template": {"spec": {"containers": [container]}}}
+    })
+}
+
+/// A configuration that changes the pod `spec` as given, labels the pods with the workflow and
+/// saves the original in the annotation: the Deployment is held by the workflow.
+fn held(deployment_name: &str, saved: &Saved, spec: Value) -> Value {
     let saved_text = serde_json::to_string(saved).unwrap_or_default();
     json!({
         "apiVersion": "apps/v1",
@@ -177,6 +205,42 @@ pub fn instrumented(deployment_name: &str, saved: &Saved, inst: &Instrumentation
             "spec": spec,
         }}
     })
+}
+
+/// The field managers other than whittle that changed the Deployment's spec since whittle last
+/// applied it (a `kubectl scale`, an edit, a GitOps sync): their changes survive a restore,
+/// and whittle says so. Status updates and metadata-only updates (the controller's revision
+/// annotation) do not count. managedFields times have a resolution of one second, so an edit
+/// in the very second of whittle's apply goes unnamed (it is kept all the same).
+pub fn edited_by_others(deployment: &Deployment) -> Vec<String> {
+    let fields = deployment
+        .metadata
+        .managed_fields
+        .as_deref()
+        .unwrap_or_default();
+    let ours = fields
+        .iter()
+        .filter(|f| f.manager.as_deref() == Some(FIELD_MANAGER) && f.subresource.is_none())
+        .filter_map(|f| f.time.as_ref().map(|t| t.0))
+        .max();
+    let Some(ours) = ours else {
+        return Vec::new();
+    };
+    let touches_spec = |f: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+        f.subresource.as_deref() == Some("scale")
+            || f.fields_v1
+                .as_ref()
+                .is_some_and(|v| v.0.get("f:spec").is_some())
+    };
+    let managers: BTreeSet<String> = fields
+        .iter()
+        .filter(|f| f.manager.as_deref() != Some(FIELD_MANAGER))
+        .filter(|f| f.subresource.as_deref() != Some("status"))
+        .filter(|f| f.time.as_ref().is_some_and(|t| t.0 > ours))
+        .filter(|f| touches_spec(f))
+        .filter_map(|f| f.manager.clone())
+        .collect();
+    managers.into_iter().collect()
 }
 
 /// The env entries whittle adds: where and how to report, and the pod's identity (unless the
@@ -388,5 +452,59 @@ mod tests {
         assert!(err.contains("2 containers (a, b)"), "{err}");
         let err = target_container(&two, Some("c")).unwrap_err();
         assert!(err.contains("no container \"c\""), "{err}");
+    }
+
+    #[test]
+    fn verification_holds_the_deployment_and_promotion_lets_it_go() {
+        let s = saved(
+            json!({"name": "web", "image": "r/web:1", "command": ["/app"]}),
+            Some(10),
+        );
+        let h = hardened("web", &s, "r/web@sha256:bb");
+        assert_eq!(
+            h["spec"]["template"]["spec"],
+            json!({"containers": [{"name": "web", "image": "r/web@sha256:bb"}]}),
+            "only the image: the hardened image keeps the original entrypoint"
+        );
+        assert!(h["metadata"]["annotations"][ORIGINAL_ANNOTATION].is_string());
+        assert_eq!(
+            h["spec"]["template"]["metadata"]["labels"][WORKFLOW_LABEL],
+            "harden-web"
+        );
+        let p = promoted("web", &s, "r/web@sha256:bb");
+        assert!(p["metadata"].get("annotations").is_none());
+        assert!(p["spec"]["template"].get("metadata").is_none());
+        assert_eq!(
+            p["spec"]["template"]["spec"]["containers"][0]["image"],
+            "r/web@sha256:bb"
+        );
+    }
+
+    #[test]
+    fn edits_by_others_after_whittles_apply_are_named() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web", "managedFields": [
+                {"manager": "kubectl", "operation": "Apply", "time": "2026-01-01T00:00:00Z",
+                 "fieldsV1": {"f:spec": {}}},
+                {"manager": "whittle", "operation": "Apply", "time": "2026-01-01T00:01:00Z",
+                 "fieldsV1": {"f:spec": {}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "time": "2026-01-01T00:02:00Z",
+                 "fieldsV1": {"f:metadata": {}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+                 "time": "2026-01-01T00:02:00Z", "fieldsV1": {"f:status": {}}},
+                {"manager": "kubectl-edit", "operation": "Update", "time": "2026-01-01T00:03:00Z",
+                 "fieldsV1": {"f:spec": {}}},
+                {"manager": "kubectl-scale", "operation": "Update", "subresource": "scale",
+                 "time": "2026-01-01T00:04:00Z", "fieldsV1": {"f:spec": {}}}
+            ]},
+            "spec": {"selector": {}, "template": {}}
+        }))
+        .unwrap();
+        assert_eq!(edited_by_others(&d), ["kubectl-edit", "kubectl-scale"]);
+        let untouched: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web"}, "spec": {"selector": {}, "template": {}}
+        }))
+        .unwrap();
+        assert!(edited_by_others(&untouched).is_empty());
     }
 }

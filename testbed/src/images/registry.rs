@@ -177,7 +177,9 @@ impl Registry {
         self.dir.path().join("data")
     }
 
-    fn stop(&mut self) {
+    /// Stops the registry now (a test of what happens when it is gone); its storage stays
+    /// readable through [`Registry::storage`] until drop.
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

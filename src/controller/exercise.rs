@@ -1,0 +1,389 @@
+//! The exercise Job: the user's test, run once against the instrumented original (`observe`)
+//! and once against the hardened image (`verify`). The Job is built here from the workflow
+//! (pure), created under a fixed name (so a restarted operator finds it rather than making a
+//! second), owned by the workflow, and read back as a [`JobState`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{EnvVar, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, PropagationPolicy};
+use kube::{Api, Client, ResourceExt};
+
+use super::error::{Error, Result};
+use crate::api::names::{EXERCISE_LABEL, exercise_job_name, workflow_labels, workflow_selector};
+use crate::api::{Exercise, HardeningWorkflow};
+
+/// The env var that tells the exercise where the workload is: the Service's `ClusterIP:port`.
+pub const TARGET_ENV: &str = "WHITTLE_TARGET";
+
+/// Which run of the exercise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// Against the instrumented original: a failure is the exercise's fault.
+    Observe,
+    /// Against the hardened image: a failure is the hardened image's fault.
+    Verify,
+}
+
+impl Run {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Run::Observe => "observe",
+            Run::Verify => "verify",
+        }
+    }
+}
+
+/// What a Job says about itself.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobState {
+    Running,
+    Succeeded { at: Option<Time> },
+    Failed { reason: String, message: String },
+}
+
+/// The address of the Service the exercise talks to: `named`, or else the one Service in the
+/// namespace whose selector matches the target's pod labels. `ClusterIP:port` of its first port.
+pub fn target_address(
+    services: &[Service],
+    named: Option<&str>,
+    pod_labels: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let service = match named {
+        Some(name) => services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .ok_or_else(|| format!("Service {name} (spec.exercise.service) does not exist"))?,
+        None => {
+            let selecting: Vec<&Service> = services
+                .iter()
+                .filter(|s| {
+                    let selector = s.spec.as_ref().and_then(|sp| sp.selector.as_ref());
+                    selector.is_some_and(|sel| {
+                        !sel.is_empty() && sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v))
+                    })
+                })
+                .collect();
+            match selecting.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(
+                        "no Service selects the Deployment's pods: create one or set spec.exercise.service"
+                            .into(),
+                    );
+                }
+                many => {
+                    let names: Vec<String> = many.iter().map(|s| s.name_any()).collect();
+                    return Err(format!(
+                        "Services {} all select the Deployment's pods: set spec.exercise.service",
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+    };
+    let name = service.name_any();
+    let spec = service.spec.clone().unwrap_or_default();
+    let ip = spec
+        .cluster_ip
+        .filter(|ip| !ip.is_empty() && ip != "None")
+        .ok_or_else(|| {
+            format!("Service {name} has no ClusterIP (a headless Service cannot be exercised)")
+        })?;
+    let port = spec
+        .ports
+        .as_ref()
+        .and_then(|p| p.first())
+        .map(|p| p.port)
+        .ok_or_else(|| format!("Service {name} has no port"))?;
+    Ok(format!("{ip}:{port}"))
+}
+
+/// The Job for one run: the user's pod template with `WHITTLE_TARGET` in every container, no
+/// retries (a flaky exercise should fail loudly), a deadline of `exercise.timeout`, owned and
+/// labelled by the workflow.
+pub fn job(workflow: &HardeningWorkflow, exercise: &Exercise, run: Run, target: &str) -> Job {
+    let mut template = exercise.template.clone();
+    if let Some(spec) = template.spec.as_mut() {
+        for c in spec.containers.iter_mut() {
+            let env = c.env.get_or_insert_with(Vec::new);
+            env.retain(|e| e.name != TARGET_ENV);
+            env.push(EnvVar {
+                name: TARGET_ENV.into(),
+                value: Some(target.into()),
+                value_from: None,
+            });
+        }
+        if spec.restart_policy.is_none() {
+            spec.restart_policy = Some("Never".into());
+        }
+    }
+    let mut labels = workflow_labels(&workflow.name_any());
+    labels.insert(EXERCISE_LABEL.into(), run.as_str().into());
+    let deadline = exercise
+        .timeout
+        .get()
+        .map(|d| d.as_secs().max(1) as i64)
+        .unwrap_or(600);
+    Job {
+        metadata: ObjectMeta {
+            name: Some(exercise_job_name(&workflow.name_any(), run.as_str())),
+            namespace: workflow.namespace(),
+            labels: Some(labels),
+            owner_references: workflow.owner_reference().map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(k8s_openapi::api::batch::v1::JobSpec {
+            template,
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(deadline),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Succeeded, Failed (with the Job controller's reason) or still running.
+pub fn state(job: &Job) -> JobState {
+    let status = job.status.clone().unwrap_or_default();
+    let conditions = status.conditions.unwrap_or_default();
+    let holds = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    };
+    if holds("Complete").is_some() {
+        return JobState::Succeeded {
+            at: status.completion_time,
+        };
+    }
+    if let Some(c) = holds("Failed").or_else(|| holds("FailureTarget")) {
+        return JobState::Failed {
+            reason: c.reason.clone().unwrap_or_else(|| "Failed".into()),
+            message: c.message.clone().unwrap_or_default(),
+        };
+    }
+    JobState::Running
+}
+
+/// The run's Job: the existing one, or a new one made now.
+pub async fn ensure(client: &Client, wanted: Job) -> Result<Job> {
+    let namespace = wanted.namespace().unwrap_or_default();
+    let name = wanted.name_any();
+    let api: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    if let Some(job) = api.get_opt(&name).await? {
+        return Ok(job);
+    }
+    match api.create(&PostParams::default(), &wanted).await {
+        Ok(job) => Ok(job),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(api.get(&name).await?),
+        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 400 => Err(Error::Spec {
+            reason: "InvalidExercise",
+            message: format!(
+                "the API server refused the exercise Job {namespace}/{name}: {}",
+                e.message
+            ),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The run's Job if it exists.
+pub async fn get(client: &Client, workflow: &HardeningWorkflow, run: Run) -> Result<Option<Job>> {
+    let api: Api<Job> = Api::namespaced(client.clone(), &workflow.namespace().unwrap_or_default());
+    Ok(api
+        .get_opt(&exercise_job_name(&workflow.name_any(), run.as_str()))
+        .await?)
+}
+
+/// The last lines the Job's pod logged, from its container that failed (or its first), for a
+/// failure message: "pod P container C: <lines>".
+pub async fn failure_logs(client: &Client, namespace: &str, job: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("batch.kubernetes.io/job-name={job}");
+    let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await else {
+        return String::new();
+    };
+    let Some(pod) = list
+        .items
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.clone())
+    else {
+        return "its pod is gone".into();
+    };
+    let container = failed_container(pod).unwrap_or_default();
+    let logs = super::deployment::logs(client, namespace, &pod.name_any(), &container, false).await;
+    format!(
+        "pod {} container {container}, last lines: {logs}",
+        pod.name_any()
+    )
+}
+
+/// The first container that exited non-zero, else the first container.
+pub fn failed_container(pod: &Pod) -> Option<String> {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
+    statuses
+        .iter()
+        .find(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code != 0)
+        })
+        .map(|c| c.name.clone())
+        .or_else(|| {
+            pod.spec
+                .as_ref()?
+                .containers
+                .first()
+                .map(|c| c.name.clone())
+        })
+}
+
+/// Deletes the workflow's exercise Jobs that are still running (a failed workflow leaves no
+/// test hammering a workload it gave back), with their pods.
+pub async fn stop_running(client: &Client, workflow: &HardeningWorkflow) -> Result<()> {
+    let api: Api<Job> = Api::namespaced(client.clone(), &workflow.namespace().unwrap_or_default());
+    let jobs = api
+        .list(&ListParams::default().labels(&workflow_selector(&workflow.name_any())))
+        .await?;
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    for job in jobs.items.iter().filter(|j| state(j) == JobState::Running) {
+        match api.delete(&job.name_any(), &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn service(name: &str, selector: serde_json::Value, ip: &str) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"selector": selector, "clusterIP": ip, "ports": [{"port": 8080}, {"port": 9090}]}
+        }))
+        .unwrap()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_service_selecting_the_pods_is_the_target() {
+        let services = [
+            service("other", json!({"app": "db"}), "10.96.0.9"),
+            service("web", json!({"app": "web"}), "10.96.0.7"),
+        ];
+        let pods = labels(&[("app", "web"), ("tier", "front")]);
+        assert_eq!(
+            target_address(&services, None, &pods).unwrap(),
+            "10.96.0.7:8080"
+        );
+        assert_eq!(
+            target_address(&services, Some("other"), &pods).unwrap(),
+            "10.96.0.9:8080"
+        );
+        let err = target_address(&services, Some("gone"), &pods).unwrap_err();
+        assert!(err.contains("gone"), "{err}");
+        let err = target_address(&services, None, &labels(&[("app", "cache")])).unwrap_err();
+        assert!(err.contains("no Service selects"), "{err}");
+        let twice = [
+            service("a", json!({"app": "web"}), "10.96.0.1"),
+            service("b", json!({"tier": "front"}), "10.96.0.2"),
+        ];
+        let err = target_address(&twice, None, &pods).unwrap_err();
+        assert!(
+            err.contains("a, b") && err.contains("spec.exercise.service"),
+            "{err}"
+        );
+        let headless = [service("h", json!({"app": "web"}), "None")];
+        assert!(target_address(&headless, None, &pods).is_err());
+    }
+
+    #[test]
+    fn the_job_carries_the_target_and_never_retries() {
+        let mut w = HardeningWorkflow::new(
+            "web",
+            serde_json::from_value(json!({"target": {"name": "web"}, "exercise": {
+                "template": {"spec": {"containers": [{"name": "t", "image": "busybox",
+                    "env": [{"name": "WHITTLE_TARGET", "value": "stale"}, {"name": "KEEP", "value": "1"}]}]}}}}))
+            .unwrap(),
+        );
+        w.metadata.namespace = Some("shop".into());
+        w.metadata.uid = Some("u".into());
+        let exercise = w.spec.exercise.clone().unwrap();
+        let job = job(&w, &exercise, Run::Verify, "10.96.0.7:80");
+        assert_eq!(job.metadata.name.as_deref(), Some("web-verify"));
+        assert_eq!(
+            job.labels().get(EXERCISE_LABEL).map(String::as_str),
+            Some("verify")
+        );
+        assert!(w.owns(job.metadata.owner_references.as_deref()));
+        let spec = job.spec.unwrap();
+        assert_eq!(
+            (spec.backoff_limit, spec.active_deadline_seconds),
+            (Some(0), Some(600))
+        );
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let env: Vec<(String, Option<String>)> = pod.containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("KEEP".to_string(), Some("1".to_string())),
+                (TARGET_ENV.to_string(), Some("10.96.0.7:80".to_string()))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_jobs_state_comes_from_its_conditions() {
+        let job = |conditions: serde_json::Value| -> Job {
+            serde_json::from_value(json!({"status": {"conditions": conditions,
+                "completionTime": "2026-01-01T00:00:10Z"}}))
+            .unwrap()
+        };
+        assert_eq!(state(&job(json!([]))), JobState::Running);
+        assert!(matches!(
+            state(&job(json!([{"type": "Complete", "status": "True"}]))),
+            JobState::Succeeded { at: Some(_) }
+        ));
+        assert_eq!(
+            state(&job(json!([{"type": "Failed", "status": "True",
+                "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]))),
+            JobState::Failed {
+                reason: "BackoffLimitExceeded".into(),
+                message: "Job has reached the specified backoff limit".into()
+            }
+        );
+        assert_eq!(
+            state(&job(json!([{"type": "Complete", "status": "False"}]))),
+            JobState::Running
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! The exercise runs of a workflow, as steps see them: the Job is made once, against the
+//! target's Service, and read back as running, passed or failed (with its last log lines).
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+
+use super::Step;
+use crate::controller::deployment;
+use crate::controller::error::{Error, Result};
+use crate::controller::exercise::{self, JobState, Run};
+
+/// What the run's Job says.
+pub(super) enum Outcome {
+    Running,
+    /// Succeeded this long ago.
+    Passed {
+        since: Duration,
+    },
+    /// Why, with the failing container's last log lines.
+    Failed(String),
+}
+
+impl Step<'_> {
+    /// The `run` of the exercise: its Job is created the first time (WHITTLE_TARGET set to the
+    /// Service that selects the target's pods) and read back every time after.
+    pub(super) async fn exercise(&self, run: Run, d: &Deployment) -> Result<Outcome> {
+        let Some(spec) = &self.workflow.spec.exercise else {
+            return Err(Error::Spec {
+                reason: "NoExercise",
+                message: "spec.exercise is not set".into(),
+            });
+        };
+        let client = &self.ctx.client;
+        let job = match exercise::get(client, self.workflow, run).await? {
+            Some(job) => job,
+            None => {
+                let services = deployment::services(client, &self.namespace()).await?;
+                let labels = d
+                    .spec
+                    .template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.clone())
+                    .unwrap_or_default();
+                let target = exercise::target_address(&services, spec.service.as_deref(), &labels)
+                    .map_err(|message| Error::Spec {
+                        reason: "ServiceNotFound",
+                        message,
+                    })?;
+                let job =
+                    exercise::ensure(client, exercise::job(self.workflow, spec, run, &target))
+                        .await?;
+                let note = format!(
+                    "started exercise Job {} against {target} ({})",
+                    job.name_any(),
+                    match run {
+                        Run::Observe => "the instrumented original",
+                        Run::Verify => "the hardened image",
+                    }
+                );
+                self.ctx
+                    .event(self.workflow, EventType::Normal, "ExerciseStarted", &note)
+                    .await;
+                job
+            }
+        };
+        Ok(match exercise::state(&job) {
+            JobState::Running => Outcome::Running,
+            JobState::Succeeded { at } => {
+                let since = at
+                    .and_then(|t| Duration::try_from(self.now.0.duration_since(t.0)).ok())
+                    .unwrap_or_default();
+                Outcome::Passed { since }
+            }
+            JobState::Failed { reason, message } => {
+                let logs = exercise::failure_logs(client, &self.namespace(), &job.name_any()).await;
+                Outcome::Failed(format!(
+                    "Job {} failed ({reason}: {message}); {logs}",
+                    job.name_any()
+                ))
+            }
+        })
+    }
+}

@@ -1,0 +1,334 @@
+//! What the operator tests share: `whittle operator` run in a cluster's network namespace (and
+//! killed, and started again), and small waits on workflows, Deployments and pods.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod, PodTemplateSpec};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+use whittle::api::{HardeningWorkflow, HardeningWorkflowStatus, Phase};
+use whittle_testbed::cluster::{Cluster, NODE_IP};
+use whittle_testbed::sensor::sensor_binary;
+
+pub const WAIT: Duration = Duration::from_secs(240);
+
+/// `whittle operator` in the cluster's namespace, on a fixed port of the node IP (the report
+/// address in instrumented pods stays valid across restarts); killed when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    port: u16,
+    kubeconfig: PathBuf,
+    netns_cmd: Box<dyn Fn() -> std::process::Command + Send + Sync>,
+    extra: Vec<String>,
+    pod_name: Option<String>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Operator {
+    pub fn start(cluster: &Cluster) -> Operator {
+        Self::start_with(cluster, &[], None)
+    }
+
+    /// With extra arguments (e.g. `--leader-elect`) and a fixed identity (`POD_NAME`).
+    pub fn start_with(cluster: &Cluster, extra: &[&str], pod_name: Option<&str>) -> Operator {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = cluster
+            .listen(0)
+            .expect("probe a port")
+            .local_addr()
+            .expect("address")
+            .port();
+        let netns = cluster.netns_path();
+        let mut op = Operator {
+            child: None,
+            port,
+            kubeconfig: cluster.kubeconfig(),
+            netns_cmd: Box::new(move || {
+                let mut cmd = std::process::Command::new("nsenter");
+                cmd.arg(format!("--net={}", netns.display()))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_whittle"));
+                cmd
+            }),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            pod_name: pod_name.map(str::to_string),
+            log: dir.path().join("operator.log"),
+            _dir: dir,
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut cmd = (self.netns_cmd)();
+        cmd.args(["operator", "--listen"])
+            .arg(format!("0.0.0.0:{}", self.port))
+            .arg("--report-address")
+            .arg(format!("{NODE_IP}:{}", self.port))
+            .arg("--sensor")
+            .arg(sensor_binary().expect("sensor"))
+            .args(&self.extra)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "whittle=info,warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out);
+        if let Some(name) = &self.pod_name {
+            cmd.env("POD_NAME", name);
+        }
+        self.child = Some(cmd.spawn().expect("start whittle operator"));
+    }
+
+    /// SIGKILL: no chance to finish anything, as when a node dies.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the operator again, with the same port, arguments and log.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn timed(name: &str, scenario: impl std::future::Future<Output = ()>) {
+    let start = Instant::now();
+    scenario.await;
+    eprintln!("scenario '{name}' passed in {:.1?}", start.elapsed());
+}
+
+pub async fn namespace(c: &Cluster, prefix: &str, labels: &[(&str, &str)]) -> (Client, String) {
+    let name = c.namespace(prefix, labels).await.expect("namespace");
+    (c.client(), name)
+}
+
+pub async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Applies an object (server-side, as `kubectl apply --server-side` would).
+pub async fn apply(client: &Client, ns: &str, object: &Value) {
+    let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
+        api_version: object["apiVersion"].as_str().expect("apiVersion").into(),
+        kind: object["kind"].as_str().expect("kind").into(),
+    })
+    .expect("gvk");
+    let plural = format!("{}s", gvk.kind.to_lowercase());
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&gvk, &plural),
+    );
+    let name = object["metadata"]["name"].as_str().expect("name");
+    api.patch(
+        name,
+        &PatchParams::apply("whittle-test").force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+/// Reads an example's YAML, with the example registry replaced by the test's.
+pub fn example(path: &str, registry: &str) -> Value {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = fs::read_to_string(&file).expect("read example");
+    serde_saphyr::from_str(&text.replace("localhost:5000", registry)).expect("YAML")
+}
+
+pub async fn workflow(client: &Client, ns: &str, name: &str) -> Option<HardeningWorkflow> {
+    Api::<HardeningWorkflow>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("get workflow")
+}
+
+pub async fn status(client: &Client, ns: &str, name: &str) -> HardeningWorkflowStatus {
+    workflow(client, ns, name)
+        .await
+        .expect("workflow exists")
+        .status
+        .unwrap_or_default()
+}
+
+/// Waits until the workflow reaches `phase`; fails at once with its message if it fails.
+pub async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> HardeningWorkflow {
+    let start = Instant::now();
+    loop {
+        let w = workflow(client, ns, name).await.expect("workflow exists");
+        let status = w.status.clone().unwrap_or_default();
+        if status.phase() == phase {
+            return w;
+        }
+        assert!(
+            status.phase() != Phase::Failed,
+            "workflow {ns}/{name} failed: {:?}",
+            status.message
+        );
+        assert!(
+            start.elapsed() < WAIT,
+            "workflow {ns}/{name} not {phase} after {WAIT:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until the workflow is Failed (it must not succeed) and returns its status.
+pub async fn wait_failed(client: &Client, ns: &str, name: &str) -> HardeningWorkflowStatus {
+    let start = Instant::now();
+    loop {
+        let status = status(client, ns, name).await;
+        if status.phase() == Phase::Failed {
+            return status;
+        }
+        assert!(
+            status.phase() != Phase::Succeeded,
+            "workflow {ns}/{name} succeeded; it should have failed"
+        );
+        assert!(start.elapsed() < WAIT, "not Failed: {status:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn template(client: &Client, ns: &str, name: &str) -> PodTemplateSpec {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("deployment")
+        .spec
+        .template
+}
+
+/// The Events about the workflow `name`: (reason, message).
+pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let selector = format!("involvedObject.kind=HardeningWorkflow,involvedObject.name={name}");
+    api.list(&ListParams::default().fields(&selector))
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+/// GET `path` from a pod's IP, from the node.
+pub fn get_from_node(cluster: &Cluster, ip: &str, port: u16, path: &str) -> (u16, Vec<u8>) {
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("address");
+    let stream = whittle_testbed::net::netns::in_netns(&cluster.netns_path(), move || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    })
+    .expect("connect");
+    let r = whittle_testbed::net::http::get(stream, &addr.to_string(), path).expect("GET");
+    (r.status, r.body)
+}
+
+pub async fn ready_pod_ip(pods: &Api<Pod>, selector: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let list = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .expect("list pods");
+        let ip = list.items.iter().find_map(|p| {
+            let status = p.status.as_ref()?;
+            let ready = status
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready && p.metadata.deletion_timestamp.is_none() {
+                status.pod_ip.clone()
+            } else {
+                None
+            }
+        });
+        if let Some(ip) = ip {
+            return ip;
+        }
+        assert!(start.elapsed() < WAIT, "no ready pod {selector}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A busybox httpd Deployment serving `/www` on 8080, ready once `/index.html` answers, and a
+/// Service in front of it.
+pub fn busybox_web(image: &str, replicas: i32) -> (Value, Value) {
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "terminationGracePeriodSeconds": 5,
+                "containers": [{"name": "web", "image": image,
+                    "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                    "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080},
+                                       "periodSeconds": 1, "failureThreshold": 1}}]}}}
+    });
+    let service = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}
+    });
+    (deployment, service)
+}
+
+/// An exercise that fetches the home page through the Service and checks it.
+pub fn busybox_exercise(image: &str) -> Value {
+    serde_json::json!({"template": {"spec": {"containers": [{"name": "check", "image": image,
+        "command": ["sh", "-c", "wget -q -O - http://$WHITTLE_TARGET/index.html | grep -q hello"]}]}}})
+}
+
+/// The owner-labelled Jobs of workflow `name`.
+pub async fn jobs(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), ns);
+    let mut names: Vec<String> = api
+        .list(&ListParams::default().labels(&format!("whittle.dev/workflow={name}")))
+        .await
+        .expect("list jobs")
+        .items
+        .iter()
+        .map(|j| j.name_any())
+        .collect();
+    names.sort();
+    names
+}
