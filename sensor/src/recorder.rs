@@ -16,7 +16,25 @@ struct State {
 
 pub struct Recorder {
     started_at_ms: u64,
+    /// The start on the filesystem's clock: file times come from the kernel's coarse clock
+    /// (one tick, a few ms, behind the precise one), so a file the app makes right at start can
+    /// carry a birth time before `started_at_ms`. Compared with this, it never does.
+    born_since_ns: i128,
     state: Mutex<State>,
+}
+
+/// CLOCK_REALTIME_COARSE in nanoseconds, the clock file timestamps are taken from.
+fn coarse_now_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    if rc != 0 {
+        return now_ms() as i128 * 1_000_000;
+    }
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
 pub fn now_ms() -> u64 {
@@ -30,6 +48,7 @@ impl Recorder {
     pub fn new() -> Recorder {
         Recorder {
             started_at_ms: now_ms(),
+            born_since_ns: coarse_now_ns(),
             state: Mutex::new(State::default()),
         }
     }
@@ -100,7 +119,7 @@ impl Recorder {
             self.with(|s| (s.paths.clone(), s.executables.clone(), s.loss.clone()));
         let created_files = paths
             .iter()
-            .filter(|(p, r)| r.exists && born_after(p, self.started_at_ms))
+            .filter(|(p, r)| r.exists && born_after(p, self.born_since_ns))
             .map(|(p, _)| p.clone())
             .collect();
         Report {
@@ -136,9 +155,9 @@ fn identity_from_env() -> Identity {
     }
 }
 
-/// True when the file at `path` was born at or after `start_ms` (statx birth time), so the run
-/// made it. Filesystems without birth times report nothing as created.
-fn born_after(path: &str, start_ms: u64) -> bool {
+/// True when the file at `path` was born at or after `since_ns` (statx birth time, against the
+/// coarse clock), so the run made it. Filesystems without birth times report nothing as created.
+fn born_after(path: &str, since_ns: i128) -> bool {
     let Ok(c) = std::ffi::CString::new(path) else {
         return false;
     };
@@ -156,8 +175,8 @@ fn born_after(path: &str, start_ms: u64) -> bool {
     if rc != 0 || stx.stx_mask & libc::STATX_BTIME == 0 {
         return false;
     }
-    let born_ms = stx.stx_btime.tv_sec as u64 * 1000 + stx.stx_btime.tv_nsec as u64 / 1_000_000;
-    born_ms >= start_ms
+    let born_ns = stx.stx_btime.tv_sec as i128 * 1_000_000_000 + stx.stx_btime.tv_nsec as i128;
+    born_ns >= since_ns
 }
 
 #[cfg(test)]
@@ -193,14 +212,25 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let new = dir.path().join("new");
         std::fs::write(&new, "y").unwrap();
-        assert!(!born_after(old.to_str().unwrap(), r.started_at_ms()));
+        assert!(!born_after(old.to_str().unwrap(), r.born_since_ns));
         // tmpfs and ext4 have birth times; where the filesystem has none nothing is "created".
         let mut probe: libc::statx = unsafe { std::mem::zeroed() };
         let c = std::ffi::CString::new(new.to_str().unwrap()).unwrap();
         let rc =
             unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, libc::STATX_BTIME, &mut probe) };
         if rc == 0 && probe.stx_mask & libc::STATX_BTIME != 0 {
-            assert!(born_after(new.to_str().unwrap(), r.started_at_ms()));
+            assert!(born_after(new.to_str().unwrap(), r.born_since_ns));
+            // A file made at once after the start, within the same clock tick, counts too
+            // (nginx's first temp directory did not, now and then).
+            for i in 0..200 {
+                let r = Recorder::new();
+                let at_once = dir.path().join(format!("at-once-{i}"));
+                std::fs::write(&at_once, "z").unwrap();
+                assert!(
+                    born_after(at_once.to_str().unwrap(), r.born_since_ns),
+                    "{i}"
+                );
+            }
         }
     }
 }
