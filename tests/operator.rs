@@ -351,7 +351,10 @@ async fn readiness_rollback(c: &Cluster, busybox: &str) {
     )
     .await;
     let failed = wait_failed(&client, &ns, "web").await;
-    let v = failed.verification.expect("status.verification");
+    let v = failed
+        .verification
+        .clone()
+        .unwrap_or_else(|| panic!("no status.verification: {:?}", failed.message));
     assert_eq!(
         (v.result, v.reason.as_str()),
         (VerificationResult::Failed, "ReadinessFailed"),
@@ -417,9 +420,15 @@ async fn registry_outage(
     let failed = wait_failed(&client, &ns, "web").await;
     let message = failed.message.unwrap_or_default();
     assert!(
-        message.contains("Hardening gave up after 20s") && message.contains(&host),
-        "the reason names the registry: {message}"
+        message.contains("20s") && message.contains(&host),
+        "the reason names the registry and the limit: {message}"
     );
+    let ready = failed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(ready.reason, "Timeout");
     assert!(
         events(&client, &ns, "web")
             .await

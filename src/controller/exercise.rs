@@ -3,10 +3,11 @@
 //! (pure), created under a fixed name (so a restarted operator finds it rather than making a
 //! second), owned by the workflow, and read back as a [`JobState`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, PropagationPolicy};
 use kube::{Api, Client, ResourceExt};
@@ -44,13 +45,13 @@ pub enum JobState {
     Failed { reason: String, message: String },
 }
 
-/// The address of the Service the exercise talks to: `named`, or else the one Service in the
-/// namespace whose selector matches the target's pod labels. `ClusterIP:port` of its first port.
+/// The Service the exercise talks to: `named`, or else the one Service in the namespace whose
+/// selector matches the target's pod labels. Its name and `ClusterIP:port` (first port).
 pub fn target_address(
     services: &[Service],
     named: Option<&str>,
     pod_labels: &BTreeMap<String, String>,
-) -> Result<String, String> {
+) -> Result<(String, String), String> {
     let service = match named {
         Some(name) => services
             .iter()
@@ -98,7 +99,24 @@ pub fn target_address(
         .and_then(|p| p.first())
         .map(|p| p.port)
         .ok_or_else(|| format!("Service {name} has no port"))?;
-    Ok(format!("{ip}:{port}"))
+    Ok((name, format!("{ip}:{port}")))
+}
+
+/// True when the Service's EndpointSlices send traffic to `pods` only: at least one of them is a
+/// ready endpoint and no other pod is. Until then an exercise would reach a pod that is going
+/// away, or nothing at all.
+pub fn routes_only_to(slices: &[EndpointSlice], pods: &BTreeSet<String>) -> bool {
+    let endpoints: Vec<(bool, Option<&str>)> = slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .map(|e| {
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+            (ready, e.target_ref.as_ref().and_then(|r| r.name.as_deref()))
+        })
+        .collect();
+    let ours = |name: Option<&str>| name.is_some_and(|n| pods.contains(n));
+    endpoints.iter().any(|(ready, name)| *ready && ours(*name))
+        && endpoints.iter().all(|(_, name)| ours(*name))
 }
 
 /// The Job for one run: the user's pod template with `WHITTLE_TARGET` in every container, no
@@ -188,6 +206,20 @@ pub async fn ensure(client: &Client, wanted: Job) -> Result<Job> {
         }),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The EndpointSlices of Service `service`.
+pub async fn endpoint_slices(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+) -> Result<Vec<EndpointSlice>> {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("kubernetes.io/service-name={service}");
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
 }
 
 /// The run's Job if it exists.
@@ -296,10 +328,10 @@ mod tests {
         let pods = labels(&[("app", "web"), ("tier", "front")]);
         assert_eq!(
             target_address(&services, None, &pods).unwrap(),
-            "10.96.0.7:8080"
+            ("web".to_string(), "10.96.0.7:8080".to_string())
         );
         assert_eq!(
-            target_address(&services, Some("other"), &pods).unwrap(),
+            target_address(&services, Some("other"), &pods).unwrap().1,
             "10.96.0.9:8080"
         );
         let err = target_address(&services, Some("gone"), &pods).unwrap_err();
@@ -385,5 +417,31 @@ mod tests {
             state(&job(json!([{"type": "Complete", "status": "False"}]))),
             JobState::Running
         );
+    }
+
+    #[test]
+    fn an_exercise_waits_until_the_service_routes_only_to_the_pods_under_test() {
+        let slice = |endpoints: serde_json::Value| -> EndpointSlice {
+            serde_json::from_value(json!({"addressType": "IPv4", "endpoints": endpoints})).unwrap()
+        };
+        let ep = |pod: &str, ready: bool| {
+            json!({"addresses": ["10.78.0.9"], "conditions": {"ready": ready},
+                   "targetRef": {"kind": "Pod", "name": pod}})
+        };
+        let new: BTreeSet<String> = ["new-1".to_string()].into();
+        assert!(routes_only_to(&[slice(json!([ep("new-1", true)]))], &new));
+        assert!(
+            !routes_only_to(
+                &[slice(json!([ep("new-1", true), ep("old-1", false)]))],
+                &new
+            ),
+            "an old pod is still listed"
+        );
+        assert!(
+            !routes_only_to(&[slice(json!([ep("new-1", false)]))], &new),
+            "not ready yet"
+        );
+        assert!(!routes_only_to(&[slice(json!([]))], &new));
+        assert!(!routes_only_to(&[], &new));
     }
 }

@@ -46,6 +46,9 @@ pub type ReconcileError = finalizer::Error<Error>;
 /// write also wakes the controller).
 const SOON: Duration = Duration::from_millis(200);
 
+/// How often to look whether a Service routes to the pods under test yet, before an exercise.
+const ROUTING: Duration = Duration::from_secs(1);
+
 pub async fn reconcile(
     workflow: Arc<HardeningWorkflow>,
     ctx: Arc<Context>,
@@ -498,6 +501,7 @@ impl Step<'_> {
     /// join meanwhile are expected to report too. Then the original template comes back.
     async fn observing(&mut self) -> Result<Action> {
         let d = self.deployment().await?;
+        let mut running = BTreeSet::new();
         if let Some(image) = self.status.instrumented_image.clone() {
             let container = self.container(&d)?.name.clone();
             let pods = deployment::instrumented_pods(
@@ -506,14 +510,16 @@ impl Step<'_> {
                 &self.workflow.name_any(),
             )
             .await?;
+            running = phase::pods_running(&pods, &container, &image);
             let mut expected = self.expected();
-            expected.extend(phase::pods_running(&pods, &container, &image));
+            expected.extend(running.iter().cloned());
             self.status.reports = Some(ReportsStatus::new(&expected, &BTreeSet::new()));
         }
         let observe = &self.workflow.spec.observe;
         let (elapsed, limit) = match &self.workflow.spec.exercise {
             None => (self.since_phase_start(), observe.duration_after(false)),
-            Some(_) => match self.exercise(Run::Observe, &d).await? {
+            Some(_) => match self.exercise(Run::Observe, &d, &running).await? {
+                exercising::Outcome::Starting => return Ok(Action::requeue(ROUTING)),
                 exercising::Outcome::Running => return Ok(Action::requeue(POLL * 6)),
                 exercising::Outcome::Failed(why) => {
                     return Err(Error::Spec {

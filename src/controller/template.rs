@@ -169,24 +169,18 @@ pub fn instrumented(deployment_name: &str, saved: &Saved, inst: &Instrumentation
     held(deployment_name, saved, spec)
 }
 
-/// The apply configuration that runs the hardened image to verify it: only the image changes
-/// (the hardened image keeps the original entrypoint, so the pod's own command still fits),
-/// and the Deployment is held again, with its pods labelled, until verification ends.
+/// The apply configuration that runs the hardened image to verify it: the original pod with
+/// only the image changed (the hardened image keeps the original entrypoint, so the pod's own
+/// command still fits), and the Deployment held again, its pods labelled, until verification
+/// ends.
 pub fn hardened(deployment_name: &str, saved: &Saved, hardened_image: &str) -> Value {
-    let container = json!({"name": saved.container, "image": hardened_image});
-    held(deployment_name, saved, json!({"containers": [container]}))
+    held(deployment_name, saved, original_spec(saved, hardened_image))
 }
 
-/// The apply configuration of a promoted Deployment: it keeps the hardened image, and whittle
-/// lets go of everything else (the pod label and the annotation go; the Deployment is free).
+/// The apply configuration of a promoted Deployment: the original pod on the hardened image,
+/// and nothing else of whittle's (the pod label and the annotation go; the Deployment is free).
 pub fn promoted(deployment_name: &str, saved: &Saved, hardened_image: &str) -> Value {
-    let container = json!({"name": saved.container, "image": hardened_image});
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": deployment_name},
-        "spec": {"template": {"spec": {"containers": [container]}}}
-    })
+    free(deployment_name, original_spec(saved, hardened_image))
 }
 
 /// A configuration that changes the pod `spec` as given, labels the pods with the workflow and
@@ -270,7 +264,15 @@ fn sensor_env(saved: &Saved, inst: &Instrumentation<'_>) -> Vec<Value> {
 /// period (fields whittle had taken over), nothing else (what whittle added goes away), and no
 /// annotation.
 pub fn restore(deployment_name: &str, saved: &Saved) -> Value {
-    let mut container = json!({"name": saved.container, "image": saved.image});
+    free(deployment_name, original_spec(saved, &saved.image))
+}
+
+/// The original values of every field whittle took over (the image as given): after an
+/// instrumentation whittle owns them, so every later apply must name them all — a field an
+/// apply leaves out is removed when whittle is its only manager (the pod's command would fall
+/// back to the image's, a lowered grace period to 30 s).
+fn original_spec(saved: &Saved, image: &str) -> Value {
+    let mut container = json!({"name": saved.container, "image": image});
     if saved.wrapped_command().is_some() {
         container["command"] = json!(saved.command);
     }
@@ -280,6 +282,12 @@ pub fn restore(deployment_name: &str, saved: &Saved) -> Value {
     {
         spec["terminationGracePeriodSeconds"] = json!(grace);
     }
+    spec
+}
+
+/// A configuration that sets the pod `spec` as given and holds nothing: no label, no
+/// annotation.
+fn free(deployment_name: &str, spec: Value) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -463,8 +471,10 @@ mod tests {
         let h = hardened("web", &s, "r/web@sha256:bb");
         assert_eq!(
             h["spec"]["template"]["spec"],
-            json!({"containers": [{"name": "web", "image": "r/web@sha256:bb"}]}),
-            "only the image: the hardened image keeps the original entrypoint"
+            json!({"containers": [{"name": "web", "image": "r/web@sha256:bb", "command": ["/app"]}],
+                   "terminationGracePeriodSeconds": 10}),
+            "the original command and grace period, which whittle owns since it instrumented them, \
+             and the hardened image: leaving them out would remove them"
         );
         assert!(h["metadata"]["annotations"][ORIGINAL_ANNOTATION].is_string());
         assert_eq!(
@@ -475,8 +485,8 @@ mod tests {
         assert!(p["metadata"].get("annotations").is_none());
         assert!(p["spec"]["template"].get("metadata").is_none());
         assert_eq!(
-            p["spec"]["template"]["spec"]["containers"][0]["image"],
-            "r/web@sha256:bb"
+            p["spec"]["template"]["spec"]["containers"][0],
+            json!({"name": "web", "image": "r/web@sha256:bb", "command": ["/app"]})
         );
     }
 

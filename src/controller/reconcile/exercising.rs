@@ -1,6 +1,7 @@
 //! The exercise runs of a workflow, as steps see them: the Job is made once, against the
 //! target's Service, and read back as running, passed or failed (with its last log lines).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -14,6 +15,8 @@ use crate::controller::exercise::{self, JobState, Run};
 
 /// What the run's Job says.
 pub(super) enum Outcome {
+    /// Not started yet: the Service does not route to the pods under test alone.
+    Starting,
     Running,
     /// Succeeded this long ago.
     Passed {
@@ -24,9 +27,15 @@ pub(super) enum Outcome {
 }
 
 impl Step<'_> {
-    /// The `run` of the exercise: its Job is created the first time (WHITTLE_TARGET set to the
-    /// Service that selects the target's pods) and read back every time after.
-    pub(super) async fn exercise(&self, run: Run, d: &Deployment) -> Result<Outcome> {
+    /// The `run` of the exercise against `pods`: its Job is created once the Service that
+    /// selects the target's pods routes to them alone (WHITTLE_TARGET set to its address),
+    /// and read back every time after.
+    pub(super) async fn exercise(
+        &self,
+        run: Run,
+        d: &Deployment,
+        pods: &BTreeSet<String>,
+    ) -> Result<Outcome> {
         let Some(spec) = &self.workflow.spec.exercise else {
             return Err(Error::Spec {
                 reason: "NoExercise",
@@ -45,11 +54,17 @@ impl Step<'_> {
                     .as_ref()
                     .and_then(|m| m.labels.clone())
                     .unwrap_or_default();
-                let target = exercise::target_address(&services, spec.service.as_deref(), &labels)
-                    .map_err(|message| Error::Spec {
-                        reason: "ServiceNotFound",
-                        message,
-                    })?;
+                let (service, target) =
+                    exercise::target_address(&services, spec.service.as_deref(), &labels).map_err(
+                        |message| Error::Spec {
+                            reason: "ServiceNotFound",
+                            message,
+                        },
+                    )?;
+                let slices = exercise::endpoint_slices(client, &self.namespace(), &service).await?;
+                if !exercise::routes_only_to(&slices, pods) {
+                    return Ok(Outcome::Starting);
+                }
                 let job =
                     exercise::ensure(client, exercise::job(self.workflow, spec, run, &target))
                         .await?;

@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::exercising::Outcome;
-use super::{POLL, SOON, Step, restore};
+use super::{POLL, ROUTING, SOON, Step, restore};
 use crate::api::{ConditionType, Phase, Verification, VerificationResult};
 use crate::controller::deployment;
 use crate::controller::error::{Error, Result};
@@ -75,8 +75,8 @@ impl Step<'_> {
             );
             return Err(self.verification_failed("CrashLooping", message, Some(t)));
         }
-        let rolled_out = phase::rollout_complete(&d)
-            && !phase::pods_running(&pods, &container.name, &hardened).is_empty();
+        let running = phase::pods_running(&pods, &container.name, &hardened);
+        let rolled_out = phase::rollout_complete(&d) && !running.is_empty();
         if !rolled_out {
             if !out_of_time {
                 return Ok(Action::requeue(POLL));
@@ -110,14 +110,15 @@ impl Step<'_> {
 
         let passed = match &self.workflow.spec.exercise {
             None => "the hardened pods rolled out and passed their readiness probes".to_string(),
-            Some(_) => match self.exercise(Run::Verify, &d).await? {
-                Outcome::Running if out_of_time => {
+            Some(_) => match self.exercise(Run::Verify, &d, &running).await? {
+                Outcome::Starting | Outcome::Running if out_of_time => {
                     let message = format!(
                         "the exercise did not finish against the hardened image within {}",
                         limit.as_str()
                     );
                     return Err(self.verification_failed("Timeout", message, None));
                 }
+                Outcome::Starting => return Ok(Action::requeue(ROUTING)),
                 Outcome::Running => return Ok(Action::requeue(POLL * 6)),
                 Outcome::Failed(why) => {
                     let message = format!("the exercise failed against the hardened image: {why}");
