@@ -42,12 +42,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn workflows_run_on_a_real_cluster() {
-    let cluster = Cluster::start().await.expect("cluster");
-    cluster
-        .control_plane()
-        .install_crds(&[whittle::api::crd().expect("crd")])
-        .await
-        .expect("install the CRD");
+    let cluster = cluster_with_crd().await;
     let registry = cluster.registry().host();
     fixtures::nginx()
         .expect("nginx fixture")
@@ -111,18 +106,14 @@ async fn nginx_example(c: &Cluster, registry: &str) {
     let original = get_from_node(c, &original_ip, 80, "/");
     assert_eq!(original.0, 200);
 
-    let started = Instant::now();
-    apply(
+    let w = example_succeeds(
         &client,
         &ns,
-        &example("examples/nginx/workflow.yaml", registry),
+        "examples/nginx/workflow.yaml",
+        registry,
+        "nginx",
     )
     .await;
-    let w = wait_phase(&client, &ns, "nginx", Phase::Succeeded).await;
-    eprintln!(
-        "examples/nginx: apply to Succeeded in {:.1?}",
-        started.elapsed()
-    );
     let status = w.status.expect("status");
     let hardened = status.hardened_image.expect("status.hardenedImage");
     assert!(
@@ -280,18 +271,14 @@ async fn exercise_example(c: &Cluster, registry: &str) {
         .await;
     }
     let before = template(&client, &ns, "nginx").await;
-    let started = Instant::now();
-    apply(
+    let w = example_succeeds(
         &client,
         &ns,
-        &example("examples/exercise/workflow.yaml", registry),
+        "examples/exercise/workflow.yaml",
+        registry,
+        "nginx-exercised",
     )
     .await;
-    let w = wait_phase(&client, &ns, "nginx-exercised", Phase::Succeeded).await;
-    eprintln!(
-        "examples/exercise: apply to Succeeded in {:.1?}",
-        started.elapsed()
-    );
     let status = w.status.expect("status");
     let verification = status.verification.expect("status.verification");
     assert_eq!(verification.result, VerificationResult::Passed);

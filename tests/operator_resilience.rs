@@ -25,12 +25,7 @@ const LEASE: &str = "whittle-operator";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_survives_being_killed_in_every_phase() {
-    let cluster = Cluster::start().await.expect("cluster");
-    cluster
-        .control_plane()
-        .install_crds(&[whittle::api::crd().expect("crd")])
-        .await
-        .expect("install the CRD");
+    let cluster = cluster_with_crd().await;
     let busybox = fixtures::busybox(None)
         .expect("busybox fixture")
         .push(cluster.registry(), "kill/busybox:1")

@@ -122,6 +122,33 @@ impl Drop for Operator {
     }
 }
 
+/// A cluster with the HardeningWorkflow CRD installed.
+pub async fn cluster_with_crd() -> Cluster {
+    let cluster = Cluster::start().await.expect("cluster");
+    cluster
+        .control_plane()
+        .install_crds(&[whittle::api::crd().expect("crd")])
+        .await
+        .expect("install the CRD");
+    cluster
+}
+
+/// Applies the workflow of example `file` and waits until workflow `name` has Succeeded,
+/// printing how long that took.
+pub async fn example_succeeds(
+    client: &Client,
+    ns: &str,
+    file: &str,
+    registry: &str,
+    name: &str,
+) -> HardeningWorkflow {
+    let started = Instant::now();
+    apply(client, ns, &example(file, registry)).await;
+    let w = wait_phase(client, ns, name, Phase::Succeeded).await;
+    eprintln!("{file}: apply to Succeeded in {:.1?}", started.elapsed());
+    w
+}
+
 pub async fn timed(name: &str, scenario: impl std::future::Future<Output = ()>) {
     let start = Instant::now();
     scenario.await;
