@@ -18,6 +18,8 @@
 //!   in status.verification and an Event, the pod template restored;
 //! - the registry stopped mid-workflow: retried with Events, then Failed naming the registry
 //!   after harden.timeout, the Deployment restored, nothing under the hardened tag;
+//! - the registry gone before instrumenting: Failed naming it after harden.timeout, the
+//!   Deployment never touched;
 //! - a user's scale and env edit made while instrumented survive the restore, with an Event.
 //!
 //! Killing the operator in every phase and leader election are in `operator_resilience.rs`.
@@ -35,7 +37,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use whittle::api::{HardeningWorkflow, Phase, VerificationResult};
-use whittle_testbed::cluster::Cluster;
+use whittle_testbed::cluster::{Cluster, NODE_IP};
 use whittle_testbed::images::fixtures;
 
 use support::*;
@@ -59,6 +61,12 @@ async fn workflows_run_on_a_real_cluster() {
     let outage_image = busybox_fixture
         .push(&outage, "outage/busybox:1")
         .expect("push busybox to the registry that stops");
+    let mut gone = cluster
+        .start_registry(false)
+        .expect("a registry that is gone");
+    let gone_image = busybox_fixture
+        .push(&gone, "gone/busybox:1")
+        .expect("push busybox to the registry that goes");
     let operator = Operator::start(&cluster);
 
     let c = &cluster;
@@ -81,6 +89,10 @@ async fn workflows_run_on_a_real_cluster() {
                 registry_outage(c, &mut outage, &outage_image)
             ),
             timed("user edits kept", user_edits_kept(c, &busybox)),
+            timed(
+                "registry gone before instrumenting",
+                registry_gone(c, &mut gone, &gone_image)
+            ),
         )
     })
     .await;
@@ -88,6 +100,28 @@ async fn workflows_run_on_a_real_cluster() {
         outcome.is_ok(),
         "the scenarios did not finish in 900s; operator log:\n{}",
         operator.log()
+    );
+
+    // /metrics counts the verdicts and the rollbacks of the scenarios above.
+    let (code, body) = get_from_node(c, &NODE_IP.to_string(), operator.port(), "/metrics");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200);
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("whittle_verifications_total{result=\"passed\"}") >= 4.0,
+        "{text}"
+    );
+    assert!(
+        value("whittle_verifications_total{result=\"failed\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value("whittle_rollbacks_total{reason=\"ReadinessFailed\"}") >= 1.0,
+        "{text}"
     );
 }
 
@@ -434,6 +468,60 @@ async fn registry_outage(
     assert!(
         !tags.join("1-whittle-hardened").exists(),
         "nothing was pushed under the hardened tag"
+    );
+}
+
+/// The registry is gone before the workflow starts (the node still has the image): pushing the
+/// instrumented image is retried, then fails after harden.timeout; the Deployment was never
+/// changed.
+async fn registry_gone(
+    c: &Cluster,
+    registry: &mut whittle_testbed::images::registry::Registry,
+    image: &str,
+) {
+    let (client, ns) = namespace(c, "gone", &[]).await;
+    let (deployment, service) = busybox_web(image, 1);
+    apply(&client, &ns, &deployment).await;
+    apply(&client, &ns, &service).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    ready_pod_ip(&pods, "app=web").await;
+    let before = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .expect("deployment");
+    let host = registry.host();
+    registry.stop();
+    apply(
+        &client,
+        &ns,
+        &json!({
+            "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
+            "metadata": {"name": "web"},
+            "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
+                     "harden": {"timeout": "15s"}}
+        }),
+    )
+    .await;
+    let failed = wait_failed(&client, &ns, "web").await;
+    let message = failed.message.unwrap_or_default();
+    assert!(
+        message.contains("Instrumenting gave up after 15s") && message.contains(&host),
+        "the reason names the registry: {message}"
+    );
+    assert!(
+        events(&client, &ns, "web")
+            .await
+            .iter()
+            .any(|(r, m)| r == "Retrying" && m.contains(&host)),
+        "Events say that whittle retried"
+    );
+    let after = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .expect("deployment");
+    assert_eq!(
+        after.metadata.generation, before.metadata.generation,
+        "the Deployment was never changed"
     );
 }
 

@@ -118,7 +118,13 @@ async fn the_operator_survives_being_killed_in_every_phase() {
 /// A second replica waits while the first leads, serves the report intake meanwhile, and
 /// leads once the first is gone.
 async fn leader_election(cluster: &Cluster, client: &Client, ns: &str, mut first: Operator) {
-    let elect = ["--leader-elect", "--service-namespace", "default"];
+    let elect = [
+        "--leader-elect",
+        "--service-namespace",
+        "default",
+        "--log-format",
+        "json",
+    ];
     let second = Operator::start_with(cluster, &elect, Some("replica-b"));
     wait_for("the second replica to campaign", || async {
         second.log().contains("waiting to become the leader")
@@ -146,6 +152,15 @@ async fn leader_election(cluster: &Cluster, client: &Client, ns: &str, mut first
         killed.elapsed()
     );
     assert_eq!(holder(client).await, "replica-b");
+    // --log-format json: every line a JSON object with a level and a message.
+    for line in second.log().lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
 }
 
 async fn holder(client: &Client) -> String {

@@ -519,7 +519,20 @@ impl Step<'_> {
         let (elapsed, limit) = match &self.workflow.spec.exercise {
             None => (self.since_phase_start(), observe.duration_after(false)),
             Some(_) => match self.exercise(Run::Observe, &d, &running).await? {
-                exercising::Outcome::Starting => return Ok(Action::requeue(ROUTING)),
+                exercising::Outcome::Starting { service } => {
+                    let limit = self.workflow.spec.exercise.as_ref().map(|e| &e.timeout);
+                    let limit = limit.and_then(|t| t.get().ok()).unwrap_or_default();
+                    if self.since_phase_start() > limit {
+                        return Err(Error::Spec {
+                            reason: "ServiceNotRouting",
+                            message: format!(
+                                "Service {service} did not route to the instrumented pods alone ({}) within the exercise's timeout: does its selector pick other pods too?",
+                                join(&running)
+                            ),
+                        });
+                    }
+                    return Ok(Action::requeue(ROUTING));
+                }
                 exercising::Outcome::Running => return Ok(Action::requeue(POLL * 6)),
                 exercising::Outcome::Failed(why) => {
                     return Err(Error::Spec {

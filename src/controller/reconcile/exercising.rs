@@ -15,8 +15,10 @@ use crate::controller::exercise::{self, JobState, Run};
 
 /// What the run's Job says.
 pub(super) enum Outcome {
-    /// Not started yet: the Service does not route to the pods under test alone.
-    Starting,
+    /// Not started yet: this Service does not route to the pods under test alone.
+    Starting {
+        service: String,
+    },
     Running,
     /// Succeeded this long ago.
     Passed {
@@ -63,7 +65,7 @@ impl Step<'_> {
                     )?;
                 let slices = exercise::endpoint_slices(client, &self.namespace(), &service).await?;
                 if !exercise::routes_only_to(&slices, pods) {
-                    return Ok(Outcome::Starting);
+                    return Ok(Outcome::Starting { service });
                 }
                 let job =
                     exercise::ensure(client, exercise::job(self.workflow, spec, run, &target))

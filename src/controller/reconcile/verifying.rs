@@ -111,14 +111,14 @@ impl Step<'_> {
         let passed = match &self.workflow.spec.exercise {
             None => "the hardened pods rolled out and passed their readiness probes".to_string(),
             Some(_) => match self.exercise(Run::Verify, &d, &running).await? {
-                Outcome::Starting | Outcome::Running if out_of_time => {
+                Outcome::Starting { .. } | Outcome::Running if out_of_time => {
                     let message = format!(
                         "the exercise did not finish against the hardened image within {}",
                         limit.as_str()
                     );
                     return Err(self.verification_failed("Timeout", message, None));
                 }
-                Outcome::Starting => return Ok(Action::requeue(ROUTING)),
+                Outcome::Starting { .. } => return Ok(Action::requeue(ROUTING)),
                 Outcome::Running => return Ok(Action::requeue(POLL * 6)),
                 Outcome::Failed(why) => {
                     let message = format!("the exercise failed against the hardened image: {why}");
