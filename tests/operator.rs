@@ -22,6 +22,9 @@
 //!   Deployment never touched;
 //! - a user's scale and env edit made while instrumented survive the restore, with an Event.
 //!
+//! The CRD and the RBAC come from `helm install` of the chart, and the operator runs with the
+//! chart's ServiceAccount token, so each scenario also checks that those permissions suffice.
+//!
 //! Killing the operator in every phase and leader election are in `operator_resilience.rs`.
 //! Schema validation and the report intake's refusals are tested in `api_schema.rs` and
 //! `report_intake.rs`, against the same real API server.
@@ -44,7 +47,11 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn workflows_run_on_a_real_cluster() {
-    let cluster = cluster_with_crd().await;
+    // The CRD and the operator's permissions come from the Helm chart: every scenario below
+    // also proves that the chart's least-privilege RBAC is enough.
+    let cluster = Cluster::start().await.expect("cluster");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = install_chart_rbac(&cluster, dir.path()).await;
     let registry = cluster.registry().host();
     fixtures::nginx()
         .expect("nginx fixture")
@@ -67,7 +74,7 @@ async fn workflows_run_on_a_real_cluster() {
     let gone_image = busybox_fixture
         .push(&gone, "gone/busybox:1")
         .expect("push busybox to the registry that goes");
-    let operator = Operator::start(&cluster);
+    let operator = Operator::start_as(&cluster, kubeconfig, &[], None);
 
     let c = &cluster;
     let outcome = tokio::time::timeout(Duration::from_secs(900), async {

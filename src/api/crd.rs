@@ -8,6 +8,8 @@ use super::HardeningWorkflow;
 
 /// Where the generated CRD is checked in, relative to the repository root.
 pub const CHECKED_IN_PATH: &str = "crds/hardeningworkflow.yaml";
+/// The Helm chart's copy (helm installs what is in a chart's `crds/`).
+pub const CHART_COPY_PATH: &str = "charts/whittle/crds/hardeningworkflow.yaml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrdError {
@@ -60,14 +62,15 @@ mod tests {
     }
 
     #[test]
-    fn checked_in_crd_is_current() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CHECKED_IN_PATH);
-        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            checked_in == crd_yaml().unwrap(),
-            "{} is stale or missing: run `cargo run -- crdgen > {CHECKED_IN_PATH}`",
-            path.display()
-        );
+    fn checked_in_crds_are_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for copy in [CHECKED_IN_PATH, CHART_COPY_PATH] {
+            let checked_in = std::fs::read_to_string(root.join(copy)).unwrap_or_default();
+            assert!(
+                checked_in == crd_yaml().unwrap(),
+                "{copy} is stale or missing: run `cargo run -- crdgen > {copy}`"
+            );
+        }
     }
 
     #[test]

@@ -40,6 +40,16 @@ impl Operator {
 
     /// With extra arguments (e.g. `--leader-elect`) and a fixed identity (`POD_NAME`).
     pub fn start_with(cluster: &Cluster, extra: &[&str], pod_name: Option<&str>) -> Operator {
+        Self::start_as(cluster, cluster.kubeconfig(), extra, pod_name)
+    }
+
+    /// With the credentials of `kubeconfig` (e.g. the chart's ServiceAccount).
+    pub fn start_as(
+        cluster: &Cluster,
+        kubeconfig: PathBuf,
+        extra: &[&str],
+        pod_name: Option<&str>,
+    ) -> Operator {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = cluster
             .listen(0)
@@ -51,7 +61,7 @@ impl Operator {
         let mut op = Operator {
             child: None,
             port,
-            kubeconfig: cluster.kubeconfig(),
+            kubeconfig,
             netns_cmd: Box::new(move || {
                 let mut cmd = std::process::Command::new("nsenter");
                 cmd.arg(format!("--net={}", netns.display()))
@@ -120,6 +130,48 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Installs the Helm chart (its CRD and RBAC; no operator pod: `replicaCount=0`) as release
+/// `whittle` in namespace `whittle-system`, and returns a kubeconfig with the token of the
+/// chart's ServiceAccount, so that an operator run with it has exactly the chart's permissions.
+pub async fn install_chart_rbac(cluster: &Cluster, dir: &Path) -> PathBuf {
+    let helm =
+        whittle_testbed::cluster::helm::Helm::with_kubeconfig(&cluster.kubeconfig()).expect("helm");
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/whittle");
+    helm.run(&[
+        "install",
+        "whittle",
+        chart.to_str().expect("utf-8"),
+        "--namespace",
+        "whittle-system",
+        "--create-namespace",
+        "--set",
+        "replicaCount=0",
+        "--set",
+        "leaderElection.enabled=false",
+        "--wait",
+    ])
+    .expect("helm install the chart");
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(cluster.client(), "whittle-system");
+    let request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 7200}}))
+            .expect("token request");
+    let token = accounts
+        .create_token_request("whittle", &Default::default(), &request)
+        .await
+        .expect("a token for the chart's ServiceAccount")
+        .status
+        .expect("token status")
+        .token;
+    let admin = fs::read_to_string(cluster.kubeconfig()).expect("admin kubeconfig");
+    let mut config: Value = serde_saphyr::from_str(&admin).expect("kubeconfig YAML");
+    config["users"][0]["user"] = serde_json::json!({"token": token});
+    let path = dir.join("whittle-sa.kubeconfig");
+    // JSON is YAML: kube reads it as a kubeconfig.
+    fs::write(&path, serde_json::to_string(&config).expect("json")).expect("write kubeconfig");
+    path
 }
 
 /// A cluster with the HardeningWorkflow CRD installed.
