@@ -10,7 +10,7 @@ SENSOR_TARGET_DIR := $(CURDIR)/target/sensor
 SENSOR_BIN := $(SENSOR_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle-sensor
 export WHITTLE_SENSOR_BIN := $(SENSOR_BIN)
 
-.PHONY: setup test demo lint sensor bench-sensor bench-image
+.PHONY: setup test demo lint sensor build install bench-sensor bench-image
 
 setup:
 	@bash testbed/scripts/setup.sh
@@ -18,6 +18,21 @@ setup:
 sensor:
 	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(SENSOR_TARGET_DIR) \
 		$(CARGO) build --quiet --release -p whittle-sensor --target x86_64-unknown-linux-gnu
+
+# One directory with a release `whittle` and the static `whittle-sensor` beside it, where
+# whittle looks for the sensor: what a CI pipeline copies. `make install PREFIX=...` puts both
+# in PREFIX/bin.
+DIST_DIR := $(CURDIR)/target/dist
+PREFIX ?= /usr/local
+build: sensor
+	$(CARGO) build --quiet --release --bin whittle
+	mkdir -p $(DIST_DIR)
+	install -m 0755 target/release/whittle $(SENSOR_BIN) $(DIST_DIR)/
+	@echo "built $(DIST_DIR)/whittle and $(DIST_DIR)/whittle-sensor"
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(DIST_DIR)/whittle $(DIST_DIR)/whittle-sensor $(DESTDIR)$(PREFIX)/bin/
 
 # Lint, then every test in the workspace: unit tests next to the code and the integration tests
 # in tests/ (they need root, runc, the registry and the control plane that setup provides).

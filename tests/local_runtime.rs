@@ -97,3 +97,28 @@ async fn a_crashing_app_is_reported_with_its_stderr() {
     let text = err.to_string();
     assert!(text.contains("broken config"), "{text}");
 }
+
+/// An app that ignores the stop signal (a shell as PID 1 has no SIGTERM handler, and the kernel
+/// drops unhandled signals for PID 1) is killed after the stop timeout, as `docker stop` does.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_that_ignores_the_stop_signal_is_killed_after_the_timeout() {
+    let fixture = fixtures::nginx().expect("nginx fixture");
+    let unpacked = Bundle::from_layout(&fixture.layout, &fixture.tag).expect("unpack");
+    let run = RunConfig {
+        args: vec!["/bin/sh".into(), "-c".into(), "sleep 1000".into()],
+        env: vec!["PATH=/usr/bin:/bin".into()],
+        ..Default::default()
+    };
+    let bundle = tempfile::tempdir().expect("bundle dir");
+    write_spec(bundle.path(), &unpacked.rootfs(), &run).expect("spec");
+    let mut container = Container::start(bundle.path()).await.expect("start");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let code = container
+        .stop(
+            parse_signal("SIGTERM").expect("signal"),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("stopped, by SIGKILL if need be");
+    assert_eq!(code, 128 + 9, "ended by SIGKILL");
+}

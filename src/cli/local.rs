@@ -56,6 +56,10 @@ pub struct LocalArgs {
     /// How long one exercise may run.
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "120s")]
     exercise_timeout: Duration,
+    /// How long a container may take to exit after the image's StopSignal before it is
+    /// killed, as `docker stop` does; the sensor's grace period fits inside it.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "10s")]
+    stop_timeout: Duration,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -92,6 +96,7 @@ pub async fn local(a: LocalArgs) -> CliResult {
         hardened_image: a.hardened_image,
         ready_timeout: a.ready_timeout,
         exercise_timeout: a.exercise_timeout,
+        stop_timeout: a.stop_timeout,
     };
     let progress = Progress::new();
     let summary = workflow::run(&store, &opts, &progress).await?;

@@ -23,6 +23,9 @@ pub struct Container {
     exit: Option<i32>,
 }
 
+/// How long a container may take to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
 /// Parses an image StopSignal (`SIGQUIT`, `QUIT`, `3`); SIGTERM when empty.
 pub fn parse_signal(s: &str) -> Result<Signal, LocalError> {
     if s.is_empty() {
@@ -176,39 +179,60 @@ impl Container {
         }
     }
 
-    /// Sends `signal` and waits up to `timeout` for the exit; returns the exit code (128+N for
-    /// death by signal N, runc's convention).
+    /// Stops the container the way `docker stop` does: sends `signal`, waits up to `timeout`
+    /// for the exit, then SIGKILL. Returns the exit code (128+N for death by signal N, runc's
+    /// convention). An app running as PID 1 without a handler for `signal` ignores it (the
+    /// kernel's rule for PID 1), so it is the SIGKILL that ends it.
     pub async fn stop(&mut self, signal: Signal, timeout: Duration) -> Result<i32, LocalError> {
         if let Some(code) = self.exit {
             return Ok(code);
         }
+        self.kill(signal.as_str()).await?;
+        if let Some(code) = self.wait_exit(timeout).await? {
+            return Ok(code);
+        }
+        tracing::info!(container = %self.id, signal = signal.as_str(), seconds = timeout.as_secs(),
+            "the container did not stop in time; killing it");
+        self.kill("SIGKILL").await?;
+        self.wait_exit(KILL_WAIT)
+            .await?
+            .ok_or_else(|| LocalError::StopTimeout {
+                id: self.id.clone(),
+                seconds: timeout.as_secs() + KILL_WAIT.as_secs(),
+                signal: format!("{} and SIGKILL", signal.as_str()),
+            })
+    }
+
+    /// `runc kill ID SIGNAL`; an error only when it failed and the container still runs.
+    async fn kill(&mut self, signal: &str) -> Result<(), LocalError> {
         let out = self
             .runc()
-            .args(["kill", &self.id, signal.as_str()])
+            .args(["kill", &self.id, signal])
             .output()
             .await
             .map_err(|source| LocalError::RuncMissing { source })?;
         if !out.status.success() && self.child.try_wait().ok().flatten().is_none() {
             return Err(LocalError::Runc {
-                args: format!("kill {} {}", self.id, signal.as_str()),
+                args: format!("kill {} {signal}", self.id),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
+        Ok(())
+    }
+
+    /// The exit code if the container exits within `timeout`.
+    async fn wait_exit(&mut self, timeout: Duration) -> Result<Option<i32>, LocalError> {
         match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(Ok(status)) => {
                 let code = status.code().unwrap_or(-1);
                 self.exit = Some(code);
-                Ok(code)
+                Ok(Some(code))
             }
             Ok(Err(e)) => Err(LocalError::Io {
                 what: format!("waiting for container {}", self.id),
                 source: e,
             }),
-            Err(_) => Err(LocalError::StopTimeout {
-                id: self.id.clone(),
-                seconds: timeout.as_secs(),
-                signal: signal.as_str().into(),
-            }),
+            Err(_) => Ok(None),
         }
     }
 

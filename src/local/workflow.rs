@@ -20,8 +20,9 @@ use crate::image::unpack::unpack;
 
 /// Where the sensor writes its report inside the container.
 const REPORT: &str = "/.whittle/report.json";
-/// The sensor waits 25 s for the app after the stop signal; give it room to write the report.
-const STOP_TIMEOUT: Duration = Duration::from_secs(40);
+/// Of `--stop-timeout`, what the sensor leaves itself to write its report after the app's
+/// grace period (the rest), before the SIGKILL.
+const REPORT_MARGIN: Duration = Duration::from_secs(2);
 /// Lines of the hardened container's stderr shown when verification fails.
 const STDERR_LINES: usize = 20;
 
@@ -39,6 +40,8 @@ pub struct LocalOptions {
     pub sensor: PathBuf,
     pub ready_timeout: Duration,
     pub exercise_timeout: Duration,
+    /// StopSignal, then SIGKILL after this long.
+    pub stop_timeout: Duration,
 }
 
 /// One exercise against both images.
@@ -169,9 +172,16 @@ async fn start(
     })
 }
 
-async fn stop(running: &mut Running) -> Result<i32, LocalError> {
+async fn stop(running: &mut Running, timeout: Duration) -> Result<i32, LocalError> {
     let signal = parse_signal(&running.stop_signal)?;
-    running.container.stop(signal, STOP_TIMEOUT).await
+    running.container.stop(signal, timeout).await
+}
+
+/// The sensor's `--grace`: the app gets the stop timeout less a margin for the report, so the
+/// report is written before the SIGKILL.
+fn sensor_grace(stop_timeout: Duration) -> String {
+    let grace = stop_timeout.saturating_sub(REPORT_MARGIN).as_secs().max(1);
+    grace.to_string()
 }
 
 pub async fn run(
@@ -206,7 +216,15 @@ pub async fn run(
     let image = store.resolve(&instrumented.image).await?;
     let port = app_port(&image, opts.port)?;
     let mut args = argv(&image.config);
-    let flags = ["--mode", &opts.mode, "--report-file", REPORT];
+    let grace = sensor_grace(opts.stop_timeout);
+    let flags = [
+        "--mode",
+        &opts.mode,
+        "--report-file",
+        REPORT,
+        "--grace",
+        &grace,
+    ];
     args.splice(1..1, flags.iter().map(|s| s.to_string()));
     let caps = match opts.mode.as_str() {
         "fanotify" | "both" => vec!["CAP_SYS_ADMIN".to_string()],
@@ -222,7 +240,7 @@ pub async fn run(
     for command in &opts.exercises {
         let result = exercise::run(command, &observed.target, opts.exercise_timeout).await?;
         if !result.passed {
-            let _ = stop(&mut observed).await;
+            let _ = stop(&mut observed, opts.stop_timeout).await;
             return Err(LocalError::ExerciseFailedOnOriginal {
                 command: command.clone(),
                 exit: exit_text(&result),
@@ -242,7 +260,7 @@ pub async fn run(
         ),
         &mut clock,
     );
-    let code = stop(&mut observed).await?;
+    let code = stop(&mut observed, opts.stop_timeout).await?;
     let report_path = observed.rootfs().join(REPORT.trim_start_matches('/'));
     let report = harden::load_report(&report_path).map_err(|e| LocalError::NoReport {
         detail: e.to_string(),
@@ -312,7 +330,7 @@ pub async fn run(
             if failed {
                 hardened_stderr = Some(running.container.stderr_tail(STDERR_LINES));
             }
-            if let Err(e) = stop(&mut running).await {
+            if let Err(e) = stop(&mut running, opts.stop_timeout).await {
                 hardened_stderr.get_or_insert_with(|| running.container.stderr_tail(STDERR_LINES));
                 tracing::warn!("stopping the hardened container: {e}");
             }
