@@ -361,21 +361,15 @@ async fn exercise_example(c: &Cluster, registry: &str) {
 /// never becomes ready, the workflow fails with the probe's words, the original comes back.
 async fn readiness_rollback(c: &Cluster, busybox: &str) {
     let (client, ns) = namespace(c, "notready", &[]).await;
-    let (deployment, service) = busybox_web(busybox, 1);
-    apply(&client, &ns, &deployment).await;
-    apply(&client, &ns, &service).await;
+    deploy_busybox_web(&client, &ns, busybox, 1).await;
     let before = template(&client, &ns, "web").await;
-    apply(
+    apply_workflow(
         &client,
         &ns,
-        &json!({
-            "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
-            "metadata": {"name": "web"},
-            "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
                      "observe": {"duration": "3s", "collectTimeout": "1m"},
                      "harden": {"exclude": ["/www/index.html"]},
-                     "verify": {"timeout": "20s"}}
-        }),
+                     "verify": {"timeout": "20s"}}),
     )
     .await;
     let failed = wait_failed(&client, &ns, "web").await;
@@ -426,20 +420,14 @@ async fn registry_outage(
     image: &str,
 ) {
     let (client, ns) = namespace(c, "outage", &[]).await;
-    let (deployment, service) = busybox_web(image, 1);
-    apply(&client, &ns, &deployment).await;
-    apply(&client, &ns, &service).await;
+    deploy_busybox_web(&client, &ns, image, 1).await;
     let before = template(&client, &ns, "web").await;
-    apply(
+    apply_workflow(
         &client,
         &ns,
-        &json!({
-            "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
-            "metadata": {"name": "web"},
-            "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
                      "observe": {"duration": "8s", "collectTimeout": "1m"},
-                     "harden": {"timeout": "20s"}}
-        }),
+                     "harden": {"timeout": "20s"}}),
     )
     .await;
     wait_phase(&client, &ns, "web", Phase::Observing).await;
@@ -487,9 +475,7 @@ async fn registry_gone(
     image: &str,
 ) {
     let (client, ns) = namespace(c, "gone", &[]).await;
-    let (deployment, service) = busybox_web(image, 1);
-    apply(&client, &ns, &deployment).await;
-    apply(&client, &ns, &service).await;
+    deploy_busybox_web(&client, &ns, image, 1).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     ready_pod_ip(&pods, "app=web").await;
     let before = Api::<Deployment>::namespaced(client.clone(), &ns)
@@ -498,15 +484,11 @@ async fn registry_gone(
         .expect("deployment");
     let host = registry.host();
     registry.stop();
-    apply(
+    apply_workflow(
         &client,
         &ns,
-        &json!({
-            "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
-            "metadata": {"name": "web"},
-            "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
-                     "harden": {"timeout": "15s"}}
-        }),
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
+                     "harden": {"timeout": "15s"}}),
     )
     .await;
     let failed = wait_failed(&client, &ns, "web").await;
@@ -536,18 +518,12 @@ async fn registry_gone(
 /// gives back only whittle's fields, the edits stay, and an Event names who made them.
 async fn user_edits_kept(c: &Cluster, busybox: &str) {
     let (client, ns) = namespace(c, "edits", &[]).await;
-    let (deployment, service) = busybox_web(busybox, 1);
-    apply(&client, &ns, &deployment).await;
-    apply(&client, &ns, &service).await;
-    apply(
+    deploy_busybox_web(&client, &ns, busybox, 1).await;
+    apply_workflow(
         &client,
         &ns,
-        &json!({
-            "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
-            "metadata": {"name": "web"},
-            "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
-                     "observe": {"duration": "20s", "collectTimeout": "1m"}}
-        }),
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
+                     "observe": {"duration": "20s", "collectTimeout": "1m"}}),
     )
     .await;
     wait_phase(&client, &ns, "web", Phase::Observing).await;
@@ -606,15 +582,11 @@ async fn deleted_mid_observation(c: &Cluster, busybox: &str) {
     });
     apply(&client, &ns, &deployment).await;
     let before = template(&client, &ns, "web").await;
-    apply(
+    apply_workflow(
         &client,
         &ns,
-        &json!({
-            "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
-            "metadata": {"name": "web"},
-            "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
-                     "observe": {"duration": "10m"}}
-        }),
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
+                     "observe": {"duration": "10m"}}),
     )
     .await;
     wait_phase(&client, &ns, "web", Phase::Observing).await;
@@ -706,15 +678,11 @@ async fn silent_pod(c: &Cluster, busybox: &str) {
     });
     apply(&client, &ns, &deployment).await;
     let before = template(&client, &ns, "web").await;
-    apply(
+    apply_workflow(
         &client,
         &ns,
-        &json!({
-            "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
-            "metadata": {"name": "web"},
-            "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
-                     "observe": {"duration": "20s", "minReports": 2, "collectTimeout": "15s"}}
-        }),
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
+                     "observe": {"duration": "20s", "minReports": 2, "collectTimeout": "15s"}}),
     )
     .await;
     let w = wait_phase(&client, &ns, "web", Phase::Observing).await;

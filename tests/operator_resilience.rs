@@ -38,17 +38,13 @@ async fn the_operator_survives_being_killed_in_every_phase() {
 
     let (client, ns) = namespace(&cluster, "kill", &[]).await;
     let started = Instant::now();
-    apply(
+    apply_workflow(
         &client,
         &ns,
-        &json!({
-            "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
-            "metadata": {"name": "web"},
-            "spec": {"target": {"name": "web"}, "registry": {"insecure": true},
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
                      "observe": {"duration": "3s", "collectTimeout": "1m"},
                      "exercise": busybox_exercise(&busybox),
-                     "verify": {"timeout": "2m"}}
-        }),
+                     "verify": {"timeout": "2m"}}),
     )
     .await;
     let elect = ["--leader-elect", "--service-namespace", "default"];
@@ -62,9 +58,7 @@ async fn the_operator_survives_being_killed_in_every_phase() {
     })
     .await;
     kill_in(&mut operator, &client, &ns, Phase::Pending).await;
-    let (deployment, service) = busybox_web(&busybox, 1);
-    apply(&client, &ns, &deployment).await;
-    apply(&client, &ns, &service).await;
+    deploy_busybox_web(&client, &ns, &busybox, 1).await;
 
     for phase in [
         Phase::Instrumenting,

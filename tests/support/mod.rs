@@ -391,6 +391,23 @@ pub fn busybox_web(image: &str, replicas: i32) -> (Value, Value) {
     (deployment, service)
 }
 
+/// Applies [`busybox_web`] in `ns`.
+pub async fn deploy_busybox_web(client: &Client, ns: &str, image: &str, replicas: i32) {
+    let (deployment, service) = busybox_web(image, replicas);
+    apply(client, ns, &deployment).await;
+    apply(client, ns, &service).await;
+}
+
+/// Applies the HardeningWorkflow `web` with `spec`.
+pub async fn apply_workflow(client: &Client, ns: &str, spec: Value) {
+    let workflow = serde_json::json!({
+        "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningWorkflow",
+        "metadata": {"name": "web"},
+        "spec": spec,
+    });
+    apply(client, ns, &workflow).await;
+}
+
 /// An exercise that fetches the home page through the Service and checks it.
 pub fn busybox_exercise(image: &str) -> Value {
     serde_json::json!({"template": {"spec": {"containers": [{"name": "check", "image": image,
