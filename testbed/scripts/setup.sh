@@ -11,7 +11,7 @@ source "$here/tools.env"
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/whittle/tools
 
 packages=(runc docker-registry debootstrap umoci skopeo curl apache2-utils iproute2 wrk util-linux ca-certificates
-          containernetworking-plugins iptables conntrack busybox-static)
+          containernetworking-plugins iptables conntrack busybox-static lua5.1)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
