@@ -4,39 +4,53 @@
 # Both start from a fresh machine: `make setup` installs what is missing and is quiet otherwise.
 
 CARGO ?= cargo
-# The sensor ships inside images that may have no libc: a static-pie build, in a target dir of
-# its own so the static flags never invalidate the host build.
-SENSOR_TARGET_DIR := $(CURDIR)/target/sensor
-SENSOR_BIN := $(SENSOR_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle-sensor
+# The sensor ships inside images that may have no libc, and so does whittle in the operator's
+# image: static-pie builds, in a target dir of their own so the static flags never invalidate
+# the host build.
+STATIC_TARGET_DIR := $(CURDIR)/target/static
+STATIC_CARGO := RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(STATIC_TARGET_DIR) \
+	$(CARGO) build --quiet --release --target x86_64-unknown-linux-gnu
+SENSOR_BIN := $(STATIC_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle-sensor
+STATIC_WHITTLE := $(STATIC_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle
 export WHITTLE_SENSOR_BIN := $(SENSOR_BIN)
+# tests/operator_pod.rs packs this one into the operator's image, as `make image` does.
+export WHITTLE_STATIC_BIN := $(STATIC_WHITTLE)
 
-.PHONY: setup test demo lint sensor build install bench-sensor bench-image
+.PHONY: setup test demo lint sensor build install image cluster-bin cluster cluster-install demo-cluster bench-sensor bench-image
 
 setup:
 	@bash testbed/scripts/setup.sh
 
 sensor:
-	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(SENSOR_TARGET_DIR) \
-		$(CARGO) build --quiet --release -p whittle-sensor --target x86_64-unknown-linux-gnu
+	$(STATIC_CARGO) -p whittle-sensor
 
-# One directory with a release `whittle` and the static `whittle-sensor` beside it, where
-# whittle looks for the sensor: what a CI pipeline copies. `make install PREFIX=...` puts both
-# in PREFIX/bin.
+# One directory with a static release `whittle` and `whittle-sensor` beside it, where whittle
+# looks for the sensor: what a CI pipeline copies. `make install PREFIX=...` puts both in
+# PREFIX/bin.
 DIST_DIR := $(CURDIR)/target/dist
 PREFIX ?= /usr/local
 build: sensor
-	$(CARGO) build --quiet --release --bin whittle
+	$(STATIC_CARGO) --bin whittle
 	mkdir -p $(DIST_DIR)
-	install -m 0755 target/release/whittle $(SENSOR_BIN) $(DIST_DIR)/
+	install -m 0755 $(STATIC_WHITTLE) $(SENSOR_BIN) $(DIST_DIR)/
 	@echo "built $(DIST_DIR)/whittle and $(DIST_DIR)/whittle-sensor"
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(DIST_DIR)/whittle $(DIST_DIR)/whittle-sensor $(DESTDIR)$(PREFIX)/bin/
 
+# The operator's image, assembled by whittle itself (no Docker): an OCI layout in
+# target/image/whittle and, with IMAGE=registry/repo:tag, pushed there too (INSECURE=1 for a
+# plain-HTTP registry such as `make cluster`'s; REGISTRY_CONFIG=FILE for credentials).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+IMAGE_LAYOUT := $(CURDIR)/target/image/whittle
+image: build
+	$(DIST_DIR)/whittle operator-image oci:$(IMAGE_LAYOUT):$(VERSION) $(IMAGE) \
+		$(if $(INSECURE),--insecure) $(if $(REGISTRY_CONFIG),--registry-config $(REGISTRY_CONFIG))
+
 # Lint, then every test in the workspace: unit tests next to the code and the integration tests
 # in tests/ (they need root, runc, the registry and the control plane that setup provides).
-test: setup lint sensor
+test: setup lint build
 	$(CARGO) test --workspace --all-targets
 
 lint:
@@ -53,6 +67,24 @@ demo: setup sensor
 		--exercise 'curl -fsS http://$$WHITTLE_TARGET/ | grep -q "Welcome to nginx"' \
 		--exercise 'test "$$(curl -s -o /dev/null -w "%{http_code}" http://$$WHITTLE_TARGET/missing)" = 404' \
 		--summary $(DEMO_DIR)/summary.json
+
+# A cluster to try the operator on, like `kind create cluster` without Docker: the test bed's
+# control plane, real node and registry in the foreground until Ctrl-C; target/cluster/env
+# says how to reach them. `make cluster-install` (in another shell) puts the operator on it
+# with helm; `make demo-cluster` does everything with examples/nginx and tears it down.
+CLUSTER_DIR := $(CURDIR)/target/cluster
+CLUSTER_BIN := $(CURDIR)/target/debug/cluster
+cluster-bin: setup
+	$(CARGO) build --quiet -p whittle-testbed --bin cluster
+
+cluster: cluster-bin
+	$(CLUSTER_BIN) $(CLUSTER_DIR)
+
+cluster-install: build
+	bash testbed/scripts/cluster-install.sh
+
+demo-cluster: build cluster-bin
+	bash testbed/scripts/demo-cluster.sh $(CLUSTER_BIN)
 
 # Benchmarks are not tests: they print results and write them to target/bench/.
 bench-sensor: setup sensor

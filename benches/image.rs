@@ -32,7 +32,7 @@ use whittle::image::store::{Location, Store};
 use whittle_sensor::report::{Access, Executable, Loss, Mode, PathRecord, Report};
 use whittle_testbed::images::fixtures::{self, Fixture};
 use whittle_testbed::images::registry::Registry;
-use whittle_testbed::{sensor, tools};
+use whittle_testbed::{binaries, tools};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T> = std::result::Result<T, Error>;
@@ -686,7 +686,7 @@ fn run() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let sensor = sensor::sensor_binary()?;
+    let sensor = binaries::sensor_binary()?;
     let nginx = fixtures::nginx()?;
     let synthetic = synthetic()?;
     let scratch = tempfile::Builder::new()

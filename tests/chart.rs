@@ -86,6 +86,7 @@ fn the_default_install_is_locked_down_and_elects_a_leader() {
     let d = find(&objects, "Deployment").expect("Deployment");
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert!(pod.get("hostNetwork").is_none(), "{pod}");
     assert_eq!(
         pod["securityContext"]["seccompProfile"]["type"],
         "RuntimeDefault"
@@ -184,7 +185,14 @@ fn non_default_values_are_honoured() {
         "spool.sizeLimit=5Gi",
         "logFormat=json",
         "concurrency=8",
+        "hostNetwork=true",
     ]);
+    let by_digest = render(&["image.repository=r/whittle", "image.digest=sha256:abc"]);
+    let d = find(&by_digest, "Deployment").expect("Deployment");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "r/whittle@sha256:abc"
+    );
     let k = kinds(&objects);
     assert!(k.contains(&"ServiceMonitor".to_string()), "{k:?}");
     assert!(k.contains(&"NetworkPolicy".to_string()), "{k:?}");
@@ -197,6 +205,8 @@ fn non_default_values_are_honoured() {
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["containers"][0]["image"], "127.0.0.1:5000/whittle:dev");
     assert_eq!(pod["volumes"][0]["emptyDir"]["sizeLimit"], "5Gi");
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
     let args = args(&objects);
     assert!(!args.contains(&"--leader-elect".to_string()), "{args:?}");
     assert!(args.contains(&"--log-format=json".to_string()), "{args:?}");

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use whittle_sensor::report::{Access, Loss, Mode, PathRecord, Report};
+use whittle_testbed::binaries::sensor_binary;
 use whittle_testbed::images::fixtures::{self, layers_paths as lp};
 use whittle_testbed::images::registry::Registry;
 use whittle_testbed::runc::{Bundle, Container, RunOptions};
-use whittle_testbed::sensor::sensor_binary;
 
 fn whittle(args: &[&str]) -> Output {
     let sensor = sensor_binary().expect("sensor binary");

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use whittle_testbed::binaries::sensor_binary;
 use whittle_testbed::images::fixtures;
 use whittle_testbed::images::registry::Registry;
-use whittle_testbed::sensor::sensor_binary;
 
 const HOME_PAGE: &str = r#"curl -fsS http://$WHITTLE_TARGET/ | grep -q "Welcome to nginx""#;
 const MISSING_PAGE: &str =

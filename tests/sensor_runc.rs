@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use whittle_sensor::report::{Mode, Report};
+use whittle_testbed::binaries::sensor_binary;
 use whittle_testbed::images::fixtures;
 use whittle_testbed::runc::{Bundle, Container, DEFAULT_CAPABILITIES, RunOptions};
-use whittle_testbed::sensor::sensor_binary;
 
 /// The nginx fixture with the sensor installed; `args` go before `--`, `app` after it (the
 /// image's own command when empty).

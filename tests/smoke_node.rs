@@ -25,10 +25,10 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use whittle_sensor::report::{Mode, Report};
+use whittle_testbed::binaries::sensor_binary;
 use whittle_testbed::cluster::{Cluster, NODE_IP};
 use whittle_testbed::images::fixtures;
 use whittle_testbed::images::registry::Registry;
-use whittle_testbed::sensor::sensor_binary;
 
 const WAIT: Duration = Duration::from_secs(120);
 

@@ -13,6 +13,7 @@ mod crdgen;
 mod image;
 mod local;
 mod operator;
+mod operator_image;
 
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
@@ -44,6 +45,8 @@ enum Command {
     Operator(operator::OperatorArgs),
     /// Print the HardeningWorkflow CustomResourceDefinition as YAML.
     Crdgen(crdgen::CrdgenArgs),
+    /// Build the operator's own image (this binary and the sensor, non-root, no shell).
+    OperatorImage(operator_image::OperatorImageArgs),
 }
 
 /// How to reach registries; every command that talks to one takes these.
@@ -113,6 +116,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Inspect(a) => image::inspect(a).await,
         Command::Local(a) => local::local(a).await,
         Command::Crdgen(a) => crdgen::crdgen(a),
+        Command::OperatorImage(a) => operator_image::operator_image(a).await,
         Command::Operator(a) => operator::operator(a).await,
     }
 }

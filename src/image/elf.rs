@@ -29,6 +29,21 @@ pub fn is_elf(head: &[u8]) -> bool {
     head.starts_with(b"\x7fELF")
 }
 
+/// Checks that `bytes` is a program that runs in any image, even one without a libc: a static
+/// 64-bit ELF file. The error says what it needs instead.
+pub fn static_program(bytes: &[u8]) -> Result<(), String> {
+    let deps = read_deps(std::io::Cursor::new(bytes))
+        .ok_or_else(|| "not a 64-bit ELF program".to_string())?;
+    match deps.interpreter {
+        Some(loader) => Err(format!("it is dynamically linked (needs {loader})")),
+        None if !deps.needed.is_empty() => Err(format!(
+            "it is dynamically linked (needs {})",
+            deps.needed.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Reads the dynamic-linking facts of an ELF file. `None` when it is not a 64-bit ELF file
 /// whittle can read (a 32-bit or corrupt file keeps only what the reports name).
 pub fn read_deps<R: Read + Seek>(file: R) -> Option<ElfDeps> {

@@ -62,14 +62,11 @@ fn read_sensor(path: &Path) -> Result<Vec<u8>> {
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let deps = elf::read_deps(std::io::Cursor::new(&bytes))
-        .ok_or_else(|| bad("not a 64-bit ELF program".into()))?;
-    if deps.interpreter.is_some() || !deps.needed.is_empty() {
-        return Err(bad(format!(
-            "it is dynamically linked (needs {}), so it cannot run in images without that libc; build it with `make sensor`",
-            deps.interpreter.unwrap_or_else(|| deps.needed.join(", "))
-        )));
-    }
+    elf::static_program(&bytes).map_err(|reason| {
+        bad(format!(
+            "{reason}, so it cannot run in images without that libc; build it with `make sensor`"
+        ))
+    })?;
     Ok(bytes)
 }
 

@@ -1,5 +1,6 @@
 //! The image engine: registry access, layer streaming, instrument, harden and inspect.
 
+pub mod assemble;
 pub mod config;
 pub mod credentials;
 pub mod elf;

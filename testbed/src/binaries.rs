@@ -1,5 +1,7 @@
-//! The static sensor binary the tests copy into images: `$WHITTLE_SENSOR_BIN` when set (the
-//! Makefile builds it once), otherwise built here the same way.
+//! The static binaries the tests put into images: the sensor (copied into every instrumented
+//! image) and whittle (the operator's own image). `$WHITTLE_SENSOR_BIN` and
+//! `$WHITTLE_STATIC_BIN` name them when set (the Makefile builds them once, as `make build`
+//! does); otherwise they are built here the same way.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,39 +18,50 @@ fn workspace() -> PathBuf {
 
 /// Builds (once per test run, under a lock) and returns the static-pie sensor.
 pub fn sensor_binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("WHITTLE_SENSOR_BIN") {
+    static_build(
+        "WHITTLE_SENSOR_BIN",
+        &["-p", "whittle-sensor"],
+        "whittle-sensor",
+    )
+}
+
+/// Builds (once per test run, under a lock) and returns a static-pie release `whittle`.
+pub fn whittle_binary() -> Result<PathBuf> {
+    static_build(
+        "WHITTLE_STATIC_BIN",
+        &["-p", "whittle", "--bin", "whittle"],
+        "whittle",
+    )
+}
+
+fn static_build(env: &str, select: &[&str], name: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);
         return if p.is_file() {
             Ok(p)
         } else {
             Err(Error::Invalid(format!(
-                "WHITTLE_SENSOR_BIN={} is not a file",
+                "{env}={} is not a file",
                 p.display()
             )))
         };
     }
     // A target dir of its own: the outer `cargo test` may still hold the main one's lock, and
     // static flags must not invalidate the host build.
-    let target = workspace().join("target/sensor");
+    let target = workspace().join("target/static");
     std::fs::create_dir_all(&target).context(|| format!("creating {}", target.display()))?;
     let lock = std::fs::File::create(target.join("build.lock"))
-        .context(|| "creating the sensor build lock".into())?;
+        .context(|| "creating the static build lock".into())?;
     let _lock = Flock::lock(lock, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::Invalid(format!("locking the sensor build: {e}")))?;
+        .map_err(|(_, e)| Error::Invalid(format!("locking the static build: {e}")))?;
     tools::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(workspace())
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             .env("CARGO_TARGET_DIR", &target)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "whittle-sensor",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-            ]),
+            .args(["build", "--quiet", "--release"])
+            .args(select)
+            .args(["--target", "x86_64-unknown-linux-gnu"]),
     )?;
-    Ok(target.join("x86_64-unknown-linux-gnu/release/whittle-sensor"))
+    Ok(target.join("x86_64-unknown-linux-gnu/release").join(name))
 }

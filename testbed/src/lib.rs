@@ -10,15 +10,16 @@
 //!   a whole [`cluster::Cluster`] with a real node (containerd v2, kubelet, kube-proxy) and a
 //!   registry in a network namespace of its own; the real `helm` pointed at it.
 //! - [`net`]: sockets inside network namespaces, port forwards, a tiny HTTP client.
-//! - [`sensor`]: the static sensor binary; [`process`], [`tools`]: daemons and binaries.
+//! - [`binaries`]: the static sensor and whittle builds; [`process`], [`tools`]: daemons and
+//!   tools.
 
+pub mod binaries;
 pub mod cluster;
 pub mod error;
 pub mod images;
 pub mod net;
 pub mod process;
 pub mod runc;
-pub mod sensor;
 pub mod tools;
 
 pub use error::{Error, Result};

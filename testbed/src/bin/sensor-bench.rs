@@ -7,9 +7,9 @@
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use whittle_testbed::binaries::sensor_binary;
 use whittle_testbed::images::fixtures;
 use whittle_testbed::runc::{Bundle, Container, DEFAULT_CAPABILITIES, RunOptions};
-use whittle_testbed::sensor::sensor_binary;
 
 const SECONDS: &str = "10";
 

@@ -1,0 +1,146 @@
+//! `whittle operator-image`: the operator's own image, assembled from this whittle binary and
+//! the sensor beside it. `make image` runs it; the Helm chart's default image is its output.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::json;
+
+use whittle::image::assemble::{self, Entry, Recipe};
+use whittle::image::elf;
+use whittle::image::instrument::find_sensor;
+use whittle::image::store::Location;
+
+use super::{CliResult, RegistryArgs, parse_location};
+
+/// The user the chart runs the operator as; the image names it so `runAsNonRoot` holds even
+/// without the chart's securityContext.
+const USER: u32 = 65532;
+const BIN_DIR: &str = "usr/local/bin";
+const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
+
+#[derive(Args, Debug)]
+pub struct OperatorImageArgs {
+    /// Where to store the image: registry/repo:tag or oci:DIR:TAG; repeat to store it in
+    /// several places (`make image` writes a layout and, with IMAGE=..., pushes there too).
+    #[arg(value_parser = parse_location, required = true, value_name = "DST")]
+    destinations: Vec<Location>,
+    /// The static whittle binary to package (default: the running one).
+    #[arg(long, value_name = "PATH")]
+    whittle: Option<PathBuf>,
+    /// The static sensor binary (default: $WHITTLE_SENSOR_BIN, then whittle-sensor beside whittle).
+    #[arg(long, value_name = "PATH")]
+    sensor: Option<PathBuf>,
+    /// CA certificates for the registries the operator pushes to over HTTPS.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/ssl/certs/ca-certificates.crt"
+    )]
+    ca_bundle: PathBuf,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub async fn operator_image(args: OperatorImageArgs) -> CliResult {
+    let whittle = match &args.whittle {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find the running whittle binary: {e}"))?,
+    };
+    let sensor = find_sensor(args.sensor.as_deref())?;
+    let recipe = recipe(
+        static_binary(&whittle, "make build")?,
+        static_binary(&sensor, "make sensor")?,
+        read(
+            &args.ca_bundle,
+            "install Debian's ca-certificates or pass --ca-bundle",
+        )?,
+    );
+    let store = args.registry.store()?;
+    for dst in &args.destinations {
+        let made = assemble::assemble(&store, dst, &recipe).await?;
+        println!(
+            "{}  ({} bytes compressed)",
+            dst.pushed(&made.digest),
+            made.layer_bytes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read(path: &Path, hint: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e} ({hint})", path.display()))
+}
+
+/// The image has no libc, so both programs must be static.
+fn static_binary(path: &Path, builds_it: &str) -> Result<Vec<u8>, String> {
+    let bytes = read(path, builds_it)?;
+    elf::static_program(&bytes).map_err(|reason| {
+        format!(
+            "{}: {reason}; the operator image has no libc, so `{builds_it}` builds a static one",
+            path.display()
+        )
+    })?;
+    Ok(bytes)
+}
+
+/// whittle and the sensor side by side (the operator injects the sensor it finds beside
+/// itself), a passwd/group naming the non-root user, CA certificates, and a world-writable
+/// /tmp for when TMPDIR is not a volume. No shell: nothing here can run but whittle.
+fn recipe(whittle: Vec<u8>, sensor: Vec<u8>, ca_bundle: Vec<u8>) -> Recipe {
+    let version = env!("CARGO_PKG_VERSION");
+    let entries = BTreeMap::from([
+        (format!("{BIN_DIR}/whittle"), Entry::file(0o755, whittle)),
+        (format!("{BIN_DIR}/whittle-sensor"), Entry::file(0o755, sensor)),
+        (CA_BUNDLE.to_string(), Entry::file(0o644, ca_bundle)),
+        (
+            "etc/passwd".to_string(),
+            Entry::file(
+                0o644,
+                format!("root:x:0:0:root:/root:/sbin/nologin\nwhittle:x:{USER}:{USER}:whittle:/home/whittle:/sbin/nologin\n")
+                    .into_bytes(),
+            ),
+        ),
+        (
+            "etc/group".to_string(),
+            Entry::file(0o644, format!("root:x:0:\nwhittle:x:{USER}:\n").into_bytes()),
+        ),
+        ("home/whittle".to_string(), Entry::dir(0o755)),
+        ("tmp".to_string(), Entry::dir(0o1777)),
+    ]);
+    Recipe {
+        entries,
+        config: json!({
+            "User": format!("{USER}:{USER}"),
+            "Entrypoint": [format!("/{BIN_DIR}/whittle")],
+            "Cmd": ["operator"],
+            "Env": [
+                "PATH=/usr/local/bin",
+                format!("SSL_CERT_FILE=/{CA_BUNDLE}"),
+            ],
+            "WorkingDir": "/home/whittle",
+            "Labels": {
+                "org.opencontainers.image.title": "whittle",
+                "org.opencontainers.image.version": version,
+                "org.opencontainers.image.source": env!("CARGO_PKG_REPOSITORY"),
+                "org.opencontainers.image.licenses": env!("CARGO_PKG_LICENSE"),
+            },
+        }),
+        created_by: format!("whittle operator-image (whittle {version})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_binary_is_refused_with_how_to_build_a_static_one() {
+        let err = static_binary(Path::new("/bin/true"), "make build").unwrap_err();
+        assert!(err.contains("dynamically linked"), "{err}");
+        assert!(err.contains("make build"), "{err}");
+    }
+}
