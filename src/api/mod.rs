@@ -1,9 +1,11 @@
 //! The `HardeningWorkflow` resource (`whittle.dev/v1alpha1`): its spec, status, the CRD derived
-//! from them, and the names the controller and the report server share.
+//! from them and its Markdown reference, and the names the controller and the report server
+//! share.
 
 pub mod crd;
 pub mod duration;
 pub mod names;
+pub mod reference;
 pub mod spec;
 pub mod status;
 

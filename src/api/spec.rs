@@ -68,36 +68,46 @@ pub const IMMUTABLE_MESSAGE: &str =
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HardeningWorkflowSpec {
-    /// The workload whose image is hardened.
+    /// The workload whose image is hardened, e.g. `{kind: Deployment, name: web, container: web}`.
     pub target: Target,
-    /// The image to harden (default: the container's current image, resolved to a digest).
+    /// The image to harden, e.g. `registry.example.com/shop/web:1.4` (default: the target
+    /// container's current image). Resolved to a digest before anything is pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
-    /// Where the instrumented image is pushed (default: `<repo>:<tag>-whittle-instrumented`).
+    /// Where the instrumented image is pushed, e.g. `registry.example.com/shop/web:1.4-observe`
+    /// (default: the source's repository, tag `<tag>-whittle-instrumented`). Must differ from
+    /// `image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub instrumented_image: Option<String>,
-    /// Where the hardened image is pushed (default: `<repo>:<tag>-whittle-hardened`).
+    /// Where the hardened image is pushed, e.g. `registry.example.com/shop/web:1.4-slim`
+    /// (default: the source's repository, tag `<tag>-whittle-hardened`). Must differ from
+    /// `image` and `instrumentedImage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub hardened_image: Option<String>,
-    /// How to reach the registry.
+    /// How to reach the registry, e.g. `{credentialsSecret: push-creds}`.
     #[serde(default)]
     pub registry: Registry,
-    /// How the instrumented workload is observed.
+    /// How the instrumented workload is observed, e.g. `{duration: 30m, minReports: 2}`.
     #[serde(default)]
     pub observe: Observe,
-    /// A Job that exercises the workload, run against the instrumented and the hardened pods.
+    /// A Job that exercises the workload, run against the instrumented and the hardened pods,
+    /// e.g. `{service: web, template: {spec: {containers: [...]}}}`. Without one, observation
+    /// lasts `observe.duration` and verification only waits for the hardened pods to be ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exercise: Option<Exercise>,
-    /// What goes into the hardened image besides what the sensors saw.
+    /// What goes into the hardened image besides what the sensors saw, e.g.
+    /// `{include: [/etc/ssl/certs/**], exclude: [/usr/share/doc/**]}`.
     #[serde(default)]
     pub harden: Harden,
-    /// Whether and how the hardened image is tried out before it is trusted.
+    /// Whether and how the hardened image is tried out before it is trusted, e.g.
+    /// `{enabled: true, timeout: 10m}`.
     #[serde(default)]
     pub verify: Verify,
-    /// Leave the Deployment on the hardened image once it has passed verification.
+    /// Leave the Deployment on the hardened image once it has passed verification, e.g. `true`
+    /// (by default the original image comes back). Needs `verify.enabled`.
     #[serde(default)]
     pub promote: bool,
 }
@@ -105,13 +115,14 @@ pub struct HardeningWorkflowSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
-    /// The kind of workload. Only Deployment for now.
+    /// The kind of workload, e.g. `Deployment`, the only kind for now.
     #[serde(default)]
     pub kind: TargetKind,
-    /// The workload's name, in the workflow's namespace.
+    /// The workload's name, in the workflow's namespace, e.g. `web`.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// The container to harden; needed when the pod has more than one.
+    /// The container to harden, e.g. `web`; needed when the pod has more than one (default: the
+    /// only one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub container: Option<String>,
@@ -126,12 +137,15 @@ pub enum TargetKind {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Registry {
-    /// A `kubernetes.io/dockerconfigjson` Secret in the workflow's namespace with credentials
-    /// for pulling the source and pushing the new images (default: the pod's imagePullSecrets).
+    /// A `kubernetes.io/dockerconfigjson` Secret in the workflow's namespace, e.g.
+    /// `push-creds`, with the credentials for pulling the source and pushing the new images.
+    /// Default: the imagePullSecrets of the target's pod template (none: anonymous). When set,
+    /// it alone is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,
-    /// Talk plain HTTP to the registry.
+    /// Talk plain HTTP instead of HTTPS to the registry, e.g. `true` for a local registry such
+    /// as `localhost:5000`.
     #[serde(default)]
     pub insecure: bool,
 }
@@ -142,19 +156,26 @@ pub struct Observe {
     /// How long the instrumented workload runs before whittle restores the original and
     /// collects the reports, e.g. `30s`, `10m`, `1h30m`. Without an exercise: 10m when unset.
     /// With an exercise, observation ends when its Job has succeeded, then lasts this much
-    /// longer if set.
+    /// longer if set (unset: no longer). `0s` is allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<DurationString>,
-    /// Reports needed to harden; fewer after collectTimeout fails the workflow.
+    /// How many sensor reports are enough to harden, e.g. `2`. Hardening starts once every
+    /// instrumented pod has reported and there are at least this many; after `collectTimeout`,
+    /// it starts with at least this many (a Warning Event names the silent pods), and fewer
+    /// fail the workflow.
     #[serde(default = "Observe::default_min_reports")]
     #[schemars(range(min = 1))]
     pub min_reports: u32,
-    /// How long to wait for the instrumented pods' reports after they were told to stop.
+    /// How long to wait for the instrumented pods' reports once the original pod template is
+    /// back and they are stopping, e.g. `2m`.
     #[serde(default = "Observe::default_collect_timeout")]
     #[schemars(schema_with = "duration::positive_schema")]
     pub collect_timeout: DurationString,
-    /// How the sensor watches the app: ptrace needs no added capabilities, fanotify needs
-    /// CAP_SYS_ADMIN and costs the app less.
+    /// How the sensor watches the app, e.g. `fanotify`. `ptrace` adds no capability (it runs
+    /// under the `restricted` Pod Security level) but stops the app at every path syscall;
+    /// `fanotify` adds CAP_SYS_ADMIN to the container, which the `baseline` and `restricted`
+    /// levels refuse, and costs the app almost nothing. The sensor uses fanotify whenever it
+    /// holds CAP_SYS_ADMIN, ptrace otherwise.
     #[serde(default)]
     pub sensor_mode: SensorMode,
 }
@@ -222,15 +243,19 @@ impl SensorMode {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Exercise {
-    /// The Service, in the workflow's namespace, that the exercise Job talks to.
+    /// The Service, in the workflow's namespace, that the exercise Job talks to, e.g. `web`
+    /// (default: the one Service whose selector matches the target's pod labels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub service: Option<String>,
-    /// The pod template of the exercise Job; it must end with success against the original.
-    /// Every container gets `WHITTLE_TARGET`, the Service's `ClusterIP:port`.
+    /// The pod template of the exercise Job, e.g. `{spec: {containers: [{name: check, image:
+    /// busybox, command: [sh, -c, 'wget -q -O- http://$WHITTLE_TARGET/']}]}}`; it must succeed
+    /// against the original. Every container gets env `WHITTLE_TARGET`, the Service's
+    /// `ClusterIP:port` (its first port); `restartPolicy` defaults to `Never`.
     #[schemars(schema_with = "pod_template_schema")]
     pub template: PodTemplateSpec,
-    /// How long one run of the exercise Job may take (its activeDeadlineSeconds).
+    /// How long one run of the exercise Job may take (its activeDeadlineSeconds), e.g. `5m`.
+    /// The Job is not retried.
     #[serde(default = "Exercise::default_timeout")]
     #[schemars(schema_with = "duration::positive_schema")]
     pub timeout: DurationString,
@@ -255,15 +280,19 @@ fn pod_template_schema(_: &mut SchemaGenerator) -> Schema {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Harden {
-    /// Paths or globs kept even if no sensor saw them (a directory keeps everything below it).
+    /// Paths or globs kept even if no sensor saw them, e.g. `/etc/nginx/**` or
+    /// `/usr/share/zoneinfo` (a directory keeps everything below it).
     #[serde(default)]
     #[schemars(length(max = 256), inner(length(min = 1, max = 4096)))]
     pub include: Vec<String>,
-    /// Globs of paths dropped even if a sensor saw them (`/usr/share/doc/**`, `*.pyc`).
+    /// Globs of paths dropped even if a sensor saw them, e.g. `/usr/share/doc/**` or `*.pyc` (a
+    /// pattern without `/` matches a name anywhere; a matching directory drops what is below).
     #[serde(default)]
     #[schemars(length(max = 256), inner(length(min = 1, max = 4096)))]
     pub exclude: Vec<String>,
-    /// How long building and pushing the hardened image may take.
+    /// How long building and pushing the hardened image may take, e.g. `30m`. It also bounds
+    /// retries: a failure that is retried (a registry outage, say) fails the workflow once
+    /// Instrumenting or Hardening has lasted this long.
     #[serde(default = "Harden::default_timeout")]
     #[schemars(schema_with = "duration::positive_schema")]
     pub timeout: DurationString,
@@ -288,11 +317,13 @@ impl Default for Harden {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Verify {
-    /// Roll the hardened image out and run the exercise against it; the original comes back
-    /// if it fails.
+    /// Whether to roll the hardened image out and run the exercise against it (the original
+    /// comes back if it fails), e.g. `false` to end in Succeeded as soon as the hardened image
+    /// is pushed.
     #[serde(default = "Verify::default_enabled")]
     pub enabled: bool,
-    /// How long the hardened rollout and its exercise may take.
+    /// How long the hardened rollout and its exercise may take, e.g. `10m`. It also bounds the
+    /// instrumented rollout: instrumented pods not ready by then fail the workflow.
     #[serde(default = "Verify::default_timeout")]
     #[schemars(schema_with = "duration::positive_schema")]
     pub timeout: DurationString,

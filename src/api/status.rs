@@ -11,47 +11,59 @@ use serde::{Deserialize, Serialize};
 
 use crate::image::harden::Summary;
 
+/// Where the workflow is, what it made, and why it stopped. Written by the operator only.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HardeningWorkflowStatus {
-    /// The stage the workflow is in.
+    /// The stage the workflow is in, e.g. `Observing`. Unset while the workflow is Pending
+    /// (the `Ready` condition and `message` say what it waits for).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// The metadata.generation this status describes.
+    /// The metadata.generation this status describes, e.g. `1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Instrumented, Observed, Hardened, Verified.
+    /// The conditions whittle sets, one per type: `Ready` (True once Succeeded; until then
+    /// False, its reason the current phase, what Pending waits for, or why the workflow
+    /// failed), `Instrumented`, `Observed`, `Hardened` and `Verified`, e.g. `{type: Ready,
+    /// status: "False", reason: TargetNotFound, message: ...}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
-    /// The image that was hardened, `repo@sha256:…`.
+    /// The image that was hardened, pinned to its digest, e.g.
+    /// `registry.example.com/shop/web@sha256:4842…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_image: Option<String>,
-    /// The instrumented image the observed pods ran, `repo@sha256:…`.
+    /// The instrumented image the observed pods ran, pinned to its digest, e.g.
+    /// `registry.example.com/shop/web@sha256:e727…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instrumented_image: Option<String>,
-    /// The hardened image, `repo@sha256:…`.
+    /// The hardened image, pinned to its digest, e.g.
+    /// `registry.example.com/shop/web@sha256:cc66…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardened_image: Option<String>,
-    /// The sensor reports: which pods were instrumented and which have reported.
+    /// The sensor reports: which pods were instrumented and which have reported, e.g.
+    /// `{expected: [web-7c9d4-abcde], received: 1, pods: [web-7c9d4-abcde]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reports: Option<ReportsStatus>,
-    /// What hardening removed.
+    /// What hardening kept and removed, e.g. `{sourceBytes: 55700000, hardenedBytes: 4200000,
+    /// reductionPercent: 92, ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<HardenResult>,
-    /// The verdict of running the hardened image: what passed, or what failed and where.
+    /// The verdict of running the hardened image: what passed, or what failed and where, e.g.
+    /// `{result: Failed, reason: ReadinessFailed, pod: web-6f5b8-xyz12, container: web, message:
+    /// ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
-    /// What is happening or what went wrong, for people.
+    /// What is happening or what went wrong, for people, e.g. `observing 1 pod(s): 10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// When the workflow left Pending.
+    /// When the workflow left Pending, e.g. `2026-11-23T10:00:00Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
-    /// When the current phase began (timeouts count from here).
+    /// When the current phase began (timeouts count from here), e.g. `2026-11-23T10:00:05Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase_started_at: Option<Time>,
-    /// When the workflow reached Succeeded or Failed.
+    /// When the workflow reached Succeeded or Failed, e.g. `2026-11-23T10:25:40Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
 }
@@ -160,13 +172,15 @@ impl From<bool> for ConditionStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportsStatus {
-    /// The instrumented pods whose reports are awaited.
+    /// The instrumented pods whose reports are awaited, e.g. `[web-7c9d4-abcde]`; pods that
+    /// join while observing are added.
     #[serde(default)]
     pub expected: Vec<String>,
-    /// How many of them have reported.
+    /// How many pods have reported, e.g. `1`. A pod that is not in `expected` counts too (a
+    /// replacement the ReplicaSet made, say).
     #[serde(default)]
     pub received: u32,
-    /// The pods that have reported.
+    /// The pods that have reported, e.g. `[web-7c9d4-abcde]`.
     #[serde(default)]
     pub pods: Vec<String>,
 }
@@ -206,17 +220,18 @@ pub enum VerificationResult {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
-    /// Passed or Failed.
+    /// Passed or Failed, e.g. `Failed`.
     pub result: VerificationResult,
-    /// In one word: Passed, RolloutFailed, CrashLooping, ReadinessFailed, ExerciseFailed,
-    /// Timeout.
+    /// In one word, e.g. `CrashLooping`: Passed, RolloutFailed, CrashLooping, ReadinessFailed,
+    /// ExerciseFailed, Timeout.
     pub reason: String,
-    /// What was checked or what went wrong, with the failing container's last log lines.
+    /// What was checked or what went wrong, with the failing container's last log lines, e.g.
+    /// `the hardened pods rolled out and passed their readiness probes`.
     pub message: String,
-    /// The pod that failed, if one did.
+    /// The pod that failed, if one did, e.g. `web-6f5b8-xyz12`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
-    /// The container that failed, if one did.
+    /// The container that failed, if one did, e.g. `web`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
 }
@@ -224,16 +239,22 @@ pub struct Verification {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HardenResult {
-    /// Compressed size of the source image's layers.
+    /// Compressed size of the source image's layers, in bytes, e.g. `55700000`.
     pub source_bytes: u64,
-    /// Compressed size of the hardened image's layer.
+    /// Compressed size of the hardened image's layer, in bytes, e.g. `4200000`.
     pub hardened_bytes: u64,
-    /// 100 × (1 − hardened / source), rounded; negative if the image grew.
+    /// 100 × (1 − hardened / source), rounded, e.g. `92`; negative if the image grew.
     pub reduction_percent: i64,
+    /// Files (every path but directories) of the source kept in the hardened image, e.g. `47`.
     pub files_kept: u64,
+    /// Files (every path but directories) of the source left out, e.g. `6256`.
     pub files_removed: u64,
+    /// Shells left out (`sh`, `bash`, `busybox`, … in a `bin` directory), e.g. `3`.
     pub removed_shells: u64,
+    /// Package managers left out (`apt`, `dpkg`, `apk`, `pip`, … in a `bin` directory), e.g.
+    /// `5`.
     pub removed_package_managers: u64,
+    /// Setuid or setgid files left out, e.g. `11`.
     pub removed_setuid: u64,
 }
 

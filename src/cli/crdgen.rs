@@ -1,5 +1,6 @@
 //! `whittle crdgen`: the HardeningWorkflow CRD as YAML, for `kubectl apply -f -`, Helm charts
-//! and the checked-in `crds/hardeningworkflow.yaml`.
+//! and the checked-in `crds/hardeningworkflow.yaml`; with `--reference`, the Markdown reference
+//! generated from the same schema (`docs/reference.md`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -9,10 +10,20 @@ use clap::Args;
 use super::CliResult;
 
 #[derive(Args, Debug)]
-pub struct CrdgenArgs {}
+pub struct CrdgenArgs {
+    /// Print the HardeningWorkflow reference (Markdown: every field's path, type, default,
+    /// validation and description, then the example workflows) instead of the CRD, as
+    /// docs/reference.md holds it.
+    #[arg(long)]
+    reference: bool,
+}
 
-pub fn crdgen(_: CrdgenArgs) -> CliResult {
-    let yaml = whittle::api::crd_yaml()?;
-    std::io::stdout().lock().write_all(yaml.as_bytes())?;
+pub fn crdgen(args: CrdgenArgs) -> CliResult {
+    let text = if args.reference {
+        whittle::api::reference::markdown()?
+    } else {
+        whittle::api::crd_yaml()?
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

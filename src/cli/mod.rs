@@ -43,7 +43,7 @@ enum Command {
     Local(local::LocalArgs),
     /// Run the Kubernetes operator: reconcile HardeningWorkflows and receive sensor reports.
     Operator(operator::OperatorArgs),
-    /// Print the HardeningWorkflow CustomResourceDefinition as YAML.
+    /// Print the HardeningWorkflow CustomResourceDefinition as YAML, or its Markdown reference.
     Crdgen(crdgen::CrdgenArgs),
     /// Build the operator's own image (this binary and the sensor, non-root, no shell).
     OperatorImage(operator_image::OperatorImageArgs),
