@@ -13,8 +13,6 @@ STATIC_CARGO := RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(STA
 SENSOR_BIN := $(STATIC_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle-sensor
 STATIC_WHITTLE := $(STATIC_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle
 export WHITTLE_SENSOR_BIN := $(SENSOR_BIN)
-# tests/operator_pod.rs packs this one into the operator's image, as `make image` does.
-export WHITTLE_STATIC_BIN := $(STATIC_WHITTLE)
 
 .PHONY: setup test demo lint sensor build install image cluster-bin cluster cluster-install demo-cluster bench-sensor bench-image
 
@@ -41,7 +39,8 @@ install: build
 
 # The operator's image, assembled by whittle itself (no Docker): an OCI layout in
 # target/image/whittle and, with IMAGE=registry/repo:tag, pushed there too (INSECURE=1 for a
-# plain-HTTP registry such as `make cluster`'s; REGISTRY_CONFIG=FILE for credentials).
+# plain-HTTP registry such as `make cluster`'s; REGISTRY_CONFIG=FILE for credentials). A release
+# publishes IMAGE=ghcr.io/whittle-dev/whittle:$(VERSION), the chart's default image.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMAGE_LAYOUT := $(CURDIR)/target/image/whittle
 image: build
@@ -50,7 +49,7 @@ image: build
 
 # Lint, then every test in the workspace: unit tests next to the code and the integration tests
 # in tests/ (they need root, runc, the registry and the control plane that setup provides).
-test: setup lint build
+test: setup lint sensor
 	$(CARGO) test --workspace --all-targets
 
 lint:

@@ -11,6 +11,8 @@
 //!   and its token Secret and report ConfigMaps are gone;
 //! - a pod killed without grace never reports: Failed after collectTimeout, naming that pod,
 //!   the Deployment restored;
+//! - `examples/include-ptrace` keeps all of /etc/nginx but the excluded charset maps (read
+//!   back from the registry with skopeo); `examples/promote` leaves the Deployment on the hardened image;
 //! - `examples/exercise`: an exercise Job runs against the instrumented original and again
 //!   against the hardened rollout, which passes verification (and the restricted workload is
 //!   promoted: its Deployment keeps the hardened image);
@@ -81,6 +83,8 @@ async fn workflows_run_on_a_real_cluster() {
         tokio::join!(
             timed("examples/nginx", nginx_example(c, &registry)),
             timed("examples/exercise", exercise_example(c, &registry)),
+            timed("examples/include-ptrace", include_example(c, &registry)),
+            timed("examples/promote", promote_example(c, &registry)),
             timed(
                 "restricted, ptrace, promoted",
                 restricted_workload(c, &busybox)
@@ -132,16 +136,81 @@ async fn workflows_run_on_a_real_cluster() {
     );
 }
 
+/// `examples/include-ptrace`: all of /etc/nginx kept beside what the ptrace sensor saw, but
+/// the excluded charset maps.
+async fn include_example(c: &Cluster, registry: &str) {
+    let (client, ns) = namespace(c, "include", &[]).await;
+    deploy_nginx_example(&client, &ns, registry).await;
+    let w = example_succeeds(
+        &client,
+        &ns,
+        "examples/include-ptrace/workflow.yaml",
+        registry,
+        "nginx-include",
+    )
+    .await;
+    let hardened = w
+        .status
+        .and_then(|s| s.hardened_image)
+        .expect("status.hardenedImage");
+    let files = hardened_files(&hardened);
+    for kept in [
+        "etc/nginx/fastcgi_params",
+        "etc/nginx/win-utf",
+        "etc/nginx/nginx.conf",
+    ] {
+        assert!(files.contains(kept), "{kept} is included: {files:?}");
+    }
+    assert!(!files.contains("etc/nginx/koi-utf"), "excluded: {files:?}");
+}
+
+/// `examples/promote`: the Deployment stays on the hardened image and serves from it.
+async fn promote_example(c: &Cluster, registry: &str) {
+    let (client, ns) = namespace(c, "promote", &[]).await;
+    deploy_nginx_example(&client, &ns, registry).await;
+    let w = example_succeeds(
+        &client,
+        &ns,
+        "examples/promote/workflow.yaml",
+        registry,
+        "nginx-promoted",
+    )
+    .await;
+    let hardened = w
+        .status
+        .and_then(|s| s.hardened_image)
+        .expect("status.hardenedImage");
+    let d = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("nginx")
+        .await
+        .expect("deployment");
+    let spec = d.spec.template.spec.expect("pod spec");
+    assert_eq!(spec.containers[0].image.as_deref(), Some(hardened.as_str()));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_for("a ready pod of the promoted nginx", || async {
+        pods.list(&ListParams::default().labels("app=nginx"))
+            .await
+            .is_ok_and(|l| {
+                l.items.iter().any(|p| {
+                    let runs = p.spec.as_ref().is_some_and(|s| {
+                        s.containers[0].image.as_deref() == Some(hardened.as_str())
+                    });
+                    let ready = p.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .flatten()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    });
+                    runs && ready
+                })
+            })
+    })
+    .await;
+}
+
 async fn nginx_example(c: &Cluster, registry: &str) {
     let (client, ns) = namespace(c, "nginx", &[]).await;
-    for file in ["deployment.yaml", "service.yaml"] {
-        apply(
-            &client,
-            &ns,
-            &example(&format!("examples/nginx/{file}"), registry),
-        )
-        .await;
-    }
+    deploy_nginx_example(&client, &ns, registry).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let original_ip = ready_pod_ip(&pods, "app=nginx").await;
     let original = get_from_node(c, &original_ip, 80, "/");
@@ -163,6 +232,12 @@ async fn nginx_example(c: &Cluster, registry: &str) {
     );
     let result = status.result.expect("status.result");
     eprintln!("examples/nginx: {hardened}, {result:?}");
+    let files = hardened_files(&hardened);
+    assert!(files.contains("etc/nginx/nginx.conf"), "{files:?}");
+    assert!(
+        !files.contains("etc/nginx/win-utf"),
+        "nginx never reads its charset maps, so only examples/include-ptrace keeps one"
+    );
     assert!(result.hardened_bytes < result.source_bytes, "{result:?}");
     assert!(result.removed_shells > 0, "{result:?}");
     assert_eq!(status.reports.expect("reports").received, 1);

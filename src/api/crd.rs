@@ -22,10 +22,11 @@ pub enum CrdError {
 /// The HardeningWorkflow CRD. Install this one, not `HardeningWorkflow::crd()`: optional fields
 /// are made non-nullable here (and `null` leaves the enums), so the API server drops an explicit
 /// `null` instead of storing it, and "unset" has one spelling that `has()` in the CEL rules
-/// understands.
+/// understands; and schemars' unsigned formats become the API server's signed ones (it warns
+/// "unrecognized format uint32" on every apply otherwise; `minimum: 0` stays).
 pub fn crd() -> Result<CustomResourceDefinition, CrdError> {
     let mut value = serde_json::to_value(HardeningWorkflow::crd())?;
-    drop_nullable(&mut value);
+    for_the_api_server(&mut value);
     Ok(serde_json::from_value(value)?)
 }
 
@@ -38,16 +39,23 @@ pub fn crd_yaml() -> Result<String, CrdError> {
     ))
 }
 
-fn drop_nullable(value: &mut Value) {
+fn for_the_api_server(value: &mut Value) {
     match value {
         Value::Object(map) => {
             map.remove("nullable");
             if let Some(Value::Array(variants)) = map.get_mut("enum") {
                 variants.retain(|v| !v.is_null());
             }
-            map.values_mut().for_each(drop_nullable);
+            if let Some(format) = map.get_mut("format") {
+                match format.as_str() {
+                    Some("uint8" | "uint16" | "int8" | "int16") => *format = "int32".into(),
+                    Some("uint32" | "uint64" | "uint") => *format = "int64".into(),
+                    _ => {}
+                }
+            }
+            map.values_mut().for_each(for_the_api_server);
         }
-        Value::Array(items) => items.iter_mut().for_each(drop_nullable),
+        Value::Array(items) => items.iter_mut().for_each(for_the_api_server),
         _ => {}
     }
 }
@@ -71,6 +79,12 @@ mod tests {
                 "{copy} is stale or missing: run `cargo run -- crdgen > {copy}`"
             );
         }
+    }
+
+    #[test]
+    fn only_formats_the_api_server_knows() {
+        let text = schema().to_string();
+        assert!(!text.contains("\"format\":\"uint"), "{text}");
     }
 
     #[test]

@@ -15,8 +15,9 @@ use crate::image::harden::Summary;
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HardeningWorkflowStatus {
-    /// The stage the workflow is in, e.g. `Observing`. Unset while the workflow is Pending
-    /// (the `Ready` condition and `message` say what it waits for).
+    /// The stage the workflow is in, e.g. `Observing`. `Pending` while it waits for its target
+    /// (the `Ready` condition and `message` say what for); unset until the operator first saw
+    /// the workflow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// The metadata.generation this status describes, e.g. `1`.

@@ -286,6 +286,8 @@ impl Step<'_> {
 
     /// Pending with a reason: nothing has been changed, the user may still edit the spec.
     fn wait(&mut self, reason: &str, message: String) -> Action {
+        // Shown in `kubectl get hw`'s Phase column, which would be blank otherwise.
+        self.status.set_phase(Phase::Pending, &self.now);
         self.condition(ConditionType::Ready, false, reason, &message);
         self.status.message = Some(message);
         Action::requeue(POLL * 2)

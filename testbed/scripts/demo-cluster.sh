@@ -9,6 +9,7 @@ cluster_bin=$1
 mkdir -p "$dir"
 start=$(date +%s)
 
+echo "demo-cluster: starting the cluster (its log: $dir/cluster.log; the first run builds the example images with debootstrap)"
 "$cluster_bin" "$dir" >"$dir/cluster.log" 2>&1 &
 pid=$!
 teardown() {
@@ -30,7 +31,9 @@ echo "demo-cluster: cluster up in $(($(date +%s) - start))s (registry $REGISTRY)
 
 bash "$here/testbed/scripts/cluster-install.sh"
 
-sed "s/localhost:5000/$REGISTRY/" "$here"/examples/nginx/*.yaml | "$KUBECTL" apply -f - >/dev/null
+for f in "$here"/examples/nginx/*.yaml; do
+  echo ---; sed "s/localhost:5000/$REGISTRY/" "$f"
+done | "$KUBECTL" apply -f - >/dev/null
 echo "demo-cluster: applied examples/nginx; waiting for the workflow..."
 phase=
 for _ in $(seq 600); do

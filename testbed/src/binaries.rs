@@ -1,7 +1,7 @@
 //! The static binaries the tests put into images: the sensor (copied into every instrumented
-//! image) and whittle (the operator's own image). `$WHITTLE_SENSOR_BIN` and
-//! `$WHITTLE_STATIC_BIN` name them when set (the Makefile builds them once, as `make build`
-//! does); otherwise they are built here the same way.
+//! image; `$WHITTLE_SENSOR_BIN` when set, as the Makefile builds it once) and whittle (the
+//! operator's own image; `$WHITTLE_STATIC_BIN` when set). Otherwise they are built here with
+//! the Makefile's static flags.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,25 +16,35 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Builds (once per test run, under a lock) and returns the static-pie sensor.
+/// Builds (once per test run, under a lock) and returns the static-pie release sensor.
 pub fn sensor_binary() -> Result<PathBuf> {
     static_build(
         "WHITTLE_SENSOR_BIN",
-        &["-p", "whittle-sensor"],
-        "whittle-sensor",
+        &["--release", "-p", "whittle-sensor"],
+        "release/whittle-sensor",
     )
 }
 
-/// Builds (once per test run, under a lock) and returns a static-pie release `whittle`.
+/// Builds (once per test run, under a lock) and returns a static-pie `whittle` in the
+/// `image-test` profile: `make image`'s build, minus most optimisation (see Cargo.toml).
 pub fn whittle_binary() -> Result<PathBuf> {
     static_build(
         "WHITTLE_STATIC_BIN",
-        &["-p", "whittle", "--bin", "whittle"],
-        "whittle",
+        &[
+            "--profile",
+            "image-test",
+            "-p",
+            "whittle",
+            "--bin",
+            "whittle",
+        ],
+        "image-test/whittle",
     )
 }
 
-fn static_build(env: &str, select: &[&str], name: &str) -> Result<PathBuf> {
+/// `select` picks the profile and the package; `built` is the binary's path below the target's
+/// directory.
+fn static_build(env: &str, select: &[&str], built: &str) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);
         return if p.is_file() {
@@ -59,9 +69,9 @@ fn static_build(env: &str, select: &[&str], name: &str) -> Result<PathBuf> {
             .current_dir(workspace())
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             .env("CARGO_TARGET_DIR", &target)
-            .args(["build", "--quiet", "--release"])
+            .args(["build", "--quiet"])
             .args(select)
             .args(["--target", "x86_64-unknown-linux-gnu"]),
     )?;
-    Ok(target.join("x86_64-unknown-linux-gnu/release").join(name))
+    Ok(target.join("x86_64-unknown-linux-gnu").join(built))
 }

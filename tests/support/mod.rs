@@ -15,8 +15,8 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 use whittle::api::{HardeningWorkflow, HardeningWorkflowStatus, Phase};
+use whittle_testbed::binaries::sensor_binary;
 use whittle_testbed::cluster::{Cluster, NODE_IP};
-use whittle_testbed::sensor::sensor_binary;
 
 pub const WAIT: Duration = Duration::from_secs(240);
 
@@ -427,4 +427,51 @@ pub async fn jobs(client: &Client, ns: &str, name: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The paths (no leading `/`) in the one layer of a hardened image in a plain-HTTP registry,
+/// read with skopeo and tar, not with whittle's code.
+pub fn hardened_files(reference: &str) -> std::collections::BTreeSet<String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let layout = dir.path().join("image");
+    let status = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:t", layout.display()))
+        .status()
+        .expect("run skopeo");
+    assert!(status.success(), "skopeo copy {reference}");
+    let manifest = whittle_testbed::images::oci_layout::manifest(&layout, "t").expect("manifest");
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert_eq!(
+        layers.len(),
+        1,
+        "a hardened image has one layer: {manifest}"
+    );
+    let digest = layers[0]["digest"].as_str().expect("digest");
+    let blob = whittle_testbed::images::oci_layout::blob_path(&layout, digest).expect("blob");
+    let gz = flate2::read::GzDecoder::new(fs::File::open(blob).expect("open layer"));
+    tar::Archive::new(gz)
+        .entries()
+        .expect("tar")
+        .map(|e| {
+            let e = e.expect("tar entry");
+            let path = e.path().expect("path").display().to_string();
+            path.trim_end_matches('/').to_string()
+        })
+        .collect()
+}
+
+/// Applies examples/nginx's Deployment and Service in `ns` and waits until its pod is ready.
+pub async fn deploy_nginx_example(client: &Client, ns: &str, registry: &str) {
+    for file in ["deployment.yaml", "service.yaml"] {
+        apply(
+            client,
+            ns,
+            &example(&format!("examples/nginx/{file}"), registry),
+        )
+        .await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    ready_pod_ip(&pods, "app=nginx").await;
 }

@@ -65,7 +65,7 @@ async fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
          set -a; . {env_file}; set +a\n  \
          $KUBECTL get nodes\n  \
          make cluster-install          # the operator image into $REGISTRY, then helm install\n  \
-         sed \"s/localhost:5000/$REGISTRY/\" examples/nginx/*.yaml | $KUBECTL apply -f -\n  \
+         for f in examples/nginx/*.yaml; do echo ---; sed \"s/localhost:5000/$REGISTRY/\" $f; done | $KUBECTL apply -f -\n  \
          $KUBECTL get hw -w\n\n\
          The registry {registry} holds whittle-examples/nginx:1 and whittle-examples/busybox:1.",
         env_file = dir.join("env").display(),
