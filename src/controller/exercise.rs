@@ -102,10 +102,49 @@ pub fn target_address(
     Ok((name, format!("{ip}:{port}")))
 }
 
-/// True when the Service's EndpointSlices send traffic to `pods` only: at least one of them is a
-/// ready endpoint and no other pod is. Until then an exercise would reach a pod that is going
-/// away, or nothing at all.
-pub fn routes_only_to(slices: &[EndpointSlice], pods: &BTreeSet<String>) -> bool {
+/// How long after the last change to a Service's endpoints an exercise waits: kube-proxy
+/// programs the change after the EndpointSlice says it, and a connection whose first SYN went
+/// by the old rule keeps its conntrack entry to the old pod until it times out (seen as
+/// "wget: can't connect to remote host: Connection timed out" on a busy node).
+pub const ENDPOINTS_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// True when the Service's EndpointSlices send traffic to `pods` only (at least one of them is a
+/// ready endpoint and no other pod is), and have not changed for [`ENDPOINTS_SETTLE`]. Until
+/// then an exercise would reach a pod that is going away, or nothing at all.
+pub fn routes_only_to(slices: &[EndpointSlice], pods: &BTreeSet<String>, now: &Time) -> bool {
+    let settled = last_change(slices).is_none_or(|at| {
+        std::time::Duration::try_from(now.0.duration_since(at.0))
+            .is_ok_and(|since| since >= ENDPOINTS_SETTLE)
+    });
+    settled && lists_only(slices, pods)
+}
+
+/// When the slices last changed: the EndpointSlice controller's `last-change-trigger-time`
+/// annotation, else the newest managedFields entry.
+fn last_change(slices: &[EndpointSlice]) -> Option<Time> {
+    const TRIGGER: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+    slices
+        .iter()
+        .filter_map(|s| {
+            let annotated = s
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(TRIGGER))
+                .and_then(|t| serde_json::from_value::<Time>(t.clone().into()).ok());
+            annotated.or_else(|| {
+                s.metadata
+                    .managed_fields
+                    .iter()
+                    .flatten()
+                    .filter_map(|f| f.time.clone())
+                    .max_by_key(|t| t.0)
+            })
+        })
+        .max_by_key(|t| t.0)
+}
+
+fn lists_only(slices: &[EndpointSlice], pods: &BTreeSet<String>) -> bool {
     let endpoints: Vec<(bool, Option<&str>)> = slices
         .iter()
         .flat_map(|s| s.endpoints.iter().flatten())
@@ -429,6 +468,9 @@ mod tests {
                    "targetRef": {"kind": "Pod", "name": pod}})
         };
         let new: BTreeSet<String> = ["new-1".to_string()].into();
+        let now: Time = serde_json::from_value(json!("2026-01-01T00:01:00Z")).unwrap();
+        let routes_only_to =
+            |slices: &[EndpointSlice], pods: &BTreeSet<String>| routes_only_to(slices, pods, &now);
         assert!(routes_only_to(&[slice(json!([ep("new-1", true)]))], &new));
         assert!(
             !routes_only_to(
@@ -443,5 +485,16 @@ mod tests {
         );
         assert!(!routes_only_to(&[slice(json!([]))], &new));
         assert!(!routes_only_to(&[], &new));
+
+        let changed_at = |at: &str| -> EndpointSlice {
+            serde_json::from_value(json!({"addressType": "IPv4", "endpoints": [ep("new-1", true)],
+                "metadata": {"annotations": {"endpoints.kubernetes.io/last-change-trigger-time": at}}}))
+            .unwrap()
+        };
+        assert!(
+            !routes_only_to(&[changed_at("2026-01-01T00:00:58Z")], &new),
+            "changed 2 s ago: kube-proxy may not have programmed it yet"
+        );
+        assert!(routes_only_to(&[changed_at("2026-01-01T00:00:50Z")], &new));
     }
 }

@@ -64,7 +64,7 @@ impl Step<'_> {
                         },
                     )?;
                 let slices = exercise::endpoint_slices(client, &self.namespace(), &service).await?;
-                if !exercise::routes_only_to(&slices, pods) {
+                if !exercise::routes_only_to(&slices, pods, &self.now) {
                     return Ok(Outcome::Starting { service });
                 }
                 let job =
