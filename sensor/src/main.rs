@@ -1,7 +1,9 @@
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match whittle_sensor::options::parse(&args, std::env::var("WHITTLE_REPORT_URL").ok())
-    {
+    let opts = match whittle_sensor::options::parse(
+        &args,
+        whittle_sensor::options::EnvDefaults::from_env(),
+    ) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("whittle-sensor: {e}\n{}", whittle_sensor::options::USAGE);

@@ -25,10 +25,45 @@ pub struct Options {
 pub const USAGE: &str = "usage: whittle-sensor [--mode auto|fanotify|ptrace|both] [--grace SECONDS] \
 [--report-file PATH] [--report-url http://IP:PORT/PATH] [--user UID:GID] -- PROGRAM [ARGS...]";
 
-/// Parses the arguments after the program name. `env_url` is `WHITTLE_REPORT_URL`.
-pub fn parse(args: &[String], env_url: Option<String>) -> Result<Options, String> {
+/// What the environment sets when no flag does: the operator configures the sensor of an
+/// instrumented pod this way, since the pod's command may be the user's.
+#[derive(Debug, Clone, Default)]
+pub struct EnvDefaults {
+    /// `WHITTLE_REPORT_URL`
+    pub report_url: Option<String>,
+    /// `WHITTLE_SENSOR_MODE`
+    pub mode: Option<String>,
+}
+
+impl EnvDefaults {
+    pub fn from_env() -> EnvDefaults {
+        EnvDefaults {
+            report_url: std::env::var("WHITTLE_REPORT_URL").ok(),
+            mode: std::env::var("WHITTLE_SENSOR_MODE").ok(),
+        }
+    }
+}
+
+fn mode(name: &str, source: &str) -> Result<ModeChoice, String> {
+    match name {
+        "auto" => Ok(ModeChoice::Auto),
+        "fanotify" => Ok(ModeChoice::Fanotify),
+        "ptrace" => Ok(ModeChoice::Ptrace),
+        "both" => Ok(ModeChoice::Both),
+        m => Err(format!(
+            "{source}{m}: expected auto, fanotify, ptrace or both"
+        )),
+    }
+}
+
+/// Parses the arguments after the program name; flags win over `env`.
+pub fn parse(args: &[String], env: EnvDefaults) -> Result<Options, String> {
+    let env_url = env.report_url;
     let mut o = Options {
-        mode: ModeChoice::Auto,
+        mode: match env.mode.as_deref().filter(|m| !m.is_empty()) {
+            Some(m) => mode(m, "WHITTLE_SENSOR_MODE=")?,
+            None => ModeChoice::Auto,
+        },
         grace: Duration::from_secs(25),
         report_file: None,
         report_url: env_url.filter(|u| !u.is_empty()),
@@ -52,19 +87,7 @@ pub fn parse(args: &[String], env_url: Option<String>) -> Result<Options, String
                 .ok_or_else(|| format!("{flag} needs a value"))
         };
         match flag {
-            "--mode" => {
-                o.mode = match value()?.as_str() {
-                    "auto" => ModeChoice::Auto,
-                    "fanotify" => ModeChoice::Fanotify,
-                    "ptrace" => ModeChoice::Ptrace,
-                    "both" => ModeChoice::Both,
-                    m => {
-                        return Err(format!(
-                            "--mode {m}: expected auto, fanotify, ptrace or both"
-                        ));
-                    }
-                }
-            }
+            "--mode" => o.mode = mode(&value()?, "--mode ")?,
             "--grace" => {
                 let v = value()?;
                 let secs: f64 = v
@@ -118,10 +141,13 @@ mod tests {
                 "-g",
                 "x",
             ]),
-            Some("http://127.0.0.1:1/r".into()),
+            EnvDefaults {
+                report_url: Some("http://127.0.0.1:1/r".into()),
+                mode: Some("fanotify".into()),
+            },
         )
         .unwrap();
-        assert_eq!(o.mode, ModeChoice::Ptrace);
+        assert_eq!(o.mode, ModeChoice::Ptrace, "the flag wins over the env");
         assert_eq!(o.grace, Duration::from_secs(3));
         assert_eq!(o.report_file, Some(PathBuf::from("/r.json")));
         assert_eq!(o.report_url.as_deref(), Some("http://127.0.0.1:1/r"));
@@ -130,20 +156,39 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_chooses_the_mode_when_no_flag_does() {
+        let env = |m: &str| EnvDefaults {
+            report_url: None,
+            mode: Some(m.into()),
+        };
+        let o = parse(&s(&["--", "x"]), env("ptrace")).unwrap();
+        assert_eq!(o.mode, ModeChoice::Ptrace);
+        assert_eq!(
+            parse(&s(&["--", "x"]), env("")).unwrap().mode,
+            ModeChoice::Auto
+        );
+        assert!(
+            parse(&s(&["--", "x"]), env("strace"))
+                .unwrap_err()
+                .contains("WHITTLE_SENSOR_MODE=strace")
+        );
+    }
+
+    #[test]
     fn refuses_what_it_cannot_honour() {
         assert!(
-            parse(&s(&["--mode", "magic", "--", "x"]), None)
+            parse(&s(&["--mode", "magic", "--", "x"]), EnvDefaults::default())
                 .unwrap_err()
                 .contains("magic")
         );
-        assert!(parse(&s(&["--grace", "-1", "--", "x"]), None).is_err());
+        assert!(parse(&s(&["--grace", "-1", "--", "x"]), EnvDefaults::default()).is_err());
         assert!(
-            parse(&s(&["--",]), None)
+            parse(&s(&["--",]), EnvDefaults::default())
                 .unwrap_err()
                 .contains("no program")
         );
         assert!(
-            parse(&s(&["--bogus", "--", "x"]), None)
+            parse(&s(&["--bogus", "--", "x"]), EnvDefaults::default())
                 .unwrap_err()
                 .contains("--bogus")
         );

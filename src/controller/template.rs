@@ -248,6 +248,9 @@ fn sensor_env(saved: &Saved, inst: &Instrumentation<'_>) -> Vec<Value> {
     };
     let mut env = vec![
         json!({"name": "WHITTLE_REPORT_URL", "value": inst.report_url}),
+        // Without it the sensor would pick fanotify whenever the container has CAP_SYS_ADMIN
+        // of its own, whatever the workflow asked for.
+        json!({"name": "WHITTLE_SENSOR_MODE", "value": inst.sensor_mode.as_str()}),
         json!({"name": "WHITTLE_REPORT_TOKEN", "valueFrom": {"secretKeyRef": {"name": inst.token_secret, "key": TOKEN_KEY}}}),
     ];
     for name in IDENTITY_ENV.into_iter().filter(|n| !defined(n)) {
@@ -394,13 +397,15 @@ mod tests {
             names,
             [
                 "WHITTLE_REPORT_URL",
+                "WHITTLE_SENSOR_MODE",
                 "WHITTLE_REPORT_TOKEN",
                 "POD_NAMESPACE",
                 "CONTAINER_NAME"
             ]
         );
+        assert_eq!(env[1]["value"], "ptrace");
         assert_eq!(
-            env[1]["valueFrom"]["secretKeyRef"],
+            env[2]["valueFrom"]["secretKeyRef"],
             json!({"name": "harden-web-report-token", "key": "token"})
         );
     }
