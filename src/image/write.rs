@@ -1,7 +1,7 @@
 //! Writing the hardened layer: the kept paths in sorted order, each with the metadata its
 //! source entry had, as one gzip tar in a temporary file. The same tree, spool contents and kept
 //! set always give the same bytes: no timestamps but the sources', no host names or ids. The
-//! gzip is made of 1 MiB members compressed in parallel ([`ParallelGz`]).
+//! gzip is one stream whose 1 MiB blocks are compressed in parallel ([`ParallelGz`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

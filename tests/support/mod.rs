@@ -450,8 +450,9 @@ pub fn hardened_files(reference: &str) -> std::collections::BTreeSet<String> {
     );
     let digest = layers[0]["digest"].as_str().expect("digest");
     let blob = whittle_testbed::images::oci_layout::blob_path(&layout, digest).expect("blob");
-    // Multi-member: whittle compresses blocks in parallel, each a gzip member.
-    let gz = flate2::read::MultiGzDecoder::new(fs::File::open(blob).expect("open layer"));
+    // One gzip stream (a reader of the first member only sees it all), though whittle
+    // compresses its blocks in parallel.
+    let gz = flate2::read::GzDecoder::new(fs::File::open(blob).expect("open layer"));
     tar::Archive::new(gz)
         .entries()
         .expect("tar")
