@@ -67,6 +67,8 @@ pub async fn assemble(store: &Store, dst: &Location, recipe: &Recipe) -> Result<
     let layer_digest = store.put_blob(dst, Bytes::from(layer)).await?;
     let flavor = Flavor::Oci;
     let image_config = json!({
+        // Dated like the layer's files: the same inputs give the same digest.
+        "created": "1970-01-01T00:00:00Z",
         "architecture": "amd64",
         "os": "linux",
         "config": recipe.config,
