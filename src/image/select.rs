@@ -313,6 +313,22 @@ impl Closure<'_> {
     }
 }
 
+/// The source a cached module needs: CPython loads `dir/__pycache__/m.cpython-311.pyc` (or
+/// `m.cpython-311.opt-1.pyc`) only after a stat() of `dir/m.py` finds it, so a monitor blind to
+/// stats (fanotify) reports the cache and not the source, and the hardened image would fail
+/// with "no codec search functions registered". Certain, not a guess: PEP 3147 caches are never
+/// loaded without their source.
+fn pyc_source(path: &str) -> Option<String> {
+    let (dir, file) = match path.rsplit_once("/__pycache__/") {
+        Some((dir, file)) => (format!("{dir}/"), file),
+        None => (String::new(), path.strip_prefix("__pycache__/")?),
+    };
+    let stem = file.strip_suffix(".pyc")?;
+    let (module, tag) = stem.split_once('.')?;
+    (!module.is_empty() && !tag.is_empty() && !file.contains('/'))
+        .then(|| format!("{dir}{module}.py"))
+}
+
 /// Computes the kept set from `wanted` over `tree`, reading ELF files and loader configuration
 /// from `spool`. When `missing` comes back non-empty, fetch those contents and call again.
 pub fn select(tree: &Tree, spool: &Spool, wanted: &Wanted) -> Selection {
@@ -376,6 +392,11 @@ pub fn select(tree: &Tree, spool: &Spool, wanted: &Wanted) -> Selection {
         let Some(node) = tree.get(&path) else {
             continue;
         };
+        if let Some(source) = pyc_source(&path)
+            && let Some(r) = tree.resolve(&source)
+        {
+            c.add_resolved(r);
+        }
         match &node.kind {
             Kind::File => c.follow_elf(&path, node.layer, &path, wanted, &system),
             Kind::HardLink(target) => {
@@ -455,4 +476,60 @@ pub fn read_text(
     };
     let bytes = spool.read(range).ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::tree::Node;
+
+    #[test]
+    fn a_cached_module_keeps_its_source() {
+        assert_eq!(
+            pyc_source("usr/lib/python3.11/encodings/__pycache__/utf_8.cpython-311.pyc").as_deref(),
+            Some("usr/lib/python3.11/encodings/utf_8.py")
+        );
+        assert_eq!(
+            pyc_source("app/__pycache__/main.cpython-312.opt-1.pyc").as_deref(),
+            Some("app/main.py")
+        );
+        assert_eq!(
+            pyc_source("__pycache__/m.cpython-311.pyc").as_deref(),
+            Some("m.py")
+        );
+        assert_eq!(
+            pyc_source("app/main.pyc"),
+            None,
+            "a legacy pyc loads without its source"
+        );
+        assert_eq!(pyc_source("app/__pycache__/notes.txt"), None);
+
+        let mut tree = Tree::new();
+        for p in [
+            "app/__pycache__/main.cpython-311.pyc",
+            "app/main.py",
+            "app/other.py",
+            "app/__pycache__/gone.cpython-311.pyc",
+        ] {
+            tree.apply(
+                p,
+                Node {
+                    kind: Kind::File,
+                    ..Node::implicit_dir()
+                },
+            );
+        }
+        let spool = Spool::new().expect("spool");
+        let wanted = Wanted {
+            seen: [
+                "/app/__pycache__/main.cpython-311.pyc".to_string(),
+                "/app/__pycache__/gone.cpython-311.pyc".to_string(),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let keep = select(&tree, &spool, &wanted).keep;
+        assert!(keep.contains("app/main.py"), "{keep:?}");
+        assert!(!keep.contains("app/other.py"), "{keep:?}");
+    }
 }
