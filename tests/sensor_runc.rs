@@ -137,10 +137,56 @@ fn ptrace_mode_needs_no_capability_and_sees_the_same() {
 }
 
 fn run_to_exit(args: &[&str], app: &[&str]) -> (i32, Container) {
-    let bundle = instrumented(args, app, &[]);
+    run_to_exit_with(args, app, &[])
+}
+
+fn run_to_exit_with(args: &[&str], app: &[&str], extra_caps: &[&str]) -> (i32, Container) {
+    let bundle = instrumented(args, app, extra_caps);
     let mut c = Container::start(bundle, RunOptions::default()).expect("start");
     let exit = c.wait(Duration::from_secs(30)).expect("exit");
     (exit.code, c)
+}
+
+/// An app that lists a directory and opens nothing in it: every monitor must report the
+/// directory (fanotify only does with FAN_ONDIR), or the hardened image would lack it.
+#[test]
+fn a_listed_directory_is_seen_in_every_mode() {
+    for (mode, caps, expect) in [
+        ("fanotify", &["CAP_SYS_ADMIN"][..], Mode::Fanotify),
+        ("ptrace", &[][..], Mode::Ptrace),
+        ("both", &["CAP_SYS_ADMIN"][..], Mode::Both),
+    ] {
+        let args = ["--mode", mode, "--report-file", "/.whittle/report.json"];
+        let (code, c) = run_to_exit_with(&args, &["/bin/ls", "/etc/nginx/conf.d"], caps);
+        assert_eq!(code, 0, "{mode}: {}", c.stderr());
+        let report = report_of(&c);
+        assert_eq!(report.mode, expect);
+        assert!(
+            report.existing_paths().any(|p| p == "/etc/nginx/conf.d"),
+            "{mode}: {:?}",
+            report.existing_paths().collect::<Vec<_>>()
+        );
+    }
+}
+
+/// fanotify alone cannot see stat() probes, so auto never runs it alone.
+#[test]
+fn auto_with_cap_sys_admin_runs_both_monitors() {
+    let args = ["--mode", "auto", "--report-file", "/.whittle/report.json"];
+    let (code, c) = run_to_exit_with(
+        &args,
+        &["sh", "-c", "test -e /etc/nginx/fastcgi_params"],
+        &["CAP_SYS_ADMIN"],
+    );
+    assert_eq!(code, 0, "{}", c.stderr());
+    let report = report_of(&c);
+    assert_eq!(report.mode, Mode::Both);
+    assert!(
+        report
+            .existing_paths()
+            .any(|p| p == "/etc/nginx/fastcgi_params"),
+        "the stat-only probe is recorded"
+    );
 }
 
 #[test]

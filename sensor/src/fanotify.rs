@@ -35,7 +35,12 @@ impl FanotifyMonitor {
             group
                 .mark(
                     MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
-                    MaskFlags::FAN_OPEN | MaskFlags::FAN_OPEN_EXEC | MaskFlags::FAN_ACCESS,
+                    // FAN_ONDIR: directories too, or an app that opendir()s its conf.d and
+                    // reads nothing there would lose the directory in the hardened image.
+                    MaskFlags::FAN_OPEN
+                        | MaskFlags::FAN_OPEN_EXEC
+                        | MaskFlags::FAN_ACCESS
+                        | MaskFlags::FAN_ONDIR,
                     cwd(),
                     Some(m.as_str()),
                 )
@@ -86,7 +91,8 @@ impl FanotifyMonitor {
                                     | MarkFlags::FAN_MARK_IGNORED_SURV_MODIFY,
                                 mask & (MaskFlags::FAN_OPEN
                                     | MaskFlags::FAN_OPEN_EXEC
-                                    | MaskFlags::FAN_ACCESS),
+                                    | MaskFlags::FAN_ACCESS
+                                    | MaskFlags::FAN_ONDIR),
                                 fd,
                                 None::<&std::path::Path>,
                             );

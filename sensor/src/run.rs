@@ -60,7 +60,9 @@ pub fn run(opts: Options) -> i32 {
             }
         }
     }
-    let use_ptrace = matches!(opts.mode, ModeChoice::Ptrace | ModeChoice::Both) || fan.is_none();
+    // fanotify alone misses the stat family and failed opens (probes whose answer changes what
+    // the app does), so auto never runs it alone: with CAP_SYS_ADMIN it runs both.
+    let use_ptrace = opts.mode != ModeChoice::Fanotify || fan.is_none();
     let mode = match (fan.is_some(), use_ptrace) {
         (true, true) => Mode::Both,
         (true, false) => Mode::Fanotify,
