@@ -79,7 +79,9 @@ cluster-bin: setup
 cluster: cluster-bin
 	$(CLUSTER_BIN) $(CLUSTER_DIR)
 
-cluster-install: build
+cluster-install:
+	@test -f $(CLUSTER_DIR)/env || { echo "cluster-install: no cluster is running: start one with 'make cluster' in another shell" >&2; exit 1; }
+	$(MAKE) --no-print-directory build
 	bash testbed/scripts/cluster-install.sh
 
 demo-cluster: build cluster-bin
