@@ -116,28 +116,8 @@ async fn the_chart_installed_operator_hardens_examples_nginx() {
 
     // examples/nginx, reconciled by that operator.
     let (client, ns) = namespace(&cluster, "nginx", &[]).await;
-    for file in ["deployment.yaml", "service.yaml"] {
-        apply(
-            &client,
-            &ns,
-            &example(&format!("examples/nginx/{file}"), &registry),
-        )
-        .await;
-    }
-    let w = example_succeeds(
-        &client,
-        &ns,
-        "examples/nginx/workflow.yaml",
-        &registry,
-        "nginx",
-    )
-    .await;
-    let status = w.status.expect("status");
-    let hardened = status.hardened_image.expect("status.hardenedImage");
-    assert!(
-        hardened.starts_with(&format!("{registry}/whittle-examples/nginx@sha256:")),
-        "{hardened}"
-    );
+    deploy_nginx_example(&client, &ns, &registry).await;
+    let (hardened, status) = nginx_example_hardened(&client, &ns, &registry).await;
     let result = status.result.expect("status.result");
     assert!(result.hardened_bytes < result.source_bytes, "{result:?}");
     eprintln!("examples/nginx by the chart-installed operator: {hardened}, {result:?}");

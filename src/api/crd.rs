@@ -61,10 +61,11 @@ fn for_the_api_server(value: &mut Value) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn schema() -> Value {
+    /// The generated openAPIV3Schema, for tests of what is derived from it.
+    pub(in crate::api) fn schema() -> Value {
         let crd = serde_json::to_value(crd().unwrap()).unwrap();
         crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
     }

@@ -446,11 +446,7 @@ fn anchor(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn schema() -> Value {
-        let crd = serde_json::to_value(crd().unwrap()).unwrap();
-        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
-    }
+    use crate::api::crd::tests::schema;
 
     #[test]
     fn docs_reference_is_current() {

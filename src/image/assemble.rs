@@ -89,8 +89,8 @@ pub async fn assemble(store: &Store, dst: &Location, recipe: &Recipe) -> Result<
 
 /// The layer as gzip bytes, and its diff id (the digest of the tar). Parent directories that
 /// the recipe does not name are added with mode 0755, as container runtimes expect every
-/// directory to have an entry before what it holds.
-fn layer(entries: &BTreeMap<String, Entry>) -> std::io::Result<(Vec<u8>, String)> {
+/// directory to have an entry before what it holds. Instrument's sensor layer is one too.
+pub(super) fn layer(entries: &BTreeMap<String, Entry>) -> std::io::Result<(Vec<u8>, String)> {
     let mut all = entries.clone();
     for path in entries.keys() {
         let mut parent = path.as_str();
@@ -103,11 +103,10 @@ fn layer(entries: &BTreeMap<String, Entry>) -> std::io::Result<(Vec<u8>, String)
     let mut tar = tar::Builder::new(Vec::new());
     // BTreeMap order puts each directory before what it holds ("a" < "a/b").
     for (path, entry) in &all {
+        // new_gnu's zeroed uid and gid fields mean root.
         let mut header = tar::Header::new_gnu();
         header.set_mode(entry.mode);
         header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
         match &entry.contents {
             None => {
                 header.set_entry_type(tar::EntryType::Directory);

@@ -1,14 +1,13 @@
 //! `whittle instrument`: the source image's layers, reused by digest, plus one small layer with
 //! the sensor, which becomes the entrypoint and starts the original command.
 
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use flate2::{Compression, GzBuilder};
 use futures::{StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
 
+use super::assemble::{self, Entry};
 use super::config::{self, SENSOR_PATH};
 use super::elf;
 use super::error::{ImageError, Result};
@@ -72,39 +71,10 @@ fn read_sensor(path: &Path) -> Result<Vec<u8>> {
 
 /// The sensor layer: `/.whittle/` and the binary, root-owned, dated 0, so the same sensor
 /// always makes the same layer. Returns (gzip bytes, diff id).
-fn sensor_layer(sensor: &[u8]) -> Result<(Vec<u8>, String)> {
-    build_sensor_layer(sensor).map_err(ImageError::io("building the sensor layer"))
-}
-
-fn build_sensor_layer(sensor: &[u8]) -> std::io::Result<(Vec<u8>, String)> {
-    let file = SENSOR_PATH.trim_start_matches('/');
-    let (dir, _) = file.rsplit_once('/').unwrap_or((file, ""));
-    let header = |kind: tar::EntryType, size: u64| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(0o755);
-        h.set_mtime(0);
-        h.set_size(size);
-        h
-    };
-    let mut tar = tar::Builder::new(Vec::new());
-    tar.append_data(
-        &mut header(tar::EntryType::Directory, 0),
-        format!("{dir}/"),
-        std::io::empty(),
-    )?;
-    tar.append_data(
-        &mut header(tar::EntryType::Regular, sensor.len() as u64),
-        file,
-        sensor,
-    )?;
-    let tar = tar.into_inner()?;
-    let diff_id = format!("sha256:{:x}", Sha256::digest(&tar));
-    let mut gz = GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), Compression::best());
-    gz.write_all(&tar)?;
-    Ok((gz.finish()?, diff_id))
+fn sensor_layer(sensor: Vec<u8>) -> Result<(Vec<u8>, String)> {
+    let path = SENSOR_PATH.trim_start_matches('/').to_string();
+    assemble::layer(&BTreeMap::from([(path, Entry::file(0o755, sensor))]))
+        .map_err(ImageError::io("building the sensor layer"))
 }
 
 /// Instruments `src` into `dst` (default `<repo>:<tag>-whittle-instrumented`).
@@ -121,7 +91,7 @@ pub async fn instrument(
         None => src.derived("whittle-instrumented"),
     };
     let before = store.bytes_written();
-    let (layer, diff_id) = sensor_layer(&sensor)?;
+    let (layer, diff_id) = sensor_layer(sensor)?;
     let config = config::instrumented(&image, &diff_id)?;
 
     // Source layers are made available by digest, a few at a time.

@@ -464,6 +464,30 @@ pub fn hardened_files(reference: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// Applies examples/nginx's workflow, waits until it has Succeeded, and returns its status
+/// with the hardened image, checked to be pushed by digest beside the source.
+pub async fn nginx_example_hardened(
+    client: &Client,
+    ns: &str,
+    registry: &str,
+) -> (String, HardeningWorkflowStatus) {
+    let w = example_succeeds(
+        client,
+        ns,
+        "examples/nginx/workflow.yaml",
+        registry,
+        "nginx",
+    )
+    .await;
+    let status = w.status.expect("status");
+    let hardened = status.hardened_image.clone().expect("status.hardenedImage");
+    assert!(
+        hardened.starts_with(&format!("{registry}/whittle-examples/nginx@sha256:")),
+        "{hardened}"
+    );
+    (hardened, status)
+}
+
 /// Applies examples/nginx's Deployment and Service in `ns` and waits until its pod is ready.
 pub async fn deploy_nginx_example(client: &Client, ns: &str, registry: &str) {
     for file in ["deployment.yaml", "service.yaml"] {
