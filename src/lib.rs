@@ -8,6 +8,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod api;
 pub mod controller;
+pub mod evidence;
 pub mod image;
 pub mod leader;
 pub mod local;

@@ -16,11 +16,11 @@ pub use crd::{crd, crd_yaml};
 pub use duration::DurationString;
 pub use spec::{
     Exercise, Harden, HardeningWorkflow, HardeningWorkflowSpec, Observe, Registry, SensorMode,
-    Target, TargetKind, Verify,
+    Sign, Target, TargetKind, Verify, Vulnerabilities,
 };
 pub use status::{
     ConditionStatus, ConditionType, HardenResult, HardeningWorkflowStatus, Phase, ReportsStatus,
-    Verification, VerificationResult,
+    SeverityCounts, Verification, VerificationResult, VulnerabilitiesStatus,
 };
 
 impl HardeningWorkflow {

@@ -40,6 +40,12 @@ pub const IMMUTABLE_MESSAGE: &str =
         json_path = ".status.result.reductionPercent",
         description = "How much smaller the hardened image is than the source, in percent"
     ),
+    printcolumn(
+        name = "Vulns Removed",
+        type_ = "integer",
+        json_path = ".status.vulnerabilities.removed",
+        description = "Known vulnerabilities whose package hardening removed (with vulnerabilities.db)"
+    ),
     printcolumn(name = "Hardened Image", type_ = "string", json_path = ".status.hardenedImage"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     // Editing the spec is allowed until the controller leaves Pending: before that it has
@@ -110,6 +116,38 @@ pub struct HardeningWorkflowSpec {
     /// (by default the original image comes back). Needs `verify.enabled`.
     #[serde(default)]
     pub promote: bool,
+    /// Where known vulnerabilities come from, to count those hardening removes, e.g.
+    /// `{db: https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip}`.
+    #[serde(default)]
+    pub vulnerabilities: Vulnerabilities,
+    /// How the hardened image is signed once it has passed verification, e.g.
+    /// `{keySecret: cosign-key}`.
+    #[serde(default)]
+    pub sign: Sign,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Vulnerabilities {
+    /// An OSV database (a zip or directory of OSV JSON records): an `http://` or `https://` URL
+    /// the operator downloads, or a path in the operator's pod (a mounted volume), e.g.
+    /// `/var/lib/whittle/osv/Debian.zip`. The status then counts vulnerabilities by severity
+    /// before and after hardening.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub db: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sign {
+    /// A Secret in the workflow's namespace holding the signing key as `cosign.key` (an EC P-256
+    /// PKCS#8 PEM, or a cosign key with its password in `cosign.password`; what `cosign
+    /// generate-key-pair k8s://NS/NAME` writes), e.g. `cosign-key`. The hardened image and its
+    /// SLSA provenance are signed where `cosign verify` finds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key_secret: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -296,6 +334,11 @@ pub struct Harden {
     #[serde(default = "Harden::default_timeout")]
     #[schemars(schema_with = "duration::positive_schema")]
     pub timeout: DurationString,
+    /// Attach a CycloneDX 1.6 SBOM of the hardened image to it as an OCI referrer (artifactType
+    /// `application/vnd.cyclonedx+json`; the referrers tag on registries without the referrers
+    /// API), e.g. `true`.
+    #[serde(default)]
+    pub sbom: bool,
 }
 
 impl Harden {
@@ -310,6 +353,7 @@ impl Default for Harden {
             include: Vec::new(),
             exclude: Vec::new(),
             timeout: Harden::default_timeout(),
+            sbom: false,
         }
     }
 }

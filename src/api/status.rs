@@ -56,6 +56,20 @@ pub struct HardeningWorkflowStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
     /// What is happening or what went wrong, for people, e.g. `observing 1 pod(s): 10m`.
+    /// Known vulnerabilities before and after hardening (with `spec.vulnerabilities.db`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vulnerabilities: Option<VulnerabilitiesStatus>,
+    /// The hardened image's SBOM as an OCI referrer (with `spec.harden.sbom`), e.g.
+    /// `registry.example.com/shop/web@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<String>,
+    /// The hardened image's cosign signature (with `spec.sign.keySecret`), e.g.
+    /// `registry.example.com/shop/web:sha256-….sig@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// Its signed SLSA provenance, e.g. `registry.example.com/shop/web:sha256-….att@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// When the workflow left Pending, e.g. `2026-11-23T10:00:00Z`.
@@ -235,6 +249,52 @@ pub struct Verification {
     /// The container that failed, if one did, e.g. `web`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VulnerabilitiesStatus {
+    /// In the source image, by severity, e.g. `{total: 41, critical: 1, high: 5, ...}`.
+    pub before: SeverityCounts,
+    /// In the hardened image (their package still has files there).
+    pub after: SeverityCounts,
+    /// How many hardening removed (no file of their package is left), e.g. `32`.
+    pub removed: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeverityCounts {
+    /// All of them, e.g. `41`.
+    pub total: u64,
+    /// Critical (CVSS 9.0 and above, or the advisory's own rating), e.g. `1`.
+    pub critical: u64,
+    /// High (CVSS 7.0 to 8.9, or Debian urgency `high`), e.g. `5`.
+    pub high: u64,
+    /// Medium (CVSS 4.0 to 6.9, or Debian urgency `medium`), e.g. `20`.
+    pub medium: u64,
+    /// Low (CVSS below 4.0, or Debian urgency `low` or `unimportant`), e.g. `10`.
+    pub low: u64,
+    /// Records that rate no severity, e.g. `5`.
+    pub unknown: u64,
+}
+
+impl VulnerabilitiesStatus {
+    pub fn from_summary(v: &crate::evidence::vulns::VulnSummary) -> VulnerabilitiesStatus {
+        let counts = |c: &crate::evidence::vulns::Counts| SeverityCounts {
+            total: c.total as u64,
+            critical: c.critical as u64,
+            high: c.high as u64,
+            medium: c.medium as u64,
+            low: c.low as u64,
+            unknown: c.unknown as u64,
+        };
+        VulnerabilitiesStatus {
+            before: counts(&v.before),
+            after: counts(&v.after),
+            removed: v.removed.len() as u64,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use clap::Args;
 use indicatif::ProgressBar;
 
+use k8s_openapi::jiff::Timestamp;
+use whittle::evidence::produce::{Evidence, HardenInputs, lines, produce};
 use whittle::image::harden::{self, HardenOptions, Summary};
 use whittle::image::store::Location;
 use whittle::image::{inspect as inspection, instrument as instrumenting};
 use whittle::local::progress::Progress;
 
-use super::{CliResult, RegistryArgs, parse_location};
+use super::{CliResult, EvidenceArgs, RegistryArgs, parse_location};
 
 #[derive(Args, Debug)]
 pub struct InstrumentArgs {
@@ -49,7 +51,18 @@ pub struct HardenArgs {
     #[arg(long, value_name = "FILE")]
     summary: Option<PathBuf>,
     #[command(flatten)]
+    evidence: EvidenceArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
+}
+
+/// What `harden --summary` writes: the harden and its evidence.
+#[derive(serde::Serialize)]
+struct HardenSummary<'a> {
+    #[serde(flatten)]
+    harden: &'a Summary,
+    #[serde(flatten)]
+    evidence: &'a Evidence,
 }
 
 #[derive(Args, Debug)]
@@ -128,20 +141,36 @@ pub fn write_json(
 pub async fn harden(a: HardenArgs) -> CliResult {
     // Reports first: a bad one fails before anything is fetched or pushed.
     let reports = harden::load_reports(&a.reports)?;
+    let evidence_options = a.evidence.options()?;
     let store = a.registry.store()?;
     let progress = bar("layers");
+    let started_on = Timestamp::now();
     let opts = HardenOptions {
-        reports,
+        reports: reports.clone(),
         dst: a.hardened_image,
-        include: a.include,
-        exclude: a.exclude,
+        include: a.include.clone(),
+        exclude: a.exclude.clone(),
         progress: Some(progress.clone()),
     };
     let summary = harden::harden(&store, &a.src, opts).await?;
     progress.finish_and_clear();
+    let inputs = HardenInputs {
+        reports: &reports,
+        include: &a.include,
+        exclude: &a.exclude,
+        started_on: Some(started_on),
+    };
+    let evidence = produce(&store, &summary, &inputs, &evidence_options).await?;
     print_summary(&summary);
+    for (label, value) in lines(&summary, &evidence) {
+        eprintln!("{label}: {value}");
+    }
     if let Some(path) = &a.summary {
-        write_json(path, &summary)?;
+        let both = HardenSummary {
+            harden: &summary,
+            evidence: &evidence,
+        };
+        write_json(path, &both)?;
     }
     println!("{}", summary.pushed);
     Ok(ExitCode::SUCCESS)

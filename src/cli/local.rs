@@ -12,7 +12,7 @@ use whittle::local::progress::Progress;
 use whittle::local::workflow::{self, LocalOptions};
 
 use super::image::write_json;
-use super::{CliResult, RegistryArgs, parse_location};
+use super::{CliResult, EvidenceArgs, RegistryArgs, parse_location};
 
 #[derive(Args, Debug)]
 pub struct LocalArgs {
@@ -61,6 +61,8 @@ pub struct LocalArgs {
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "10s")]
     stop_timeout: Duration,
     #[command(flatten)]
+    evidence: EvidenceArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -82,8 +84,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn local(a: LocalArgs) -> CliResult {
+    let evidence = a.evidence.options()?;
     let store = a.registry.store()?;
     let opts = LocalOptions {
+        evidence,
         sensor: find_sensor(a.sensor.as_deref())?,
         src: a.src,
         exercises: a.exercises,

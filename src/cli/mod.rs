@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use whittle::evidence::produce::EvidenceOptions;
+use whittle::evidence::sign::SigningKey;
+use whittle::evidence::vulns::VulnDb;
 use whittle::image::credentials::Credentials;
 use whittle::image::registry::{Platform, RegistryOptions};
 use whittle::image::store::{Location, Store};
@@ -62,6 +65,44 @@ pub struct RegistryArgs {
     /// then ~/.docker/config.json).
     #[arg(long, value_name = "FILE")]
     pub registry_config: Option<PathBuf>,
+}
+
+/// The supply-chain evidence `harden` and `local` produce besides the image.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EvidenceArgs {
+    /// Write CycloneDX 1.6 SBOMs of the source and the hardened image into DIR
+    /// (source.cdx.json, hardened.cdx.json), and attach the hardened one to its image as an OCI
+    /// referrer when it is in a registry.
+    #[arg(long, value_name = "DIR")]
+    pub sbom: Option<PathBuf>,
+    /// An OSV database (a directory or zip of OSV JSON records, e.g. osv.dev's
+    /// Debian/all.zip): report the vulnerabilities before and after, and which hardening removed.
+    #[arg(long, value_name = "PATH")]
+    pub vuln_db: Option<PathBuf>,
+    /// Sign the hardened image and its SLSA provenance with this EC P-256 key (PKCS#8 PEM, or a
+    /// cosign key with COSIGN_PASSWORD set), where `cosign verify --key` finds them.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+}
+
+impl EvidenceArgs {
+    /// Loads the database and the key, so a bad one fails before any work is done.
+    pub fn options(&self) -> Result<EvidenceOptions, Box<dyn std::error::Error>> {
+        let vuln_db = match &self.vuln_db {
+            Some(path) => Some(std::sync::Arc::new(VulnDb::load(path)?)),
+            None => None,
+        };
+        let sign_key = match &self.sign_key {
+            Some(path) => Some(std::sync::Arc::new(SigningKey::load(path)?)),
+            None => None,
+        };
+        Ok(EvidenceOptions {
+            sbom_dir: self.sbom.clone(),
+            attach_sbom: self.sbom.is_some(),
+            vuln_db,
+            sign_key,
+        })
+    }
 }
 
 fn parse_platform(s: &str) -> Result<Platform, String> {

@@ -9,6 +9,7 @@
 
 pub mod deployment;
 pub mod error;
+pub mod evidence;
 pub mod exercise;
 pub mod images;
 pub mod phase;
@@ -47,6 +48,8 @@ pub struct Context {
     pub report_base: String,
     /// The static sensor binary put into instrumented images.
     pub sensor: PathBuf,
+    /// Vulnerability databases workflows name, loaded once for all of them.
+    pub vuln_dbs: evidence::VulnDbs,
     /// Consecutive transient failures per workflow, for the retry backoff. Only timing lives
     /// here: losing it on a restart costs nothing.
     failures: Mutex<HashMap<String, u32>>,
@@ -69,6 +72,7 @@ impl Context {
             metrics,
             report_base,
             sensor,
+            vuln_dbs: evidence::VulnDbs::default(),
             failures: Mutex::default(),
         }
     }

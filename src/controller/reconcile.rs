@@ -32,12 +32,13 @@ use super::error::{Error, Result};
 use super::exercise::{self, Run};
 use super::phase::{self, Collect, POLL};
 use super::template::{self, Instrumentation, Saved};
-use super::{deployment, images, token};
+use super::{deployment, evidence, images, token};
 use crate::api::names::{FIELD_MANAGER, FINALIZER};
 use crate::api::{
     ConditionStatus, ConditionType, HardenResult, HardeningWorkflow, HardeningWorkflowStatus,
-    Phase, ReportsStatus,
+    Phase, ReportsStatus, VulnerabilitiesStatus,
 };
+use crate::evidence::produce::{self, EvidenceOptions, HardenInputs};
 use crate::reports;
 
 pub type ReconcileError = finalizer::Error<Error>;
@@ -656,6 +657,22 @@ impl Step<'_> {
         metrics
             .bytes_saved
             .inc_by(summary.source_bytes.saturating_sub(summary.hardened_bytes));
+        let vuln_db = match &self.workflow.spec.vulnerabilities.db {
+            Some(db) => Some(self.ctx.vuln_dbs.get(db).await?),
+            None => None,
+        };
+        let options = EvidenceOptions {
+            sbom_dir: None,
+            attach_sbom: self.workflow.spec.harden.sbom,
+            vuln_db,
+            sign_key: None,
+        };
+        let evidence = produce::describe(&store, &summary, &options).await?;
+        self.status.sbom = evidence.sbom.map(|a| a.reference);
+        self.status.vulnerabilities = evidence
+            .vulnerabilities
+            .as_ref()
+            .map(VulnerabilitiesStatus::from_summary);
         let result = HardenResult::from_summary(&summary);
         let message = format!(
             "hardened image {}: {} bytes instead of {} ({}% smaller), {} files kept, {} removed",
@@ -682,8 +699,38 @@ impl Step<'_> {
             );
             return Ok(Action::requeue(SOON));
         }
+        self.sign(&store).await?;
         self.enter(Phase::Succeeded, message);
         Ok(Action::await_change())
+    }
+
+    /// Signs the hardened image and its provenance with `spec.sign.keySecret`, once it is
+    /// trusted (verified, or verification is off). Signing again after a restart replaces the
+    /// signature with an equivalent one.
+    async fn sign(&mut self, store: &crate::image::store::Store) -> Result<()> {
+        let Some(secret) = &self.workflow.spec.sign.key_secret else {
+            return Ok(());
+        };
+        let (Some(hardened), Some(source)) = (
+            self.status.hardened_image.clone(),
+            self.status.source_image.clone(),
+        ) else {
+            return Ok(());
+        };
+        let key = evidence::signing_key(&self.ctx.client, &self.namespace(), secret).await?;
+        let reports = reports::load_all(&self.ctx.client, self.workflow).await?;
+        let spec = &self.workflow.spec.harden;
+        let inputs = HardenInputs {
+            reports: &reports,
+            include: &spec.include,
+            exclude: &spec.exclude,
+            started_on: self.status.started_at.as_ref().map(|t| t.0),
+        };
+        let (signature, provenance) =
+            produce::sign(store, &hardened, &source, &inputs, &key).await?;
+        self.status.signature = Some(signature);
+        self.status.provenance = Some(provenance);
+        Ok(())
     }
 
     async fn store(&self, d: &Deployment) -> Result<crate::image::store::Store> {

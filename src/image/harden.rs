@@ -1,7 +1,7 @@
 //! `whittle harden`: stream the source layers once, keep what the reports and analysis say the
 //! app needs, write it as one deterministic layer, and push it with the original config.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -19,8 +19,10 @@ use super::select::{Patterns, Selection, Wanted, select};
 use super::spool::Spool;
 use super::store::{Image, Location, Store};
 use super::surface;
-use super::tree::Tree;
+use super::tree::{Tree, ancestors};
 use super::write::write_layer;
+use crate::evidence::database::Database;
+use crate::evidence::packages::Inventory;
 
 /// How many targeted re-reads may follow the first pass before giving up (each fetches what
 /// the previous analysis newly asked for; ELF chains are shallow).
@@ -45,6 +47,9 @@ pub struct Summary {
     pub source_image: String,
     /// The hardened image, pinned to its digest: `registry/repo@sha256:...`.
     pub hardened_image: String,
+    /// The size of its manifest (what an artifact naming it as subject states).
+    #[serde(skip)]
+    pub hardened_manifest_size: u64,
     /// Its name as pushed, with the digest: `registry/repo:tag@sha256:...`.
     #[serde(skip)]
     pub pushed: String,
@@ -65,6 +70,8 @@ pub struct Summary {
     /// Times the source layers were read (1 unless analysis needed files no report named).
     pub passes: usize,
     pub reports: usize,
+    /// The OS packages, `files` as the source holds them and `kept` as the hardened image does.
+    pub packages: Inventory,
 }
 
 /// Reads a report file (JSON, or gzip-compressed JSON as the sensor posts it).
@@ -215,11 +222,12 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
     let first = wanted.first_pass();
     let (tree, spool, _) = read_image(store, &image, first, opts.progress.as_ref()).await?;
     let (tree, spool, selection, passes) = complete(store, &image, tree, spool, &wanted).await?;
+    let database = Database::read(&tree, &spool);
+    let (keep, rewritten) = with_database(&database, &selection.keep, &wanted.patterns);
 
     let (layer, tree, spool) = {
-        let keep = selection.keep.clone();
         tokio::task::spawn_blocking(move || {
-            let layer = write_layer(&tree, &spool, &keep);
+            let layer = write_layer(&tree, &spool, &keep, &rewritten);
             (layer, tree, spool)
         })
         .await
@@ -258,10 +266,13 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
         &layer.digest,
         layer.size,
     )];
-    let digest = store.put_image(&dst, image.flavor, &cfg, &layers).await?;
+    let (digest, manifest_size) = store
+        .put_image_sized(&dst, image.flavor, &cfg, &layers)
+        .await?;
     Ok(Summary {
         source_image: image.pinned.to_string(),
         hardened_image: dst.at_digest(&digest).to_string(),
+        hardened_manifest_size: manifest_size,
         pushed: dst.pushed(&digest),
         source_bytes: image.compressed_size(),
         hardened_bytes: layer.size,
@@ -274,7 +285,29 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
         removed_setuid,
         passes,
         reports: opts.reports.len(),
+        packages: database.inventory(Some(&selection.keep)),
     })
+}
+
+/// The kept set and rewritten files with what scanners need added: os-release, and the package
+/// database pruned to what `keep` leaves (unless `--exclude` drops them).
+fn with_database(
+    database: &Database,
+    keep: &BTreeSet<String>,
+    patterns: &Patterns,
+) -> (BTreeSet<String>, BTreeMap<String, Vec<u8>>) {
+    let pruned = database.pruned(keep);
+    let mut rewritten = pruned.files;
+    rewritten.retain(|p, _| !patterns.excluded(p));
+    let mut keep = keep.clone();
+    for path in pruned.keep.iter().chain(rewritten.keys()) {
+        if patterns.excluded(path) {
+            continue;
+        }
+        keep.extend(ancestors(path).map(str::to_string));
+        keep.insert(path.clone());
+    }
+    (keep, rewritten)
 }
 
 /// Selects the kept set, re-reading only the layers that hold contents analysis asked for and

@@ -488,6 +488,16 @@ impl Registry {
         Ok(digest)
     }
 
+    /// The manifests that name `r` (at a digest) as their subject: the registry's referrers
+    /// API, or where it has none, the referrers tag (`sha256-<hex>`) the OCI 1.1 specification
+    /// falls back to.
+    pub async fn referrers(&self, r: &ImageRef) -> Result<mt::OciImageIndex> {
+        self.authorize(r).await;
+        retry(|| self.client.pull_referrers(r.oci(), None))
+            .await
+            .map_err(|e| self.error(r, "list the referrers", &what_manifest(r), e))
+    }
+
     /// Turns an oci-client error into one that names the registry, repository and status.
     fn error(&self, r: &ImageRef, action: &str, what: &str, e: OciDistributionError) -> ImageError {
         let registry = r.registry().to_string();

@@ -175,6 +175,7 @@ impl Retain for FirstPass {
             || ALWAYS.contains(&path)
             || LOADER_CONFIG.contains(&path)
             || path.starts_with(LOADER_CONFIG_DIR)
+            || crate::evidence::database::is_database(path)
             || self.patterns.included(path);
         wanted
             || (is_shared_library(path)

@@ -302,6 +302,18 @@ impl Store {
         config: &Value,
         layers: &[OciDescriptor],
     ) -> Result<String> {
+        Ok(self.put_image_sized(dst, flavor, config, layers).await?.0)
+    }
+
+    /// [`Store::put_image`], also returning the manifest's size (an artifact naming it as its
+    /// subject needs it).
+    pub async fn put_image_sized(
+        &self,
+        dst: &Location,
+        flavor: Flavor,
+        config: &Value,
+        layers: &[OciDescriptor],
+    ) -> Result<(String, u64)> {
         let bytes = serde_json::to_vec(config).map_err(|e| ImageError::Manifest {
             reference: dst.to_string(),
             detail: format!("config: {e}"),
@@ -313,8 +325,11 @@ impl Store {
             &super::config::descriptor(flavor.config_type(), &digest, size),
             layers,
         );
-        self.put_manifest(dst, manifest, flavor.manifest_type())
-            .await
+        let manifest_size = manifest.len() as u64;
+        let digest = self
+            .put_manifest(dst, manifest, flavor.manifest_type())
+            .await?;
+        Ok((digest, manifest_size))
     }
 
     /// Stores a manifest under `dst`'s tag; returns its digest.
@@ -332,6 +347,105 @@ impl Store {
             }
         };
         Ok(digest)
+    }
+}
+
+/// How an artifact was attached to its subject.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attached {
+    /// The artifact's manifest: `registry/repo@sha256:...`.
+    pub reference: String,
+    /// `referrers API`, or `referrers tag sha256-<hex>` on a registry without one.
+    pub via: String,
+}
+
+/// The OCI 1.1 empty config (`{}`) that artifacts without a config of their own name.
+const EMPTY_CONFIG: &[u8] = b"{}";
+const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
+
+impl Store {
+    /// Attaches `content` (one blob of `artifact_type`, named `title`) to the image manifest
+    /// `subject` (a registry location at its digest) as an OCI 1.1 referrer. Registries without
+    /// the referrers API get the referrers tag the specification falls back to.
+    pub async fn attach(
+        &self,
+        subject: &Location,
+        subject_size: u64,
+        artifact_type: &str,
+        title: &str,
+        content: Bytes,
+    ) -> Result<Attached> {
+        let Location::Registry(r) = subject else {
+            return Err(ImageError::Manifest {
+                reference: subject.to_string(),
+                detail: "an oci: layout has no referrers; attach artifacts in a registry".into(),
+            });
+        };
+        let Some(subject_digest) = r.digest().map(str::to_string) else {
+            return Err(ImageError::Manifest {
+                reference: subject.to_string(),
+                detail: "internal: an artifact's subject must be pinned to a digest".into(),
+            });
+        };
+        let size = content.len() as u64;
+        let config = self
+            .put_blob(subject, Bytes::from_static(EMPTY_CONFIG))
+            .await?;
+        let blob = self.put_blob(subject, content).await?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": mt::OCI_IMAGE_MEDIA_TYPE,
+            "artifactType": artifact_type,
+            "config": {"mediaType": EMPTY_CONFIG_TYPE, "digest": config, "size": EMPTY_CONFIG.len()},
+            "layers": [{
+                "mediaType": artifact_type,
+                "digest": blob,
+                "size": size,
+                "annotations": {"org.opencontainers.image.title": title},
+            }],
+            "subject": {"mediaType": mt::OCI_IMAGE_MEDIA_TYPE, "digest": subject_digest, "size": subject_size},
+        });
+        let body = serde_json::to_vec(&manifest).map_err(|e| ImageError::Manifest {
+            reference: subject.to_string(),
+            detail: format!("artifact manifest: {e}"),
+        })?;
+        let body_size = body.len() as u64;
+        let digest = format!("sha256:{:x}", Sha256::digest(&body));
+        let at = r.at_digest(&digest);
+        self.registry
+            .push_manifest(&at, body, mt::OCI_IMAGE_MEDIA_TYPE)
+            .await?;
+        let mut index = self.registry.referrers(r).await?;
+        if index.manifests.iter().any(|m| m.digest == digest) {
+            return Ok(Attached {
+                reference: at.to_string(),
+                via: "referrers API".into(),
+            });
+        }
+        // The listing came from the referrers tag (or nothing): add this artifact to it.
+        index.manifests.push(mt::ImageIndexEntry {
+            media_type: mt::OCI_IMAGE_MEDIA_TYPE.to_string(),
+            digest: digest.clone(),
+            size: body_size as i64,
+            platform: None,
+            annotations: None,
+            artifact_type: Some(artifact_type.to_string()),
+        });
+        index.media_type = Some(mt::OCI_IMAGE_INDEX_MEDIA_TYPE.to_string());
+        index.schema_version = 2;
+        let tag = subject_digest.replacen(':', "-", 1);
+        let body = serde_json::to_vec(&index).map_err(|e| ImageError::Manifest {
+            reference: subject.to_string(),
+            detail: format!("referrers index: {e}"),
+        })?;
+        self.registry
+            .push_manifest(&r.at_tag(&tag), body, mt::OCI_IMAGE_INDEX_MEDIA_TYPE)
+            .await?;
+        Ok(Attached {
+            reference: at.to_string(),
+            via: format!("referrers tag {tag}"),
+        })
     }
 }
 

@@ -58,8 +58,14 @@ fn hashing<W: Write>(inner: W) -> Hashing<W> {
 }
 
 /// Writes `keep` (paths of `tree`, parents included) with contents from `spool`, which must
-/// hold every kept regular file (see `select::Selection::missing`).
-pub fn write_layer(tree: &Tree, spool: &Spool, keep: &BTreeSet<String>) -> io::Result<LayerFile> {
+/// hold every kept regular file (see `select::Selection::missing`), except those `rewritten`
+/// gives new contents for (the pruned package database); they keep their metadata.
+pub fn write_layer(
+    tree: &Tree,
+    spool: &Spool,
+    keep: &BTreeSet<String>,
+    rewritten: &BTreeMap<String, Vec<u8>>,
+) -> io::Result<LayerFile> {
     let compressed = hashing(BufWriter::with_capacity(1 << 20, tempfile::tempfile()?));
     let gz = ParallelGz::new(compressed, Compression::new(6));
     let mut tar = tar::Builder::new(hashing(gz));
@@ -94,6 +100,12 @@ pub fn write_layer(tree: &Tree, spool: &Spool, keep: &BTreeSet<String>) -> io::R
             Kind::Symlink(target) => {
                 header.set_entry_type(EntryType::Symlink);
                 tar.append_link(&mut header, path, target)?;
+            }
+            Kind::File | Kind::HardLink(_) if rewritten.contains_key(path) => {
+                let bytes = &rewritten[path];
+                header.set_entry_type(EntryType::Regular);
+                header.set_size(bytes.len() as u64);
+                tar.append_data(&mut header, path, bytes.as_slice())?;
             }
             Kind::File | Kind::HardLink(_) => {
                 // Bytes of a hard link are its target's as of the link's own layer.

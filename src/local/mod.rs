@@ -62,6 +62,8 @@ pub enum LocalError {
     Netns { path: PathBuf, detail: String },
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Evidence(#[from] crate::evidence::produce::EvidenceError),
     #[error("{image} exposes no port: pass --port N")]
     NoPort { image: String },
     #[error(

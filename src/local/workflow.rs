@@ -12,11 +12,13 @@ use super::exercise::{self, ExerciseResult};
 use super::forward::Forward;
 use super::progress::Progress;
 use super::{LocalError, last_lines};
+use crate::evidence::produce::{Evidence, EvidenceOptions, HardenInputs, lines, produce};
 use crate::image::config::{argv, strings};
 use crate::image::harden::{self, HardenOptions, Summary};
 use crate::image::instrument::instrument;
 use crate::image::store::{Image, Location, Store};
 use crate::image::unpack::unpack;
+use k8s_openapi::jiff::Timestamp;
 
 /// Where the sensor writes its report inside the container.
 const REPORT: &str = "/.whittle/report.json";
@@ -42,6 +44,8 @@ pub struct LocalOptions {
     pub exercise_timeout: Duration,
     /// StopSignal, then SIGKILL after this long.
     pub stop_timeout: Duration,
+    /// SBOMs, vulnerabilities, signature; the image is signed only once it verified.
+    pub evidence: EvidenceOptions,
 }
 
 /// One exercise against both images.
@@ -66,6 +70,8 @@ pub struct Phase {
 pub struct LocalSummary {
     #[serde(flatten)]
     pub harden: Summary,
+    #[serde(flatten)]
+    pub evidence: Evidence,
     pub instrumented_image: String,
     /// True only when every exercise passed against the hardened image.
     pub verified: bool,
@@ -278,12 +284,14 @@ pub async fn run(
     drop(observed);
 
     // 5. Harden.
+    let started_on = Timestamp::now();
+    let reports = vec![report];
     let bar = progress.bytes("harden", image.compressed_size());
     let summary = harden::harden(
         store,
         &opts.src,
         HardenOptions {
-            reports: vec![report],
+            reports: reports.clone(),
             dst: opts.hardened_image.clone(),
             include: opts.include.clone(),
             exclude: opts.exclude.clone(),
@@ -363,8 +371,31 @@ pub async fn run(
         },
         &mut clock,
     );
+
+    // 7. Evidence: a signature vouches for an image that verified, so none for one that did not.
+    let mut evidence_options = opts.evidence.clone();
+    if !verified {
+        evidence_options.sign_key = None;
+    }
+    let inputs = HardenInputs {
+        reports: &reports,
+        include: &opts.include,
+        exclude: &opts.exclude,
+        started_on: Some(started_on),
+    };
+    let evidence = produce(store, &summary, &inputs, &evidence_options).await?;
+    let mut produced: Vec<&str> = lines(&summary, &evidence)
+        .into_iter()
+        .map(|(label, _)| label)
+        .filter(|l| *l != "packages")
+        .collect();
+    produced.dedup();
+    if !produced.is_empty() {
+        phase("evidence", produced.join(", "), &mut clock);
+    }
     Ok(LocalSummary {
         harden: summary,
+        evidence,
         instrumented_image: instrumented.pushed,
         verified,
         exercises,
@@ -402,6 +433,9 @@ pub fn table(s: &LocalSummary) -> String {
         s.harden.removed_package_managers.len(),
         s.harden.removed_setuid.len()
     ));
+    for (label, value) in lines(&s.harden, &s.evidence) {
+        out.push_str(&format!("{label:<10} {value}\n"));
+    }
     out.push_str(&format!(
         "\n{:<50} {:>10} {:>10}\n",
         "exercise", "original", "hardened"

@@ -47,6 +47,18 @@ pub fn helm_binary() -> Result<PathBuf> {
     cached(&dir, "helm")
 }
 
+/// The cosign binary (v2: classic `.sig`/`.att` signatures in the registry).
+pub fn cosign_binary() -> Result<PathBuf> {
+    let dir = format!("cosign-{}", pinned_version("COSIGN_VERSION")?);
+    cached(&dir, "cosign")
+}
+
+/// The syft binary.
+pub fn syft_binary() -> Result<PathBuf> {
+    let dir = format!("syft-{}", pinned_version("SYFT_VERSION")?);
+    cached(&dir, "syft")
+}
+
 fn cached(dir: &str, name: &str) -> Result<PathBuf> {
     let path = cache_root().join("tools").join(dir).join(name);
     if path.is_file() {

@@ -170,6 +170,8 @@ impl Step<'_> {
                 "verified {hardened}; Deployment {namespace}/{name} runs its original image again (spec.promote keeps the hardened one)"
             )
         };
+        let store = self.store(d).await?;
+        self.sign(&store).await?;
         self.enter(Phase::Succeeded, message);
         Ok(Action::await_change())
     }

@@ -1,0 +1,330 @@
+//! The evidence step after a harden has pushed its image: SBOMs written and attached,
+//! vulnerabilities before and after, the signature and the signed provenance. `whittle harden`,
+//! `whittle local` and the operator run the same step.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use whittle_sensor::report::Report;
+
+use super::packages::State;
+use super::provenance::{ProvenanceInput, SlsaVersion, attest_provenance};
+use super::sbom::{self, Subject};
+use super::sign::{SignError, SigningKey, sign_image};
+use super::vulns::{VulnDb, VulnSummary, compare};
+use crate::image::ImageError;
+use crate::image::harden::Summary;
+use crate::image::store::{Attached, Location, Store};
+
+/// What evidence to produce; all of it is off by default.
+#[derive(Clone, Default)]
+pub struct EvidenceOptions {
+    /// Write `source.cdx.json` and `hardened.cdx.json` here.
+    pub sbom_dir: Option<PathBuf>,
+    /// Attach the hardened image's SBOM to it as an OCI referrer (registries only).
+    pub attach_sbom: bool,
+    pub vuln_db: Option<Arc<VulnDb>>,
+    /// Sign the hardened image and its provenance.
+    pub sign_key: Option<Arc<SigningKey>>,
+}
+
+/// What the harden was asked to keep, for the provenance.
+#[derive(Debug, Clone, Default)]
+pub struct HardenInputs<'a> {
+    pub reports: &'a [Report],
+    pub include: &'a [String],
+    pub exclude: &'a [String],
+    pub started_on: Option<Timestamp>,
+}
+
+/// What the evidence step produced (`--summary` and the operator's status carry it).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    /// SBOM files written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sbom_files: Vec<PathBuf>,
+    /// The hardened image's SBOM as an OCI referrer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<Attached>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vulnerabilities: Option<VulnSummary>,
+    /// The cosign signature: `registry/repo:sha256-<hex>.sig@sha256:...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The signed SLSA provenance: `registry/repo:sha256-<hex>.att@sha256:...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("writing the SBOM {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("attaching the SBOM to {image}: {source}")]
+    Attach {
+        image: String,
+        #[source]
+        source: ImageError,
+    },
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    #[error("{0}: not pinned to a digest (internal)")]
+    Unpinned(String),
+}
+
+/// `registry/repo` and `sha256:...` of a pinned reference (`registry/repo[:tag]@sha256:...`).
+fn split_pinned(pinned: &str) -> Result<(String, String), EvidenceError> {
+    let (name, digest) = pinned
+        .rsplit_once('@')
+        .ok_or_else(|| EvidenceError::Unpinned(pinned.to_string()))?;
+    // A tag before the digest is not part of the repository's name; a registry's port is.
+    let (scheme, rest) = match name.strip_prefix("oci:") {
+        Some(rest) => ("oci:", rest),
+        None => ("", name),
+    };
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let rest = match rest[last_slash..].find(':') {
+        Some(colon) => &rest[..last_slash + colon],
+        None => rest,
+    };
+    Ok((format!("{scheme}{rest}"), digest.to_string()))
+}
+
+fn report_name(r: &Report, i: usize) -> String {
+    let id = &r.identity;
+    match (&id.pod_namespace, &id.pod_name, &id.container_name) {
+        (Some(ns), Some(pod), Some(c)) => format!("report:{ns}/{pod}/{c}"),
+        (_, Some(pod), _) => format!("report:{pod}"),
+        _ => format!("report:{i}"),
+    }
+}
+
+/// The sha256 of a report's JSON as whittle read it.
+fn report_digest(r: &Report) -> String {
+    let bytes = serde_json::to_vec(r).unwrap_or_default();
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+fn write(dir: &Path, name: &str, bom: &serde_json::Value) -> Result<PathBuf, EvidenceError> {
+    let path = dir.join(name);
+    let io = |source| EvidenceError::Write {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let text = serde_json::to_string_pretty(bom).map_err(|e| io(std::io::Error::other(e)))?;
+    std::fs::write(&path, text + "\n").map_err(io)?;
+    Ok(path)
+}
+
+/// Produces the evidence `opts` asks for about the image `summary` describes.
+pub async fn produce(
+    store: &Store,
+    summary: &Summary,
+    inputs: &HardenInputs<'_>,
+    opts: &EvidenceOptions,
+) -> Result<Evidence, EvidenceError> {
+    let mut out = describe(store, summary, opts).await?;
+    if let Some(key) = &opts.sign_key {
+        let (signature, provenance) = sign(
+            store,
+            &summary.hardened_image,
+            &summary.source_image,
+            inputs,
+            key,
+        )
+        .await?;
+        out.signature = Some(signature);
+        out.provenance = Some(provenance);
+    }
+    Ok(out)
+}
+
+/// What the image holds: its SBOMs (written, attached) and the vulnerabilities before and after.
+pub async fn describe(
+    store: &Store,
+    summary: &Summary,
+    opts: &EvidenceOptions,
+) -> Result<Evidence, EvidenceError> {
+    let mut out = Evidence::default();
+    let (source_name, source_digest) = split_pinned(&summary.source_image)?;
+    let (hardened_name, hardened_digest) = split_pinned(&summary.hardened_image)?;
+    let source = Subject {
+        name: &source_name,
+        digest: &source_digest,
+    };
+    let hardened = Subject {
+        name: &hardened_name,
+        digest: &hardened_digest,
+    };
+    let now = Timestamp::now().to_string();
+    let hardened_bom = sbom::cyclonedx(&hardened, &summary.packages, Some(&source), &now);
+    if let Some(dir) = &opts.sbom_dir {
+        let source_bom = sbom::cyclonedx(&source, &summary.packages, None, &now);
+        out.sbom_files
+            .push(write(dir, "source.cdx.json", &source_bom)?);
+        out.sbom_files
+            .push(write(dir, "hardened.cdx.json", &hardened_bom)?);
+    }
+    let location = pinned_location(&summary.hardened_image)?;
+    // An oci: layout has no referrers: the SBOM files are the evidence there.
+    if opts.attach_sbom && matches!(location, Location::Registry(_)) {
+        let bytes = serde_json::to_vec(&hardened_bom).unwrap_or_default();
+        let attached = store
+            .attach(
+                &location,
+                summary.hardened_manifest_size,
+                sbom::MEDIA_TYPE,
+                "sbom.cdx.json",
+                Bytes::from(bytes),
+            )
+            .await
+            .map_err(|source| EvidenceError::Attach {
+                image: summary.hardened_image.clone(),
+                source,
+            })?;
+        out.sbom = Some(attached);
+    }
+    if let Some(db) = &opts.vuln_db {
+        let mut source_inventory = summary.packages.clone();
+        for p in &mut source_inventory.packages {
+            p.kept = p.files;
+        }
+        out.vulnerabilities = Some(compare(db, &source_inventory, &summary.packages));
+    }
+    Ok(out)
+}
+
+fn pinned_location(pinned: &str) -> Result<Location, EvidenceError> {
+    Location::parse(pinned).map_err(|source| EvidenceError::Attach {
+        image: pinned.to_string(),
+        source,
+    })
+}
+
+/// Signs the hardened image (pinned) and its SLSA provenance; returns both references.
+pub async fn sign(
+    store: &Store,
+    hardened_image: &str,
+    source_image: &str,
+    inputs: &HardenInputs<'_>,
+    key: &SigningKey,
+) -> Result<(String, String), EvidenceError> {
+    let (source_name, source_digest) = split_pinned(source_image)?;
+    let (hardened_name, hardened_digest) = split_pinned(hardened_image)?;
+    let location = pinned_location(hardened_image)?;
+    let signature = sign_image(store, &location, &hardened_digest, key).await?;
+    let input = ProvenanceInput {
+        hardened_name,
+        hardened_digest,
+        source_image: source_name,
+        source_digest,
+        reports: inputs
+            .reports
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (report_name(r, i), report_digest(r)))
+            .collect(),
+        include: inputs.include.to_vec(),
+        exclude: inputs.exclude.to_vec(),
+        started_on: inputs.started_on.unwrap_or_else(Timestamp::now),
+        finished_on: Timestamp::now(),
+    };
+    let provenance = attest_provenance(store, &location, &input, SlsaVersion::V0_2, key).await?;
+    Ok((signature, provenance))
+}
+
+/// `12 -> 7 (5 removed, 3 partial)`: how many packages the source and the hardened image hold.
+pub fn packages_line(summary: &Summary) -> Option<String> {
+    let packages = &summary.packages.packages;
+    if packages.is_empty() {
+        return None;
+    }
+    let count = |s: State| packages.iter().filter(|p| p.state() == s).count();
+    let (removed, partial) = (count(State::Removed), count(State::Partial));
+    Some(format!(
+        "{} -> {} ({removed} removed, {partial} partial)",
+        packages.len(),
+        packages.len() - removed
+    ))
+}
+
+/// `41 -> 9 (critical 1 -> 0, high 5 -> 1, ...)`.
+pub fn vulnerabilities_line(v: &VulnSummary) -> String {
+    let (b, a) = (&v.before, &v.after);
+    format!(
+        "{} -> {} (critical {} -> {}, high {} -> {}, medium {} -> {}, low {} -> {}, unknown {} -> {})",
+        b.total,
+        a.total,
+        b.critical,
+        a.critical,
+        b.high,
+        a.high,
+        b.medium,
+        a.medium,
+        b.low,
+        a.low,
+        b.unknown,
+        a.unknown
+    )
+}
+
+/// The evidence as `label  value` lines for a summary table.
+pub fn lines(summary: &Summary, evidence: &Evidence) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(line) = packages_line(summary) {
+        out.push(("packages", line));
+    }
+    if let Some(v) = &evidence.vulnerabilities {
+        out.push(("vulns", vulnerabilities_line(v)));
+    }
+    for f in &evidence.sbom_files {
+        out.push(("sbom", f.display().to_string()));
+    }
+    if let Some(a) = &evidence.sbom {
+        out.push(("sbom", format!("{} ({})", a.reference, a.via)));
+    }
+    if let Some(s) = &evidence.signature {
+        out.push(("signature", s.clone()));
+    }
+    if let Some(p) = &evidence.provenance {
+        out.push(("provenance", p.clone()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_references_split_into_name_and_digest() {
+        let d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        for (input, name) in [
+            (
+                format!("127.0.0.1:5000/shop/web:1.0-whittle-hardened@{d}"),
+                "127.0.0.1:5000/shop/web",
+            ),
+            (
+                format!("127.0.0.1:5000/shop/web@{d}"),
+                "127.0.0.1:5000/shop/web",
+            ),
+            (format!("oci:/tmp/layout:v1@{d}"), "oci:/tmp/layout"),
+            (format!("oci:layout:v1@{d}"), "oci:layout"),
+            (format!("127.0.0.1:5000/web@{d}"), "127.0.0.1:5000/web"),
+        ] {
+            let (n, digest) = split_pinned(&input).expect("pinned");
+            assert_eq!((n.as_str(), digest.as_str()), (name, d), "{input}");
+        }
+        assert!(split_pinned("127.0.0.1:5000/web:1").is_err());
+    }
+}

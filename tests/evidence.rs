@@ -1,0 +1,296 @@
+//! What hardening removed, as the tools security teams use see it: `whittle local` on the nginx
+//! fixture with `--sbom`, `--vuln-db` and `--sign-key`, then the real syft reading both images,
+//! the official CycloneDX schema, the SBOM referrer, and the real cosign verifying the signature
+//! and the provenance.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use whittle::evidence::packages::{Inventory, Manager, OsRelease, Package};
+use whittle::evidence::sbom::{self, Subject};
+use whittle_testbed::binaries::sensor_binary;
+use whittle_testbed::images::fixtures;
+use whittle_testbed::images::registry::Registry;
+
+mod support;
+use support::scanners::{cyclonedx_errors, syft_debs};
+
+const HOME_PAGE: &str = r#"curl -fsS http://$WHITTLE_TARGET/ | grep -q "Welcome to nginx""#;
+
+fn whittle(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .args(args)
+        .env(
+            "WHITTLE_SENSOR_BIN",
+            sensor_binary().expect("sensor binary"),
+        )
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("COSIGN_PASSWORD")
+        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .expect("run whittle")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON")
+}
+
+fn names_with_state(summary: &Value, keep: impl Fn(&str) -> bool) -> BTreeSet<String> {
+    summary["packages"]["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| {
+            let (files, kept) = (p["files"].as_u64(), p["kept"].as_u64());
+            let state = match (files, kept) {
+                (Some(0), _) => "kept",
+                (_, Some(0)) => "removed",
+                (Some(f), Some(k)) if k < f => "partial",
+                _ => "kept",
+            };
+            keep(state)
+        })
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_hardened_nginx_tells_scanners_what_remains() {
+    let registry = Registry::start().expect("registry");
+    let src = fixtures::nginx()
+        .expect("nginx fixture")
+        .push(&registry, "evidence/nginx:1")
+        .expect("push");
+    let dir = tempfile::tempdir().expect("tmp");
+    let sboms = dir.path().join("sbom");
+    let summary_path = dir.path().join("summary.json");
+    let db = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/osv");
+    let out = whittle(&[
+        "local",
+        &src,
+        "--insecure",
+        "--exercise",
+        HOME_PAGE,
+        "--sbom",
+        sboms.to_str().unwrap(),
+        "--vuln-db",
+        db.to_str().unwrap(),
+        "--summary",
+        summary_path.to_str().unwrap(),
+    ]);
+    let printed = text(&out);
+    assert!(out.status.success(), "{printed}");
+    let s = json(&summary_path);
+    let hardened = s["hardenedImage"].as_str().expect("hardenedImage");
+
+    // syft sees Debian 12 and exactly the packages whittle says still have files.
+    let remaining = names_with_state(&s, |state| state != "removed");
+    let removed = names_with_state(&s, |state| state == "removed");
+    assert!(
+        remaining.contains("nginx") && remaining.contains("libc6"),
+        "{remaining:?}"
+    );
+    assert!(
+        removed.contains("dpkg") && removed.contains("bash"),
+        "{removed:?}"
+    );
+    let (distro, debs) = syft_debs(hardened);
+    assert_eq!(
+        distro, "debian 12",
+        "the hardened image keeps its os-release"
+    );
+    assert_eq!(debs, remaining, "syft's packages in the hardened image");
+    let (_, source_debs) = syft_debs(&src);
+    let all: BTreeSet<String> = remaining.union(&removed).cloned().collect();
+    assert_eq!(source_debs, all, "syft's packages in the source image");
+
+    // The summary table names packages and vulnerabilities before and after.
+    assert!(
+        printed.contains(&format!(
+            "packages   {} -> {} ({} removed, ",
+            all.len(),
+            remaining.len(),
+            removed.len()
+        )),
+        "{printed}"
+    );
+    // tests/data/osv/SOURCES.md: of the fixture's findings (one per record and binary
+    // package), the dpkg and tar ones go with their packages, the glibc ones stay.
+    assert!(
+        printed.contains("vulns      4 -> 2 (critical 2 -> 2, high 1 -> 0, medium 1 -> 0"),
+        "{printed}"
+    );
+    let v = &s["vulnerabilities"];
+    let ids = |list: &str| -> BTreeSet<String> {
+        v[list]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {}",
+                    f["id"].as_str().unwrap_or(""),
+                    f["package"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        ids("removed"),
+        ["WHITTLE-TEST-DPKG dpkg", "WHITTLE-TEST-TAR tar"]
+            .map(String::from)
+            .into()
+    );
+    assert_eq!(
+        ids("remaining"),
+        ["WHITTLE-TEST-GLIBC libc-bin", "WHITTLE-TEST-GLIBC libc6"]
+            .map(String::from)
+            .into()
+    );
+
+    // Both SBOMs are valid CycloneDX 1.6 and list what syft lists.
+    for (file, want) in [("source.cdx.json", &all), ("hardened.cdx.json", &remaining)] {
+        let bom = json(&sboms.join(file));
+        assert_eq!(cyclonedx_errors(&bom), Vec::<String>::new(), "{file}");
+        let names: BTreeSet<String> = bom["components"]
+            .as_array()
+            .expect("components")
+            .iter()
+            .filter(|c| c["type"] == "library")
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(&names, want, "{file}");
+    }
+    let bom = json(&sboms.join("hardened.cdx.json"));
+    let nginx = bom["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["name"] == "nginx")
+        .expect("nginx in the SBOM");
+    let purl = nginx["purl"].as_str().expect("purl");
+    assert!(
+        purl.starts_with("pkg:deb/debian/nginx@1.22.1-9")
+            && purl.ends_with("?arch=amd64&distro=debian-12"),
+        "{purl}"
+    );
+    let component = &bom["metadata"]["component"];
+    assert_eq!(component["version"], hardened.rsplit_once('@').unwrap().1);
+    assert_eq!(
+        component["pedigree"]["ancestors"][0]["version"],
+        s["sourceImage"]
+            .as_str()
+            .unwrap()
+            .rsplit_once('@')
+            .unwrap()
+            .1,
+        "the source image is the hardened one's ancestor"
+    );
+    assert_eq!(bom["metadata"]["tools"]["components"][0]["name"], "whittle");
+
+    // The hardened SBOM is attached to the image: this registry has no referrers API, so it
+    // is listed under the referrers tag, read here with skopeo.
+    let digest = hardened.rsplit_once('@').unwrap().1;
+    let repo = hardened.rsplit_once('@').unwrap().0;
+    assert_eq!(
+        s["sbom"]["via"],
+        format!("referrers tag {}", digest.replacen(':', "-", 1)),
+        "{s}"
+    );
+    let index = skopeo_raw(&format!("{repo}:{}", digest.replacen(':', "-", 1)));
+    let entry = &index["manifests"][0];
+    assert_eq!(entry["artifactType"], sbom::MEDIA_TYPE, "{index}");
+    let artifact = skopeo_raw(&format!("{repo}@{}", entry["digest"].as_str().unwrap()));
+    assert_eq!(artifact["subject"]["digest"], digest, "{artifact}");
+    assert_eq!(artifact["layers"][0]["mediaType"], sbom::MEDIA_TYPE);
+
+    // whittle inspect now sees the distribution and the remaining packages.
+    let out = whittle(&["inspect", "--insecure", hardened]);
+    let inspected = text(&out);
+    assert!(out.status.success(), "{inspected}");
+    assert!(
+        inspected.contains("Debian GNU/Linux 12 (bookworm)"),
+        "{inspected}"
+    );
+    assert!(
+        inspected.contains(&format!(
+            "package manager  dpkg ({} packages installed)",
+            remaining.len()
+        )),
+        "{inspected}"
+    );
+}
+
+/// A manifest or index as the registry serves it, read with skopeo (not whittle's client).
+fn skopeo_raw(reference: &str) -> Value {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference}: {}",
+        text(&out)
+    );
+    serde_json::from_slice(&out.stdout).expect("manifest JSON")
+}
+
+#[test]
+fn sboms_of_any_inventory_are_valid_cyclonedx() {
+    let package = |name: &str, version: &str, manager, files, kept| Package {
+        manager,
+        name: name.into(),
+        version: version.into(),
+        arch: Some("amd64".into()),
+        source: name.into(),
+        source_version: version.into(),
+        files,
+        kept,
+    };
+    let inventory = Inventory {
+        os: Some(OsRelease {
+            id: "debian".into(),
+            version_id: Some("12".into()),
+            codename: None,
+            pretty_name: None,
+        }),
+        packages: vec![
+            package("libc6", "2.36-9+deb12u4", Manager::Dpkg, 10, 4),
+            package("perl-base", "5.36.0-7+deb12u1", Manager::Dpkg, 5, 0),
+            package("musl", "1.2.5-r0", Manager::Apk, 2, 2),
+        ],
+    };
+    let source = Subject {
+        name: "127.0.0.1:5000/web",
+        digest: "sha256:aaa",
+    };
+    let hardened = Subject {
+        name: "127.0.0.1:5000/web",
+        digest: "sha256:bbb",
+    };
+    let ts = "2026-12-02T04:00:00Z";
+    for bom in [
+        sbom::cyclonedx(&source, &inventory, None, ts),
+        sbom::cyclonedx(&hardened, &inventory, Some(&source), ts),
+        sbom::cyclonedx(&source, &Inventory::default(), None, ts),
+    ] {
+        assert_eq!(cyclonedx_errors(&bom), Vec::<String>::new(), "{bom:#}");
+    }
+    let mut broken = sbom::cyclonedx(&source, &inventory, None, ts);
+    broken["components"][1]["type"] = "not-a-type".into();
+    assert!(
+        !cyclonedx_errors(&broken).is_empty(),
+        "the schema check can fail"
+    );
+}

@@ -1,0 +1,425 @@
+//! Signatures and SLSA provenance whittle pushes, checked by the real cosign (v2, classic
+//! `.sig`/`.att` layout) against the real registry: what verifies must verify, and a moved tag,
+//! a replayed signature, another key or another predicate type must not.
+//!
+//! cosign runs with no way out to the internet: `--trusted-root` names an empty trusted root (no
+//! transparency log, no CA: only `--key` is trusted), so it never fetches Sigstore's TUF
+//! repository, and a proxy on a closed loopback port catches anything else it might try; each
+//! run asserts it tried nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::Value;
+use whittle::evidence::provenance::{self, ProvenanceInput, SlsaVersion};
+use whittle::evidence::sign::{self, SignError, SigningKey};
+use whittle::image::credentials::Credentials;
+use whittle::image::registry::RegistryOptions;
+use whittle::image::store::{Location, Store};
+use whittle_testbed::images::fixtures;
+use whittle_testbed::images::registry::Registry;
+use whittle_testbed::tools::cosign_binary;
+
+/// The real cosign with a private HOME and an empty trusted root.
+struct Cosign {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Cosign {
+    fn new() -> Cosign {
+        let bin = cosign_binary().expect("cosign");
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("trusted_root.json"),
+            r#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}"#,
+        )
+        .expect("write trusted root");
+        std::fs::create_dir(dir.path().join("home")).expect("home");
+        Cosign { bin, dir }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        // Port 9 on loopback: nothing listens, so a request that would leave the machine fails
+        // at once (Go never proxies loopback, so the registry is reached directly).
+        let trap = "http://127.0.0.1:9";
+        cmd.env("HOME", self.dir.path().join("home"))
+            .env("TUF_ROOT", self.dir.path().join("tuf"))
+            .env("HTTPS_PROXY", trap)
+            .env("HTTP_PROXY", trap)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env_remove("COSIGN_PASSWORD")
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("COSIGN_REPOSITORY")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, cmd: &mut Command) -> Output {
+        let out = cmd.output().expect("run cosign");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for sign_of_network in ["proxyconnect", "tuf-repo", "TUF", "rekor.sigstore.dev"] {
+            assert!(
+                !stderr.contains(sign_of_network),
+                "cosign tried to reach the internet ({sign_of_network}):\n{stderr}"
+            );
+        }
+        out
+    }
+
+    /// `cosign verify --key <pub> <image>`, offline.
+    fn verify(&self, public_key: &Path, image: &str) -> Output {
+        let mut cmd = self.command();
+        cmd.arg("verify")
+            .args(self.offline_key_flags(public_key))
+            .arg(image);
+        self.run(&mut cmd)
+    }
+
+    /// `cosign verify-attestation --type <type> --key <pub> <image>`, offline.
+    fn verify_attestation(&self, public_key: &Path, predicate: &str, image: &str) -> Output {
+        let mut cmd = self.command();
+        cmd.args(["verify-attestation", "--type", predicate])
+            .args(self.offline_key_flags(public_key))
+            .arg(image);
+        self.run(&mut cmd)
+    }
+
+    fn offline_key_flags(&self, public_key: &Path) -> Vec<String> {
+        vec![
+            "--key".into(),
+            public_key.display().to_string(),
+            // No transparency log entry to check: whittle does not upload to Rekor.
+            "--insecure-ignore-tlog=true".into(),
+            "--offline=true".into(),
+            "--trusted-root".into(),
+            self.dir
+                .path()
+                .join("trusted_root.json")
+                .display()
+                .to_string(),
+            // The test registry speaks plain HTTP.
+            "--allow-http-registry".into(),
+        ]
+    }
+
+    /// `cosign generate-key-pair` with `password`: `<dir>/cosign.key` and `<dir>/cosign.pub`.
+    fn generate_key_pair(&self, dir: &Path, password: &str) -> (PathBuf, PathBuf) {
+        let prefix = dir.join("cosign");
+        let mut cmd = self.command();
+        cmd.args(["generate-key-pair", "--output-key-prefix"])
+            .arg(&prefix)
+            .env("COSIGN_PASSWORD", password);
+        let out = self.run(&mut cmd);
+        assert_success("cosign generate-key-pair", &out);
+        (dir.join("cosign.key"), dir.join("cosign.pub"))
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_success(what: &str, out: &Output) {
+    assert!(out.status.success(), "{what} failed:\n{}", text(out));
+}
+
+/// Asserts cosign refused, and said `why`.
+fn assert_refused(what: &str, out: &Output, why: &str) {
+    assert!(!out.status.success(), "{what} should fail:\n{}", text(out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(why),
+        "{what} failed, but not with {why:?}:\n{}",
+        text(out)
+    );
+}
+
+fn store() -> Store {
+    whittle::init_tls();
+    Store::new(
+        Credentials::anonymous(),
+        RegistryOptions {
+            insecure: true,
+            ..Default::default()
+        },
+    )
+}
+
+async fn digest_of(store: &Store, reference: &str) -> String {
+    let location = Location::parse(reference).expect("reference");
+    store
+        .resolve(&location)
+        .await
+        .expect("resolve")
+        .manifest_digest
+}
+
+/// A fresh P-256 key written as PKCS#8 PEM and loaded back from the file, with its public key
+/// beside it.
+fn key_files(dir: &Path, name: &str) -> (SigningKey, PathBuf) {
+    let generated = SigningKey::generate().expect("generate key");
+    let key_path = dir.join(format!("{name}.pem"));
+    std::fs::write(
+        &key_path,
+        generated.to_pkcs8_pem().expect("pkcs8").as_bytes(),
+    )
+    .expect("write key");
+    let key = SigningKey::load(&key_path).expect("load key");
+    let pub_path = dir.join(format!("{name}.pub"));
+    std::fs::write(&pub_path, key.public_key_pem()).expect("write public key");
+    (key, pub_path)
+}
+
+/// Copies manifest `from` of `repo` to tag `to` byte for byte, with curl (not whittle's code).
+fn copy_manifest(registry: &Registry, repo: &str, from: &str, to: &str) {
+    let base = format!("http://{}/v2/{repo}/manifests", registry.host());
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let got = Command::new("curl")
+        .args(["-fsS", "-H", &format!("Accept: {oci}")])
+        .arg(format!("{base}/{from}"))
+        .output()
+        .expect("curl");
+    assert_success("curl GET manifest", &got);
+    let mut put = Command::new("curl")
+        .args(["-fsS", "-X", "PUT", "-H", &format!("Content-Type: {oci}")])
+        .args(["--data-binary", "@-"])
+        .arg(format!("{base}/{to}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    std::io::Write::write_all(&mut put.stdin.take().expect("stdin"), &got.stdout)
+        .expect("write manifest");
+    let out = put.wait_with_output().expect("curl PUT");
+    assert_success("curl PUT manifest", &out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_images_verify_with_cosign_and_moved_tags_or_replayed_signatures_do_not() {
+    let cosign = Cosign::new();
+    let registry = Registry::start().expect("registry");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store();
+    let image = fixtures::busybox(None)
+        .expect("busybox fixture")
+        .push(&registry, "signed/busybox:1")
+        .expect("push");
+    let digest = digest_of(&store, &image).await;
+    let (key, public) = key_files(dir.path(), "whittle");
+    let (_, other_public) = key_files(dir.path(), "other");
+
+    let location = Location::parse(&image).expect("reference");
+    let signature = sign::sign_image(&store, &location, &digest, &key)
+        .await
+        .expect("sign");
+    let hex = digest.trim_start_matches("sha256:");
+    assert!(
+        signature.starts_with(&format!(
+            "{}/signed/busybox:sha256-{hex}.sig@sha256:",
+            registry.host()
+        )),
+        "{signature}"
+    );
+
+    // By tag and by digest; cosign prints the payloads it verified.
+    let out = cosign.verify(&public, &image);
+    assert_success("cosign verify", &out);
+    let verified: Value = serde_json::from_slice(&out.stdout).expect("cosign prints JSON");
+    assert_eq!(
+        verified[0]["critical"]["image"]["docker-manifest-digest"],
+        digest.as_str()
+    );
+    assert_eq!(
+        verified[0]["critical"]["identity"]["docker-reference"],
+        format!("{}/signed/busybox", registry.host())
+    );
+    let pinned = format!("{}/signed/busybox@{digest}", registry.host());
+    assert_success("cosign verify by digest", &cosign.verify(&public, &pinned));
+
+    // Another key does not verify it.
+    assert_refused(
+        "cosign verify with another key",
+        &cosign.verify(&other_public, &image),
+        "no matching signatures",
+    );
+
+    // Another image pushed under the tag has no signature.
+    fixtures::busybox(Some("SIGINT"))
+        .expect("busybox SIGINT fixture")
+        .push(&registry, "signed/busybox:1")
+        .expect("push over the tag");
+    let moved = digest_of(&store, &image).await;
+    assert_ne!(moved, digest);
+    assert_refused(
+        "cosign verify of the moved tag",
+        &cosign.verify(&public, &image),
+        "no signatures found",
+    );
+
+    // The first image's signature copied to where the second's would be: the signature is
+    // valid, but it is about another digest.
+    let moved_hex = moved.trim_start_matches("sha256:");
+    copy_manifest(
+        &registry,
+        "signed/busybox",
+        &format!("sha256-{hex}.sig"),
+        &format!("sha256-{moved_hex}.sig"),
+    );
+    assert_refused(
+        "cosign verify of a replayed signature",
+        &cosign.verify(&public, &image),
+        "invalid or missing digest in claim",
+    );
+    // The original, by digest, still verifies.
+    assert_success("cosign verify by digest", &cosign.verify(&public, &pinned));
+}
+
+fn provenance_input(registry: &Registry, digest: &str, source: &str) -> ProvenanceInput {
+    ProvenanceInput {
+        hardened_name: format!("{}/attested/busybox", registry.host()),
+        hardened_digest: digest.to_string(),
+        source_image: source.to_string(),
+        source_digest: format!("sha256:{}", "5e".repeat(32)),
+        reports: vec![("busybox-5d8f/report.json".into(), "7a".repeat(32))],
+        include: vec!["/etc/ssl/**".into()],
+        exclude: vec!["/tmp/**".into()],
+        started_on: Timestamp::from_second(1_780_000_000).expect("time"),
+        finished_on: Timestamp::from_second(1_780_000_075).expect("time"),
+    }
+}
+
+/// The in-toto statement inside the first DSSE envelope cosign printed.
+fn attested_statement(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().next().expect("cosign printed an envelope");
+    let envelope: Value = serde_json::from_str(line).expect("envelope JSON");
+    assert_eq!(envelope["payloadType"], sign::IN_TOTO_PAYLOAD_TYPE);
+    let payload = BASE64
+        .decode(envelope["payload"].as_str().expect("payload"))
+        .expect("base64");
+    serde_json::from_slice(&payload).expect("statement JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provenance_verifies_with_cosign_for_its_slsa_predicate_type_and_key() {
+    let cosign = Cosign::new();
+    let registry = Registry::start().expect("registry");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store();
+    let image = fixtures::busybox(None)
+        .expect("busybox fixture")
+        .push(&registry, "attested/busybox:1-whittle-hardened")
+        .expect("push");
+    let digest = digest_of(&store, &image).await;
+    let location = Location::parse(&image).expect("reference");
+    let (key, public) = key_files(dir.path(), "whittle");
+    let (_, other_public) = key_files(dir.path(), "other");
+    let input = provenance_input(&registry, &digest, "127.0.0.1:1/shop/busybox:1");
+
+    // SLSA v0.2: what `--type slsaprovenance` means.
+    let attestation =
+        provenance::attest_provenance(&store, &location, &input, SlsaVersion::V0_2, &key)
+            .await
+            .expect("attest");
+    let hex = digest.trim_start_matches("sha256:");
+    assert!(
+        attestation.contains(&format!(":sha256-{hex}.att@sha256:")),
+        "{attestation}"
+    );
+    let out = cosign.verify_attestation(&public, "slsaprovenance", &image);
+    assert_success("cosign verify-attestation --type slsaprovenance", &out);
+    let statement = attested_statement(&out);
+    assert_eq!(
+        statement,
+        provenance::statement(&input, SlsaVersion::V0_2).expect("statement")
+    );
+    assert_eq!(
+        statement["predicate"]["builder"]["id"],
+        provenance::builder_id()
+    );
+    assert_refused(
+        "cosign verify-attestation with another key",
+        &cosign.verify_attestation(&other_public, "slsaprovenance", &image),
+        "no matching attestations",
+    );
+    assert_refused(
+        "cosign verify-attestation --type slsaprovenance1 of a v0.2 attestation",
+        &cosign.verify_attestation(&public, "slsaprovenance1", &image),
+        "none of the attestations matched the predicate type",
+    );
+
+    // SLSA v1 (`--type slsaprovenance1`); it replaces the v0.2 attestation.
+    provenance::attest_provenance(&store, &location, &input, SlsaVersion::V1, &key)
+        .await
+        .expect("attest v1");
+    let out = cosign.verify_attestation(&public, "slsaprovenance1", &image);
+    assert_success("cosign verify-attestation --type slsaprovenance1", &out);
+    let statement = attested_statement(&out);
+    assert_eq!(
+        statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"],
+        "5e".repeat(32)
+    );
+
+    // A statement about another image is refused before anything is pushed.
+    let mut elsewhere = input.clone();
+    elsewhere.hardened_digest = format!("sha256:{}", "00".repeat(32));
+    let statement = provenance::statement(&elsewhere, SlsaVersion::V0_2).expect("statement");
+    let err = sign::attest(
+        &store,
+        &location,
+        &digest,
+        &statement,
+        SlsaVersion::V0_2.predicate_type(),
+        &key,
+    )
+    .await
+    .expect_err("a statement about another digest");
+    assert!(matches!(err, SignError::Subject { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_from_cosign_generate_key_pair_sign_what_cosign_verifies() {
+    let cosign = Cosign::new();
+    let registry = Registry::start().expect("registry");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store();
+    let (key_path, pub_path) = cosign.generate_key_pair(dir.path(), "correct horse");
+    let cosign_pub = std::fs::read_to_string(&pub_path).expect("read cosign.pub");
+
+    let err = SigningKey::load_with_password(&key_path, None).expect_err("needs a password");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "signing key {}: encrypted cosign key needs COSIGN_PASSWORD",
+            key_path.display()
+        )
+    );
+    let err = SigningKey::load_with_password(&key_path, Some(b"wrong")).expect_err("wrong");
+    assert!(matches!(err, SignError::Decrypt { .. }), "{err}");
+    let key = SigningKey::load_with_password(&key_path, Some(b"correct horse")).expect("load");
+    assert_eq!(key.public_key_pem(), cosign_pub);
+
+    let image = fixtures::busybox(None)
+        .expect("busybox fixture")
+        .push(&registry, "cosignkey/busybox:1")
+        .expect("push");
+    let digest = digest_of(&store, &image).await;
+    let location = Location::parse(&image).expect("reference");
+    sign::sign_image(&store, &location, &digest, &key)
+        .await
+        .expect("sign");
+    assert_success(
+        "cosign verify with cosign.pub",
+        &cosign.verify(&pub_path, &image),
+    );
+}
