@@ -10,11 +10,13 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use whittle::evidence::packages::{Inventory, Manager, OsRelease, Package};
 use whittle::evidence::sbom::{self, Subject};
+use whittle::evidence::sign::SigningKey;
 use whittle_testbed::binaries::sensor_binary;
 use whittle_testbed::images::fixtures;
 use whittle_testbed::images::registry::Registry;
 
 mod support;
+use support::cosign::Cosign;
 use support::scanners::{cyclonedx_errors, syft_debs};
 
 const HOME_PAGE: &str = r#"curl -fsS http://$WHITTLE_TARGET/ | grep -q "Welcome to nginx""#;
@@ -75,6 +77,11 @@ fn the_hardened_nginx_tells_scanners_what_remains() {
     let sboms = dir.path().join("sbom");
     let summary_path = dir.path().join("summary.json");
     let db = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/osv");
+    let key = SigningKey::generate().expect("key");
+    let key_path = dir.path().join("sign.pem");
+    let public = dir.path().join("sign.pub");
+    std::fs::write(&key_path, key.to_pkcs8_pem().expect("pem").as_bytes()).expect("write key");
+    std::fs::write(&public, key.public_key_pem()).expect("write public key");
     let out = whittle(&[
         "local",
         &src,
@@ -85,6 +92,8 @@ fn the_hardened_nginx_tells_scanners_what_remains() {
         sboms.to_str().unwrap(),
         "--vuln-db",
         db.to_str().unwrap(),
+        "--sign-key",
+        key_path.to_str().unwrap(),
         "--summary",
         summary_path.to_str().unwrap(),
     ]);
@@ -213,6 +222,28 @@ fn the_hardened_nginx_tells_scanners_what_remains() {
     let artifact = skopeo_raw(&format!("{repo}@{}", entry["digest"].as_str().unwrap()));
     assert_eq!(artifact["subject"]["digest"], digest, "{artifact}");
     assert_eq!(artifact["layers"][0]["mediaType"], sbom::MEDIA_TYPE);
+
+    // The real cosign verifies the signature and the SLSA provenance with the public key.
+    let cosign = Cosign::new();
+    let verified = cosign.verify(&public, hardened);
+    assert!(
+        verified.status.success(),
+        "cosign verify: {}",
+        text(&verified)
+    );
+    let attested = cosign.verify_attestation(&public, "slsaprovenance", hardened);
+    assert!(
+        attested.status.success(),
+        "cosign verify-attestation: {}",
+        text(&attested)
+    );
+    assert!(
+        s["signature"]
+            .as_str()
+            .is_some_and(|r| r.contains(".sig@sha256:")),
+        "{s}"
+    );
+    assert!(printed.contains("provenance "), "{printed}");
 
     // whittle inspect now sees the distribution and the remaining packages.
     let out = whittle(&["inspect", "--insecure", hardened]);

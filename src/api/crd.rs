@@ -120,6 +120,7 @@ pub(super) mod tests {
                 "Target",
                 "Reports",
                 "Reduction %",
+                "Vulns Removed",
                 "Hardened Image",
                 "Age"
             ]

@@ -55,8 +55,8 @@ pub struct HardeningWorkflowStatus {
     /// ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
-    /// What is happening or what went wrong, for people, e.g. `observing 1 pod(s): 10m`.
-    /// Known vulnerabilities before and after hardening (with `spec.vulnerabilities.db`).
+    /// Known vulnerabilities before and after hardening (with `spec.vulnerabilities.db`), e.g.
+    /// `{before: {total: 41, ...}, after: {total: 9, ...}, removed: 32}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vulnerabilities: Option<VulnerabilitiesStatus>,
     /// The hardened image's SBOM as an OCI referrer (with `spec.harden.sbom`), e.g.
@@ -70,6 +70,7 @@ pub struct HardeningWorkflowStatus {
     /// Its signed SLSA provenance, e.g. `registry.example.com/shop/web:sha256-….att@sha256:…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<String>,
+    /// What is happening or what went wrong, for people, e.g. `observing 1 pod(s): 10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// When the workflow left Pending, e.g. `2026-11-23T10:00:00Z`.
@@ -256,7 +257,7 @@ pub struct Verification {
 pub struct VulnerabilitiesStatus {
     /// In the source image, by severity, e.g. `{total: 41, critical: 1, high: 5, ...}`.
     pub before: SeverityCounts,
-    /// In the hardened image (their package still has files there).
+    /// In the hardened image (their package still has files there), e.g. `{total: 9, ...}`.
     pub after: SeverityCounts,
     /// How many hardening removed (no file of their package is left), e.g. `32`.
     pub removed: u64,

@@ -53,7 +53,7 @@ fn distro(os: &OsRelease) -> Option<String> {
     os.version_id.as_ref().map(|v| format!("{}-{v}", os.id))
 }
 
-/// `pkg:oci/web@sha256%3A...?repository_url=registry/shop/web`.
+/// `pkg:oci/web@sha256:...?repository_url=registry%2Fshop%2Fweb`.
 pub fn image_purl(s: &Subject) -> Option<String> {
     let last = s.name.rsplit('/').next().unwrap_or(s.name);
     let mut purl = packageurl::PackageUrl::new("oci", last).ok()?;
@@ -229,7 +229,7 @@ mod tests {
         };
         assert_eq!(
             image_purl(&image).as_deref(),
-            Some("pkg:oci/web@sha256:abc?repository_url=127.0.0.1:5000/shop/web")
+            Some("pkg:oci/web@sha256:abc?repository_url=127.0.0.1:5000%2Fshop%2Fweb")
         );
     }
 

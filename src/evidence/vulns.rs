@@ -999,7 +999,7 @@ mod tests {
 
     /// Real osv.dev records: see tests/data/osv/SOURCES.md.
     fn fixture() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/osv")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/osv/real")
     }
 
     fn os(id: &str, version_id: Option<&str>) -> OsRelease {
