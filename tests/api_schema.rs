@@ -105,9 +105,11 @@ async fn the_api_server_enforces_the_schema() {
             "target": {"kind": "Deployment", "name": "web"},
             "registry": {"insecure": false},
             "observe": {"minReports": 1, "collectTimeout": "5m", "sensorMode": "ptrace"},
-            "harden": {"include": [], "exclude": [], "timeout": "15m"},
+            "harden": {"include": [], "exclude": [], "timeout": "15m", "sbom": false},
             "verify": {"enabled": true, "timeout": "5m"},
             "promote": false,
+            "vulnerabilities": {},
+            "sign": {},
         })
     );
     // An explicit null means "unset": pruned, not stored.
@@ -305,6 +307,8 @@ async fn the_api_server_enforces_the_schema() {
             "REPORTS",
             "REDUCTION",
             "%",
+            "VULNS",
+            "REMOVED",
             "HARDENED",
             "IMAGE",
             "AGE"

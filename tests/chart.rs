@@ -186,6 +186,10 @@ fn non_default_values_are_honoured() {
         "logFormat=json",
         "concurrency=8",
         "hostNetwork=true",
+        "extraVolumes[0].name=osv",
+        "extraVolumes[0].configMap.name=osv-db",
+        "extraVolumeMounts[0].name=osv",
+        "extraVolumeMounts[0].mountPath=/var/lib/whittle/osv",
     ]);
     let by_digest = render(&["image.repository=r/whittle", "image.digest=sha256:abc"]);
     let d = find(&by_digest, "Deployment").expect("Deployment");
@@ -206,6 +210,11 @@ fn non_default_values_are_honoured() {
     assert_eq!(pod["containers"][0]["image"], "127.0.0.1:5000/whittle:dev");
     assert_eq!(pod["volumes"][0]["emptyDir"]["sizeLimit"], "5Gi");
     assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["volumes"][1]["configMap"]["name"], "osv-db", "{pod}");
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][1]["mountPath"],
+        "/var/lib/whittle/osv"
+    );
     assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
     let args = args(&objects);
     assert!(!args.contains(&"--leader-elect".to_string()), "{args:?}");

@@ -13,6 +13,9 @@
 //!   the Deployment restored;
 //! - `examples/include-ptrace` keeps all of /etc/nginx but the excluded charset maps (read
 //!   back from the registry with skopeo); `examples/promote` leaves the Deployment on the hardened image;
+//! - `examples/supply-chain`: the hardened image's SBOM attached as a referrer, vulnerabilities
+//!   counted against the OSV fixture, the image and its provenance signed with the Secret's key
+//!   (checked by the real cosign);
 //! - `examples/exercise`: an exercise Job runs against the instrumented original and again
 //!   against the hardened rollout, which passes verification (and the restricted workload is
 //!   promoted: its Deployment keeps the hardened image);
@@ -85,6 +88,7 @@ async fn workflows_run_on_a_real_cluster() {
             timed("examples/exercise", exercise_example(c, &registry)),
             timed("examples/include-ptrace", include_example(c, &registry)),
             timed("examples/promote", promote_example(c, &registry)),
+            timed("examples/supply-chain", supply_chain_example(c, &registry)),
             timed(
                 "restricted, ptrace, promoted",
                 restricted_workload(c, &busybox)
@@ -162,6 +166,86 @@ async fn include_example(c: &Cluster, registry: &str) {
         assert!(files.contains(kept), "{kept} is included: {files:?}");
     }
     assert!(!files.contains("etc/nginx/koi-utf"), "excluded: {files:?}");
+}
+
+/// `examples/supply-chain`: SBOM referrer, vulnerability counts and a cosign signature in the
+/// status, with the OSV fixture (a path the operator reads) instead of osv.dev's database.
+async fn supply_chain_example(c: &Cluster, registry: &str) {
+    let (client, ns) = namespace(c, "evidence", &[]).await;
+    deploy_nginx_example(&client, &ns, registry).await;
+    let key = whittle::evidence::sign::SigningKey::generate().expect("key");
+    let pem = key.to_pkcs8_pem().expect("pem").to_string();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cosign-key"},
+        "stringData": {"cosign.key": pem},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the key Secret");
+    let mut w = example("examples/supply-chain/workflow.yaml", registry);
+    let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/osv");
+    w["spec"]["vulnerabilities"]["db"] = json!(db.display().to_string());
+    apply(&client, &ns, &w).await;
+    let status = wait_phase(&client, &ns, "nginx-evidence", Phase::Succeeded)
+        .await
+        .status
+        .expect("status");
+    let hardened = status.hardened_image.clone().expect("status.hardenedImage");
+    // tests/data/osv/SOURCES.md: dpkg's and tar's findings go, glibc's stay.
+    let v = status
+        .vulnerabilities
+        .clone()
+        .expect("status.vulnerabilities");
+    assert_eq!(
+        (v.before.total, v.after.total, v.removed),
+        (4, 2, 2),
+        "{v:?}"
+    );
+    let sbom = status.sbom.clone().expect("status.sbom");
+    assert!(sbom.contains("@sha256:"), "{sbom}");
+    let signature = status.signature.clone().expect("status.signature");
+    assert!(signature.contains(".sig@sha256:"), "{signature}");
+    assert!(
+        status
+            .provenance
+            .as_deref()
+            .is_some_and(|p| p.contains(".att@sha256:"))
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let public = dir.path().join("cosign.pub");
+    fs::write(&public, key.public_key_pem()).expect("write the public key");
+    let cosign = support::cosign::Cosign::new();
+    let out = cosign.verify(&public, &hardened);
+    assert!(
+        out.status.success(),
+        "cosign verify {hardened}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cosign.verify_attestation(&public, "slsaprovenance", &hardened);
+    assert!(
+        out.status.success(),
+        "cosign verify-attestation {hardened}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The printer column reads the removed count.
+    let kubectl = whittle_testbed::tools::kube_binary("kubectl").expect("kubectl");
+    let out = std::process::Command::new(kubectl)
+        .args(["--kubeconfig", c.kubeconfig().to_str().expect("utf-8")])
+        .args([
+            "get",
+            "hw",
+            "-n",
+            &ns,
+            "nginx-evidence",
+            "-o",
+            "custom-columns=REMOVED:.status.vulnerabilities.removed",
+        ])
+        .output()
+        .expect("run kubectl");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.lines().nth(1).map(str::trim), Some("2"), "{table}");
 }
 
 /// `examples/promote`: the Deployment stays on the hardened image and serves from it.

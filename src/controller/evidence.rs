@@ -129,3 +129,77 @@ pub async fn signing_key(client: &Client, namespace: &str, name: &str) -> Result
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A zip of the real OSV records, served over HTTP on loopback as osv.dev serves all.zip.
+    async fn serve_zip() -> String {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/osv/real/debian");
+        let mut bytes = Vec::new();
+        {
+            let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut bytes));
+            let mut names: Vec<_> = std::fs::read_dir(&dir)
+                .expect("fixture")
+                .map(|e| e.expect("entry").path())
+                .collect();
+            names.sort();
+            for path in names {
+                let name = path
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned();
+                zip.start_file(name, zip::write::SimpleFileOptions::default())
+                    .expect("zip entry");
+                zip.write_all(&std::fs::read(&path).expect("record"))
+                    .expect("zip write");
+            }
+            zip.finish().expect("zip");
+        }
+        let app = axum::Router::new().route(
+            "/Debian/all.zip",
+            axum::routing::get(move || {
+                let bytes = bytes.clone();
+                async move { bytes }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_database_url_is_downloaded_once_and_a_missing_one_is_the_users_to_fix() {
+        let base = serve_zip().await;
+        let dbs = VulnDbs::default();
+        let url = format!("{base}/Debian/all.zip");
+        let db = dbs.get(&url).await.expect("downloaded");
+        assert_eq!(db.len(), 4, "the four real Debian records");
+        let again = dbs.get(&url).await.expect("cached");
+        assert!(Arc::ptr_eq(&db, &again), "kept, not fetched again");
+        let missing = dbs.get(&format!("{base}/Nope/all.zip")).await;
+        let Err(e) = missing else {
+            panic!("a 404 gave a database")
+        };
+        assert_eq!(
+            e.permanent_reason(),
+            Some("InvalidVulnerabilityDatabase"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("404"), "{e}");
+        let Err(e) = dbs.get("/no/such/osv.zip").await else {
+            panic!("a missing path gave a database")
+        };
+        assert_eq!(
+            e.permanent_reason(),
+            Some("InvalidVulnerabilityDatabase"),
+            "{e}"
+        );
+    }
+}
