@@ -325,3 +325,52 @@ fn sboms_of_any_inventory_are_valid_cyclonedx() {
         "the schema check can fail"
     );
 }
+
+#[test]
+fn bad_evidence_options_fail_before_any_work() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = format!("oci:{}:latest", dir.path().join("nothing").display());
+    let out = whittle(&[
+        "local",
+        &src,
+        "--exercise",
+        "true",
+        "--sign-key",
+        "/no/key.pem",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("signatures are stored beside an image in a registry"),
+        "{}",
+        text(&out)
+    );
+    let bad_db = dir.path().join("db");
+    std::fs::create_dir(&bad_db).expect("mkdir");
+    std::fs::write(bad_db.join("X-1.json"), r#"{"summary": "no id"}"#).expect("write");
+    let reg = "127.0.0.1:1/shop/web:1";
+    let out = whittle(&[
+        "local",
+        reg,
+        "--exercise",
+        "true",
+        "--vuln-db",
+        bad_db.to_str().unwrap(),
+    ]);
+    let printed = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        printed.contains("X-1.json is not an OSV record"),
+        "{printed}"
+    );
+    let out = whittle(&[
+        "local",
+        reg,
+        "--exercise",
+        "true",
+        "--sign-key",
+        "/no/key.pem",
+    ]);
+    let printed = text(&out);
+    assert!(!out.status.success());
+    assert!(printed.contains("signing key /no/key.pem"), "{printed}");
+}

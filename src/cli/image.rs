@@ -141,6 +141,8 @@ pub fn write_json(
 pub async fn harden(a: HardenArgs) -> CliResult {
     // Reports first: a bad one fails before anything is fetched or pushed.
     let reports = harden::load_reports(&a.reports)?;
+    a.evidence
+        .check(a.hardened_image.as_ref().unwrap_or(&a.src))?;
     let evidence_options = a.evidence.options()?;
     let store = a.registry.store()?;
     let progress = bar("layers");

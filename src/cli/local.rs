@@ -84,6 +84,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn local(a: LocalArgs) -> CliResult {
+    a.evidence
+        .check(a.hardened_image.as_ref().unwrap_or(&a.src))?;
     let evidence = a.evidence.options()?;
     let store = a.registry.store()?;
     let opts = LocalOptions {

@@ -86,6 +86,17 @@ pub struct EvidenceArgs {
 }
 
 impl EvidenceArgs {
+    /// Refuses what cannot work before any work is done: cosign finds signatures beside the
+    /// image in a registry, so a hardened image bound for an oci: layout cannot be signed.
+    pub fn check(&self, hardened: &Location) -> Result<(), String> {
+        if self.sign_key.is_some() && matches!(hardened, Location::Layout(_)) {
+            return Err(format!(
+                "--sign-key: the hardened image goes to the layout {hardened}, but signatures are stored beside an image in a registry; pass --hardened-image REGISTRY/REPO:TAG"
+            ));
+        }
+        Ok(())
+    }
+
     /// Loads the database and the key, so a bad one fails before any work is done.
     pub fn options(&self) -> Result<EvidenceOptions, Box<dyn std::error::Error>> {
         let vuln_db = match &self.vuln_db {
