@@ -255,7 +255,7 @@ fn the_hardened_nginx_tells_scanners_what_remains() {
     );
     assert!(
         inspected.contains(&format!(
-            "package manager  dpkg ({} packages installed)",
+            "packages         {} installed (dpkg database)",
             remaining.len()
         )),
         "{inspected}"

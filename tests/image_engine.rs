@@ -558,8 +558,16 @@ fn layouts_instrument_by_hard_link_and_inspect_shows_the_attack_surface() {
     assert!(text.contains("Debian GNU/Linux 12"), "{text}");
     let (json, _) = ok(&["inspect", &src, "--json"]);
     let v: Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["packageManager"], "dpkg");
+    assert_eq!(v["packageDatabase"], "dpkg");
     assert!(v["packages"].as_u64().unwrap() > 50, "{v}");
+    assert!(
+        v["packageManagers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "/usr/bin/dpkg"),
+        "{v}"
+    );
     assert!(
         v["shells"]
             .as_array()
@@ -597,7 +605,10 @@ fn layouts_instrument_by_hard_link_and_inspect_shows_the_attack_surface() {
     ]);
     let (json, _) = ok(&["inspect", &hardened, "--json"]);
     let v: Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["packageManager"], Value::Null, "{v}");
+    assert_eq!(v["packageManagers"], serde_json::json!([]), "{v}");
+    // What remains is still declared to scanners: a pruned database, not none.
+    assert_eq!(v["packageDatabase"], "dpkg", "{v}");
+    assert_eq!(v["os"], "Debian GNU/Linux 12 (bookworm)", "{v}");
     assert_eq!(v["shells"], serde_json::json!([]), "{v}");
     assert_eq!(v["setuid"], serde_json::json!([]), "{v}");
 }

@@ -67,7 +67,12 @@ async fn the_chart_installed_operator_hardens_examples_nginx() {
     let inspected: Value =
         serde_json::from_str(&whittle(&["inspect", &layout, "--json"])).expect("inspect JSON");
     assert_eq!(inspected["shells"], serde_json::json!([]), "{inspected}");
-    assert!(inspected["packageManager"].is_null(), "{inspected}");
+    assert_eq!(
+        inspected["packageManagers"],
+        serde_json::json!([]),
+        "{inspected}"
+    );
+    assert!(inspected["packageDatabase"].is_null(), "{inspected}");
     eprintln!(
         "operator image: {} bytes compressed, {} files",
         inspected["totalSize"], inspected["files"]

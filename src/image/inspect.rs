@@ -42,9 +42,12 @@ pub struct Inspection {
     pub image: String,
     /// `PRETTY_NAME` from os-release, when there is one.
     pub os: Option<String>,
-    /// `dpkg`, `apk` or `rpm`, when its database is present.
-    pub package_manager: Option<String>,
+    /// `dpkg`, `apk` or `rpm`, when its package database is present (a hardened image keeps a
+    /// pruned one, so scanners see what remains).
+    pub package_database: Option<String>,
     pub packages: Option<u64>,
+    /// Package manager programs (`apt`, `dpkg`, `apk`, `pip`, … in a `bin` directory).
+    pub package_managers: Vec<String>,
     pub layers: Vec<Layer>,
     /// Compressed bytes, summed over the layers.
     pub total_size: u64,
@@ -104,7 +107,7 @@ pub async fn inspect(
     let os = text(&tree, &spool, "etc/os-release")
         .or_else(|| text(&tree, &spool, "usr/lib/os-release"))
         .and_then(|t| os_name(&t));
-    let (package_manager, packages) = if let Some(s) = text(&tree, &spool, "var/lib/dpkg/status") {
+    let (package_database, packages) = if let Some(s) = text(&tree, &spool, "var/lib/dpkg/status") {
         (Some("dpkg"), Some(dpkg_installed(&s)))
     } else if let Some(s) = text(&tree, &spool, "lib/apk/db/installed") {
         (
@@ -124,7 +127,8 @@ pub async fn inspect(
     Ok(Inspection {
         image: image.pinned.to_string(),
         os,
-        package_manager: package_manager.map(str::to_string),
+        package_database: package_database.map(str::to_string),
+        package_managers: surface::list(&tree, surface::is_package_manager),
         packages,
         layers: image
             .layers
@@ -151,10 +155,10 @@ impl std::fmt::Display for Inspection {
             "os               {}",
             self.os.as_deref().unwrap_or("unknown")
         )?;
-        match (&self.package_manager, self.packages) {
-            (Some(pm), Some(n)) => writeln!(f, "package manager  {pm} ({n} packages installed)")?,
-            (Some(pm), None) => writeln!(f, "package manager  {pm}")?,
-            _ => writeln!(f, "package manager  none")?,
+        match (&self.package_database, self.packages) {
+            (Some(db), Some(n)) => writeln!(f, "packages         {n} installed ({db} database)")?,
+            (Some(db), None) => writeln!(f, "packages         {db} database")?,
+            _ => writeln!(f, "packages         none (no package database)")?,
         }
         writeln!(
             f,
@@ -174,6 +178,7 @@ impl std::fmt::Display for Inspection {
             }
         };
         writeln!(f, "shells           {}", list(&self.shells))?;
+        writeln!(f, "package managers {}", list(&self.package_managers))?;
         writeln!(f, "setuid/setgid    {}", list(&self.setuid))?;
         let users: Vec<String> = self
             .users
