@@ -363,3 +363,162 @@ fn cached(
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The Python app of [`python_app`]: `GET /api` answers JSON built with a module of its own.
+const PYTHON_MAIN: &str = r#"import json
+import signal
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import greet
+
+
+def stop(signum, frame):
+    raise SystemExit(0)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path != "/api":
+            self.send_error(404)
+            return
+        body = json.dumps({"greeting": greet.message(), "python": sys.version.split()[0]})
+        data = body.encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+print("listening on :8000", file=sys.stderr, flush=True)
+HTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+"#;
+
+const PYTHON_GREET: &str = r#"def message():
+    return "hello from greet"
+"#;
+
+const PYTHON_ENTRYPOINT: [&str; 2] = ["/usr/bin/python3", "/app/main.py"];
+
+/// Debian bookworm minbase with python3 (python3-minimal has no http.server or json) and a
+/// small web app in `/app` (`main.py`, which imports `greet.py`), byte-compiled with
+/// `python3 -m compileall` so `/app/__pycache__` exists beside the stdlib's. `GET /api` on port
+/// 8000 answers `{"greeting": "hello from greet", "python": …}`; the app exits on SIGTERM.
+pub fn python_app() -> Result<Fixture> {
+    let recipe = format!(
+        "python-app v1: debootstrap --variant=minbase --include=python3 bookworm {}; rm apt caches, /dev, logs; /app/main.py, /app/greet.py, compileall; one GNU tar layer; entrypoint {PYTHON_ENTRYPOINT:?}; 8000/tcp; SIGTERM\n{PYTHON_MAIN}\n{PYTHON_GREET}",
+        mirror()
+    );
+    cached("python-app", &recipe, |work, layout| {
+        let rootfs = work.join("rootfs");
+        tools::run(
+            Command::new("debootstrap")
+                .args(["--variant=minbase", "--include=python3", "bookworm"])
+                .arg(&rootfs)
+                .arg(mirror()),
+        )?;
+        write(&rootfs, "/app/main.py", PYTHON_MAIN)?;
+        write(&rootfs, "/app/greet.py", PYTHON_GREET)?;
+        tools::run(Command::new("chroot").arg(&rootfs).args([
+            "/usr/bin/python3",
+            "-m",
+            "compileall",
+            "-q",
+            "/app",
+        ]))?;
+        debootstrap_cleanup(&rootfs)?;
+        umoci_new(layout)?;
+        append_layer(
+            layout,
+            &rootfs,
+            "debootstrap --variant=minbase --include=python3; /app; compileall",
+        )?;
+        let mut cfg = vec![
+            "--config.workingdir=/app".to_string(),
+            "--config.env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            "--config.exposedports=8000/tcp".into(),
+            "--config.stopsignal=SIGTERM".into(),
+        ];
+        cfg.extend(
+            PYTHON_ENTRYPOINT
+                .iter()
+                .map(|a| format!("--config.entrypoint={a}")),
+        );
+        umoci_config(layout, &cfg)
+    })
+}
+
+/// Removes what debootstrap leaves that an image should not carry: apt caches, the contents of
+/// /dev, /proc, /sys, /tmp and /run, and the bootstrap log; /tmp ends up 1777.
+fn debootstrap_cleanup(rootfs: &Path) -> Result<()> {
+    for dir in [
+        "var/cache/apt/archives",
+        "var/lib/apt/lists",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+    ] {
+        empty_dir(&rootfs.join(dir))?;
+    }
+    for file in [
+        "var/cache/apt/pkgcache.bin",
+        "var/cache/apt/srcpkgcache.bin",
+        "var/log/bootstrap.log",
+    ] {
+        let _ = fs::remove_file(rootfs.join(file));
+    }
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
+        .context(|| "chmod /tmp".into())
+}
+
+/// What the `confapp` fixture's configuration makes it answer on every request.
+pub const CONFAPP_BODY: &str = "greeting=hello from conf.d\nname=confapp\nhooks=0\n";
+
+/// One static program, `/confapp` (testbed/src/images/confapp.c), that opendir()s
+/// `/etc/app/conf.d` and loads its `*.conf` (`00-greeting.conf`, `10-name.conf`; a `README` there
+/// is not read), opendir()s `/etc/app/hooks.d` (empty), refuses to start when either is missing,
+/// and answers every HTTP request on port 8080 with [`CONFAPP_BODY`]. Stop signal SIGTERM.
+pub fn confapp() -> Result<Fixture> {
+    const SOURCE: &str = include_str!("confapp.c");
+    let recipe = format!(
+        "confapp v1: cc -Os -static; conf.d 00-greeting.conf 10-name.conf README; empty hooks.d; entrypoint /confapp; 8080/tcp; SIGTERM\n{SOURCE}"
+    );
+    cached("confapp", &recipe, |work, layout| {
+        let rootfs = work.join("rootfs");
+        fs::create_dir_all(&rootfs).context(|| "creating the confapp rootfs".into())?;
+        fs::write(work.join("confapp.c"), SOURCE).context(|| "writing confapp.c".into())?;
+        tools::run(
+            Command::new("cc")
+                .args(["-Os", "-static", "-o"])
+                .arg(rootfs.join("confapp"))
+                .arg(work.join("confapp.c")),
+        )?;
+        write(
+            &rootfs,
+            "/etc/app/conf.d/00-greeting.conf",
+            "greeting=hello from conf.d\n",
+        )?;
+        write(&rootfs, "/etc/app/conf.d/10-name.conf", "name=confapp\n")?;
+        write(
+            &rootfs,
+            "/etc/app/conf.d/README",
+            "Drop *.conf files here; they are loaded in name order.\n",
+        )?;
+        fs::create_dir_all(rootfs.join("etc/app/hooks.d")).context(|| "creating hooks.d".into())?;
+        umoci_new(layout)?;
+        append_layer(layout, &rootfs, "cc -Os -static confapp.c; /etc/app")?;
+        umoci_config(
+            layout,
+            &[
+                "--config.entrypoint=/confapp".to_string(),
+                "--config.exposedports=8080/tcp".into(),
+                "--config.stopsignal=SIGTERM".into(),
+            ],
+        )
+    })
+}
