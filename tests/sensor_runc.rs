@@ -1,6 +1,7 @@
 //! The sensor in real containers: runc runs the nginx fixture with the static sensor copied to
-//! /.whittle/sensor as PID 1, in fanotify mode (CAP_SYS_ADMIN) and in ptrace mode (containerd's
-//! default capabilities: no CAP_SYS_ADMIN, no CAP_SYS_PTRACE).
+//! /.whittle/sensor as PID 1, in fanotify mode (CAP_SYS_ADMIN) and in the ptrace and seccomp
+//! (user notification) modes (containerd's default capabilities: no CAP_SYS_ADMIN, no
+//! CAP_SYS_PTRACE).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
@@ -112,12 +113,9 @@ fn fanotify_mode_sees_nginx_serve_a_page() {
     assert_eq!(report.loss.fanotify_overflows, 0);
 }
 
-#[test]
-fn ptrace_mode_needs_no_capability_and_sees_the_same() {
-    // auto picks ptrace without CAP_SYS_ADMIN.
-    let report = observe_nginx("auto", &[]);
-    assert_eq!(report.mode, Mode::Ptrace);
-    assert_nginx_paths(&report);
+/// What both unprivileged monitors must see of nginx serving a page and a 404.
+fn assert_unprivileged_nginx(report: &Report) {
+    assert_nginx_paths(report);
     assert!(report.executables.contains_key("/usr/sbin/nginx"));
     // Probes for absent files are reported as absent, not as files to keep.
     let missing = &report.paths["/var/www/html/missing"];
@@ -133,6 +131,58 @@ fn ptrace_mode_needs_no_capability_and_sees_the_same() {
             .any(|p| p == "/var/lib/nginx/body"),
         "{:?}",
         report.created_files
+    );
+    // The workers drop to www-data before serving: their paths must still be read.
+    assert_eq!(report.loss.ptrace_unresolved, 0, "{:?}", report.loss);
+}
+
+#[test]
+fn ptrace_mode_needs_no_capability_and_sees_the_same() {
+    let report = observe_nginx("ptrace", &[]);
+    assert_eq!(report.mode, Mode::Ptrace);
+    assert_unprivileged_nginx(&report);
+}
+
+#[test]
+fn seccomp_mode_needs_no_capability_and_sees_the_same() {
+    // auto picks seccomp user notification without CAP_SYS_ADMIN on Linux >= 5.5.
+    let report = observe_nginx("auto", &[]);
+    assert_eq!(report.mode, Mode::Seccomp);
+    assert_unprivileged_nginx(&report);
+}
+
+/// The two unprivileged monitors report the same paths, with the same existence, for the
+/// same work (counts may differ: nginx's timing does).
+#[test]
+fn seccomp_and_ptrace_reports_agree() {
+    let script = "cd /etc/nginx && cat nginx.conf >/dev/null; test -e /etc/nope; \
+                  ls conf.d >/dev/null; readlink /proc/self/exe >/dev/null; \
+                  /bin/sh -c 'stat -c %n mime.types' >/dev/null";
+    let reports: Vec<Report> = ["ptrace", "seccomp"]
+        .iter()
+        .map(|mode| {
+            let args = ["--mode", mode, "--report-file", "/.whittle/report.json"];
+            let (code, c) = run_to_exit(&args, &["sh", "-c", script]);
+            assert_eq!(code, 0, "{mode}: {}", c.stderr());
+            report_of(&c)
+        })
+        .collect();
+    let view = |r: &Report| {
+        r.paths
+            .iter()
+            .map(|(p, rec)| (p.clone(), rec.exists, rec.access.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(view(&reports[0]), view(&reports[1]));
+    assert_eq!(
+        reports[0].executables.keys().collect::<Vec<_>>(),
+        reports[1].executables.keys().collect::<Vec<_>>()
+    );
+    assert!(reports[1].paths.get("/etc/nope").is_some_and(|r| !r.exists));
+    assert!(
+        reports[1]
+            .existing_paths()
+            .any(|p| p == "/etc/nginx/mime.types")
     );
 }
 
@@ -154,6 +204,7 @@ fn a_listed_directory_is_seen_in_every_mode() {
     for (mode, caps, expect) in [
         ("fanotify", &["CAP_SYS_ADMIN"][..], Mode::Fanotify),
         ("ptrace", &[][..], Mode::Ptrace),
+        ("seccomp", &[][..], Mode::Seccomp),
         ("both", &["CAP_SYS_ADMIN"][..], Mode::Both),
     ] {
         let args = ["--mode", mode, "--report-file", "/.whittle/report.json"];
@@ -191,12 +242,18 @@ fn auto_with_cap_sys_admin_runs_both_monitors() {
 
 #[test]
 fn exit_status_is_the_apps() {
-    let file = ["--mode", "ptrace", "--report-file", "/.whittle/report.json"];
+    for mode in ["ptrace", "seccomp"] {
+        exit_status_is_the_apps_in(mode);
+    }
+}
+
+fn exit_status_is_the_apps_in(mode: &str) {
+    let file = ["--mode", mode, "--report-file", "/.whittle/report.json"];
     let (code, c) = run_to_exit(&file, &["sh", "-c", "exit 0"]);
     assert_eq!(code, 0, "{}", c.stderr());
     assert_eq!(report_of(&c).exit_status, 0);
     let (code, c) = run_to_exit(&file, &["sh", "-c", "cat /etc/hostname >/dev/null; exit 3"]);
-    assert_eq!(code, 3);
+    assert_eq!(code, 3, "{mode}: {}", c.stderr());
     // --report-file alone works with no network: the container has only loopback.
     let report = report_of(&c);
     assert_eq!(report.exit_status, 3);
@@ -208,10 +265,16 @@ fn exit_status_is_the_apps() {
 
 #[test]
 fn an_app_ignoring_sigterm_is_killed_after_the_grace_period() {
+    for mode in ["ptrace", "seccomp"] {
+        an_app_ignoring_sigterm_is_killed_in(mode);
+    }
+}
+
+fn an_app_ignoring_sigterm_is_killed_in(mode: &str) {
     let bundle = instrumented(
         &[
             "--mode",
-            "ptrace",
+            mode,
             "--grace",
             "3",
             "--report-file",
@@ -226,7 +289,7 @@ fn an_app_ignoring_sigterm_is_killed_after_the_grace_period() {
     c.signal(Signal::SIGTERM).expect("SIGTERM");
     let exit = c.wait(Duration::from_secs(20)).expect("exit");
     let took = start.elapsed();
-    assert_eq!(exit.code, 128 + 9, "killed: {}", c.stderr());
+    assert_eq!(exit.code, 128 + 9, "{mode}: killed: {}", c.stderr());
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(6),
         "{took:?}"
@@ -258,8 +321,14 @@ fn zombie_children(pid: i32) -> Vec<String> {
 
 #[test]
 fn orphaned_grandchildren_are_reaped() {
+    for mode in ["ptrace", "seccomp"] {
+        orphaned_grandchildren_are_reaped_in(mode);
+    }
+}
+
+fn orphaned_grandchildren_are_reaped_in(mode: &str) {
     let bundle = instrumented(
-        &["--mode", "ptrace"],
+        &["--mode", mode],
         &[
             "sh",
             "-c",

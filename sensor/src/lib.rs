@@ -1,12 +1,13 @@
 //! whittle's sensor. The library holds the report types ([`report`]), shared with the operator
 //! and the image engine, and the sensor itself, which the `whittle-sensor` binary runs as the
 //! container's PID 1: it starts the app, watches what it uses with fanotify ([`fanotify`])
-//! and/or ptrace + seccomp ([`tracer`]), forwards signals ([`signals`]), reaps orphans, and on
+//! and/or ptrace + seccomp ([`tracer`]) or seccomp user notification ([`notify`]), forwards signals ([`signals`]), reaps orphans, and on
 //! exit delivers the report ([`deliver`]). See docs/sensor.md.
 
 pub mod deliver;
 pub mod fanotify;
 pub mod mounts;
+pub mod notify;
 pub mod options;
 pub mod paths;
 pub mod recorder;

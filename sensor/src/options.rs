@@ -9,6 +9,7 @@ pub enum ModeChoice {
     Auto,
     Fanotify,
     Ptrace,
+    Seccomp,
     Both,
 }
 
@@ -22,7 +23,7 @@ pub struct Options {
     pub argv: Vec<String>,
 }
 
-pub const USAGE: &str = "usage: whittle-sensor [--mode auto|fanotify|ptrace|both] [--grace SECONDS] \
+pub const USAGE: &str = "usage: whittle-sensor [--mode auto|fanotify|ptrace|seccomp|both] [--grace SECONDS] \
 [--report-file PATH] [--report-url http://IP:PORT/PATH] [--user UID:GID] -- PROGRAM [ARGS...]";
 
 /// What the environment sets when no flag does: the operator configures the sensor of an
@@ -49,9 +50,10 @@ fn mode(name: &str, source: &str) -> Result<ModeChoice, String> {
         "auto" => Ok(ModeChoice::Auto),
         "fanotify" => Ok(ModeChoice::Fanotify),
         "ptrace" => Ok(ModeChoice::Ptrace),
+        "seccomp" => Ok(ModeChoice::Seccomp),
         "both" => Ok(ModeChoice::Both),
         m => Err(format!(
-            "{source}{m}: expected auto, fanotify, ptrace or both"
+            "{source}{m}: expected auto, fanotify, ptrace, seccomp or both"
         )),
     }
 }
@@ -163,6 +165,8 @@ mod tests {
         };
         let o = parse(&s(&["--", "x"]), env("ptrace")).unwrap();
         assert_eq!(o.mode, ModeChoice::Ptrace);
+        let o = parse(&s(&["--", "x"]), env("seccomp")).unwrap();
+        assert_eq!(o.mode, ModeChoice::Seccomp);
         assert_eq!(
             parse(&s(&["--", "x"]), env("")).unwrap().mode,
             ModeChoice::Auto

@@ -13,7 +13,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct Report {
     pub schema_version: u32,
     pub sensor_version: String,
-    /// The monitor that ran: `fanotify`, `ptrace` or `both`.
+    /// The monitor that ran: `fanotify`, `ptrace`, `seccomp` (seccomp user notification) or
+    /// `both` (fanotify and ptrace).
     pub mode: Mode,
     #[serde(default)]
     pub identity: Identity,
@@ -41,6 +42,7 @@ pub struct Report {
 pub enum Mode {
     Fanotify,
     Ptrace,
+    Seccomp,
     Both,
 }
 
@@ -49,6 +51,7 @@ impl Mode {
         match self {
             Mode::Fanotify => "fanotify",
             Mode::Ptrace => "ptrace",
+            Mode::Seccomp => "seccomp",
             Mode::Both => "both",
         }
     }
@@ -121,7 +124,8 @@ pub struct Loss {
     /// fanotify events whose path could not be read.
     #[serde(default)]
     pub fanotify_unresolved: u64,
-    /// ptrace syscalls whose path argument could not be read or resolved.
+    /// Syscalls seen by ptrace or seccomp notification whose path argument could not be read or
+    /// resolved (the field keeps its name: the schema is shared).
     #[serde(default)]
     pub ptrace_unresolved: u64,
 }

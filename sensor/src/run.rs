@@ -2,11 +2,13 @@
 //! deliver the report and exit with the app's status.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::deliver;
 use crate::fanotify::FanotifyMonitor;
+use crate::notify::{self, NotifyMonitor};
 use crate::options::{ModeChoice, Options};
 use crate::recorder::Recorder;
 use crate::report::Mode;
@@ -46,27 +48,32 @@ pub fn run(opts: Options) -> i32 {
     let recorder = Arc::new(Recorder::new());
     let want_fanotify = match opts.mode {
         ModeChoice::Fanotify | ModeChoice::Both => true,
-        ModeChoice::Ptrace => false,
+        ModeChoice::Ptrace | ModeChoice::Seccomp => false,
         ModeChoice::Auto => has_cap_sys_admin(),
     };
     let mut fan = None;
     if want_fanotify {
         match FanotifyMonitor::start() {
             Ok(m) => fan = Some(m),
-            Err(e) if opts.mode == ModeChoice::Auto => log(&format!("{e}; using ptrace")),
+            Err(e) if opts.mode == ModeChoice::Auto => log(&format!("{e}; not using fanotify")),
             Err(e) => {
                 log(&e);
                 return SENSOR_FAILED;
             }
         }
     }
-    // fanotify alone misses the stat family and failed opens (probes whose answer changes what
-    // the app does), so auto never runs it alone: with CAP_SYS_ADMIN it runs both.
-    let use_ptrace = opts.mode != ModeChoice::Fanotify || fan.is_none();
-    let mode = match (fan.is_some(), use_ptrace) {
-        (true, true) => Mode::Both,
-        (true, false) => Mode::Fanotify,
-        _ => Mode::Ptrace,
+    let syscalls = match choose_syscall_monitor(&opts, fan.is_some()) {
+        Ok(m) => m,
+        Err(e) => {
+            log(&e);
+            return SENSOR_FAILED;
+        }
+    };
+    let mode = match (fan.is_some(), syscalls) {
+        (true, SyscallMonitor::Off) => Mode::Fanotify,
+        (true, _) => Mode::Both,
+        (false, SyscallMonitor::Notify) => Mode::Seccomp,
+        (false, _) => Mode::Ptrace,
     };
 
     let Ok(argv) = opts
@@ -78,8 +85,28 @@ pub fn run(opts: Options) -> i32 {
         log("the program's arguments contain a NUL byte");
         return SENSOR_FAILED;
     };
-    let filter = seccomp::program();
+    let filter = match syscalls {
+        SyscallMonitor::Notify => notify::program(),
+        _ => seccomp::program(libc::SECCOMP_RET_TRACE, &[]),
+    };
     let privileged = has_cap_sys_admin();
+    // The app hands the seccomp listener over this pair before it execs.
+    let mut pair = [-1; 2];
+    if syscalls == SyscallMonitor::Notify {
+        // SAFETY: socketpair writes two descriptors into the array.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                pair.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            log(&format!("socketpair: {}", std::io::Error::last_os_error()));
+            return SENSOR_FAILED;
+        }
+    }
     signals::block();
 
     // SAFETY: the sensor has no other threads yet, so the child may run arbitrary code until
@@ -90,11 +117,11 @@ pub fn run(opts: Options) -> i32 {
         return SENSOR_FAILED;
     }
     if pid == 0 {
-        child(&argv, &opts, use_ptrace, privileged, &filter);
+        child(&argv, &opts, syscalls, pair[1], privileged, &filter);
     }
 
     let shutdown = Shutdown::new(opts.grace);
-    let mut tracer = use_ptrace.then(|| Tracer::new(&recorder, pid));
+    let mut tracer = (syscalls == SyscallMonitor::Ptrace).then(|| Tracer::new(&recorder, pid));
     if let Some(t) = tracer.as_mut() {
         let mut status = 0;
         // SAFETY: waiting for our own child.
@@ -102,6 +129,26 @@ pub fn run(opts: Options) -> i32 {
         if !libc::WIFSTOPPED(status) || t.attach(pid).is_err() {
             log("the app did not stop for tracing; is ptrace forbidden (seccomp profile, YAMA)?");
             return SENSOR_FAILED;
+        }
+    }
+    if syscalls == SyscallMonitor::Notify {
+        // SAFETY: closing our copy of the app's end, so that recv sees EOF if the app dies
+        // before sending.
+        unsafe { libc::close(pair[1]) };
+        let received = notify::recv_listener(pair[0]);
+        // SAFETY: our end is no longer needed.
+        unsafe { libc::close(pair[0]) };
+        match received {
+            Ok(listener) => {
+                // Never joined (see NotifyMonitor::spawn).
+                let _ = NotifyMonitor::new(listener).spawn(recorder.clone());
+            }
+            Err(e) => {
+                log(&format!(
+                    "the app did not hand over its seccomp listener ({e}); use --mode ptrace"
+                ));
+                return SENSOR_FAILED;
+            }
         }
     }
     shutdown.app.store(pid, Ordering::SeqCst);
@@ -119,6 +166,48 @@ pub fn run(opts: Options) -> i32 {
     }
     deliver_report(&recorder, mode, &opts, exit_status, &shutdown);
     exit_status
+}
+
+/// The monitor of path syscalls, which needs no capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyscallMonitor {
+    Off,
+    Ptrace,
+    Notify,
+}
+
+/// fanotify misses the stat family and failed opens (probes whose answer changes what the app
+/// does), so auto never runs it alone: with CAP_SYS_ADMIN it runs both (fanotify and ptrace).
+/// Without, auto takes seccomp user notification when the kernel and the seccomp profile allow
+/// it, since it costs the app less than a ptrace stop, and ptrace otherwise.
+fn choose_syscall_monitor(opts: &Options, fanotify: bool) -> Result<SyscallMonitor, String> {
+    // The sensor reads an app's memory through /proc/PID/mem, which the kernel refuses once the
+    // app runs as another user (no CAP_SYS_PTRACE): only a tracer can still PTRACE_PEEKDATA.
+    let other_user = opts.user.is_some();
+    Ok(match opts.mode {
+        ModeChoice::Fanotify if fanotify => SyscallMonitor::Off,
+        ModeChoice::Fanotify | ModeChoice::Ptrace | ModeChoice::Both => SyscallMonitor::Ptrace,
+        ModeChoice::Auto if fanotify => SyscallMonitor::Ptrace,
+        ModeChoice::Seccomp if other_user => {
+            return Err(
+                "--mode seccomp cannot read the memory of an app started as another user \
+                 (--user); use --mode ptrace or auto"
+                    .into(),
+            );
+        }
+        ModeChoice::Seccomp => {
+            notify::available().map_err(|e| format!("{e}; use --mode ptrace or auto"))?;
+            SyscallMonitor::Notify
+        }
+        ModeChoice::Auto if other_user => SyscallMonitor::Ptrace,
+        ModeChoice::Auto => match notify::available() {
+            Ok(()) => SyscallMonitor::Notify,
+            Err(e) => {
+                log(&format!("{e}; using ptrace"));
+                SyscallMonitor::Ptrace
+            }
+        },
+    })
 }
 
 /// Waits for the app, reaping every other child (orphans re-parented to us) and handling
@@ -159,7 +248,8 @@ fn supervise(app: i32, mut tracer: Option<&mut Tracer>) -> i32 {
 fn child(
     argv: &[CString],
     opts: &Options,
-    ptrace: bool,
+    syscalls: SyscallMonitor,
+    sock: libc::c_int,
     privileged: bool,
     filter: &[libc::sock_filter],
 ) -> ! {
@@ -171,17 +261,38 @@ fn child(
     signals::unblock_all();
     // SAFETY: plain syscalls in the freshly forked child.
     unsafe {
-        if ptrace {
-            // seccomp without CAP_SYS_ADMIN requires no_new_privs.
-            if !privileged && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                fail("prctl(PR_SET_NO_NEW_PRIVS)");
-            }
+        // seccomp without CAP_SYS_ADMIN requires no_new_privs.
+        if syscalls != SyscallMonitor::Off
+            && !privileged
+            && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+        {
+            fail("prctl(PR_SET_NO_NEW_PRIVS)");
+        }
+        if syscalls == SyscallMonitor::Ptrace {
             if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
                 fail("ptrace(PTRACE_TRACEME)");
             }
             libc::raise(libc::SIGSTOP);
             if seccomp::install(filter).is_err() {
                 fail("installing the seccomp filter");
+            }
+        }
+        if syscalls == SyscallMonitor::Notify {
+            match seccomp::install_listener(filter) {
+                Ok(listener) => {
+                    if notify::send_listener(sock, listener.as_raw_fd()).is_err() {
+                        fail("sending the seccomp listener to the sensor");
+                    }
+                    // The app must not keep the listener: it could answer its own syscalls.
+                    drop(listener);
+                    libc::close(sock);
+                }
+                Err(e) => {
+                    log(&format!(
+                        "installing the seccomp filter with a listener: {e}; use --mode ptrace"
+                    ));
+                    libc::_exit(SENSOR_FAILED)
+                }
             }
         }
         if let Some((uid, gid)) = opts.user {

@@ -1,6 +1,9 @@
-//! A seccomp-BPF filter that stops the tracer on path-naming syscalls only (SECCOMP_RET_TRACE)
-//! and lets every other syscall run at full speed. Hand-assembled: it is a dozen instructions
+//! A seccomp-BPF filter that hands path-naming syscalls to the sensor (SECCOMP_RET_TRACE for the
+//! ptrace monitor, SECCOMP_RET_USER_NOTIF for the seccomp-notify one) and lets every other
+//! syscall run at full speed. Hand-assembled: it is a dozen instructions
 //! per syscall of one shape, smaller than any dependency that would generate it.
+
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use libc::{sock_filter, sock_fprog};
 
@@ -47,13 +50,14 @@ const fn arg_low_offset(i: usize) -> u32 {
 }
 
 /// The program: allow other architectures' calls untraced (x32/i386 entry points are not
-/// expected in x86_64 images), trace the listed syscalls except their fstat forms, allow the
-/// rest.
-pub fn program() -> Vec<sock_filter> {
-    let n = PATH_SYSCALLS.len();
+/// expected in x86_64 images), return `action` for the listed syscalls (except their fstat
+/// forms) and for `extra`, allow the rest.
+pub fn program(action: u32, extra: &[i64]) -> Vec<sock_filter> {
+    let n = PATH_SYSCALLS.len() + extra.len();
     let forms = FSTAT_FORMS.len();
-    // Layout: header (4), one comparison per syscall (n), ALLOW, two instructions per fstat
-    // form (load flags, test AT_EMPTY_PATH), ALLOW, TRACE. Jumps only go forward.
+    // Layout: header (4), one comparison per syscall (n: the path syscalls, then `extra`),
+    // ALLOW, two instructions per fstat form (load flags, test AT_EMPTY_PATH), ALLOW, `action`.
+    // Jumps only go forward.
     let first_cmp = 4;
     let first_form = first_cmp + n + 1;
     let allow = first_form + 2 * forms;
@@ -73,6 +77,10 @@ pub fn program() -> Vec<sock_filter> {
         };
         p.push(jeq(s.nr as u32, offset(at, target), 0));
     }
+    for (i, nr) in extra.iter().enumerate() {
+        let at = first_cmp + PATH_SYSCALLS.len() + i;
+        p.push(jeq(*nr as u32, offset(at, trace), 0));
+    }
     p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
     for (f, (_, flags_arg)) in FSTAT_FORMS.iter().enumerate() {
         let at = first_form + 2 * f;
@@ -85,7 +93,7 @@ pub fn program() -> Vec<sock_filter> {
         });
     }
     p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
-    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_TRACE));
+    p.push(stmt(BPF_RET_K, action));
     debug_assert_eq!(p.len(), trace + 1);
     p
 }
@@ -110,6 +118,30 @@ pub fn install(program: &[sock_filter]) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Installs the filter on the calling thread with a user-notification listener
+/// (SECCOMP_FILTER_FLAG_NEW_LISTENER) and returns the listener. Needs no_new_privs or
+/// CAP_SYS_ADMIN; fails with EBUSY when a filter already in force has a listener.
+pub fn install_listener(program: &[sock_filter]) -> std::io::Result<OwnedFd> {
+    let prog = sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut sock_filter,
+    };
+    // SAFETY: prog points at a live, correctly sized filter for the duration of the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const sock_fprog,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]
@@ -152,7 +184,7 @@ mod tests {
 
     #[test]
     fn traces_path_syscalls_only() {
-        let p = program();
+        let p = program(libc::SECCOMP_RET_TRACE, &[]);
         assert!(p.len() < 256, "jump offsets fit in u8");
         for s in PATH_SYSCALLS {
             assert_eq!(
@@ -183,8 +215,36 @@ mod tests {
     }
 
     #[test]
+    fn the_notify_program_also_stops_extra_syscalls() {
+        let extra = [libc::SYS_setuid, libc::SYS_setresgid];
+        let p = program(libc::SECCOMP_RET_USER_NOTIF, &extra);
+        assert!(p.len() < 256, "jump offsets fit in u8");
+        for nr in PATH_SYSCALLS.iter().map(|s| s.nr).chain(extra) {
+            assert_eq!(
+                eval(&p, AUDIT_ARCH_X86_64, nr as u32),
+                libc::SECCOMP_RET_USER_NOTIF
+            );
+        }
+        assert_eq!(
+            eval_args(
+                &p,
+                AUDIT_ARCH_X86_64,
+                libc::SYS_newfstatat as u32,
+                [3, 0, 0, libc::AT_EMPTY_PATH as u64, 0, 0]
+            ),
+            libc::SECCOMP_RET_ALLOW
+        );
+        for nr in [libc::SYS_read, libc::SYS_getuid, libc::SYS_clone] {
+            assert_eq!(
+                eval(&p, AUDIT_ARCH_X86_64, nr as u32),
+                libc::SECCOMP_RET_ALLOW
+            );
+        }
+    }
+
+    #[test]
     fn fstat_forms_run_untraced_path_forms_stop() {
-        let p = program();
+        let p = program(libc::SECCOMP_RET_TRACE, &[]);
         let empty = libc::AT_EMPTY_PATH as u64;
         let nofollow = libc::AT_SYMLINK_NOFOLLOW as u64;
         let stat = libc::SYS_newfstatat as u32;

@@ -260,31 +260,7 @@ impl<'a> Tracer<'a> {
         // Existence is looked up here rather than read from the syscall's result: the sensor
         // shares the app's mount namespace and root, and skipping the syscall-exit stop halves
         // the round trips through the tracer, the cost that dominates ptrace mode.
-        for (i, path) in paths.iter().enumerate() {
-            let exists = self.exists(path);
-            // For rename and link the second path is the one the call makes.
-            let found = exists && (i == 0 || sys.access != Access::Modify);
-            self.recorder.access(path, sys.access, found);
-            if i == 0 && exists && sys.access == Access::Exec {
-                self.recorder.exec(path, &argv0);
-                if let Some(interp) = shebang(path) {
-                    self.recorder.access(&interp, Access::Exec, true);
-                    self.recorder.exec(&interp, "");
-                }
-            }
-        }
-    }
-
-    /// Whether `path` exists, looked up once: only paths not yet found are looked up again.
-    fn exists(&mut self, path: &str) -> bool {
-        if self.existing.contains(path) {
-            return true;
-        }
-        let exists = std::fs::symlink_metadata(path).is_ok();
-        if exists {
-            self.existing.insert(path.to_string());
-        }
-        exists
+        record(self.recorder, &mut self.existing, sys, &paths, &argv0);
     }
 
     fn on_syscall_exit(&mut self, pid: i32) {
@@ -300,6 +276,44 @@ impl<'a> Tracer<'a> {
             self.tracee(pid).cwd = Some(p.paths[0].clone());
         }
     }
+}
+
+/// Records one syscall's resolved paths, looking up whether each exists (the seccomp-notify
+/// monitor shares this, so both monitors report the same thing for the same call).
+pub(crate) fn record(
+    recorder: &Recorder,
+    existing: &mut HashSet<String>,
+    sys: &PathSyscall,
+    paths: &[String],
+    argv0: &str,
+) {
+    for (i, path) in paths.iter().enumerate() {
+        let exists = exists(existing, path);
+        // For rename and link the second path is the one the call makes.
+        let found = exists && (i == 0 || sys.access != Access::Modify);
+        recorder.access(path, sys.access, found);
+        if i == 0 && exists && sys.access == Access::Exec {
+            recorder.exec(path, argv0);
+            if let Some(interp) = shebang(path) {
+                recorder.access(&interp, Access::Exec, true);
+                recorder.exec(&interp, "");
+            }
+        }
+    }
+}
+
+/// Whether `path` exists, looked up once: only paths not yet found are looked up again. A
+/// path's record says `exists` once any lookup found it, so looking again could not change the
+/// report.
+pub(crate) fn exists(existing: &mut HashSet<String>, path: &str) -> bool {
+    if existing.contains(path) {
+        return true;
+    }
+    let exists = std::fs::symlink_metadata(path).is_ok();
+    if exists {
+        existing.insert(path.to_string());
+    }
+    exists
 }
 
 /// The interpreter of a `#!` script: the kernel opens it, not the app, so no syscall names it.
@@ -323,7 +337,7 @@ fn read_word(pid: i32, addr: u64) -> Option<u64> {
 /// Reads a NUL-terminated string of at most 4096 bytes with `read(buf, addr)`, which returns how
 /// many bytes it read at `addr` (None or 0: unreadable). Chunks never cross a page, so a string
 /// that ends just before an unmapped page is still read.
-fn read_string_with(
+pub(crate) fn read_string_with(
     mut read: impl FnMut(&mut [u8], usize) -> Option<usize>,
     addr: u64,
 ) -> Option<String> {

@@ -32,8 +32,9 @@ pub struct LocalArgs {
     /// Keep observing this long after the exercises (e.g. 30s, 2m).
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "0s")]
     observe_for: Duration,
-    /// The sensor's monitor: auto (ptrace here: no added capability), fanotify, ptrace, both.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "fanotify", "ptrace", "both"])]
+    /// The sensor's monitor: auto (seccomp here, else ptrace: no added capability), fanotify,
+    /// ptrace, seccomp, both.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "fanotify", "ptrace", "seccomp", "both"])]
     mode: String,
     /// Also keep this path (a directory with everything below it) or glob; repeatable.
     #[arg(long, value_name = "P")]
