@@ -440,7 +440,8 @@ async fn delete_and_wait(pods: &Api<Pod>, name: &str) -> Duration {
 
 /// A namespace enforcing the `restricted` Pod Security level: a root pod is refused; a pod
 /// that complies (non-root, no capability, no privilege escalation, RuntimeDefault seccomp)
-/// runs the whittle sensor, which picks ptrace and POSTs its report to the node.
+/// runs the whittle sensor, which picks its seccomp user-notification monitor (installed on top
+/// of containerd's RuntimeDefault filter) and POSTs its report to the node.
 async fn restricted_sensor(c: &Cluster, instrumented: &str) {
     let (client, ns) = namespace(
         c,
@@ -510,7 +511,8 @@ async fn restricted_sensor(c: &Cluster, instrumented: &str) {
         .expect("receiver thread");
     assert_eq!(path, "/report");
     let report = Report::from_json_slice(&body).expect("a valid report");
-    assert_eq!(report.mode, Mode::Ptrace);
+    assert_eq!(report.mode, Mode::Seccomp);
+    assert_eq!(report.loss.ptrace_unresolved, 0, "every path read");
     assert!(
         report.existing_paths().any(|p| p == "/etc/passwd"),
         "the report names /etc/passwd"
