@@ -65,7 +65,8 @@ fn pages(c: &mut Container) -> Vec<(u16, Vec<u8>)> {
 }
 
 /// Runs the instrumented image under runc with containerd's default capabilities (so the
-/// sensor picks ptrace), serves the two pages, stops it and returns the report file.
+/// sensor picks a monitor that needs no capability), serves the two pages, stops it and
+/// returns the report file.
 fn observe(registry: &Registry, instrumented: &str, out: &Path) -> Vec<(u16, Vec<u8>)> {
     let mut bundle = Bundle::from_registry(registry, instrumented).expect("pull instrumented");
     let mut args = bundle.args();
