@@ -10,8 +10,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use whittle_testbed::binaries::sensor_binary;
 use whittle_testbed::images::fixtures::{self, CONFAPP_BODY, Fixture};
+
+mod support;
+use support::cli::{text, whittle};
 
 /// The monitors a report made in `mode` may name. `auto` is ptrace here (`whittle local` gives
 /// the container containerd's default capabilities, without CAP_SYS_ADMIN) or, with a sensor
@@ -34,27 +36,6 @@ fn confapp_exercise() -> String {
     // The whole body: both *.conf of conf.d, in order, and the count of (no) hooks.
     let expected = CONFAPP_BODY.replace('\n', "\\n");
     format!(r#"test "$(curl -fsS http://$WHITTLE_TARGET/)" = "$(printf '{expected}')""#)
-}
-
-fn whittle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_whittle"))
-        .args(args)
-        .env(
-            "WHITTLE_SENSOR_BIN",
-            sensor_binary().expect("sensor binary"),
-        )
-        .env_remove("DOCKER_CONFIG")
-        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
-        .output()
-        .expect("run whittle")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `whittle local` on a private copy of the fixture's layout (it writes its images there).

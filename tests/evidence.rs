@@ -5,43 +5,21 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 use whittle::evidence::packages::{Inventory, Manager, OsRelease, Package};
 use whittle::evidence::sbom::{self, Subject};
 use whittle::evidence::sign::SigningKey;
-use whittle_testbed::binaries::sensor_binary;
 use whittle_testbed::images::fixtures;
 use whittle_testbed::images::registry::Registry;
 
 mod support;
+use support::cli::{text, whittle};
 use support::cosign::Cosign;
 use support::scanners::{cyclonedx_errors, syft_debs};
 
 const HOME_PAGE: &str = r#"curl -fsS http://$WHITTLE_TARGET/ | grep -q "Welcome to nginx""#;
-
-fn whittle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_whittle"))
-        .args(args)
-        .env(
-            "WHITTLE_SENSOR_BIN",
-            sensor_binary().expect("sensor binary"),
-        )
-        .env_remove("DOCKER_CONFIG")
-        .env_remove("COSIGN_PASSWORD")
-        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
-        .output()
-        .expect("run whittle")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON")

@@ -6,26 +6,15 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use whittle_testbed::binaries::sensor_binary;
 use whittle_testbed::images::fixtures;
 use whittle_testbed::images::registry::Registry;
+
+mod support;
+use support::cli::{text, whittle};
 
 const HOME_PAGE: &str = r#"curl -fsS http://$WHITTLE_TARGET/ | grep -q "Welcome to nginx""#;
 const MISSING_PAGE: &str =
     r#"test "$(curl -s -o /dev/null -w '%{http_code}' http://$WHITTLE_TARGET/missing)" = 404"#;
-
-fn whittle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_whittle"))
-        .args(args)
-        .env(
-            "WHITTLE_SENSOR_BIN",
-            sensor_binary().expect("sensor binary"),
-        )
-        .env_remove("DOCKER_CONFIG")
-        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
-        .output()
-        .expect("run whittle")
-}
 
 /// A private copy of the nginx fixture layout: `whittle local` writes its images into it.
 fn nginx_layout() -> tempfile::TempDir {
@@ -58,14 +47,6 @@ fn local(src: &str, extra: &[&str], summary_path: &Path) -> Output {
     ];
     args.extend(extra);
     whittle(&args)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

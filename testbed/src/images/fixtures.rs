@@ -77,26 +77,7 @@ pub fn nginx() -> Result<Fixture> {
                 .arg(&rootfs)
                 .arg(mirror()),
         )?;
-        for dir in [
-            "var/cache/apt/archives",
-            "var/lib/apt/lists",
-            "dev",
-            "proc",
-            "sys",
-            "tmp",
-            "run",
-        ] {
-            empty_dir(&rootfs.join(dir))?;
-        }
-        for file in [
-            "var/cache/apt/pkgcache.bin",
-            "var/cache/apt/srcpkgcache.bin",
-            "var/log/bootstrap.log",
-        ] {
-            let _ = fs::remove_file(rootfs.join(file));
-        }
-        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
-            .context(|| "chmod /tmp".into())?;
+        debootstrap_cleanup(&rootfs)?;
         umoci_new(layout)?;
         append_layer(
             layout,
