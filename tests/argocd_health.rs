@@ -216,6 +216,7 @@ fn observing_and_collecting_count_the_reports() {
             expected: vec!["web-a".into(), "web-b".into()],
             received: 1,
             pods: vec!["web-a".into()],
+            modes: Vec::new(),
         });
         let (status, message) = health(&workflow(1, Some(s)));
         assert_eq!(status, "Progressing");

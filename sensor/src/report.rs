@@ -14,7 +14,7 @@ pub struct Report {
     pub schema_version: u32,
     pub sensor_version: String,
     /// The monitor that ran: `fanotify`, `ptrace`, `seccomp` (seccomp user notification) or
-    /// `both` (fanotify and ptrace).
+    /// `both` (fanotify beside seccomp or ptrace).
     pub mode: Mode,
     #[serde(default)]
     pub identity: Identity,

@@ -177,9 +177,10 @@ enum SyscallMonitor {
 }
 
 /// fanotify misses the stat family and failed opens (probes whose answer changes what the app
-/// does), so auto never runs it alone: with CAP_SYS_ADMIN it runs both (fanotify and ptrace).
-/// Without, auto takes seccomp user notification when the kernel and the seccomp profile allow
-/// it, since it costs the app less than a ptrace stop, and ptrace otherwise.
+/// does), so auto never runs it alone: with CAP_SYS_ADMIN it pairs it with a syscall monitor
+/// (fanotify still sees what no syscall filter does, such as io_uring opens). That monitor is
+/// seccomp user notification where the kernel and the seccomp profile allow it, since it costs
+/// the app less than a ptrace stop, and ptrace otherwise.
 fn choose_syscall_monitor(opts: &Options, fanotify: bool) -> Result<SyscallMonitor, String> {
     // The sensor reads an app's memory through /proc/PID/mem, which the kernel refuses once the
     // app runs as another user (no CAP_SYS_PTRACE): only a tracer can still PTRACE_PEEKDATA.
@@ -187,7 +188,6 @@ fn choose_syscall_monitor(opts: &Options, fanotify: bool) -> Result<SyscallMonit
     Ok(match opts.mode {
         ModeChoice::Fanotify if fanotify => SyscallMonitor::Off,
         ModeChoice::Fanotify | ModeChoice::Ptrace | ModeChoice::Both => SyscallMonitor::Ptrace,
-        ModeChoice::Auto if fanotify => SyscallMonitor::Ptrace,
         ModeChoice::Seccomp if other_user => {
             return Err(
                 "--mode seccomp cannot read the memory of an app started as another user \

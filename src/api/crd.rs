@@ -138,7 +138,7 @@ pub(super) mod tests {
         let observe = &spec["properties"]["observe"];
         assert_eq!(
             observe["default"],
-            serde_json::json!({"minReports": 1, "collectTimeout": "5m", "sensorMode": "ptrace"})
+            serde_json::json!({"minReports": 1, "collectTimeout": "5m", "sensorMode": "auto"})
         );
         assert_eq!(
             observe["properties"]["minReports"]["minimum"].as_f64(),
@@ -146,7 +146,7 @@ pub(super) mod tests {
         );
         assert_eq!(
             observe["properties"]["sensorMode"]["enum"],
-            serde_json::json!(["ptrace", "fanotify"])
+            serde_json::json!(["auto", "seccomp", "ptrace", "fanotify"])
         );
         assert_eq!(spec["properties"]["verify"]["default"]["enabled"], true);
         assert_eq!(spec["properties"]["promote"]["default"], false);

@@ -84,7 +84,7 @@ mod tests {
         assert_eq!(spec.observe.duration_after(true).as_secs(), 0);
         assert_eq!(spec.observe.min_reports, 1);
         assert_eq!(spec.observe.collect_timeout.as_str(), "5m");
-        assert_eq!(spec.observe.sensor_mode, SensorMode::Ptrace);
+        assert_eq!(spec.observe.sensor_mode, SensorMode::Auto);
         assert_eq!(spec.harden.timeout.as_str(), "15m");
         assert!(spec.verify.enabled && !spec.promote);
         assert_eq!(spec.verify.timeout.get().unwrap().as_secs(), 300);

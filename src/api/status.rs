@@ -199,6 +199,10 @@ pub struct ReportsStatus {
     /// The pods that have reported, e.g. `[web-7c9d4-abcde]`.
     #[serde(default)]
     pub pods: Vec<String>,
+    /// The monitors the hardened reports were recorded with, e.g. `[seccomp]`: what
+    /// `sensorMode: auto` chose on the node. Set when hardening starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modes: Vec<String>,
 }
 
 impl ReportsStatus {
@@ -210,6 +214,7 @@ impl ReportsStatus {
             expected: expected.iter().cloned().collect(),
             received: u32::try_from(reported.len()).unwrap_or(u32::MAX),
             pods: reported.iter().cloned().collect(),
+            modes: Vec::new(),
         }
     }
 

@@ -638,6 +638,10 @@ impl Step<'_> {
         )?;
         let store = self.store(&d).await?;
         let reports = reports::load_all(&self.ctx.client, self.workflow).await?;
+        if let Some(status) = self.status.reports.as_mut() {
+            let modes: BTreeSet<&str> = reports.iter().map(|r| r.mode.as_str()).collect();
+            status.modes = modes.into_iter().map(String::from).collect();
+        }
         let left =
             phase::remaining(self.since_phase_start(), self.harden_limit()).unwrap_or_default();
         let started = Instant::now();
