@@ -104,8 +104,8 @@ async fn the_api_server_enforces_the_schema() {
         json!({
             "target": {"kind": "Deployment", "name": "web"},
             "registry": {"insecure": false},
-            "observe": {"minReports": 1, "collectTimeout": "5m", "sensorMode": "ptrace"},
-            "harden": {"include": [], "exclude": [], "timeout": "15m", "sbom": false},
+            "observe": {"minReports": 1, "collectTimeout": "5m", "sensorMode": "auto"},
+            "harden": {"include": [], "exclude": [], "timeout": "15m", "sbom": false, "compression": "gzip"},
             "verify": {"enabled": true, "timeout": "5m"},
             "promote": false,
             "vulnerabilities": {},
@@ -163,6 +163,8 @@ async fn the_api_server_enforces_the_schema() {
         &[
             "spec.observe.sensorMode",
             "Unsupported value: \"strace\"",
+            "\"auto\"",
+            "\"seccomp\"",
             "\"ptrace\"",
             "\"fanotify\"",
         ],

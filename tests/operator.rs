@@ -5,8 +5,8 @@
 //! - `examples/nginx` goes from apply to Succeeded; the hardened image, run by the node, serves
 //!   `GET /` like the original;
 //! - a workload under Pod Security `restricted` (non-root, no capability, RuntimeDefault
-//!   seccomp) whose pod overrides its entrypoint is instrumented in ptrace mode, reports, and
-//!   is hardened;
+//!   seccomp) whose pod overrides its entrypoint is instrumented with the default sensorMode
+//!   (auto, which picks the seccomp monitor there), reports, and is hardened;
 //! - a workflow deleted mid-observation leaves the Deployment's pod template exactly as it was,
 //!   and its token Secret and report ConfigMaps are gone;
 //! - a pod killed without grace never reports: Failed after collectTimeout, naming that pod,
@@ -90,7 +90,7 @@ async fn workflows_run_on_a_real_cluster() {
             timed("examples/promote", promote_example(c, &registry)),
             timed("examples/supply-chain", supply_chain_example(c, &registry)),
             timed(
-                "restricted, ptrace, promoted",
+                "restricted, auto (seccomp), promoted",
                 restricted_workload(c, &busybox)
             ),
             timed(
@@ -193,6 +193,11 @@ async fn supply_chain_example(c: &Cluster, registry: &str) {
         .status
         .expect("status");
     let hardened = status.hardened_image.clone().expect("status.hardenedImage");
+    assert_eq!(
+        status.reports.as_ref().map(|r| r.modes.clone()),
+        Some(vec!["seccomp".to_string()]),
+        "sensorMode: seccomp"
+    );
     // tests/data/osv/SOURCES.md: dpkg's and tar's findings go, glibc's stay.
     let v = status
         .vulnerabilities
@@ -311,7 +316,9 @@ async fn nginx_example(c: &Cluster, registry: &str) {
     );
     assert!(result.hardened_bytes < result.source_bytes, "{result:?}");
     assert!(result.removed_shells > 0, "{result:?}");
-    assert_eq!(status.reports.expect("reports").received, 1);
+    let reports = status.reports.expect("reports");
+    assert_eq!(reports.received, 1);
+    assert_eq!(reports.modes, ["seccomp"], "auto picks seccomp on the node");
 
     // The hardened image, run by the node, serves the same page.
     let pod: Pod = serde_json::from_value(json!({
@@ -384,7 +391,7 @@ async fn restricted_workload(c: &Cluster, busybox: &str) {
         .and_then(|s| s.capabilities.clone());
     assert!(
         caps.and_then(|c| c.add).is_none(),
-        "ptrace mode adds no capability"
+        "auto mode adds no capability"
     );
     let status = observing.status.expect("status");
     let (source, instrumented) = (
@@ -399,10 +406,12 @@ async fn restricted_workload(c: &Cluster, busybox: &str) {
     assert_eq!(container.image.as_deref(), Some(instrumented.as_str()));
     let done = wait_phase(&client, &ns, "web", Phase::Succeeded).await;
     let status = done.status.expect("status");
+    let reports = status.reports.expect("reports");
+    assert_eq!(reports.received, 1, "the sensor reported under restricted");
     assert_eq!(
-        status.reports.expect("reports").received,
-        1,
-        "the sensor reported under restricted"
+        reports.modes,
+        ["seccomp"],
+        "sensorMode auto (the default) picks the seccomp monitor under RuntimeDefault"
     );
     let hardened = status.hardened_image.expect("hardenedImage");
     assert_eq!(

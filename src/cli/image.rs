@@ -8,6 +8,7 @@ use indicatif::ProgressBar;
 
 use k8s_openapi::jiff::Timestamp;
 use whittle::evidence::produce::{Evidence, HardenInputs, lines, produce};
+use whittle::image::compression::LayerCompression;
 use whittle::image::harden::{self, HardenOptions, Summary};
 use whittle::image::store::Location;
 use whittle::image::{inspect as inspection, instrument as instrumenting};
@@ -47,6 +48,10 @@ pub struct HardenArgs {
     /// Drop paths matching this glob (`/usr/share/doc/**`, or `*.pyc` anywhere); repeatable.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+    /// The hardened layer's codec: gzip (read everywhere) or zstd (OCI tar+zstd: smaller, for
+    /// containerd 1.5+, CRI-O and podman; the image gets OCI media types).
+    #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]
+    compression: LayerCompression,
     /// Write the summary as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     summary: Option<PathBuf>,
@@ -152,6 +157,7 @@ pub async fn harden(a: HardenArgs) -> CliResult {
         dst: a.hardened_image,
         include: a.include.clone(),
         exclude: a.exclude.clone(),
+        compression: a.compression,
         progress: Some(progress.clone()),
     };
     let summary = harden::harden(&store, &a.src, opts).await?;

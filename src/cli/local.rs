@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use whittle::image::compression::LayerCompression;
 use whittle::image::instrument::find_sensor;
 use whittle::image::store::Location;
 use whittle::local::progress::Progress;
@@ -42,6 +43,10 @@ pub struct LocalArgs {
     /// Drop paths matching this glob; repeatable.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+    /// The hardened layer's codec: gzip (read everywhere) or zstd (OCI tar+zstd: smaller, for
+    /// containerd 1.5+, CRI-O and podman; the image gets OCI media types).
+    #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]
+    compression: LayerCompression,
     /// Where to put the hardened image (default: <repo>:<tag>-whittle-hardened).
     #[arg(long, value_parser = parse_location, value_name = "DST")]
     hardened_image: Option<Location>,
@@ -100,6 +105,7 @@ pub async fn local(a: LocalArgs) -> CliResult {
         mode: a.mode,
         include: a.include,
         exclude: a.exclude,
+        compression: a.compression,
         hardened_image: a.hardened_image,
         ready_timeout: a.ready_timeout,
         exercise_timeout: a.exercise_timeout,

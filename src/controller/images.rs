@@ -145,6 +145,7 @@ pub async fn harden(
         dst: Some(dest.hardened.clone()),
         include: workflow.spec.harden.include.clone(),
         exclude: workflow.spec.harden.exclude.clone(),
+        compression: workflow.spec.harden.compression,
         progress: None,
     };
     Ok(harden::harden(store, &source, options).await?)

@@ -11,9 +11,10 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use whittle_sensor::report::Report;
 
+use super::compression::{LayerCompression, OCI_LAYER_ZSTD};
 use super::config;
 use super::error::{ImageError, Result};
-use super::registry::{Compression, layer_compression};
+use super::registry::{Compression, Flavor, layer_compression};
 use super::scan::{LayerStats, Pass, Retain, read_ahead, scan_layer};
 use super::select::{Patterns, Selection, Wanted, select};
 use super::spool::Spool;
@@ -35,6 +36,8 @@ pub struct HardenOptions {
     pub dst: Option<Location>,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    /// The hardened layer's codec; zstd writes the image with OCI media types.
+    pub compression: LayerCompression,
     /// Advanced by the compressed bytes read, when given.
     pub progress: Option<ProgressBar>,
 }
@@ -193,6 +196,10 @@ async fn scan(
         let reader = BufReader::with_capacity(1 << 20, reader);
         let tar: Box<dyn Read + Send> = match compression {
             Compression::Gzip => Box::new(MultiGzDecoder::new(reader)),
+            Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(reader) {
+                Ok(z) => Box::new(z),
+                Err(e) => return (tree, spool, Err(e)),
+            },
             Compression::None => Box::new(reader),
         };
         let tar = read_ahead(tar);
@@ -225,9 +232,10 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
     let database = Database::read(&tree, &spool);
     let (keep, rewritten) = with_database(&database, &selection.keep, &wanted.patterns);
 
+    let compression = opts.compression;
     let (layer, tree, spool) = {
         tokio::task::spawn_blocking(move || {
-            let layer = write_layer(&tree, &spool, &keep, &rewritten);
+            let layer = write_layer(&tree, &spool, &keep, &rewritten, compression);
             (layer, tree, spool)
         })
         .await
@@ -261,14 +269,12 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
     store
         .put_blob_file(&dst, &layer.file, &layer.digest, layer.size)
         .await?;
-    let layers = [config::descriptor(
-        image.flavor.gzip_layer_type(),
-        &layer.digest,
-        layer.size,
-    )];
-    let (digest, manifest_size) = store
-        .put_image_sized(&dst, image.flavor, &cfg, &layers)
-        .await?;
+    let (flavor, layer_type) = match compression {
+        LayerCompression::Gzip => (image.flavor, image.flavor.gzip_layer_type()),
+        LayerCompression::Zstd => (Flavor::Oci, OCI_LAYER_ZSTD),
+    };
+    let layers = [config::descriptor(layer_type, &layer.digest, layer.size)];
+    let (digest, manifest_size) = store.put_image_sized(&dst, flavor, &cfg, &layers).await?;
     Ok(Summary {
         source_image: image.pinned.to_string(),
         hardened_image: dst.at_digest(&digest).to_string(),

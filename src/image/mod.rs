@@ -1,6 +1,7 @@
 //! The image engine: registry access, layer streaming, instrument, harden and inspect.
 
 pub mod assemble;
+pub mod compression;
 pub mod config;
 pub mod credentials;
 pub mod elf;

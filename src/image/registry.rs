@@ -77,6 +77,7 @@ impl std::fmt::Display for Platform {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     Gzip,
+    Zstd,
     None,
 }
 
@@ -115,6 +116,8 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
         | mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE
         | mt::IMAGE_LAYER_NONDISTRIBUTABLE_GZIP_MEDIA_TYPE
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
+        super::compression::OCI_LAYER_ZSTD
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Some(Compression::Zstd),
         mt::IMAGE_LAYER_MEDIA_TYPE
         | mt::IMAGE_DOCKER_LAYER_TAR_MEDIA_TYPE
         | mt::IMAGE_LAYER_NONDISTRIBUTABLE_MEDIA_TYPE => Some(Compression::None),
@@ -264,7 +267,7 @@ impl Registry {
                     reference: pinned.to_string(),
                     what: format!("layer {}", layer.digest),
                     media_type: layer.media_type.clone(),
-                    hint: " (whittle reads tar and tar+gzip layers; zstd is not supported yet)",
+                    hint: " (whittle reads tar, tar+gzip and tar+zstd layers)",
                 });
             }
         }
@@ -856,6 +859,10 @@ mod tests {
         );
         assert_eq!(
             layer_compression("application/vnd.oci.image.layer.v1.tar+zstd"),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(
+            layer_compression("application/vnd.oci.image.layer.v1.tar+lz4"),
             None
         );
     }

@@ -175,7 +175,7 @@ impl Store {
                     reference: pinned.to_string(),
                     what: format!("layer {}", layer.digest),
                     media_type: layer.media_type.clone(),
-                    hint: " (whittle reads tar and tar+gzip layers)",
+                    hint: " (whittle reads tar, tar+gzip and tar+zstd layers)",
                 });
             }
         }

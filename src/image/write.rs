@@ -1,17 +1,17 @@
 //! Writing the hardened layer: the kept paths in sorted order, each with the metadata its
 //! source entry had, as one gzip tar in a temporary file. The same tree, spool contents and kept
 //! set always give the same bytes: no timestamps but the sources', no host names or ids. The
-//! gzip is one stream whose 1 MiB blocks are compressed in parallel ([`ParallelGz`]).
+//! gzip is one stream whose 1 MiB blocks are compressed in parallel ([`ParallelGz`]); zstd is
+//! one frame from libzstd's workers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 
-use flate2::Compression;
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use super::pgzip::ParallelGz;
+use super::compression::LayerCompression;
 use super::spool::Spool;
 use super::tree::{Kind, Node, Tree};
 
@@ -65,10 +65,10 @@ pub fn write_layer(
     spool: &Spool,
     keep: &BTreeSet<String>,
     rewritten: &BTreeMap<String, Vec<u8>>,
+    compression: LayerCompression,
 ) -> io::Result<LayerFile> {
     let compressed = hashing(BufWriter::with_capacity(1 << 20, tempfile::tempfile()?));
-    let gz = ParallelGz::new(compressed, Compression::new(6));
-    let mut tar = tar::Builder::new(hashing(gz));
+    let mut tar = tar::Builder::new(hashing(compression.encoder(compressed)?));
     let heads = hardlink_heads(tree, keep);
     let mut entries = 0;
     for path in keep {

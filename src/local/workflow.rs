@@ -13,6 +13,7 @@ use super::forward::Forward;
 use super::progress::Progress;
 use super::{LocalError, last_lines};
 use crate::evidence::produce::{Evidence, EvidenceOptions, HardenInputs, lines, produce};
+use crate::image::compression::LayerCompression;
 use crate::image::config::{argv, strings};
 use crate::image::harden::{self, HardenOptions, Summary};
 use crate::image::instrument::instrument;
@@ -38,6 +39,7 @@ pub struct LocalOptions {
     pub mode: String,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    pub compression: LayerCompression,
     pub hardened_image: Option<Location>,
     pub sensor: PathBuf,
     pub ready_timeout: Duration,
@@ -295,6 +297,7 @@ pub async fn run(
             dst: opts.hardened_image.clone(),
             include: opts.include.clone(),
             exclude: opts.exclude.clone(),
+            compression: opts.compression,
             progress: Some(bar.clone()),
         },
     )
