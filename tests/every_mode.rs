@@ -57,7 +57,11 @@ fn local(fixture: &Fixture, exercises: &[&str], extra: &[&str]) -> (Output, Opti
     }
     args.extend(extra);
     let out = whittle(&args);
-    (out, summary(&summary_path))
+    let s = summary(&summary_path);
+    if let Some(hardened) = s.as_ref().and_then(|s| s["hardenedImage"].as_str()) {
+        support::layers::hardened_layer(hardened).assert_no_larger_than_gzip6();
+    }
+    (out, s)
 }
 
 fn summary(path: &Path) -> Option<Value> {

@@ -79,6 +79,7 @@ fn the_hardened_nginx_tells_scanners_what_remains() {
     assert!(out.status.success(), "{printed}");
     let s = json(&summary_path);
     let hardened = s["hardenedImage"].as_str().expect("hardenedImage");
+    support::layers::hardened_layer(hardened).assert_no_larger_than_gzip6();
 
     // syft sees Debian 12 and exactly the packages whittle says still have files.
     let remaining = names_with_state(&s, |state| state != "removed");

@@ -11,6 +11,7 @@ use whittle_testbed::images::registry::Registry;
 
 mod support;
 use support::cli::{text, whittle};
+use support::layers::{self, hardened_layer};
 
 const HOME_PAGE: &str = r#"curl -fsS http://$WHITTLE_TARGET/ | grep -q "Welcome to nginx""#;
 const MISSING_PAGE: &str =
@@ -86,6 +87,26 @@ fn the_demo_flow_on_an_oci_layout_is_verified() {
     // The hardened image is in the layout under the default tag.
     let index = std::fs::read_to_string(dir.path().join("nginx/index.json")).unwrap();
     assert!(index.contains("latest-whittle-hardened"), "{index}");
+    let layer = hardened_layer(s["hardenedImage"].as_str().unwrap());
+    assert_eq!(layer.media_type, layers::GZIP);
+    layer.assert_no_larger_than_gzip6();
+}
+
+/// `--compression zstd`: the hardened layer is OCI tar+zstd, whittle unpacks it for runc to
+/// verify, and it is smaller than the gzip one would be.
+#[test]
+fn a_zstd_hardened_image_is_verified_too() {
+    let dir = nginx_layout();
+    let src = format!("oci:{}:latest", dir.path().join("nginx").display());
+    let summary_path = dir.path().join("summary.json");
+    let out = local(&src, &["--compression", "zstd"], &summary_path);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = summary(&summary_path);
+    assert_eq!(s["verified"], true, "{s}");
+    let layer = hardened_layer(s["hardenedImage"].as_str().unwrap());
+    assert_eq!(layer.media_type, layers::ZSTD);
+    assert!(layer.files().contains("usr/sbin/nginx"));
+    layer.assert_no_larger_than_gzip6();
 }
 
 #[test]

@@ -12,7 +12,8 @@
 //! - a pod killed without grace never reports: Failed after collectTimeout, naming that pod,
 //!   the Deployment restored;
 //! - `examples/include-ptrace` keeps all of /etc/nginx but the excluded charset maps (read
-//!   back from the registry with skopeo); `examples/promote` leaves the Deployment on the hardened image;
+//!   back from the registry with skopeo); `examples/promote` leaves the Deployment on the hardened
+//!   image, a zstd one (OCI tar+zstd) that the node's containerd runs;
 //! - `examples/supply-chain`: the hardened image's SBOM attached as a referrer, vulnerabilities
 //!   counted against the OSV fixture, the image and its provenance signed with the Secret's key
 //!   (checked by the real cosign);
@@ -48,6 +49,7 @@ use whittle::api::{HardeningWorkflow, Phase, VerificationResult};
 use whittle_testbed::cluster::{Cluster, NODE_IP};
 use whittle_testbed::images::fixtures;
 
+use support::layers::hardened_layer;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -275,6 +277,10 @@ async fn promote_example(c: &Cluster, registry: &str) {
         .expect("deployment");
     let spec = d.spec.template.spec.expect("pod spec");
     assert_eq!(spec.containers[0].image.as_deref(), Some(hardened.as_str()));
+    // harden.compression: zstd, which the node's containerd pulls and runs below.
+    let layer = hardened_layer(&hardened);
+    assert_eq!(layer.media_type, support::layers::ZSTD);
+    layer.assert_no_larger_than_gzip6();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     wait_for("a ready pod of the promoted nginx", || async {
         pods.list(&ListParams::default().labels("app=nginx"))

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod cosign;
+pub mod layers;
 pub mod scanners;
 
 use std::fs;
@@ -434,38 +435,12 @@ pub async fn jobs(client: &Client, ns: &str, name: &str) -> Vec<String> {
 }
 
 /// The paths (no leading `/`) in the one layer of a hardened image in a plain-HTTP registry,
-/// read with skopeo and tar, not with whittle's code.
+/// read with skopeo and tar, not with whittle's code; the layer is checked to be no larger
+/// than `gzip -6` of its tar.
 pub fn hardened_files(reference: &str) -> std::collections::BTreeSet<String> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let layout = dir.path().join("image");
-    let status = std::process::Command::new("skopeo")
-        .args(["copy", "--quiet", "--src-tls-verify=false"])
-        .arg(format!("docker://{reference}"))
-        .arg(format!("oci:{}:t", layout.display()))
-        .status()
-        .expect("run skopeo");
-    assert!(status.success(), "skopeo copy {reference}");
-    let manifest = whittle_testbed::images::oci_layout::manifest(&layout, "t").expect("manifest");
-    let layers = manifest["layers"].as_array().expect("layers");
-    assert_eq!(
-        layers.len(),
-        1,
-        "a hardened image has one layer: {manifest}"
-    );
-    let digest = layers[0]["digest"].as_str().expect("digest");
-    let blob = whittle_testbed::images::oci_layout::blob_path(&layout, digest).expect("blob");
-    // One gzip stream (a reader of the first member only sees it all), though whittle
-    // compresses its blocks in parallel.
-    let gz = flate2::read::GzDecoder::new(fs::File::open(blob).expect("open layer"));
-    tar::Archive::new(gz)
-        .entries()
-        .expect("tar")
-        .map(|e| {
-            let e = e.expect("tar entry");
-            let path = e.path().expect("path").display().to_string();
-            path.trim_end_matches('/').to_string()
-        })
-        .collect()
+    let layer = layers::hardened_layer(reference);
+    layer.assert_no_larger_than_gzip6();
+    layer.files()
 }
 
 /// Applies examples/nginx's workflow, waits until it has Succeeded, and returns its status
