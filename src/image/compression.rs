@@ -16,7 +16,7 @@ use super::pgzip::ParallelGz;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum LayerCompression {
-    // gzip level 6, one stream compressed in parallel (ParallelGz).
+    // gzip, one stream compressed in parallel (ParallelGz).
     #[default]
     Gzip,
     // zstd level 7, one frame compressed in parallel by libzstd's workers.
@@ -26,6 +26,11 @@ pub enum LayerCompression {
 /// OCI's media type of a zstd-compressed tar layer (image-spec 1.1). Docker's manifest format
 /// has none, so a zstd image is always written with OCI media types.
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+/// zlib level 7: GNU gzip's own deflate ends blocks by its own rules, and zlib at level 6 came
+/// out 0.07% above `gzip -6` on a hardened fixture (the C app with its libc); at 7 it is below
+/// on every fixture, for about 10-25% more compression time.
+const GZIP_LEVEL: i32 = 7;
 
 /// Level 7: at zstd's default (3) the hardened nginx layer came out 2.2% larger than
 /// `gzip -6` of its tar; at 7 it is 2.6% smaller, and libzstd's workers still compress it as
@@ -43,7 +48,7 @@ impl LayerCompression {
     /// An encoder writing the compressed stream to `inner`.
     pub fn encoder<W: Write>(self, inner: W) -> io::Result<Encoder<W>> {
         Ok(match self {
-            LayerCompression::Gzip => Encoder::Gzip(ParallelGz::new(inner, 6)),
+            LayerCompression::Gzip => Encoder::Gzip(ParallelGz::new(inner, GZIP_LEVEL)),
             LayerCompression::Zstd => {
                 let mut z = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?;
                 // libzstd's streaming multithreaded output is the same for any number of

@@ -10,7 +10,8 @@
 //! Why not a crate: the parallel-gzip crates (gzp, mtzip) compress with flate2, whose backend
 //! here is zlib-rs. zlib-rs (zlib-ng's deflate) is fast but gives up about 2% of ratio against
 //! GNU `gzip -6` at level 6; classic zlib's deflate, through `libz-sys`, is the algorithm
-//! `gzip -6` runs, so the hardened layer is as small as `gzip -6` makes it. flate2 keeps
+//! `gzip -6` runs (GNU gzip has its own copy of it), so the hardened layer is as small as
+//! `gzip -6` makes it (at level 7, see `compression.rs`). flate2 keeps
 //! zlib-rs for inflating, where it is about twice as fast as classic zlib.
 
 use std::collections::BTreeMap;
@@ -367,7 +368,11 @@ mod tests {
     }
 
     fn pack(data: &[u8], workers: usize) -> Vec<u8> {
-        let mut gz = ParallelGz::with_workers(Vec::new(), 6, workers);
+        pack_at(data, workers, 7)
+    }
+
+    fn pack_at(data: &[u8], workers: usize, level: i32) -> Vec<u8> {
+        let mut gz = ParallelGz::with_workers(Vec::new(), level, workers);
         // Odd-sized writes, as tar's are.
         for chunk in data.chunks(70_001) {
             gz.write_all(chunk).unwrap();
@@ -403,7 +408,8 @@ mod tests {
     /// The measure: within 0.5% of GNU `gzip -6` of the same bytes (the real gzip
     /// binary, which every Debian machine has). Priming each block with its predecessor's
     /// window is what makes this hold: independent 1 MiB members came out +0.47% over serial
-    /// deflate on this sample, and zlib-rs's level 6 +1.4%.
+    /// deflate on this sample, and zlib-rs's level 6 +1.4%. Measured at level 6, the level
+    /// compared; the layer is written at 7 (the fixture tests hold it to `gzip -6` or less).
     #[test]
     fn within_half_a_percent_of_gnu_gzip_6() {
         let data = sample();
@@ -420,7 +426,7 @@ mod tests {
         feeder.join().unwrap();
         assert!(output.status.success());
         let theirs = output.stdout.len() as f64;
-        let ours = pack(&data, 4).len() as f64;
+        let ours = pack_at(&data, 4, 6).len() as f64;
         let excess = (ours / theirs - 1.0) * 100.0;
         assert!(
             excess <= 0.5,
