@@ -11,7 +11,8 @@
 //! Then `whittle instrument` once per image, for the bytes it uploads. Writes
 //! `$CARGO_TARGET_DIR/bench/image.json` (default `target/bench/image.json`) and prints a table.
 //!
-//! Targets (reported, not asserted): harden ≤ 1.5× the floor; peak RSS ≤ 128 MiB on the
+//! Targets (reported, not asserted; issue 14's): harden ≤ 1.4× the floor on nginx and ≤ 1.25×
+//! on the synthetic image; peak RSS ≤ 128 MiB on the
 //! synthetic image. `make bench-image` runs it; `WHITTLE_BENCH_RUNS` (default 3) sets the runs.
 
 use std::collections::BTreeMap;
@@ -38,7 +39,10 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T> = std::result::Result<T, Error>;
 
 const WHITTLE: &str = env!("CARGO_BIN_EXE_whittle");
-const TARGET_RATIO: f64 = 1.5;
+/// Harden over floor, per image (issue 14).
+fn target_ratio(image: &str) -> f64 {
+    if image == "nginx" { 1.4 } else { 1.25 }
+}
 const TARGET_RSS_MIB: f64 = 128.0;
 const MIB: f64 = (1 << 20) as f64;
 
@@ -758,9 +762,10 @@ fn run() -> Result<()> {
     for r in &results {
         let name = r["image"].as_str().unwrap_or("?");
         let ratio = r["ratio"].as_f64().unwrap_or(f64::INFINITY);
-        let met = ratio <= TARGET_RATIO;
+        let target = target_ratio(name);
+        let met = ratio <= target;
         println!(
-            "  {name}: harden <= {TARGET_RATIO}x the floor: {ratio:.2}x, {}",
+            "  {name}: harden <= {target}x the floor: {ratio:.2}x, {}",
             yes(met)
         );
         targets.insert(format!("{name}RatioMet"), json!(met));
@@ -781,7 +786,7 @@ fn run() -> Result<()> {
         },
         "runs": runs,
         "targets": {
-            "hardenToFloorRatioMax": TARGET_RATIO,
+            "hardenToFloorRatioMax": {"nginx": target_ratio("nginx"), "synthetic": target_ratio("synthetic")},
             "syntheticPeakRssMiBMax": TARGET_RSS_MIB,
             "met": targets,
         },
