@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::pgzip::ParallelGz;
+use super::registry::Flavor;
 
 /// The codec of the hardened layer. (Its variants carry no doc comments: schemars would turn
 /// them into a `oneOf` that a CRD's structural schema does not want.)
@@ -25,7 +26,7 @@ pub enum LayerCompression {
 
 /// OCI's media type of a zstd-compressed tar layer (image-spec 1.1). Docker's manifest format
 /// has none, so a zstd image is always written with OCI media types.
-pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub(super) const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// zlib level 7: GNU gzip's own deflate ends blocks by its own rules, and zlib at level 6 came
 /// out 0.07% above `gzip -6` on a hardened fixture (the C app with its libc); at 7 it is below
@@ -38,10 +39,12 @@ const GZIP_LEVEL: i32 = 7;
 const ZSTD_LEVEL: i32 = 7;
 
 impl LayerCompression {
-    pub fn as_str(self) -> &'static str {
+    /// The flavour and layer media type of an image whose source had `source`'s: gzip keeps
+    /// the source's flavour; zstd exists only in OCI's.
+    pub fn media(self, source: Flavor) -> (Flavor, &'static str) {
         match self {
-            LayerCompression::Gzip => "gzip",
-            LayerCompression::Zstd => "zstd",
+            LayerCompression::Gzip => (source, source.gzip_layer_type()),
+            LayerCompression::Zstd => (Flavor::Oci, OCI_LAYER_ZSTD),
         }
     }
 

@@ -11,10 +11,10 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use whittle_sensor::report::Report;
 
-use super::compression::{LayerCompression, OCI_LAYER_ZSTD};
+use super::compression::LayerCompression;
 use super::config;
 use super::error::{ImageError, Result};
-use super::registry::{Compression, Flavor, layer_compression};
+use super::registry::{Compression, layer_compression};
 use super::scan::{LayerStats, Pass, Retain, read_ahead, scan_layer};
 use super::select::{Patterns, Selection, Wanted, select};
 use super::spool::Spool;
@@ -269,10 +269,7 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
     store
         .put_blob_file(&dst, &layer.file, &layer.digest, layer.size)
         .await?;
-    let (flavor, layer_type) = match compression {
-        LayerCompression::Gzip => (image.flavor, image.flavor.gzip_layer_type()),
-        LayerCompression::Zstd => (Flavor::Oci, OCI_LAYER_ZSTD),
-    };
+    let (flavor, layer_type) = compression.media(image.flavor);
     let layers = [config::descriptor(layer_type, &layer.digest, layer.size)];
     let (digest, manifest_size) = store.put_image_sized(&dst, flavor, &cfg, &layers).await?;
     Ok(Summary {
