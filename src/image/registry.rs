@@ -176,6 +176,10 @@ impl Registry {
             connect_timeout: Some(Duration::from_secs(30)),
             read_timeout: Some(Duration::from_secs(300)),
             user_agent: concat!("whittle/", env!("CARGO_PKG_VERSION")),
+            // A blob of known size goes up as one POST and one streamed PUT, as containerd
+            // pushes: oci-client's default, 4 MiB PATCHes, took twice as long on loopback
+            // (31 MB: 0.26 s against 0.13 s), the registry storing its hash state per chunk.
+            use_monolithic_push: true,
             ..Default::default()
         });
         Registry {
