@@ -16,9 +16,9 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 use whittle::evidence::provenance::{self, ProvenanceInput, SlsaVersion};
 use whittle::evidence::sign::{self, SignError, SigningKey};
-use whittle::image::credentials::Credentials;
-use whittle::image::registry::RegistryOptions;
-use whittle::image::store::{Location, Store};
+use whittle::image::distribution::credentials::Credentials;
+use whittle::image::distribution::registry::RegistryOptions;
+use whittle::image::distribution::store::{Location, Store};
 use whittle_testbed::images::fixtures;
 use whittle_testbed::images::registry::Registry;
 

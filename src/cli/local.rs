@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use whittle::image::compression::LayerCompression;
+use whittle::image::distribution::store::Location;
 use whittle::image::instrument::find_sensor;
-use whittle::image::store::Location;
+use whittle::image::writing::compression::LayerCompression;
 use whittle::local::progress::Progress;
 use whittle::local::workflow::{self, LocalOptions};
 

@@ -8,9 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use whittle::evidence::produce::EvidenceOptions;
 use whittle::evidence::sign::SigningKey;
 use whittle::evidence::vulns::VulnDb;
-use whittle::image::credentials::Credentials;
-use whittle::image::registry::{Platform, RegistryOptions};
-use whittle::image::store::{Location, Store};
+use whittle::image::distribution::credentials::Credentials;
+use whittle::image::distribution::registry::{Platform, RegistryOptions};
+use whittle::image::distribution::store::{Location, Store};
 
 mod crdgen;
 mod image;

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::json;
 
-use whittle::image::assemble::{self, Entry, Recipe};
-use whittle::image::elf;
+use whittle::image::analysis::elf;
+use whittle::image::distribution::store::Location;
 use whittle::image::instrument::find_sensor;
-use whittle::image::store::Location;
+use whittle::image::writing::assemble::{self, Entry, Recipe};
 
 use super::{CliResult, RegistryArgs, parse_location};
 

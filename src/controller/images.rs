@@ -11,11 +11,11 @@ use serde_json::{Map, Value};
 
 use super::error::{Error, Result};
 use crate::api::HardeningWorkflow;
-use crate::image::credentials::Credentials;
+use crate::image::distribution::credentials::Credentials;
+use crate::image::distribution::registry::RegistryOptions;
+use crate::image::distribution::store::{Location, Store};
 use crate::image::harden::{self, HardenOptions, Summary};
 use crate::image::instrument::{self, Instrumented};
-use crate::image::registry::RegistryOptions;
-use crate::image::store::{Location, Store};
 use whittle_sensor::report::Report;
 
 const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";

@@ -711,7 +711,7 @@ impl Step<'_> {
     /// Signs the hardened image and its provenance with `spec.sign.keySecret`, once it is
     /// trusted (verified, or verification is off). Signing again after a restart replaces the
     /// signature with an equivalent one.
-    async fn sign(&mut self, store: &crate::image::store::Store) -> Result<()> {
+    async fn sign(&mut self, store: &crate::image::distribution::store::Store) -> Result<()> {
         let Some(secret) = &self.workflow.spec.sign.key_secret else {
             return Ok(());
         };
@@ -737,7 +737,7 @@ impl Step<'_> {
         Ok(())
     }
 
-    async fn store(&self, d: &Deployment) -> Result<crate::image::store::Store> {
+    async fn store(&self, d: &Deployment) -> Result<crate::image::distribution::store::Store> {
         let pull: Vec<String> = template::pod_spec(d)
             .and_then(|s| s.image_pull_secrets.as_ref())
             .map(|s| s.iter().map(|r| r.name.clone()).collect())

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::packages::{Inventory, Manager, OsRelease, Package};
-use crate::image::spool::Spool;
-use crate::image::tree::{Kind, Tree};
+use crate::image::reading::spool::Spool;
+use crate::image::reading::tree::{Kind, Tree};
 
 const OS_RELEASE: [&str; 2] = ["etc/os-release", "usr/lib/os-release"];
 const DPKG_STATUS: &str = "var/lib/dpkg/status";
@@ -432,7 +432,7 @@ impl Database {
 mod tests {
     use super::*;
     use crate::evidence::packages::State;
-    use crate::image::tree::Node;
+    use crate::image::reading::tree::Node;
 
     fn node(kind: Kind) -> Node {
         Node {

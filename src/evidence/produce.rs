@@ -17,8 +17,8 @@ use super::sbom::{self, Subject};
 use super::sign::{SignError, SigningKey, sign_image};
 use super::vulns::{VulnDb, VulnSummary, compare};
 use crate::image::ImageError;
+use crate::image::distribution::store::{Attached, Location, Store};
 use crate::image::harden::Summary;
-use crate::image::store::{Attached, Location, Store};
 
 /// What evidence to produce; all of it is off by default.
 #[derive(Clone, Default)]

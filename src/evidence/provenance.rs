@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::sign::{SignError, SigningKey, attest};
-use crate::image::store::{Location, Store};
+use crate::image::distribution::store::{Location, Store};
 
 /// The in-toto statement type.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";

@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::image::ImageError;
-use crate::image::reference::{ImageRef, is_sha256_digest};
-use crate::image::store::{Location, Store};
+use crate::image::distribution::reference::{ImageRef, is_sha256_digest};
+use crate::image::distribution::store::{Location, Store};
 
 /// The layer annotation that carries a signature (empty on attestations, as cosign leaves it).
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";

@@ -5,9 +5,9 @@
 use oci_client::manifest::OciDescriptor;
 use serde_json::{Value, json};
 
+use super::distribution::registry::Flavor;
+use super::distribution::store::Image;
 use super::error::{ImageError, Result};
-use super::registry::Flavor;
-use super::store::Image;
 
 /// Where the sensor sits in an instrumented image.
 pub const SENSOR_PATH: &str = "/.whittle/sensor";

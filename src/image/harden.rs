@@ -11,17 +11,17 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use whittle_sensor::report::Report;
 
-use super::compression::LayerCompression;
+use super::analysis::select::{Patterns, Selection, Wanted, select};
+use super::analysis::surface;
 use super::config;
+use super::distribution::registry::{Compression, layer_compression};
+use super::distribution::store::{Image, Location, Store};
 use super::error::{ImageError, Result};
-use super::registry::{Compression, layer_compression};
-use super::scan::{LayerStats, Pass, Retain, read_ahead, scan_layer};
-use super::select::{Patterns, Selection, Wanted, select};
-use super::spool::Spool;
-use super::store::{Image, Location, Store};
-use super::surface;
-use super::tree::{Tree, ancestors};
-use super::write::write_layer;
+use super::reading::scan::{LayerStats, Pass, Retain, read_ahead, scan_layer};
+use super::reading::spool::Spool;
+use super::reading::tree::{Tree, ancestors};
+use super::writing::compression::LayerCompression;
+use super::writing::write::write_layer;
 use crate::evidence::database::Database;
 use crate::evidence::packages::Inventory;
 

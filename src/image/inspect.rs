@@ -4,13 +4,13 @@
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+use super::analysis::select::read_text;
+use super::analysis::surface;
+use super::distribution::store::{Location, Store};
 use super::error::Result;
 use super::harden::read_image;
-use super::select::read_text;
-use super::spool::Spool;
-use super::store::{Location, Store};
-use super::surface;
-use super::tree::Tree;
+use super::reading::spool::Spool;
+use super::reading::tree::Tree;
 
 /// Files read for the facts below; nothing else is set aside.
 const READ: &[&str] = &[

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::assemble::{self, Entry};
+use super::analysis::elf;
 use super::config::{self, SENSOR_PATH};
-use super::elf;
+use super::distribution::registry::Transfer;
+use super::distribution::store::{Location, Store};
 use super::error::{ImageError, Result};
-use super::registry::Transfer;
-use super::store::{Location, Store};
+use super::writing::assemble::{self, Entry};
 
 /// What instrument made.
 #[derive(Debug, Clone)]

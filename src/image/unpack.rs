@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 use indicatif::ProgressBar;
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
+use super::distribution::store::{Image, Store};
 use super::error::{ImageError, Result};
 use super::harden::read_image;
-use super::spool::Spool;
-use super::store::{Image, Store};
-use super::tree::{Kind, Node, Tree, ancestors};
+use super::reading::spool::Spool;
+use super::reading::tree::{Kind, Node, Tree, ancestors};
 
 /// What went to disk.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,7 +1,7 @@
 //! The parts of an image an attacker reaches for once inside: shells, package managers,
 //! setuid/setgid programs. `inspect` lists them; `harden` reports which it removed.
 
-use super::tree::{Kind, Node, Tree, parent};
+use crate::image::reading::tree::{Kind, Node, Tree, parent};
 
 const SHELLS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "csh", "tcsh", "fish", "busybox",

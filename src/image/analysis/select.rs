@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::elf;
-use super::error::{ImageError, Result};
-use super::scan::Retain;
-use super::spool::{Range, Spool};
-use super::tree::{Kind, Resolved, Tree, ancestors, normalize};
+use crate::image::error::{ImageError, Result};
+use crate::image::reading::scan::Retain;
+use crate::image::reading::spool::{Range, Spool};
+use crate::image::reading::tree::{Kind, Resolved, Tree, ancestors, normalize};
 
 /// Always kept when present, so that user and group names resolve (getpwnam, `USER name`).
 pub const ALWAYS: &[&str] = &["etc/passwd", "etc/group"];
@@ -482,7 +482,7 @@ pub fn read_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::tree::Node;
+    use crate::image::reading::tree::Node;
 
     #[test]
     fn a_cached_module_keeps_its_source() {

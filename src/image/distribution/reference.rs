@@ -5,7 +5,7 @@ use std::fmt;
 
 use oci_client::Reference;
 
-use super::error::{ImageError, Result};
+use crate::image::error::{ImageError, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::pgzip::ParallelGz;
-use super::registry::Flavor;
+use crate::image::distribution::registry::Flavor;
 
 /// The codec of the hardened layer. (Its variants carry no doc comments: schemars would turn
 /// them into a `oneOf` that a CRD's structural schema does not want.)
@@ -26,7 +26,7 @@ pub enum LayerCompression {
 
 /// OCI's media type of a zstd-compressed tar layer (image-spec 1.1). Docker's manifest format
 /// has none, so a zstd image is always written with OCI media types.
-pub(super) const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub(in crate::image) const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// libdeflate's default level. Its 1 MiB blocks came out 1.5% below `gzip -6` on the nginx
 /// fixture's kept tar (level 5: 1.0% below, level 4: 1.0% above), in 0.11 s on one core

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
-use super::error::{ImageError, Result};
+use crate::image::error::{ImageError, Result};
 
 /// One registry's credentials.
 #[derive(Clone, PartialEq, Eq)]

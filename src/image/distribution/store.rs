@@ -11,10 +11,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::credentials::Credentials;
-use super::error::{ImageError, Result};
 use super::layout::LayoutRef;
 use super::reference::{ImageRef, derived_tag};
 use super::registry::{self, Flavor, Registry, RegistryOptions, Transfer};
+use crate::image::error::{ImageError, Result};
 
 /// An image's place: `registry/repo:tag`, `registry/repo@sha256:...`, or `oci:DIR[:TAG]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,9 +320,9 @@ impl Store {
         })?;
         let size = bytes.len() as u64;
         let digest = self.put_blob(dst, Bytes::from(bytes)).await?;
-        let manifest = super::config::manifest(
+        let manifest = crate::image::config::manifest(
             flavor,
-            &super::config::descriptor(flavor.config_type(), &digest, size),
+            &crate::image::config::descriptor(flavor.config_type(), &digest, size),
             layers,
         );
         let manifest_size = manifest.len() as u64;

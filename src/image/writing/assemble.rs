@@ -10,10 +10,10 @@ use flate2::{Compression, GzBuilder};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::config;
-use super::error::{ImageError, Result};
-use super::registry::Flavor;
-use super::store::{Location, Store};
+use crate::image::config;
+use crate::image::distribution::registry::Flavor;
+use crate::image::distribution::store::{Location, Store};
+use crate::image::error::{ImageError, Result};
 
 /// One file or directory of the image, owned by root and dated 0 so the same inputs always
 /// give the same layer digest.
@@ -90,7 +90,9 @@ pub async fn assemble(store: &Store, dst: &Location, recipe: &Recipe) -> Result<
 /// The layer as gzip bytes, and its diff id (the digest of the tar). Parent directories that
 /// the recipe does not name are added with mode 0755, as container runtimes expect every
 /// directory to have an entry before what it holds. Instrument's sensor layer is one too.
-pub(super) fn layer(entries: &BTreeMap<String, Entry>) -> std::io::Result<(Vec<u8>, String)> {
+pub(in crate::image) fn layer(
+    entries: &BTreeMap<String, Entry>,
+) -> std::io::Result<(Vec<u8>, String)> {
     let mut all = entries.clone();
     for path in entries.keys() {
         let mut parent = path.as_str();

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
 use super::compression::LayerCompression;
-use super::spool::Spool;
-use super::tree::{Kind, Node, Tree};
+use crate::image::reading::spool::Spool;
+use crate::image::reading::tree::{Kind, Node, Tree};
 
 /// A finished layer, ready to upload.
 #[derive(Debug)]

@@ -12,8 +12,8 @@ use oci_client::manifest::OciDescriptor;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::error::{ImageError, Result};
 use super::reference::is_sha256_digest;
+use crate::image::error::{ImageError, Result};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 

@@ -19,9 +19,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::credentials::Credentials;
-use super::error::{ImageError, Result};
 use super::reference::{ImageRef, is_sha256_digest};
 use super::store::{Image, Location};
+use crate::image::error::{ImageError, Result};
 
 /// An `os/arch[/variant]` platform, `linux/amd64` unless told otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +116,7 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
         | mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE
         | mt::IMAGE_LAYER_NONDISTRIBUTABLE_GZIP_MEDIA_TYPE
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
-        super::compression::OCI_LAYER_ZSTD
+        crate::image::writing::compression::OCI_LAYER_ZSTD
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Some(Compression::Zstd),
         mt::IMAGE_LAYER_MEDIA_TYPE
         | mt::IMAGE_DOCKER_LAYER_TAR_MEDIA_TYPE

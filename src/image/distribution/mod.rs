@@ -1,0 +1,8 @@
+//! Where images live and how they are named: registries (`registry`), OCI layouts on disk
+//! (`layout`), both behind `store::Store`; references and credentials.
+
+pub mod credentials;
+pub mod layout;
+pub mod reference;
+pub mod registry;
+pub mod store;
