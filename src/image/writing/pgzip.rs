@@ -171,6 +171,7 @@ fn work(
     done: &mpsc::Sender<(u64, io::Result<Piece>)>,
 ) {
     let mut compressor = Compressor::new(level);
+    let mut out = Vec::new();
     let mut joiner = None;
     loop {
         let job = match queue.lock() {
@@ -178,7 +179,7 @@ fn work(
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let piece = deflate(&mut compressor, &job.block).and_then(|mut bytes| {
+        let piece = deflate(&mut compressor, &job.block, &mut out).and_then(|mut bytes| {
             if !job.finish {
                 match &mut joiner {
                     Some(j) => Ok(j),
@@ -196,15 +197,17 @@ fn work(
     }
 }
 
-/// `block` as one complete raw deflate stream.
-fn deflate(compressor: &mut Compressor, block: &[u8]) -> io::Result<Vec<u8>> {
-    // Room for the worst case, and for the sync marker a joinable piece gets.
-    let mut out = vec![0; compressor.deflate_compress_bound(block.len()) + 8];
+/// `block` as one complete raw deflate stream, compressed into the worker's reused `out` and
+/// copied out at its size: a piece waiting its turn holds only its own bytes.
+fn deflate(compressor: &mut Compressor, block: &[u8], out: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+    out.resize(compressor.deflate_compress_bound(block.len()), 0);
     let n = compressor
-        .deflate_compress(block, &mut out)
+        .deflate_compress(block, out)
         .map_err(|e| io::Error::other(format!("libdeflate could not compress a block: {e}")))?;
-    out.truncate(n);
-    Ok(out)
+    // Room for the sync marker a joinable piece gets.
+    let mut piece = Vec::with_capacity(n + 1 + SYNC_MARKER.len());
+    piece.extend_from_slice(&out[..n]);
+    Ok(piece)
 }
 
 /// Walks raw deflate streams with classic zlib's inflate, which reports block boundaries to
@@ -237,7 +240,6 @@ fn zlib_error(what: &str, code: i32) -> io::Error {
 }
 
 /// Where a raw deflate stream's last block starts and where the stream ends, in bits.
-#[derive(Debug, PartialEq, Eq)]
 struct Bounds {
     last_block: u64,
     end: u64,
@@ -466,7 +468,8 @@ mod tests {
                     })
                     .collect();
                 let level = CompressionLvl::new(if round % 5 == 0 { 0 } else { 6 }).unwrap();
-                let mut raw = deflate(&mut Compressor::new(level), &block).unwrap();
+                let mut raw =
+                    deflate(&mut Compressor::new(level), &block, &mut Vec::new()).unwrap();
                 if piece < 2 {
                     ends.insert(joiner.bounds(&raw).unwrap().end % 8);
                     joiner.make_joinable(&mut raw).unwrap();
