@@ -133,15 +133,22 @@ fn wanted(image: &Image, opts: &HardenOptions) -> Result<Wanted> {
 }
 
 /// The tree of `image` and the spool filled with what `retain` asks for: one read of every
-/// layer, in order.
+/// layer, in order. With `early`, the gzip blocks of what [`Retain::early`] picks are
+/// compressed on the way.
 pub async fn read_image(
     store: &Store,
     image: &Image,
     retain: impl Retain + Send + Sync + Clone + 'static,
+    early: bool,
     progress: Option<&ProgressBar>,
 ) -> Result<(Tree, Spool, Vec<LayerStats>)> {
     let mut tree = Tree::new();
-    let mut spool = Spool::new().map_err(ImageError::io("creating the spool file"))?;
+    let spool = if early {
+        Spool::with_early()
+    } else {
+        Spool::new()
+    };
+    let mut spool = spool.map_err(ImageError::io("creating the spool file"))?;
     let mut stats = Vec::new();
     if let Some(bar) = progress {
         bar.set_length(image.compressed_size());
@@ -227,7 +234,9 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
     };
     let wanted = wanted(&image, &opts)?;
     let first = wanted.first_pass();
-    let (tree, spool, _) = read_image(store, &image, first, opts.progress.as_ref()).await?;
+    // zstd's frame is one stream from libzstd's workers, with no blocks to make ahead.
+    let early = opts.compression == LayerCompression::Gzip;
+    let (tree, spool, _) = read_image(store, &image, first, early, opts.progress.as_ref()).await?;
     let (tree, spool, selection, passes) = complete(store, &image, tree, spool, &wanted).await?;
     let database = Database::read(&tree, &spool);
     let (keep, rewritten) = with_database(&database, &selection.keep, &wanted.patterns);
@@ -266,12 +275,15 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
         files_kept + files_removed
     );
     let cfg = config::hardened(&image, &layer.diff_id, comment);
-    store
-        .put_blob_file(&dst, &layer.file, &layer.digest, layer.size)
-        .await?;
     let (flavor, layer_type) = compression.media(image.flavor);
+    let (_, config_desc) = futures::try_join!(
+        store.put_blob_file(&dst, &layer.file, &layer.digest, layer.size),
+        store.put_config(&dst, flavor, &cfg),
+    )?;
     let layers = [config::descriptor(layer_type, &layer.digest, layer.size)];
-    let (digest, manifest_size) = store.put_image_sized(&dst, flavor, &cfg, &layers).await?;
+    let (digest, manifest_size) = store
+        .put_image_manifest(&dst, flavor, &config_desc, &layers)
+        .await?;
     Ok(Summary {
         source_image: image.pinned.to_string(),
         hardened_image: dst.at_digest(&digest).to_string(),

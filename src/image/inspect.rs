@@ -103,7 +103,7 @@ pub async fn inspect(
 ) -> Result<Inspection> {
     let image = store.resolve(location).await?;
     let retain = |_layer: usize, path: &str| READ.contains(&path);
-    let (tree, spool, _) = read_image(store, &image, retain, progress).await?;
+    let (tree, spool, _) = read_image(store, &image, retain, false, progress).await?;
     let os = text(&tree, &spool, "etc/os-release")
         .or_else(|| text(&tree, &spool, "usr/lib/os-release"))
         .and_then(|t| os_name(&t));

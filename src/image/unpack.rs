@@ -31,7 +31,8 @@ pub async fn unpack(
     dest: &Path,
     progress: Option<&ProgressBar>,
 ) -> Result<Unpacked> {
-    let (tree, spool, _) = read_image(store, image, |_: usize, _: &str| true, progress).await?;
+    let (tree, spool, _) =
+        read_image(store, image, |_: usize, _: &str| true, false, progress).await?;
     let dest = dest.to_path_buf();
     tokio::task::spawn_blocking(move || materialize(&tree, &spool, &dest))
         .await

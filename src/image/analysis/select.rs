@@ -14,6 +14,7 @@ use crate::image::error::{ImageError, Result};
 use crate::image::reading::scan::Retain;
 use crate::image::reading::spool::{Range, Spool};
 use crate::image::reading::tree::{Kind, Resolved, Tree, ancestors, normalize};
+use crate::image::writing::early::EARLY_MIN;
 
 /// Always kept when present, so that user and group names resolve (getpwnam, `USER name`).
 pub const ALWAYS: &[&str] = &["etc/passwd", "etc/group"];
@@ -159,8 +160,9 @@ fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-impl Retain for FirstPass {
-    fn retain(&self, _layer: usize, path: &str, size: u64) -> bool {
+impl FirstPass {
+    /// Named by a report (by file name), or needed whatever the reports say.
+    fn named(&self, path: &str) -> bool {
         let named = self
             .names
             .lock()
@@ -170,16 +172,27 @@ impl Retain for FirstPass {
         let loader = ["ld-linux", "ld64.so", "ld-musl"]
             .iter()
             .any(|p| file_name(path).starts_with(p));
-        let wanted = named
+        named
             || loader
             || ALWAYS.contains(&path)
             || LOADER_CONFIG.contains(&path)
             || path.starts_with(LOADER_CONFIG_DIR)
             || crate::evidence::database::is_database(path)
-            || self.patterns.included(path);
-        wanted
+            || self.patterns.included(path)
+    }
+}
+
+impl Retain for FirstPass {
+    fn retain(&self, _layer: usize, path: &str, size: u64) -> bool {
+        self.named(path)
             || (is_shared_library(path)
                 && self.speculative.fetch_add(size, Ordering::Relaxed) + size <= SPECULATIVE_BYTES)
+    }
+
+    /// Large files the reports name: nearly always kept (a name can match a file elsewhere,
+    /// whose early blocks are then compressed for nothing, on an otherwise idle core).
+    fn early(&self, _layer: usize, path: &str, size: u64) -> bool {
+        size >= EARLY_MIN && !self.patterns.excluded(path) && self.named(path)
     }
 
     fn symlink(&self, path: &str, target: &str) {

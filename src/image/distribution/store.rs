@@ -314,17 +314,41 @@ impl Store {
         config: &Value,
         layers: &[OciDescriptor],
     ) -> Result<(String, u64)> {
+        let config = self.put_config(dst, flavor, config).await?;
+        self.put_image_manifest(dst, flavor, &config, layers).await
+    }
+
+    /// Stores an image config blob; returns its descriptor. Harden uploads it while the layer
+    /// is still going up: the manifest needs both, neither needs the other.
+    pub async fn put_config(
+        &self,
+        dst: &Location,
+        flavor: Flavor,
+        config: &Value,
+    ) -> Result<OciDescriptor> {
         let bytes = serde_json::to_vec(config).map_err(|e| ImageError::Manifest {
             reference: dst.to_string(),
             detail: format!("config: {e}"),
         })?;
         let size = bytes.len() as u64;
         let digest = self.put_blob(dst, Bytes::from(bytes)).await?;
-        let manifest = crate::image::config::manifest(
-            flavor,
-            &crate::image::config::descriptor(flavor.config_type(), &digest, size),
-            layers,
-        );
+        Ok(crate::image::config::descriptor(
+            flavor.config_type(),
+            &digest,
+            size,
+        ))
+    }
+
+    /// Stores the manifest naming `config` and `layers` (all already stored) under `dst`'s
+    /// tag; returns its digest and size.
+    pub async fn put_image_manifest(
+        &self,
+        dst: &Location,
+        flavor: Flavor,
+        config: &OciDescriptor,
+        layers: &[OciDescriptor],
+    ) -> Result<(String, u64)> {
+        let manifest = crate::image::config::manifest(flavor, config, layers);
         let manifest_size = manifest.len() as u64;
         let digest = self
             .put_manifest(dst, manifest, flavor.manifest_type())

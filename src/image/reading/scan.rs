@@ -12,6 +12,11 @@ use super::tree::{Applied, Kind, Node, Tree, normalize};
 pub trait Retain {
     /// `size` is the file's length, for retainers that keep a budget.
     fn retain(&self, layer: usize, path: &str, size: u64) -> bool;
+    /// Whether a retained file is sure enough to be kept that its blocks are worth compressing
+    /// as it streams past ([`Spool::put_early`]).
+    fn early(&self, _layer: usize, _path: &str, _size: u64) -> bool {
+        false
+    }
     /// Called for every symlink as it streams past, before any entry after it.
     fn symlink(&self, _path: &str, _target: &str) {}
 }
@@ -119,7 +124,12 @@ pub fn scan_layer(
             Pass::Refill(tree) => tree.real_path(&raw_path),
         };
         if is_file && !spool.contains(layer, &path) && retain.retain(layer, &path, size) {
-            stats.retained_bytes += spool.put(layer, &path, &mut entry)?.len;
+            let range = if retain.early(layer, &path, size) {
+                spool.put_early(layer, &path, &mut entry)?
+            } else {
+                spool.put(layer, &path, &mut entry)?
+            };
+            stats.retained_bytes += range.len;
         }
     }
     Ok(stats)

@@ -3,12 +3,16 @@
 //! A layer is a gzip stream that can be read only forward, and the hardened layer is written in
 //! sorted order once the kept set is known, so the bytes of candidate files are copied here as
 //! they go by. They live in one unlinked temporary file (the page cache, not the process, holds
-//! them), so memory stays flat however large the kept set is.
+//! them), so memory stays flat however large the kept set is. Large files a harden will
+//! surely keep can also have their blocks compressed on the way in ([`Early`]).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
+
+use crate::image::writing::early::{Early, Shelf};
+use crate::image::writing::pgzip::{BLOCK, Piece};
 
 /// A byte range of the spool file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +26,10 @@ pub struct Spool {
     end: u64,
     /// (layer, path) → where that layer's version of the file is.
     ranges: HashMap<(usize, String), Range>,
+    /// Compressing blocks of what [`Spool::put_early`] copies in, until the first flush.
+    early: Option<Early>,
+    /// What it compressed.
+    shelf: Shelf,
 }
 
 impl Spool {
@@ -30,19 +38,82 @@ impl Spool {
             writer: BufWriter::with_capacity(1 << 20, tempfile::tempfile()?),
             end: 0,
             ranges: HashMap::new(),
+            early: None,
+            shelf: Shelf::default(),
         })
     }
 
-    /// Copies the rest of `content` in as `path` of `layer`.
-    pub fn put(&mut self, layer: usize, path: &str, content: &mut dyn Read) -> io::Result<Range> {
-        let len = io::copy(content, &mut self.writer)?;
+    /// A spool whose [`Spool::put_early`] also compresses the gzip blocks of what it copies
+    /// in, until the first [`Spool::flush`].
+    pub fn with_early() -> io::Result<Spool> {
+        let mut spool = Spool::new()?;
+        spool.early = Some(Early::start()?);
+        Ok(spool)
+    }
+
+    /// [`Spool::put`], offering the contents block by block to the early compressor, when
+    /// there is one.
+    pub fn put_early(
+        &mut self,
+        layer: usize,
+        path: &str,
+        content: &mut dyn Read,
+    ) -> io::Result<Range> {
+        let Some(early) = &mut self.early else {
+            return self.put(layer, path, content);
+        };
+        let mut len = 0;
+        let mut block = Vec::with_capacity(BLOCK);
+        loop {
+            block.clear();
+            let n = content.take(BLOCK as u64).read_to_end(&mut block)?;
+            if n == 0 {
+                break;
+            }
+            self.writer.write_all(&block)?;
+            len += n as u64;
+            block = early
+                .offer(layer, path, block)
+                .unwrap_or_else(|| Vec::with_capacity(BLOCK));
+            if n < BLOCK {
+                break;
+            }
+        }
+        Ok(self.record(layer, path, len))
+    }
+
+    fn record(&mut self, layer: usize, path: &str, len: u64) -> Range {
         let range = Range {
             offset: self.end,
             len,
         };
         self.end += len;
         self.ranges.insert((layer, path.to_string()), range);
-        Ok(range)
+        range
+    }
+
+    /// Blocks compressed on the way in so far.
+    #[cfg(test)]
+    pub fn early_stored(&self) -> usize {
+        self.early.as_ref().map_or(self.shelf.len(), Early::stored)
+    }
+
+    /// Block `index` of `layer`'s `path` as compressed on the way in, when it was and its
+    /// input was `input` bytes.
+    pub fn early_piece(
+        &self,
+        layer: usize,
+        path: &str,
+        index: usize,
+        input: u64,
+    ) -> io::Result<Option<Piece>> {
+        self.shelf.piece(layer, path, index, input)
+    }
+
+    /// Copies the rest of `content` in as `path` of `layer`.
+    pub fn put(&mut self, layer: usize, path: &str, content: &mut dyn Read) -> io::Result<Range> {
+        let len = io::copy(content, &mut self.writer)?;
+        Ok(self.record(layer, path, len))
     }
 
     pub fn get(&self, layer: usize, path: &str) -> Option<Range> {
@@ -58,8 +129,15 @@ impl Spool {
         self.end
     }
 
-    /// Makes everything put so far readable.
+    /// Makes everything put so far readable, and ends early compression.
     pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(early) = self.early.take() {
+            self.shelf = early.settle();
+            tracing::debug!(
+                blocks = self.shelf.len(),
+                "blocks compressed during the read"
+            );
+        }
         self.writer.flush()
     }
 

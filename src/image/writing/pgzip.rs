@@ -26,7 +26,17 @@ use crc32fast::Hasher;
 use libdeflater::{CompressionLvl, Compressor};
 
 /// Input bytes per block.
-const BLOCK: usize = 1 << 20;
+pub(in crate::image) const BLOCK: usize = 1 << 20;
+/// libdeflate's default level. Its 1 MiB blocks came out 1.5% below `gzip -6` on the nginx
+/// fixture's kept tar (level 5: 1.0% below, level 4: 1.0% above), in 0.11 s on one core
+/// (plus 0.04 s to join the pieces) where GNU `gzip -7` takes 0.50 s.
+pub(in crate::image) const LEVEL: i32 = 6;
+
+fn level() -> CompressionLvl {
+    // LEVEL is within libdeflate's 0-12, so this cannot fail; the fallback is the default.
+    CompressionLvl::new(LEVEL).unwrap_or_default()
+}
+
 /// ID1 ID2, CM=deflate, no flags, MTIME 0, no extra flags, OS=unknown: as GzBuilder with
 /// mtime 0 writes it.
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
@@ -39,10 +49,55 @@ struct Job {
     finish: bool,
 }
 
-/// A block's raw deflate and the CRC of its input.
-struct Piece {
-    bytes: Vec<u8>,
-    crc: Hasher,
+/// A block's raw deflate, joinable unless it ends the stream, and the CRC of its input
+/// (which also knows the input's length).
+pub struct Piece {
+    pub bytes: Vec<u8>,
+    pub crc: Hasher,
+    /// Input bytes.
+    pub len: u64,
+}
+
+/// Compresses blocks into pieces, one at a time: what each worker runs, and what
+/// [`super::early`] runs while the layers are still being read. Same block and level, same
+/// bytes, wherever it runs.
+pub(in crate::image) struct BlockCompressor {
+    compressor: Compressor,
+    joiner: Option<Joiner>,
+    out: Vec<u8>,
+}
+
+impl BlockCompressor {
+    pub fn new() -> BlockCompressor {
+        BlockCompressor::at(level())
+    }
+
+    fn at(level: CompressionLvl) -> BlockCompressor {
+        BlockCompressor {
+            compressor: Compressor::new(level),
+            joiner: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// `block` as a piece; `finish` marks it the last of the stream (not joinable).
+    pub fn piece(&mut self, block: &[u8], finish: bool) -> io::Result<Piece> {
+        let mut bytes = deflate(&mut self.compressor, block, &mut self.out)?;
+        if !finish {
+            match &mut self.joiner {
+                Some(j) => j,
+                None => self.joiner.insert(Joiner::new()?),
+            }
+            .make_joinable(&mut bytes)?;
+        }
+        let mut crc = Hasher::new();
+        crc.update(block);
+        Ok(Piece {
+            bytes,
+            crc,
+            len: block.len() as u64,
+        })
+    }
 }
 
 pub struct ParallelGz<W: Write> {
@@ -63,19 +118,14 @@ pub struct ParallelGz<W: Write> {
 }
 
 impl<W: Write> ParallelGz<W> {
-    /// A gzip writer at libdeflate's `level` (0-12) with a worker per core.
-    pub fn new(inner: W, level: i32) -> io::Result<ParallelGz<W>> {
+    /// A gzip writer at [`LEVEL`] with a worker per core.
+    pub fn new(inner: W) -> io::Result<ParallelGz<W>> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        ParallelGz::with_workers(inner, level, threads)
+        ParallelGz::with_workers(inner, threads)
     }
 
-    fn with_workers(inner: W, level: i32, workers: usize) -> io::Result<ParallelGz<W>> {
-        let level = CompressionLvl::new(level).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("gzip level {level} is not one of libdeflate's 0-12"),
-            )
-        })?;
+    fn with_workers(inner: W, workers: usize) -> io::Result<ParallelGz<W>> {
+        let level = level();
         let workers = workers.max(1);
         let (jobs, queue) = mpsc::sync_channel::<Job>(workers);
         let queue = Arc::new(Mutex::new(queue));
@@ -131,6 +181,10 @@ impl<W: Write> ParallelGz<W> {
             .recv()
             .map_err(|_| io::Error::other("a compression worker panicked"))?;
         self.ready.insert(seq, piece?);
+        self.write_ready()
+    }
+
+    fn write_ready(&mut self) -> io::Result<()> {
         if !self.started {
             self.inner.write_all(&HEADER)?;
             self.started = true;
@@ -139,6 +193,33 @@ impl<W: Write> ParallelGz<W> {
             self.inner.write_all(&piece.bytes)?;
             self.crc.combine(&piece.crc);
             self.written += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the current block here, so what is written next starts a block of its own (a
+    /// large file's contents, whose pieces may have been compressed ahead of time).
+    pub fn cut(&mut self) -> io::Result<()> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        self.send(false)
+    }
+
+    /// Appends a piece compressed elsewhere by a [`BlockCompressor`] as the next block: the
+    /// same bytes the workers would have made of its input. Call [`ParallelGz::cut`] first.
+    pub fn put_piece(&mut self, piece: Piece) -> io::Result<()> {
+        if !self.current.is_empty() {
+            return Err(io::Error::other(
+                "internal: a ready piece was put in the middle of a block",
+            ));
+        }
+        self.total += piece.len;
+        self.ready.insert(self.sent, piece);
+        self.sent += 1;
+        self.write_ready()?;
+        while self.sent - self.written > self.max_in_flight {
+            self.receive_one()?;
         }
         Ok(())
     }
@@ -170,27 +251,14 @@ fn work(
     queue: &Mutex<Receiver<Job>>,
     done: &mpsc::Sender<(u64, io::Result<Piece>)>,
 ) {
-    let mut compressor = Compressor::new(level);
-    let mut out = Vec::new();
-    let mut joiner = None;
+    let mut blocks = BlockCompressor::at(level);
     loop {
         let job = match queue.lock() {
             Ok(q) => q.recv(),
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let piece = deflate(&mut compressor, &job.block, &mut out).and_then(|mut bytes| {
-            if !job.finish {
-                match &mut joiner {
-                    Some(j) => Ok(j),
-                    None => Joiner::new().map(|j| joiner.insert(j)),
-                }?
-                .make_joinable(&mut bytes)?;
-            }
-            let mut crc = Hasher::new();
-            crc.update(&job.block);
-            Ok(Piece { bytes, crc })
-        });
+        let piece = blocks.piece(&job.block, job.finish);
         if done.send((job.seq, piece)).is_err() {
             return;
         }
@@ -409,7 +477,7 @@ mod tests {
     }
 
     fn pack(data: &[u8], workers: usize) -> Vec<u8> {
-        let mut gz = ParallelGz::with_workers(Vec::new(), 6, workers).unwrap();
+        let mut gz = ParallelGz::with_workers(Vec::new(), workers).unwrap();
         // Odd-sized writes, as tar's are.
         for chunk in data.chunks(70_001) {
             gz.write_all(chunk).unwrap();
@@ -439,6 +507,42 @@ mod tests {
             unpack(&pack(&exact, 2)),
             exact,
             "input ending on a block boundary"
+        );
+    }
+
+    /// A block compressed elsewhere, put after a cut, gives the bytes the workers would have
+    /// made of it: what lets large files be compressed while the layers are still being read.
+    #[test]
+    fn ready_pieces_stand_in_for_the_blocks_they_cover() {
+        let data = sample();
+        let (head, rest) = data.split_at(300_001);
+        let (body, tail) = rest.split_at(2 * BLOCK + 12_345);
+        let write = |ready: bool| {
+            let mut gz = ParallelGz::with_workers(Vec::new(), 2).unwrap();
+            gz.write_all(head).unwrap();
+            gz.cut().unwrap();
+            let mut blocks = BlockCompressor::new();
+            for chunk in body.chunks(BLOCK) {
+                if ready {
+                    gz.put_piece(blocks.piece(chunk, false).unwrap()).unwrap();
+                } else {
+                    gz.write_all(chunk).unwrap();
+                }
+            }
+            gz.cut().unwrap();
+            gz.write_all(tail).unwrap();
+            gz.finish().unwrap()
+        };
+        let with_pieces = write(true);
+        assert_eq!(unpack(&with_pieces), data);
+        assert_eq!(with_pieces, write(false));
+
+        let mut gz = ParallelGz::with_workers(Vec::new(), 1).unwrap();
+        gz.write_all(b"half a block").unwrap();
+        let piece = BlockCompressor::new().piece(b"x", false).unwrap();
+        assert!(
+            gz.put_piece(piece).is_err(),
+            "a piece needs a cut before it"
         );
     }
 

@@ -1,18 +1,21 @@
 //! Writing the hardened layer: the kept paths in sorted order, each with the metadata its
 //! source entry had, as one gzip tar in a temporary file. The same tree, spool contents and kept
 //! set always give the same bytes: no timestamps but the sources', no host names or ids. The
-//! gzip is one stream whose 1 MiB blocks are compressed in parallel ([`ParallelGz`]); zstd is
-//! one frame from libzstd's workers.
+//! gzip is one stream whose 1 MiB blocks are compressed in parallel ([`ParallelGz`]); the
+//! contents of a large file start a block of their own, so the blocks [`super::early`]
+//! compressed during the read fit in unchanged. zstd is one frame from libzstd's workers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use super::compression::LayerCompression;
-use crate::image::reading::spool::Spool;
+use super::compression::{Encoder, LayerCompression};
+use super::early::EARLY_MIN;
+use super::pgzip::BLOCK;
+use crate::image::reading::spool::{Range, Spool};
 use crate::image::reading::tree::{Kind, Node, Tree};
 
 /// A finished layer, ready to upload.
@@ -126,7 +129,14 @@ pub fn write_layer(
                 })?;
                 header.set_entry_type(EntryType::Regular);
                 header.set_size(range.len);
-                tar.append_data(&mut header, path, spool.open(range))?;
+                if range.len < EARLY_MIN {
+                    tar.append_data(&mut header, path, spool.open(range))?;
+                    continue;
+                }
+                // The header (and a long-name entry) only: tar's builder writes what the
+                // reader gives and pads that, so an empty reader leaves the contents to us.
+                tar.append_data(&mut header, path, io::empty())?;
+                write_in_own_blocks(tar.get_mut(), spool, node.layer, source, range)?;
             }
             Kind::Char(major, minor) | Kind::Block(major, minor) => {
                 header.set_entry_type(if matches!(node.kind, Kind::Char(..)) {
@@ -161,6 +171,47 @@ pub fn write_layer(
     })
 }
 
+/// Writes `range` of the spool, `layer`'s `path`, and the tar padding after it,
+/// with a gzip block starting at the contents and every [`BLOCK`] bytes in: a block compressed
+/// during the read goes in as it is, any other is compressed now, to the same bytes.
+fn write_in_own_blocks<W: Write>(
+    out: &mut Hashing<Encoder<W>>,
+    spool: &Spool,
+    layer: usize,
+    path: &str,
+    range: Range,
+) -> io::Result<()> {
+    let len = range.len;
+    let mut contents = spool.open(range);
+    out.inner.cut()?;
+    let mut block = vec![0; BLOCK];
+    let mut left = len;
+    for index in 0.. {
+        if left == 0 {
+            break;
+        }
+        let n = left.min(BLOCK as u64);
+        let block = &mut block[..n as usize];
+        contents.read_exact(block)?;
+        left -= n;
+        // The tar's digest covers the contents whichever way they are compressed.
+        out.hasher.update(&*block);
+        out.count += n;
+        let early = if out.inner.takes_pieces() {
+            spool.early_piece(layer, path, index, n)?
+        } else {
+            None
+        };
+        match early {
+            Some(piece) => out.inner.put_piece(piece)?,
+            None => out.inner.write_all(block)?,
+        }
+    }
+    out.inner.cut()?;
+    let padding = (512 - len % 512) % 512;
+    out.write_all(&[0; 512][..padding as usize])
+}
+
 /// For each file that kept hard links share, the kept path written first (in sorted order)
 /// carries the bytes; the others link to it. Keyed by the link target's path.
 fn hardlink_heads(tree: &Tree, keep: &BTreeSet<String>) -> BTreeMap<String, String> {
@@ -191,4 +242,137 @@ fn hardlink_heads(tree: &Tree, keep: &BTreeSet<String>) -> BTreeMap<String, Stri
             (target, head)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::reading::scan::{Pass, Retain, scan_layer};
+    use flate2::read::GzDecoder;
+    use std::time::{Duration, Instant};
+
+    /// Retains everything, and offers every large file to the early compressor.
+    struct Everything;
+    impl Retain for Everything {
+        fn retain(&self, _: usize, _: &str, _: u64) -> bool {
+            true
+        }
+        fn early(&self, _: usize, _: &str, _: u64) -> bool {
+            true
+        }
+    }
+
+    fn text(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                b"abcdefgh \n"[(x >> 60) as usize % 10]
+            })
+            .collect()
+    }
+
+    /// A layer with small files, a file just under the cut-off, and two large files (one with
+    /// a name too long for a plain header).
+    fn source_tar() -> Vec<u8> {
+        let long = format!("usr/lib/{}/libbig.so.1", "x".repeat(120));
+        let files: Vec<(String, Vec<u8>)> = vec![
+            ("etc/small".into(), text(3_000, 1)),
+            ("usr/bin/app".into(), text(3 * BLOCK + 17, 2)),
+            ("usr/lib/edge".into(), text(EARLY_MIN as usize - 1, 3)),
+            (long, text(BLOCK, 4)),
+            ("usr/share/tiny".into(), text(10, 5)),
+        ];
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, bytes) in &files {
+            let mut header = Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_size(bytes.len() as u64);
+            tar.append_data(&mut header, path, bytes.as_slice())
+                .unwrap();
+        }
+        tar.into_inner().unwrap()
+    }
+
+    fn read(spool: &mut Spool) -> Tree {
+        let mut tree = Tree::new();
+        scan_layer(
+            0,
+            &source_tar()[..],
+            Pass::Build(&mut tree),
+            spool,
+            &Everything,
+        )
+        .unwrap();
+        tree
+    }
+
+    fn unpacked(layer: &mut LayerFile) -> Vec<(String, Vec<u8>)> {
+        let mut gz = Vec::new();
+        layer.file.read_to_end(&mut gz).unwrap();
+        let mut plain = Vec::new();
+        GzDecoder::new(&gz[..]).read_to_end(&mut plain).unwrap();
+        assert_eq!(
+            layer.diff_id,
+            format!("sha256:{:x}", Sha256::digest(&plain)),
+            "the diff id is the tar's digest"
+        );
+        let mut archive = tar::Archive::new(&plain[..]);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut bytes = Vec::new();
+                e.read_to_end(&mut bytes).unwrap();
+                (e.path().unwrap().display().to_string(), bytes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocks_compressed_during_the_read_give_the_same_layer() {
+        let mut plain = Spool::new().unwrap();
+        let tree = read(&mut plain);
+        plain.flush().unwrap();
+        let mut early = Spool::with_early().unwrap();
+        assert_eq!(read(&mut early).len(), tree.len());
+        // The worker runs at low priority when it can; wait for a few of its blocks.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while early.early_stored() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        early.flush().unwrap();
+        assert!(early.early_stored() >= 2, "blocks were compressed early");
+
+        let keep: BTreeSet<String> = tree.iter().map(|(p, _)| p.clone()).collect();
+        let none = BTreeMap::new();
+        let mut a = write_layer(&tree, &plain, &keep, &none, LayerCompression::Gzip).unwrap();
+        let mut b = write_layer(&tree, &early, &keep, &none, LayerCompression::Gzip).unwrap();
+        assert_eq!(a.digest, b.digest, "the same layer either way");
+        assert_eq!(a.diff_id, b.diff_id);
+        let files = unpacked(&mut a);
+        assert_eq!(files, unpacked(&mut b));
+        let mut source = tar::Archive::new(std::io::Cursor::new(source_tar()));
+        for entry in source.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            assert!(
+                files.iter().any(|(p, b)| *p == path && *b == bytes),
+                "{path} is in the layer with its contents"
+            );
+        }
+        // zstd takes no pieces and still writes every file whole.
+        let mut z = write_layer(&tree, &early, &keep, &none, LayerCompression::Zstd).unwrap();
+        let mut zbytes = Vec::new();
+        z.file.read_to_end(&mut zbytes).unwrap();
+        let plain_tar = zstd::decode_all(&zbytes[..]).unwrap();
+        assert_eq!(
+            z.diff_id,
+            format!("sha256:{:x}", Sha256::digest(&plain_tar))
+        );
+        assert_eq!(z.diff_id, a.diff_id, "the same tar under either codec");
+    }
 }

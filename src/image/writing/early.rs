@@ -1,0 +1,229 @@
+//! Compressing the contents of large files while the layers are still being read.
+//!
+//! Reading a layer keeps one core busy gunzipping it; the other is mostly idle, and the kept
+//! set's large files (libraries, binaries) are most of what the hardened layer's compression
+//! costs afterwards. Their contents are written to the layer in gzip blocks of their own (a
+//! block starts where the contents start and every 1 MiB in), so a block can be
+//! compressed as soon as it streams past, by one worker at low priority, and stored here. The
+//! write then puts the stored piece where the workers would have made the same bytes; blocks
+//! that were not ready (the worker fell behind, the file was kept only after analysis) are
+//! compressed then. Either way the layer is the same.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crc32fast::Hasher;
+
+use super::pgzip::{BlockCompressor, Piece};
+
+/// Files at least this large get blocks of their own. Each cut ends the block before it short,
+/// so small files stay packed together where they share a dictionary.
+pub(in crate::image) const EARLY_MIN: u64 = 256 << 10;
+
+/// Blocks waiting for the worker. When it is full the reader does not wait: the rest of that
+/// file is compressed at write time instead.
+const QUEUE: usize = 2;
+
+/// The worker's nice value: it runs on what the reading threads leave idle.
+const NICE: i32 = 10;
+
+type Key = (usize, String);
+
+struct Job {
+    key: Key,
+    block: Vec<u8>,
+}
+
+/// Where one stored piece is, and what it was compressed from.
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    offset: u64,
+    len: usize,
+    crc: u32,
+    input: u64,
+}
+
+/// The pieces compressed so far, in one unlinked temporary file.
+#[derive(Default)]
+struct Pieces {
+    file: Option<File>,
+    end: u64,
+    by_file: HashMap<Key, Vec<Stored>>,
+}
+
+/// The worker compressing large files' blocks while the layers are read.
+pub struct Early {
+    jobs: Option<SyncSender<Job>>,
+    closing: Arc<AtomicBool>,
+    worker: Option<JoinHandle<()>>,
+    pieces: Arc<Mutex<Pieces>>,
+    /// Files whose blocks are no longer offered (the queue was full once).
+    refused: std::collections::HashSet<Key>,
+}
+
+/// What [`Early::settle`] leaves: the pieces, by file and block.
+#[derive(Default)]
+pub struct Shelf {
+    pieces: Pieces,
+}
+
+impl Early {
+    pub fn start() -> io::Result<Early> {
+        let pieces = Arc::new(Mutex::new(Pieces {
+            file: Some(tempfile::tempfile()?),
+            ..Pieces::default()
+        }));
+        let (jobs, queue) = mpsc::sync_channel(QUEUE);
+        let closing = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let (pieces, closing) = (Arc::clone(&pieces), Arc::clone(&closing));
+            std::thread::Builder::new()
+                .name("early-gzip".into())
+                .spawn(move || work(&queue, &closing, &pieces))?
+        };
+        Ok(Early {
+            jobs: Some(jobs),
+            closing,
+            worker: Some(worker),
+            pieces,
+            refused: Default::default(),
+        })
+    }
+
+    /// Offers the next block of `layer`'s `path` (a file's blocks are offered in order, from
+    /// its first). Gives the block back when it is not taken.
+    pub fn offer(&mut self, layer: usize, path: &str, block: Vec<u8>) -> Option<Vec<u8>> {
+        let key = (layer, path.to_string());
+        let Some(jobs) = &self.jobs else {
+            return Some(block);
+        };
+        // What is stored of a file must be its first blocks: after one block the worker did
+        // not take, the rest of that file is left to the write.
+        if self.refused.contains(&key) {
+            return Some(block);
+        }
+        match jobs.try_send(Job { key, block }) {
+            Ok(()) => None,
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                self.refused.insert(job.key);
+                Some(job.block)
+            }
+        }
+    }
+
+    /// Blocks stored so far (tests wait on it: the worker runs when it can).
+    #[cfg(test)]
+    pub fn stored(&self) -> usize {
+        self.pieces
+            .lock()
+            .map(|p| p.by_file.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+
+    /// Stops the worker once it has finished the block it is on (blocks still queued are left
+    /// to the write) and returns what it stored.
+    pub fn settle(mut self) -> Shelf {
+        self.closing.store(true, Ordering::Relaxed);
+        self.jobs = None;
+        if let Some(worker) = self.worker.take() {
+            // A panicked worker stored nothing usable past its last piece; what it did store
+            // is complete, so the shelf is still good.
+            let _ = worker.join();
+        }
+        let pieces = match self.pieces.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => Pieces::default(),
+        };
+        Shelf { pieces }
+    }
+}
+
+impl Drop for Early {
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.jobs = None;
+    }
+}
+
+fn work(queue: &Receiver<Job>, closing: &AtomicBool, pieces: &Mutex<Pieces>) {
+    // SAFETY: setpriority on this thread's own id changes only this thread's nice value.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE);
+    }
+    let mut blocks = BlockCompressor::new();
+    while let Ok(job) = queue.recv() {
+        if closing.load(Ordering::Relaxed) {
+            continue;
+        }
+        let piece = match blocks.piece(&job.block, false) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "compressing a block early failed; the write will");
+                return;
+            }
+        };
+        let Ok(mut shelf) = pieces.lock() else { return };
+        if let Err(e) = shelf.store(job.key, &piece) {
+            tracing::debug!(error = %e, "storing an early piece failed; the write will compress");
+            return;
+        }
+    }
+}
+
+impl Pieces {
+    fn store(&mut self, key: Key, piece: &Piece) -> io::Result<()> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no piece file"))?;
+        file.write_all(&piece.bytes)?;
+        let stored = Stored {
+            offset: self.end,
+            len: piece.bytes.len(),
+            crc: piece.crc.clone().finalize(),
+            input: piece.len,
+        };
+        self.end += piece.bytes.len() as u64;
+        self.by_file.entry(key).or_default().push(stored);
+        Ok(())
+    }
+}
+
+impl Shelf {
+    /// Block `index` of `layer`'s `path`, compressed from `input` bytes, if it was stored.
+    pub fn piece(
+        &self,
+        layer: usize,
+        path: &str,
+        index: usize,
+        input: u64,
+    ) -> io::Result<Option<Piece>> {
+        let stored = self
+            .pieces
+            .by_file
+            .get(&(layer, path.to_string()))
+            .and_then(|s| s.get(index))
+            .filter(|s| s.input == input);
+        let (Some(stored), Some(file)) = (stored, &self.pieces.file) else {
+            return Ok(None);
+        };
+        let mut bytes = vec![0; stored.len];
+        file.read_exact_at(&mut bytes, stored.offset)?;
+        Ok(Some(Piece {
+            bytes,
+            crc: Hasher::new_with_initial_len(stored.crc, stored.input),
+            len: stored.input,
+        }))
+    }
+
+    /// Blocks stored, over all files.
+    pub fn len(&self) -> usize {
+        self.pieces.by_file.values().map(Vec::len).sum()
+    }
+}
