@@ -95,7 +95,7 @@ impl Spool {
     /// Blocks compressed on the way in so far.
     #[cfg(test)]
     pub fn early_stored(&self) -> usize {
-        self.early.as_ref().map_or(self.shelf.len(), Early::stored)
+        self.early.as_ref().map_or(self.shelf.blocks(), Early::stored)
     }
 
     /// Block `index` of `layer`'s `path` as compressed on the way in, when it was and its
@@ -134,7 +134,7 @@ impl Spool {
         if let Some(early) = self.early.take() {
             self.shelf = early.settle();
             tracing::debug!(
-                blocks = self.shelf.len(),
+                blocks = self.shelf.blocks(),
                 "blocks compressed during the read"
             );
         }

@@ -223,7 +223,7 @@ impl Shelf {
     }
 
     /// Blocks stored, over all files.
-    pub fn len(&self) -> usize {
+    pub fn blocks(&self) -> usize {
         self.pieces.by_file.values().map(Vec::len).sum()
     }
 }
