@@ -47,7 +47,7 @@ impl Spool {
     /// in, until the first [`Spool::flush`].
     pub fn with_early() -> io::Result<Spool> {
         let mut spool = Spool::new()?;
-        spool.early = Some(Early::start()?);
+        spool.early = Some(Early::start(spool.writer.get_ref().try_clone()?)?);
         Ok(spool)
     }
 
@@ -59,9 +59,9 @@ impl Spool {
         path: &str,
         content: &mut dyn Read,
     ) -> io::Result<Range> {
-        let Some(early) = &mut self.early else {
+        if self.early.is_none() {
             return self.put(layer, path, content);
-        };
+        }
         let mut len = 0;
         let mut block = Vec::with_capacity(BLOCK);
         loop {
@@ -70,11 +70,13 @@ impl Spool {
             if n == 0 {
                 break;
             }
+            // The worker reads the block back from the file.
             self.writer.write_all(&block)?;
+            self.writer.flush()?;
+            if let Some(early) = &self.early {
+                early.offer(layer, path, self.end + len, n);
+            }
             len += n as u64;
-            block = early
-                .offer(layer, path, block)
-                .unwrap_or_else(|| Vec::with_capacity(BLOCK));
             if n < BLOCK {
                 break;
             }
@@ -95,7 +97,9 @@ impl Spool {
     /// Blocks compressed on the way in so far.
     #[cfg(test)]
     pub fn early_stored(&self) -> usize {
-        self.early.as_ref().map_or(self.shelf.blocks(), Early::stored)
+        self.early
+            .as_ref()
+            .map_or(self.shelf.blocks(), Early::stored)
     }
 
     /// Block `index` of `layer`'s `path` as compressed on the way in, when it was and its

@@ -14,30 +14,29 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crc32fast::Hasher;
 
-use super::pgzip::{BlockCompressor, Piece};
+use super::pgzip::{BLOCK, BlockCompressor, Piece};
 
 /// Files at least this large get blocks of their own. Each cut ends the block before it short,
 /// so small files stay packed together where they share a dictionary.
 pub(in crate::image) const EARLY_MIN: u64 = 256 << 10;
-
-/// Blocks waiting for the worker. When it is full the reader does not wait: the rest of that
-/// file is compressed at write time instead.
-const QUEUE: usize = 2;
 
 /// The worker's nice value: it runs on what the reading threads leave idle.
 const NICE: i32 = 10;
 
 type Key = (usize, String);
 
+/// A block to compress: where its bytes are in the spool file. The queue holds no bytes, so it
+/// can be as long as the read gets ahead of the worker.
 struct Job {
     key: Key,
-    block: Vec<u8>,
+    offset: u64,
+    len: usize,
 }
 
 /// Where one stored piece is, and what it was compressed from.
@@ -59,12 +58,10 @@ struct Pieces {
 
 /// The worker compressing large files' blocks while the layers are read.
 pub struct Early {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<Sender<Job>>,
     closing: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
     pieces: Arc<Mutex<Pieces>>,
-    /// Files whose blocks are no longer offered (the queue was full once).
-    refused: std::collections::HashSet<Key>,
 }
 
 /// What [`Early::settle`] leaves: the pieces, by file and block.
@@ -74,46 +71,39 @@ pub struct Shelf {
 }
 
 impl Early {
-    pub fn start() -> io::Result<Early> {
+    /// A worker reading blocks from `spool` (the spool's file, where each offered block must
+    /// already be written).
+    pub fn start(spool: File) -> io::Result<Early> {
         let pieces = Arc::new(Mutex::new(Pieces {
             file: Some(tempfile::tempfile()?),
             ..Pieces::default()
         }));
-        let (jobs, queue) = mpsc::sync_channel(QUEUE);
+        let (jobs, queue) = mpsc::channel();
         let closing = Arc::new(AtomicBool::new(false));
         let worker = {
             let (pieces, closing) = (Arc::clone(&pieces), Arc::clone(&closing));
             std::thread::Builder::new()
                 .name("early-gzip".into())
-                .spawn(move || work(&queue, &closing, &pieces))?
+                .spawn(move || work(&spool, &queue, &closing, &pieces))?
         };
         Ok(Early {
             jobs: Some(jobs),
             closing,
             worker: Some(worker),
             pieces,
-            refused: Default::default(),
         })
     }
 
-    /// Offers the next block of `layer`'s `path` (a file's blocks are offered in order, from
-    /// its first). Gives the block back when it is not taken.
-    pub fn offer(&mut self, layer: usize, path: &str, block: Vec<u8>) -> Option<Vec<u8>> {
-        let key = (layer, path.to_string());
-        let Some(jobs) = &self.jobs else {
-            return Some(block);
-        };
-        // What is stored of a file must be its first blocks: after one block the worker did
-        // not take, the rest of that file is left to the write.
-        if self.refused.contains(&key) {
-            return Some(block);
-        }
-        match jobs.try_send(Job { key, block }) {
-            Ok(()) => None,
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                self.refused.insert(job.key);
-                Some(job.block)
-            }
+    /// Queues the next block of `layer`'s `path`, `len` bytes at `offset` of the spool file (a
+    /// file's blocks are offered in order, from its first).
+    pub fn offer(&self, layer: usize, path: &str, offset: u64, len: usize) {
+        if let Some(jobs) = &self.jobs {
+            // A worker that stopped leaves its blocks to the write.
+            let _ = jobs.send(Job {
+                key: (layer, path.to_string()),
+                offset,
+                len,
+            });
         }
     }
 
@@ -126,14 +116,14 @@ impl Early {
             .unwrap_or(0)
     }
 
-    /// Stops the worker once it has finished the block it is on (blocks still queued are left
-    /// to the write) and returns what it stored.
+    /// Stops the worker once it has finished the block it is on and returns what it stored.
+    /// Blocks still queued are left to the write: the queue is in order, so what is stored of
+    /// each file is its first blocks.
     pub fn settle(mut self) -> Shelf {
         self.closing.store(true, Ordering::Relaxed);
         self.jobs = None;
         if let Some(worker) = self.worker.take() {
-            // A panicked worker stored nothing usable past its last piece; what it did store
-            // is complete, so the shelf is still good.
+            // What a panicked worker stored before is complete, so the shelf is still good.
             let _ = worker.join();
         }
         let pieces = match self.pieces.lock() {
@@ -151,26 +141,30 @@ impl Drop for Early {
     }
 }
 
-fn work(queue: &Receiver<Job>, closing: &AtomicBool, pieces: &Mutex<Pieces>) {
+fn work(spool: &File, queue: &Receiver<Job>, closing: &AtomicBool, pieces: &Mutex<Pieces>) {
     // SAFETY: setpriority on this thread's own id changes only this thread's nice value.
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE);
     }
     let mut blocks = BlockCompressor::new();
+    let mut block = vec![0; BLOCK];
     while let Ok(job) = queue.recv() {
         if closing.load(Ordering::Relaxed) {
-            continue;
+            return;
         }
-        let piece = match blocks.piece(&job.block, false) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(error = %e, "compressing a block early failed; the write will");
-                return;
-            }
+        let Some(block) = block.get_mut(..job.len) else {
+            return;
         };
-        let Ok(mut shelf) = pieces.lock() else { return };
-        if let Err(e) = shelf.store(job.key, &piece) {
-            tracing::debug!(error = %e, "storing an early piece failed; the write will compress");
+        let piece = spool
+            .read_exact_at(block, job.offset)
+            .and_then(|()| blocks.piece(block, false));
+        let stored = piece.and_then(|piece| match pieces.lock() {
+            Ok(mut shelf) => shelf.store(job.key, &piece),
+            Err(_) => Err(io::Error::other("the piece index is poisoned")),
+        });
+        if let Err(e) = stored {
+            // Whatever is not stored is compressed by the write, to the same bytes.
+            tracing::debug!(error = %e, "compressing a block during the read failed");
             return;
         }
     }
