@@ -14,7 +14,7 @@ use crate::image::error::{ImageError, Result};
 use crate::image::reading::scan::Retain;
 use crate::image::reading::spool::{Range, Spool};
 use crate::image::reading::tree::{Kind, Resolved, Tree, ancestors, normalize};
-use crate::image::writing::early::EARLY_MIN;
+use crate::image::writing::early::{EARLY_MIN, Likely};
 
 /// Always kept when present, so that user and group names resolve (getpwnam, `USER name`).
 pub const ALWAYS: &[&str] = &["etc/passwd", "etc/group"];
@@ -189,10 +189,17 @@ impl Retain for FirstPass {
                 && self.speculative.fetch_add(size, Ordering::Relaxed) + size <= SPECULATIVE_BYTES)
     }
 
-    /// Large files the reports name: nearly always kept (a name can match a file elsewhere,
-    /// whose early blocks are then compressed for nothing, on an otherwise idle core).
-    fn early(&self, _layer: usize, path: &str, size: u64) -> bool {
-        size >= EARLY_MIN && !self.patterns.excluded(path) && self.named(path)
+    /// Large files: those the reports name are nearly always kept (a name can match a file
+    /// elsewhere), libraries set aside in case are compressed when nothing named waits.
+    fn early(&self, _layer: usize, path: &str, size: u64) -> Option<Likely> {
+        if size < EARLY_MIN || self.patterns.excluded(path) {
+            return None;
+        }
+        Some(if self.named(path) {
+            Likely::Named
+        } else {
+            Likely::Maybe
+        })
     }
 
     fn symlink(&self, path: &str, target: &str) {

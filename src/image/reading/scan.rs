@@ -7,15 +7,16 @@ use tar::EntryType;
 
 use super::spool::Spool;
 use super::tree::{Applied, Kind, Node, Tree, normalize};
+use crate::image::writing::early::Likely;
 
 /// Which file contents to set aside while a layer streams past.
 pub trait Retain {
     /// `size` is the file's length, for retainers that keep a budget.
     fn retain(&self, layer: usize, path: &str, size: u64) -> bool;
-    /// Whether a retained file is sure enough to be kept that its blocks are worth compressing
-    /// as it streams past ([`Spool::put_early`]).
-    fn early(&self, _layer: usize, _path: &str, _size: u64) -> bool {
-        false
+    /// Whether a retained file's blocks are worth compressing as it streams past
+    /// ([`Spool::put_early`]), and how likely it is to be kept.
+    fn early(&self, _layer: usize, _path: &str, _size: u64) -> Option<Likely> {
+        None
     }
     /// Called for every symlink as it streams past, before any entry after it.
     fn symlink(&self, _path: &str, _target: &str) {}
@@ -124,10 +125,9 @@ pub fn scan_layer(
             Pass::Refill(tree) => tree.real_path(&raw_path),
         };
         if is_file && !spool.contains(layer, &path) && retain.retain(layer, &path, size) {
-            let range = if retain.early(layer, &path, size) {
-                spool.put_early(layer, &path, &mut entry)?
-            } else {
-                spool.put(layer, &path, &mut entry)?
+            let range = match retain.early(layer, &path, size) {
+                Some(likely) => spool.put_early(likely, layer, &path, &mut entry)?,
+                None => spool.put(layer, &path, &mut entry)?,
             };
             stats.retained_bytes += range.len;
         }

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
-use crate::image::writing::early::{Early, Shelf};
+use crate::image::writing::early::{Early, Likely, Shelf};
 use crate::image::writing::pgzip::{BLOCK, Piece};
 
 /// A byte range of the spool file.
@@ -55,6 +55,7 @@ impl Spool {
     /// there is one.
     pub fn put_early(
         &mut self,
+        likely: Likely,
         layer: usize,
         path: &str,
         content: &mut dyn Read,
@@ -74,7 +75,7 @@ impl Spool {
             self.writer.write_all(&block)?;
             self.writer.flush()?;
             if let Some(early) = &self.early {
-                early.offer(layer, path, self.end + len, n);
+                early.offer(likely, layer, path, self.end + len, n);
             }
             len += n as u64;
             if n < BLOCK {

@@ -9,13 +9,11 @@
 //! that were not ready (the worker fell behind, the file was kept only after analysis) are
 //! compressed then. Either way the layer is the same.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crc32fast::Hasher;
@@ -30,6 +28,63 @@ pub(in crate::image) const EARLY_MIN: u64 = 256 << 10;
 const NICE: i32 = 10;
 
 type Key = (usize, String);
+
+/// How likely a file is to be kept, which decides which of its blocks the worker takes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Likely {
+    /// A report names it: nearly always kept.
+    Named,
+    /// A library set aside in case analysis needs it: compressed only when nothing named waits.
+    Maybe,
+}
+
+/// Blocks waiting, by [`Likely`]; each queue is in stream order, so what the worker stores of
+/// a file is always its first blocks.
+#[derive(Default)]
+struct Queues {
+    named: VecDeque<Job>,
+    maybe: VecDeque<Job>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<Queues>,
+    ready: Condvar,
+}
+
+impl Queue {
+    fn push(&self, likely: Likely, job: Job) {
+        if let Ok(mut q) = self.jobs.lock() {
+            match likely {
+                Likely::Named => q.named.push_back(job),
+                Likely::Maybe => q.maybe.push_back(job),
+            }
+            self.ready.notify_one();
+        }
+    }
+
+    /// The next block, named ones first; `None` once closed (what is still queued is dropped).
+    fn pop(&self) -> Option<Job> {
+        let mut q = self.jobs.lock().ok()?;
+        loop {
+            if q.closed {
+                return None;
+            }
+            if let Some(job) = q.named.pop_front().or_else(|| q.maybe.pop_front()) {
+                return Some(job);
+            }
+            q = self.ready.wait(q).ok()?;
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut q) = self.jobs.lock() {
+            q.closed = true;
+            self.ready.notify_all();
+        }
+    }
+}
 
 /// A block to compress: where its bytes are in the spool file. The queue holds no bytes, so it
 /// can be as long as the read gets ahead of the worker.
@@ -58,8 +113,7 @@ struct Pieces {
 
 /// The worker compressing large files' blocks while the layers are read.
 pub struct Early {
-    jobs: Option<Sender<Job>>,
-    closing: Arc<AtomicBool>,
+    queue: Arc<Queue>,
     worker: Option<JoinHandle<()>>,
     pieces: Arc<Mutex<Pieces>>,
 }
@@ -78,33 +132,25 @@ impl Early {
             file: Some(tempfile::tempfile()?),
             ..Pieces::default()
         }));
-        let (jobs, queue) = mpsc::channel();
-        let closing = Arc::new(AtomicBool::new(false));
+        let queue = Arc::new(Queue::default());
         let worker = {
-            let (pieces, closing) = (Arc::clone(&pieces), Arc::clone(&closing));
+            let (pieces, queue) = (Arc::clone(&pieces), Arc::clone(&queue));
             std::thread::Builder::new()
                 .name("early-gzip".into())
-                .spawn(move || work(&spool, &queue, &closing, &pieces))?
+                .spawn(move || work(&spool, &queue, &pieces))?
         };
         Ok(Early {
-            jobs: Some(jobs),
-            closing,
+            queue,
             worker: Some(worker),
             pieces,
         })
     }
 
     /// Queues the next block of `layer`'s `path`, `len` bytes at `offset` of the spool file (a
-    /// file's blocks are offered in order, from its first).
-    pub fn offer(&self, layer: usize, path: &str, offset: u64, len: usize) {
-        if let Some(jobs) = &self.jobs {
-            // A worker that stopped leaves its blocks to the write.
-            let _ = jobs.send(Job {
-                key: (layer, path.to_string()),
-                offset,
-                len,
-            });
-        }
+    /// file's blocks are offered in order, from its first, all with the same `likely`).
+    pub fn offer(&self, likely: Likely, layer: usize, path: &str, offset: u64, len: usize) {
+        let key = (layer, path.to_string());
+        self.queue.push(likely, Job { key, offset, len });
     }
 
     /// Blocks stored so far (tests wait on it: the worker runs when it can).
@@ -120,8 +166,7 @@ impl Early {
     /// Blocks still queued are left to the write: the queue is in order, so what is stored of
     /// each file is its first blocks.
     pub fn settle(mut self) -> Shelf {
-        self.closing.store(true, Ordering::Relaxed);
-        self.jobs = None;
+        self.queue.close();
         if let Some(worker) = self.worker.take() {
             // What a panicked worker stored before is complete, so the shelf is still good.
             let _ = worker.join();
@@ -136,22 +181,18 @@ impl Early {
 
 impl Drop for Early {
     fn drop(&mut self) {
-        self.closing.store(true, Ordering::Relaxed);
-        self.jobs = None;
+        self.queue.close();
     }
 }
 
-fn work(spool: &File, queue: &Receiver<Job>, closing: &AtomicBool, pieces: &Mutex<Pieces>) {
+fn work(spool: &File, queue: &Queue, pieces: &Mutex<Pieces>) {
     // SAFETY: setpriority on this thread's own id changes only this thread's nice value.
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE);
     }
     let mut blocks = BlockCompressor::new();
     let mut block = vec![0; BLOCK];
-    while let Ok(job) = queue.recv() {
-        if closing.load(Ordering::Relaxed) {
-            return;
-        }
+    while let Some(job) = queue.pop() {
         let Some(block) = block.get_mut(..job.len) else {
             return;
         };

@@ -248,6 +248,7 @@ fn hardlink_heads(tree: &Tree, keep: &BTreeSet<String>) -> BTreeMap<String, Stri
 mod tests {
     use super::*;
     use crate::image::reading::scan::{Pass, Retain, scan_layer};
+    use crate::image::writing::early::Likely;
     use flate2::read::GzDecoder;
     use std::time::{Duration, Instant};
 
@@ -257,8 +258,12 @@ mod tests {
         fn retain(&self, _: usize, _: &str, _: u64) -> bool {
             true
         }
-        fn early(&self, _: usize, _: &str, _: u64) -> bool {
-            true
+        fn early(&self, _: usize, path: &str, _: u64) -> Option<Likely> {
+            Some(if path.contains("lib") {
+                Likely::Maybe
+            } else {
+                Likely::Named
+            })
         }
     }
 
