@@ -60,9 +60,9 @@ impl Spool {
         path: &str,
         content: &mut dyn Read,
     ) -> io::Result<Range> {
-        if self.early.is_none() {
+        let Some(early) = &self.early else {
             return self.put(layer, path, content);
-        }
+        };
         let mut len = 0;
         let mut block = Vec::with_capacity(BLOCK);
         loop {
@@ -74,9 +74,7 @@ impl Spool {
             // The worker reads the block back from the file.
             self.writer.write_all(&block)?;
             self.writer.flush()?;
-            if let Some(early) = &self.early {
-                early.offer(likely, layer, path, self.end + len, n);
-            }
+            early.offer(likely, layer, path, self.end + len, n);
             len += n as u64;
             if n < BLOCK {
                 break;

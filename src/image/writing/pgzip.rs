@@ -30,12 +30,7 @@ pub(in crate::image) const BLOCK: usize = 1 << 20;
 /// libdeflate's default level. Its 1 MiB blocks came out 1.5% below `gzip -6` on the nginx
 /// fixture's kept tar (level 5: 1.0% below, level 4: 1.0% above), in 0.11 s on one core
 /// (plus 0.04 s to join the pieces) where GNU `gzip -7` takes 0.50 s.
-pub(in crate::image) const LEVEL: i32 = 6;
-
-fn level() -> CompressionLvl {
-    // LEVEL is within libdeflate's 0-12, so this cannot fail; the fallback is the default.
-    CompressionLvl::new(LEVEL).unwrap_or_default()
-}
+const LEVEL: i32 = 6;
 
 /// ID1 ID2, CM=deflate, no flags, MTIME 0, no extra flags, OS=unknown: as GzBuilder with
 /// mtime 0 writes it.
@@ -49,8 +44,7 @@ struct Job {
     finish: bool,
 }
 
-/// A block's raw deflate, joinable unless it ends the stream, and the CRC of its input
-/// (which also knows the input's length).
+/// A block's raw deflate, joinable unless it ends the stream, and the CRC of its input.
 pub struct Piece {
     pub bytes: Vec<u8>,
     pub crc: Hasher,
@@ -69,10 +63,8 @@ pub(in crate::image) struct BlockCompressor {
 
 impl BlockCompressor {
     pub fn new() -> BlockCompressor {
-        BlockCompressor::at(level())
-    }
-
-    fn at(level: CompressionLvl) -> BlockCompressor {
+        // LEVEL is within libdeflate's 0-12, so this cannot fail; the fallback is the default.
+        let level = CompressionLvl::new(LEVEL).unwrap_or_default();
         BlockCompressor {
             compressor: Compressor::new(level),
             joiner: None,
@@ -125,7 +117,6 @@ impl<W: Write> ParallelGz<W> {
     }
 
     fn with_workers(inner: W, workers: usize) -> io::Result<ParallelGz<W>> {
-        let level = level();
         let workers = workers.max(1);
         let (jobs, queue) = mpsc::sync_channel::<Job>(workers);
         let queue = Arc::new(Mutex::new(queue));
@@ -134,7 +125,7 @@ impl<W: Write> ParallelGz<W> {
             .map(|_| {
                 let queue = Arc::clone(&queue);
                 let done = done.clone();
-                std::thread::spawn(move || work(level, &queue, &done))
+                std::thread::spawn(move || work(&queue, &done))
             })
             .collect();
         Ok(ParallelGz {
@@ -246,12 +237,8 @@ impl<W: Write> ParallelGz<W> {
 }
 
 /// A worker: deflates jobs until the queue closes.
-fn work(
-    level: CompressionLvl,
-    queue: &Mutex<Receiver<Job>>,
-    done: &mpsc::Sender<(u64, io::Result<Piece>)>,
-) {
-    let mut blocks = BlockCompressor::at(level);
+fn work(queue: &Mutex<Receiver<Job>>, done: &mpsc::Sender<(u64, io::Result<Piece>)>) {
+    let mut blocks = BlockCompressor::new();
     loop {
         let job = match queue.lock() {
             Ok(q) => q.recv(),
