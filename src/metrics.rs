@@ -16,7 +16,14 @@ pub struct MetricsError(#[from] prometheus::Error);
 /// Why a report was refused; the `reason` label of `whittle_reports_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
+    /// No valid report token, or a pod token the API server does not vouch for.
     Unauthorized,
+    /// A real pod, but not one of the workflow's instrumented pods.
+    Forbidden,
+    /// The workflow no longer takes reports (past Collecting), or the name is taken.
+    Conflict,
+    /// Too many reports in flight, arriving too fast, or stored for the workflow.
+    RateLimited,
     Malformed,
     UnknownWorkflow,
     TooLarge,
@@ -30,8 +37,11 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::Unauthorized,
+        RejectReason::Forbidden,
+        RejectReason::Conflict,
+        RejectReason::RateLimited,
         RejectReason::Malformed,
         RejectReason::UnknownWorkflow,
         RejectReason::TooLarge,
@@ -44,6 +54,9 @@ impl RejectReason {
     pub fn as_str(&self) -> &'static str {
         match self {
             RejectReason::Unauthorized => "unauthorized",
+            RejectReason::Forbidden => "forbidden",
+            RejectReason::Conflict => "conflict",
+            RejectReason::RateLimited => "rate_limited",
             RejectReason::Malformed => "malformed",
             RejectReason::UnknownWorkflow => "unknown_workflow",
             RejectReason::TooLarge => "too_large",

@@ -217,6 +217,7 @@ fn observing_and_collecting_count_the_reports() {
             received: 1,
             pods: vec!["web-a".into()],
             modes: Vec::new(),
+            materials: Vec::new(),
         });
         let (status, message) = health(&workflow(1, Some(s)));
         assert_eq!(status, "Progressing");

@@ -753,14 +753,14 @@ async fn deleted_mid_observation(c: &Cluster, busybox: &str) {
     wait_phase(&client, &ns, "web", Phase::Observing).await;
     let during = template(&client, &ns, "web").await;
     assert_ne!(during, before, "instrumented");
+    // The report token is derived from the operator's key: no Secret per workflow.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    assert!(
-        secrets
-            .get_opt("web-report-token")
-            .await
-            .expect("get")
-            .is_some()
-    );
+    let made = secrets
+        .list(&ListParams::default().labels("whittle.dev/workflow"))
+        .await
+        .expect("list Secrets")
+        .items;
+    assert!(made.is_empty(), "whittle made Secrets: {made:?}");
 
     Api::<HardeningWorkflow>::namespaced(client.clone(), &ns)
         .delete("web", &DeleteParams::default())
@@ -785,18 +785,14 @@ async fn deleted_mid_observation(c: &Cluster, busybox: &str) {
         !annotations.contains_key("whittle.dev/original"),
         "{annotations:?}"
     );
-    wait_for(
-        "the token Secret and report ConfigMaps to be gone",
-        || async {
-            let secret = secrets.get_opt("web-report-token").await.ok().flatten();
-            let reports = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default().labels("whittle.dev/workflow"))
-                .await
-                .map(|l| l.items.len())
-                .unwrap_or(1);
-            secret.is_none() && reports == 0
-        },
-    )
+    wait_for("the report ConfigMaps to be gone", || async {
+        let reports = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels("whittle.dev/workflow"))
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(1);
+        reports == 0
+    })
     .await;
 }
 

@@ -19,8 +19,8 @@ pub use spec::{
     Sign, Target, TargetKind, Verify, Vulnerabilities,
 };
 pub use status::{
-    ConditionStatus, ConditionType, HardenResult, HardeningWorkflowStatus, Phase, ReportsStatus,
-    SeverityCounts, Verification, VerificationResult, VulnerabilitiesStatus,
+    ConditionStatus, ConditionType, HardenResult, HardeningWorkflowStatus, Phase, ReportMaterial,
+    ReportsStatus, SeverityCounts, Verification, VerificationResult, VulnerabilitiesStatus,
 };
 
 impl HardeningWorkflow {

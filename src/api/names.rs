@@ -1,5 +1,5 @@
 //! Names, labels and keys the controller and the report server must agree on. Pure functions:
-//! one place decides how a workflow's Secret or a report's ConfigMap is called.
+//! one place decides how a report's ConfigMap or an exercise Job is called.
 
 use std::collections::BTreeMap;
 
@@ -17,8 +17,20 @@ pub const POD_LABEL: &str = "whittle.dev/pod";
 pub const POD_ANNOTATION: &str = "whittle.dev/pod";
 /// The finalizer that restores the Deployment when a workflow is deleted mid-way.
 pub const FINALIZER: &str = "whittle.dev/restore-deployment";
-/// The key of the report token in the workflow's token Secret.
-pub const TOKEN_KEY: &str = "token";
+/// Annotation on a report ConfigMap with the uid of the pod whose report it holds.
+pub const POD_UID_ANNOTATION: &str = "whittle.dev/pod-uid";
+/// Annotation on a report ConfigMap: the sensor runs merged into it (their `startedAtMs`,
+/// comma-separated), so a re-sent report is recognised and a restarted container's is added.
+pub const RUNS_ANNOTATION: &str = "whittle.dev/runs";
+/// The audience of the pod tokens sensors present: the API server's TokenReview checks it, so
+/// a token made for anything else (the pod's API token) is refused.
+pub const REPORT_AUDIENCE: &str = "whittle";
+/// The request header carrying the pod's token.
+pub const POD_TOKEN_HEADER: &str = "whittle-pod-token";
+/// The projected volume with the pod's token, its mount point in the container and file name.
+pub const POD_TOKEN_VOLUME: &str = "whittle-pod-token";
+pub const POD_TOKEN_DIR: &str = "/var/run/secrets/whittle.dev/report";
+pub const POD_TOKEN_FILE: &str = "token";
 /// The key of the gzip-compressed report in a report ConfigMap's binaryData.
 pub const REPORT_KEY: &str = "report.json.gz";
 
@@ -27,15 +39,14 @@ pub const MAX_NAME: usize = 253;
 /// Longest label value.
 pub const MAX_LABEL_VALUE: usize = 63;
 
-/// The Secret holding the token sensors present when they report: `<workflow>-report-token`.
-pub fn token_secret_name(workflow: &str) -> String {
-    fit_name(&format!("{workflow}-report-token"), MAX_NAME)
-}
-
-/// The ConfigMap holding one pod's report: `<workflow>-report-<pod>`, shortened with a hash
-/// when longer than a name may be.
-pub fn report_config_map_name(workflow: &str, pod: &str) -> String {
-    fit_name(&format!("{workflow}-report-{pod}"), MAX_NAME)
+/// The ConfigMap holding one pod's reports: `<workflow>-report-<16 hex digits>`, the digits a
+/// hash of the workflow's and the pod's uids. Pod names cannot collide across workflows this way
+/// (`a` + pod `b-report-c` and `a-report-b` + pod `c` once shared a name), nor a recreated
+/// pod's name with its predecessor's.
+pub fn report_config_map_name(workflow: &str, workflow_uid: &str, pod_uid: &str) -> String {
+    let hash = hex_sha256(&format!("{workflow_uid}/{pod_uid}"));
+    let prefix = fit_name(workflow, MAX_NAME - "-report-".len() - 16);
+    format!("{prefix}-report-{}", &hash[..16])
 }
 
 /// Label on an exercise Job: `observe` (against the instrumented original) or `verify`
@@ -135,21 +146,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_names_are_kept_as_they_are() {
-        assert_eq!(token_secret_name("web"), "web-report-token");
-        assert_eq!(
-            report_config_map_name("web", "web-7d4b9c-x2x9z"),
-            "web-report-web-7d4b9c-x2x9z"
-        );
+    fn report_config_maps_are_named_by_both_uids() {
+        let name = report_config_map_name("web", "w-uid", "p-uid");
+        assert!(name.starts_with("web-report-") && name.len() == "web-report-".len() + 16);
         assert_eq!(report_path("shop", "web"), "/v1/reports/shop/web");
+        assert_eq!(
+            name,
+            report_config_map_name("web", "w-uid", "p-uid"),
+            "deterministic"
+        );
+        assert_ne!(
+            name,
+            report_config_map_name("web", "w-uid", "p-uid2"),
+            "another pod"
+        );
+        assert_ne!(
+            name,
+            report_config_map_name("web", "w-uid2", "p-uid"),
+            "a namesake workflow"
+        );
+    }
+
+    #[test]
+    fn report_config_map_names_of_two_workflows_never_collide() {
+        // Once `<workflow>-report-<pod>`: workflow `a` with pod `b-report-c` and workflow
+        // `a-report-b` with pod `c` shared a ConfigMap.
+        let one = report_config_map_name("a", "uid-a", "pod-uid-1");
+        let two = report_config_map_name("a-report-b", "uid-b", "pod-uid-2");
+        assert_ne!(one, two);
+        assert!(!two.ends_with(&one[one.len() - 16..]));
     }
 
     #[test]
     fn long_names_are_hashed_to_fit_and_stay_valid() {
-        let workflow = format!("{}.b", "a".repeat(200));
-        let pod = format!("p-{}.d", "c".repeat(120));
-        let a = report_config_map_name(&workflow, &pod);
-        let b = report_config_map_name(&workflow, &format!("{pod}e"));
+        let workflow = format!("{}.b", "a".repeat(250));
+        let a = report_config_map_name(&workflow, "w", "p1");
+        let b = report_config_map_name(&workflow, "w", "p2");
         assert!(
             a.len() <= MAX_NAME && b.len() <= MAX_NAME,
             "{} {}",
@@ -158,11 +190,9 @@ mod tests {
         );
         assert_ne!(a, b, "different pods, different ConfigMaps");
         assert!(is_dns_subdomain(&a), "{a}");
-        assert_eq!(a, report_config_map_name(&workflow, &pod), "deterministic");
         // A cut that would end on '.' or '-' is cut back.
         let dotted = fit_name(&format!("{}.{}", "a".repeat(241), "b".repeat(20)), MAX_NAME);
         assert!(is_dns_subdomain(&dotted), "{dotted}");
-        assert!(token_secret_name(&"w".repeat(253)).len() <= MAX_NAME);
     }
 
     #[test]

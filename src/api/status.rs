@@ -46,6 +46,11 @@ pub struct HardeningWorkflowStatus {
     /// `{expected: [web-7c9d4-abcde], received: 1, pods: [web-7c9d4-abcde]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reports: Option<ReportsStatus>,
+    /// The operator's seal over the source image, the hardened image and the report materials
+    /// its harden produced (an HMAC under the operator's key). Signing checks it, so a status
+    /// edited by hand is never signed; 64 hex digits, e.g. `3c1f9a…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
     /// What hardening kept and removed, e.g. `{sourceBytes: 55700000, hardenedBytes: 4200000,
     /// reductionPercent: 92, ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,6 +208,20 @@ pub struct ReportsStatus {
     /// `sensorMode: auto` chose on the node. Set when hardening starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modes: Vec<String>,
+    /// The reports harden used, as the provenance names them, e.g. `[{name:
+    /// report:shop/web-7c9d4-abcde/web, sha256: 9f86…}]`. Set when hardening starts; reports
+    /// are refused from then on, so these are exactly what the image was built from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub materials: Vec<ReportMaterial>,
+}
+
+/// A report as the provenance names it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ReportMaterial {
+    /// `report:<namespace>/<pod>/<container>`, e.g. `report:shop/web-7c9d4-abcde/web`.
+    pub name: String,
+    /// The sha256 of the report's JSON, hex, e.g. `9f86d081884c7d65…`.
+    pub sha256: String,
 }
 
 impl ReportsStatus {
@@ -215,6 +234,7 @@ impl ReportsStatus {
             received: u32::try_from(reported.len()).unwrap_or(u32::MAX),
             pods: reported.iter().cloned().collect(),
             modes: Vec::new(),
+            materials: Vec::new(),
         }
     }
 

@@ -163,7 +163,7 @@ pub async fn harden(a: HardenArgs) -> CliResult {
     let summary = harden::harden(&store, &a.src, opts).await?;
     progress.finish_and_clear();
     let inputs = HardenInputs {
-        reports: &reports,
+        materials: &whittle::reports::materials(&reports),
         include: &a.include,
         exclude: &a.exclude,
         started_on: Some(started_on),

@@ -17,6 +17,7 @@ use whittle::controller::{self, Context};
 use whittle::image::instrument::find_sensor;
 use whittle::leader::Leadership;
 use whittle::metrics::Metrics;
+use whittle::reports::ReportKey;
 use whittle::server::{self, ServerState};
 
 use super::CliResult;
@@ -50,6 +51,13 @@ pub struct OperatorArgs {
     /// The Lease for --leader-elect, in the namespace of --service.
     #[arg(long, default_value = "whittle-operator")]
     lease_name: String,
+    /// The Secret (in the namespace of --service) holding the key report tokens are derived
+    /// from; made with a random key when missing, so every replica shares it.
+    #[arg(long, default_value = "whittle-report-key")]
+    report_key_secret: String,
+    /// Read the report key from this file instead of --report-key-secret (32 bytes or more).
+    #[arg(long, value_name = "FILE")]
+    report_key_file: Option<PathBuf>,
 }
 
 pub async fn operator(args: OperatorArgs) -> CliResult {
@@ -58,6 +66,10 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
     let report_address = match args.report_address {
         Some(a) => a.to_string(),
         None => service_address(&client, &args.service_namespace, &args.service).await?,
+    };
+    let report_key = match &args.report_key_file {
+        Some(path) => ReportKey::from_file(path)?,
+        None => ReportKey::load(&client, &args.service_namespace, &args.report_key_secret).await?,
     };
     let metrics = Arc::new(Metrics::new()?);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -68,7 +80,7 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let state = ServerState::new(client.clone(), metrics.clone());
+    let state = ServerState::new(client.clone(), metrics.clone(), report_key.clone());
     let server = tokio::spawn(server::serve(listener, state, stopped(stop_rx.clone())));
     info!(listen = %args.listen, %report_address, sensor = %sensor.display(), "whittle operator starting");
 
@@ -106,6 +118,7 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
         metrics,
         format!("http://{report_address}"),
         sensor,
+        report_key,
     ));
     let lost = Arc::new(AtomicBool::new(false));
     let shutdown = {

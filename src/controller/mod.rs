@@ -15,7 +15,6 @@ pub mod images;
 pub mod phase;
 pub mod reconcile;
 pub mod template;
-pub mod token;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,16 +25,18 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::names::{MANAGED_BY, MANAGED_BY_LABEL, WORKFLOW_LABEL, label_value, report_path};
 use crate::api::{HardeningWorkflow, Phase};
 use crate::metrics::Metrics;
+use crate::reports::ReportKey;
 use reconcile::ReconcileError;
 
 /// What every reconcile shares.
@@ -50,6 +51,8 @@ pub struct Context {
     pub sensor: PathBuf,
     /// Vulnerability databases workflows name, loaded once for all of them.
     pub vuln_dbs: evidence::VulnDbs,
+    /// Derives each workflow's report token and seals what harden produced.
+    pub report_key: ReportKey,
     /// Consecutive transient failures per workflow, for the retry backoff. Only timing lives
     /// here: losing it on a restart costs nothing.
     failures: Mutex<HashMap<String, u32>>,
@@ -61,6 +64,7 @@ impl Context {
         metrics: Arc<Metrics>,
         report_base: String,
         sensor: PathBuf,
+        report_key: ReportKey,
     ) -> Context {
         let reporter = Reporter {
             controller: "whittle".into(),
@@ -73,6 +77,7 @@ impl Context {
             report_base,
             sensor,
             vuln_dbs: evidence::VulnDbs::default(),
+            report_key,
             failures: Mutex::default(),
         }
     }
@@ -164,9 +169,13 @@ pub async fn run(
     let metrics = ctx.metrics.clone();
     let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
     controller
-        .owns(
-            Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        // Reports are up to a MiB each: the controller only needs to know one changed.
+        .owns_stream(
+            watcher(
+                Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+                watcher::Config::default().labels(&managed),
+            )
+            .touched_objects(),
         )
         .owns(
             Api::<Job>::all(client.clone()),

@@ -32,11 +32,11 @@ use super::error::{Error, Result};
 use super::exercise::{self, Run};
 use super::phase::{self, Collect, POLL};
 use super::template::{self, Instrumentation, Saved};
-use super::{deployment, evidence, images, token};
+use super::{deployment, evidence, images};
 use crate::api::names::{FIELD_MANAGER, FINALIZER};
 use crate::api::{
     ConditionStatus, ConditionType, HardenResult, HardeningWorkflow, HardeningWorkflowStatus,
-    Phase, ReportsStatus, VulnerabilitiesStatus,
+    Phase, ReportMaterial, ReportsStatus, VulnerabilitiesStatus,
 };
 use crate::evidence::produce::{self, EvidenceOptions, HardenInputs};
 use crate::reports;
@@ -129,7 +129,7 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
 }
 
 /// The workflow is being deleted: put the Deployment back if whittle still has it, and remove
-/// the token and the reports now rather than when garbage collection gets to them.
+/// the reports now rather than when garbage collection gets to them.
 async fn cleanup(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
     let namespace = workflow.namespace().unwrap_or_default();
     let target = workflow.spec.target.name.clone();
@@ -145,15 +145,13 @@ async fn cleanup(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> 
         ctx.event(workflow, EventType::Normal, "Restored", &note)
             .await;
     }
-    token::delete(&ctx.client, workflow).await?;
     reports::delete_all(&ctx.client, workflow).await?;
     Ok(Action::await_change())
 }
 
-/// A finished workflow expects no more reports and runs no more tests: its token Secret and
-/// any exercise Job still running go. Idempotent; the reports stay with the workflow.
+/// A finished workflow runs no more tests: any exercise Job still running goes. Idempotent;
+/// the reports stay with the workflow (the intake refuses new ones past Collecting).
 async fn release(ctx: &Context, workflow: &HardeningWorkflow) -> Result<()> {
-    token::delete(&ctx.client, workflow).await?;
     exercise::stop_running(&ctx.client, workflow).await
 }
 
@@ -470,7 +468,11 @@ impl Step<'_> {
         container: &k8s_openapi::api::core::v1::Container,
         instrumented_image: &str,
     ) -> Result<Action> {
-        let token_secret = token::ensure(&self.ctx.client, self.workflow).await?;
+        let report_token = self.ctx.report_key.token(
+            &self.namespace(),
+            &self.workflow.name_any(),
+            self.workflow.metadata.uid.as_deref().unwrap_or_default(),
+        );
         let saved = Saved::of(self.workflow, d, container);
         let report_url = self
             .ctx
@@ -481,7 +483,7 @@ impl Step<'_> {
             &Instrumentation {
                 instrumented_image,
                 report_url: &report_url,
-                token_secret: &token_secret,
+                report_token: &report_token,
                 sensor_mode: self.workflow.spec.observe.sensor_mode,
             },
         );
@@ -637,17 +639,25 @@ impl Step<'_> {
             container.image.as_deref().unwrap_or_default(),
         )?;
         let store = self.store(&d).await?;
-        let reports = reports::load_all(&self.ctx.client, self.workflow).await?;
-        if let Some(status) = self.status.reports.as_mut() {
-            let modes: BTreeSet<&str> = reports.iter().map(|r| r.mode.as_str()).collect();
-            status.modes = modes.into_iter().map(String::from).collect();
-        }
+        let folded = reports::fold(&self.ctx.client, self.workflow).await?;
+        let materials: Vec<ReportMaterial> = folded
+            .materials
+            .iter()
+            .map(|(name, sha256)| ReportMaterial {
+                name: name.clone(),
+                sha256: sha256.clone(),
+            })
+            .collect();
+        let status = self.status.reports.get_or_insert_with(Default::default);
+        status.modes = folded.modes.into_iter().collect();
+        status.materials = materials;
+        let profile: Vec<_> = folded.profile.into_iter().collect();
         let left =
             phase::remaining(self.since_phase_start(), self.harden_limit()).unwrap_or_default();
         let started = Instant::now();
         let summary = tokio::time::timeout(
             left,
-            images::harden(&store, &source, &dest, reports, self.workflow),
+            images::harden(&store, &source, &dest, profile, self.workflow),
         )
         .await
         .map_err(|_| Error::Timeout {
@@ -688,6 +698,11 @@ impl Step<'_> {
             result.files_removed
         );
         self.status.hardened_image = Some(summary.hardened_image.clone());
+        let seal = self
+            .ctx
+            .report_key
+            .seal(&self.sealed(&source, &summary.hardened_image));
+        self.status.seal = Some(seal);
         self.status.result = Some(result);
         self.condition(ConditionType::Hardened, true, "Pushed", &message);
         if self.workflow.spec.verify.enabled {
@@ -721,11 +736,24 @@ impl Step<'_> {
         ) else {
             return Ok(());
         };
+        let seal = self.status.seal.as_deref().unwrap_or_default();
+        if !self
+            .ctx
+            .report_key
+            .opens(&self.sealed(&source, &hardened), seal)
+        {
+            return Err(Error::Spec {
+                reason: "StatusTampered",
+                message: format!(
+                    "status.hardenedImage {hardened} (or status.sourceImage or the report materials) is not what this workflow's harden produced: it was edited, so it is not signed"
+                ),
+            });
+        }
         let key = evidence::signing_key(&self.ctx.client, &self.namespace(), secret).await?;
-        let reports = reports::load_all(&self.ctx.client, self.workflow).await?;
+        let materials = self.materials();
         let spec = &self.workflow.spec.harden;
         let inputs = HardenInputs {
-            reports: &reports,
+            materials: &materials,
             include: &spec.include,
             exclude: &spec.exclude,
             started_on: self.status.started_at.as_ref().map(|t| t.0),
@@ -735,6 +763,37 @@ impl Step<'_> {
         self.status.signature = Some(signature);
         self.status.provenance = Some(provenance);
         Ok(())
+    }
+
+    /// The report materials recorded when hardening started.
+    fn materials(&self) -> Vec<(String, String)> {
+        self.status
+            .reports
+            .as_ref()
+            .map(|r| {
+                r.materials
+                    .iter()
+                    .map(|m| (m.name.clone(), m.sha256.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What the seal covers: this workflow, the images harden read and wrote, and the reports
+    /// it used.
+    fn sealed<'s>(&'s self, source: &'s str, hardened: &'s str) -> Vec<&'s str> {
+        let mut parts = vec![
+            self.workflow.metadata.uid.as_deref().unwrap_or_default(),
+            source,
+            hardened,
+        ];
+        if let Some(r) = &self.status.reports {
+            for m in &r.materials {
+                parts.push(&m.name);
+                parts.push(&m.sha256);
+            }
+        }
+        parts
     }
 
     async fn store(&self, d: &Deployment) -> Result<crate::image::distribution::store::Store> {

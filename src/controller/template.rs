@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 
 use std::collections::BTreeSet;
 
-use crate::api::names::{FIELD_MANAGER, TOKEN_KEY, WORKFLOW_LABEL, label_value};
+use crate::api::names::{
+    FIELD_MANAGER, POD_TOKEN_DIR, POD_TOKEN_FILE, POD_TOKEN_VOLUME, REPORT_AUDIENCE,
+    WORKFLOW_LABEL, label_value,
+};
 use crate::api::{HardeningWorkflow, SensorMode};
 use crate::image::config::SENSOR_PATH;
 
@@ -107,7 +110,8 @@ pub struct Instrumentation<'a> {
     pub instrumented_image: &'a str,
     /// `http://IP:PORT/v1/reports/<ns>/<workflow>`.
     pub report_url: &'a str,
-    pub token_secret: &'a str,
+    /// The workflow's report token ([`crate::reports::ReportKey::token`]).
+    pub report_token: &'a str,
     pub sensor_mode: SensorMode,
 }
 
@@ -151,18 +155,24 @@ fn names(containers: &[Container]) -> String {
 }
 
 /// The apply configuration that runs the instrumented image: image, the wrapped command when
-/// the pod overrides the entrypoint, the sensor's env, the capability fanotify needs, a grace
-/// period long enough to report, a pod label naming the workflow, and the saved original.
+/// the pod overrides the entrypoint, the sensor's env, the capability fanotify needs, the pod's
+/// own token for the report server (a projected ServiceAccount token, audience `whittle`), a
+/// grace period long enough to report, a pod label naming the workflow, and the saved original.
 pub fn instrumented(deployment_name: &str, saved: &Saved, inst: &Instrumentation<'_>) -> Value {
     let mut container = json!({"name": saved.container, "image": inst.instrumented_image});
     if let Some(command) = saved.wrapped_command() {
         container["command"] = json!(command);
     }
     container["env"] = json!(sensor_env(saved, inst));
+    container["volumeMounts"] =
+        json!([{"name": POD_TOKEN_VOLUME, "mountPath": POD_TOKEN_DIR, "readOnly": true}]);
     if inst.sensor_mode == SensorMode::Fanotify {
         container["securityContext"] = json!({"capabilities": {"add": ["SYS_ADMIN"]}});
     }
-    let mut spec = json!({"containers": [container]});
+    let mut spec = json!({
+        "containers": [container],
+        "volumes": [pod_token_volume()],
+    });
     if saved.raised_grace() {
         spec["terminationGracePeriodSeconds"] = json!(MIN_GRACE_SECONDS);
     }
@@ -251,8 +261,14 @@ fn sensor_env(saved: &Saved, inst: &Instrumentation<'_>) -> Vec<Value> {
         // Without it the sensor would pick fanotify whenever the container has CAP_SYS_ADMIN
         // of its own, whatever the workflow asked for.
         json!({"name": "WHITTLE_SENSOR_MODE", "value": inst.sensor_mode.as_str()}),
-        json!({"name": "WHITTLE_REPORT_TOKEN", "valueFrom": {"secretKeyRef": {"name": inst.token_secret, "key": TOKEN_KEY}}}),
+        json!({"name": "WHITTLE_REPORT_TOKEN", "value": inst.report_token}),
+        json!({"name": "WHITTLE_POD_TOKEN_FILE", "value": format!("{POD_TOKEN_DIR}/{POD_TOKEN_FILE}")}),
     ];
+    // The sensor takes CAP_SYS_ADMIN away from the app (fanotify needs it for the sensor
+    // alone) unless the user's container had it already.
+    if had_sys_admin(saved.security_context.as_ref()) {
+        env.push(json!({"name": "WHITTLE_KEEP_SYS_ADMIN", "value": "1"}));
+    }
     for name in IDENTITY_ENV.into_iter().filter(|n| !defined(n)) {
         env.push(match name {
             "POD_NAME" => json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
@@ -261,6 +277,35 @@ fn sensor_env(saved: &Saved, inst: &Instrumentation<'_>) -> Vec<Value> {
         });
     }
     env
+}
+
+/// A token the kubelet makes for this pod alone and rotates, for the report server only
+/// (audience `whittle`): the report server learns from the API server which pod sent a report.
+fn pod_token_volume() -> Value {
+    json!({
+        "name": POD_TOKEN_VOLUME,
+        "projected": {"sources": [{"serviceAccountToken": {
+            "audience": REPORT_AUDIENCE,
+            "expirationSeconds": 3600,
+            "path": POD_TOKEN_FILE,
+        }}]},
+    })
+}
+
+/// Whether the user's own container runs with CAP_SYS_ADMIN (added, or privileged).
+fn had_sys_admin(context: Option<&SecurityContext>) -> bool {
+    let Some(context) = context else {
+        return false;
+    };
+    context.privileged == Some(true)
+        || context
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.add.as_ref())
+            .is_some_and(|add| {
+                add.iter()
+                    .any(|c| matches!(c.as_str(), "SYS_ADMIN" | "CAP_SYS_ADMIN" | "ALL"))
+            })
 }
 
 /// The apply configuration that puts the original back: the original image, command and grace
@@ -328,7 +373,7 @@ mod tests {
         Instrumentation {
             instrumented_image: "r/web:1-whittle-instrumented@sha256:aa",
             report_url: "http://10.96.0.9:8080/v1/reports/shop/harden-web",
-            token_secret: "harden-web-report-token",
+            report_token: "v1.uid-1.00ff",
             sensor_mode: mode,
         }
     }
@@ -382,7 +427,8 @@ mod tests {
     }
 
     #[test]
-    fn the_sensor_env_reports_with_a_secret_token_and_keeps_the_users_names() {
+    fn the_sensor_env_reports_with_the_workflow_token_and_the_pod_token_and_keeps_the_users_names()
+    {
         let s = saved(
             json!({"name": "web", "image": "r/web:1",
                    "env": [{"name": "POD_NAME", "value": "mine"}]}),
@@ -399,15 +445,50 @@ mod tests {
                 "WHITTLE_REPORT_URL",
                 "WHITTLE_SENSOR_MODE",
                 "WHITTLE_REPORT_TOKEN",
+                "WHITTLE_POD_TOKEN_FILE",
                 "POD_NAMESPACE",
                 "CONTAINER_NAME"
             ]
         );
         assert_eq!(env[1]["value"], "ptrace");
+        assert_eq!(env[2]["value"], "v1.uid-1.00ff");
+        assert_eq!(env[3]["value"], "/var/run/secrets/whittle.dev/report/token");
+        let spec = &patch["spec"]["template"]["spec"];
         assert_eq!(
-            env[2]["valueFrom"]["secretKeyRef"],
-            json!({"name": "harden-web-report-token", "key": "token"})
+            spec["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+            "whittle"
         );
+        assert_eq!(
+            spec["containers"][0]["volumeMounts"][0],
+            json!({"name": "whittle-pod-token", "mountPath": "/var/run/secrets/whittle.dev/report", "readOnly": true})
+        );
+        let back = restore("web", &s);
+        assert!(back["spec"]["template"]["spec"].get("volumes").is_none());
+        assert!(
+            back["spec"]["template"]["spec"]["containers"][0]
+                .get("volumeMounts")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_app_keeps_sys_admin_only_when_the_user_gave_it() {
+        let keeps = |container: Value| {
+            let s = saved(container, None);
+            let patch = instrumented("web", &s, &inst(SensorMode::Fanotify));
+            patch["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "WHITTLE_KEEP_SYS_ADMIN" && e["value"] == "1")
+        };
+        assert!(!keeps(json!({"name": "web", "image": "r/web:1"})));
+        assert!(keeps(json!({"name": "web", "image": "r/web:1",
+            "securityContext": {"capabilities": {"add": ["NET_ADMIN", "SYS_ADMIN"]}}})));
+        assert!(keeps(json!({"name": "web", "image": "r/web:1",
+            "securityContext": {"privileged": true}})));
+        assert!(!keeps(json!({"name": "web", "image": "r/web:1",
+            "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}})));
     }
 
     #[test]

@@ -8,8 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use whittle_sensor::report::Report;
 
 use super::packages::State;
 use super::provenance::{ProvenanceInput, SlsaVersion, attest_provenance};
@@ -35,7 +33,9 @@ pub struct EvidenceOptions {
 /// What the harden was asked to keep, for the provenance.
 #[derive(Debug, Clone, Default)]
 pub struct HardenInputs<'a> {
-    pub reports: &'a [Report],
+    /// The reports harden used, as provenance names them: `(name, sha256 of the JSON)`
+    /// ([`crate::reports::materials`]).
+    pub materials: &'a [(String, String)],
     pub include: &'a [String],
     pub exclude: &'a [String],
     pub started_on: Option<Timestamp>,
@@ -97,21 +97,6 @@ fn split_pinned(pinned: &str) -> Result<(String, String), EvidenceError> {
         None => rest,
     };
     Ok((format!("{scheme}{rest}"), digest.to_string()))
-}
-
-fn report_name(r: &Report, i: usize) -> String {
-    let id = &r.identity;
-    match (&id.pod_namespace, &id.pod_name, &id.container_name) {
-        (Some(ns), Some(pod), Some(c)) => format!("report:{ns}/{pod}/{c}"),
-        (_, Some(pod), _) => format!("report:{pod}"),
-        _ => format!("report:{i}"),
-    }
-}
-
-/// The sha256 of a report's JSON as whittle read it.
-fn report_digest(r: &Report) -> String {
-    let bytes = serde_json::to_vec(r).unwrap_or_default();
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 fn write(dir: &Path, name: &str, bom: &serde_json::Value) -> Result<PathBuf, EvidenceError> {
@@ -228,12 +213,7 @@ pub async fn sign(
         hardened_digest,
         source_image: source_name,
         source_digest,
-        reports: inputs
-            .reports
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (report_name(r, i), report_digest(r)))
-            .collect(),
+        reports: inputs.materials.to_vec(),
         include: inputs.include.to_vec(),
         exclude: inputs.exclude.to_vec(),
         started_on: inputs.started_on.unwrap_or_else(Timestamp::now),

@@ -381,7 +381,7 @@ pub async fn run(
         evidence_options.sign_key = None;
     }
     let inputs = HardenInputs {
-        reports: &reports,
+        materials: &crate::reports::materials(&reports),
         include: &opts.include,
         exclude: &opts.exclude,
         started_on: Some(started_on),

@@ -1,17 +1,28 @@
 //! Sensor reports stored in the cluster: one ConfigMap per reporting pod, owned by its
 //! workflow, the report gzip-compressed in `binaryData["report.json.gz"]`. The report server
-//! writes them ([`save`]); the controller counts them ([`reported_pods`]), merges them at
-//! harden time ([`load_all`]) and clears them ([`delete_all`]).
+//! writes them ([`save`]) with the workflow's token ([`key`]); the controller counts them
+//! ([`reported_pods`]), folds them into one at harden time ([`fold`]) and clears them
+//! ([`delete_all`]).
 
 pub mod compression;
+pub mod key;
+pub mod merge;
 pub mod store;
 
 pub use compression::{GunzipError, gunzip_limited, gzip};
-pub use store::{Saved, delete_all, load_all, reported_pods, save};
+pub use key::ReportKey;
+pub use store::{
+    Folded, Outcome, Reporter, Saved, delete_all, fold, material, materials, reported_pods, save,
+};
 
 /// Largest report JSON accepted, decompressed. A sensor's report of a big application is a
-/// few MiB; the limit is what stops a small gzip body from inflating without bound.
-pub const MAX_REPORT_JSON: usize = 64 << 20;
+/// few MiB (the sensor bounds what it records); the limit is what stops a small gzip body from
+/// inflating without bound, and what one report may cost the operator's memory.
+pub const MAX_REPORT_JSON: usize = 16 << 20;
+
+/// Most pods whose reports one workflow stores. Every report comes from a real pod of the
+/// workflow, so this bounds a Deployment whose pods are replaced over and over while observed.
+pub const MAX_REPORTS_PER_WORKFLOW: usize = 128;
 
 /// Largest compressed report a ConfigMap can hold: the API server refuses ConfigMaps over
 /// 1 MiB, and the metadata needs a little room too.
@@ -30,15 +41,17 @@ pub enum ReportStoreError {
     )]
     NotStored(String),
     #[error(
-        "the report names no pod (identity.podName): the sensor's container needs POD_NAME from the downward API (fieldRef metadata.name)"
-    )]
-    NoPodName,
-    #[error("the report's pod name {0:?} is not a valid Kubernetes name")]
-    BadPodName(String),
-    #[error(
         "the report is {bytes} bytes gzip-compressed; a ConfigMap holds at most {MAX_STORED_BYTES}"
     )]
     TooLarge { bytes: usize },
+    #[error("the workflow already stores the reports of {limit} pods; no more are taken")]
+    TooMany { limit: usize },
+    #[error("{0} exists and is not this workflow's report: delete or rename it")]
+    NotOurs(String),
+    #[error("{0} kept changing while the report was stored; the sensor will send it again")]
+    Busy(String),
+    #[error("storing the report stopped: {0}")]
+    Internal(String),
     #[error("the report cannot be serialized: {0}")]
     Serialize(#[from] serde_json::Error),
     #[error(

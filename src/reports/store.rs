@@ -5,57 +5,186 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::{Client, ResourceExt};
 use whittle_sensor::report::Report;
 
-use super::{MAX_REPORT_JSON, MAX_STORED_BYTES, ReportStoreError, Result, gunzip_limited, gzip};
+use sha2::{Digest, Sha256};
+
+use super::merge::merge;
+use super::{
+    MAX_REPORT_JSON, MAX_REPORTS_PER_WORKFLOW, MAX_STORED_BYTES, ReportStoreError, Result,
+    gunzip_limited, gzip,
+};
 use crate::api::HardeningWorkflow;
 use crate::api::names::{
-    self, FIELD_MANAGER, POD_ANNOTATION, POD_LABEL, REPORT_KEY, report_config_map_name,
-    workflow_labels, workflow_selector,
+    self, POD_ANNOTATION, POD_LABEL, POD_UID_ANNOTATION, REPORT_KEY, RUNS_ANNOTATION,
+    report_config_map_name, workflow_labels, workflow_selector,
 };
 
+/// The pod a report comes from, as the API server vouches for it (not as the report says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reporter {
+    pub name: String,
+    pub uid: String,
+}
+
 /// What [`save`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pod's first report.
+    Created,
+    /// A later run of the pod's container (it restarted): merged with what was stored.
+    Merged,
+    /// This very run was stored already (a re-send): nothing changed.
+    Unchanged,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saved {
     /// The ConfigMap's name.
     pub config_map: String,
     /// The pod the report came from.
     pub pod: String,
-    /// False when it replaced an earlier report of the same pod.
-    pub created: bool,
+    pub outcome: Outcome,
 }
 
-/// Stores `report` for `workflow`, replacing an earlier report from the same pod (server-side
-/// apply, so saving twice is harmless). The pod is the report's `identity.podName`.
-pub async fn save(client: &Client, workflow: &HardeningWorkflow, report: &Report) -> Result<Saved> {
+/// How often a save is tried again when another request changed the ConfigMap in between.
+const SAVE_ATTEMPTS: usize = 4;
+
+/// Stores `report` for `workflow` as the report of `pod`: one ConfigMap per pod, named by the
+/// workflow's and the pod's uids. A second run of the pod's container is merged into what is
+/// stored; the same run again changes nothing. A workflow holds at most
+/// [`MAX_REPORTS_PER_WORKFLOW`] pods' reports. Updates carry the resourceVersion read, so two
+/// reports of one pod arriving at once are both kept.
+pub async fn save(
+    client: &Client,
+    workflow: &HardeningWorkflow,
+    pod: &Reporter,
+    report: Report,
+) -> Result<Saved> {
     let (namespace, name) = stored(workflow)?;
-    let pod = report
-        .identity
-        .pod_name
-        .clone()
-        .ok_or(ReportStoreError::NoPodName)?;
-    if !names::is_dns_subdomain(&pod) {
-        return Err(ReportStoreError::BadPodName(pod));
+    let workflow_uid = workflow.metadata.uid.clone().unwrap_or_default();
+    let config_map = report_config_map_name(&name, &workflow_uid, &pod.uid);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let what = format!("ConfigMap {namespace}/{config_map}");
+    let run = report.started_at_ms.to_string();
+    let mut report = Some(report);
+    for _ in 0..SAVE_ATTEMPTS {
+        let existing = api
+            .get_opt(&config_map)
+            .await
+            .map_err(ReportStoreError::api(format!("reading {what}")))?;
+        let Some(incoming) = report.take() else {
+            break;
+        };
+        let result = match existing {
+            None => {
+                let stored_reports = owned_metadata(client, workflow).await?.len();
+                if stored_reports >= MAX_REPORTS_PER_WORKFLOW {
+                    return Err(ReportStoreError::TooMany {
+                        limit: MAX_REPORTS_PER_WORKFLOW,
+                    });
+                }
+                let (object, kept) = encode(
+                    workflow,
+                    &namespace,
+                    &config_map,
+                    pod,
+                    std::slice::from_ref(&run),
+                    incoming,
+                )
+                .await?;
+                report = Some(kept);
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .map(|_| Outcome::Created)
+            }
+            Some(cm) => {
+                if !workflow.owns(cm.metadata.owner_references.as_deref()) {
+                    return Err(ReportStoreError::NotOurs(what));
+                }
+                let mut runs = runs_of(&cm.metadata);
+                if runs.contains(&run) {
+                    return Ok(Saved {
+                        config_map,
+                        pod: pod.name.clone(),
+                        outcome: Outcome::Unchanged,
+                    });
+                }
+                let mut merged = decode_stored(&cm, &namespace)?;
+                let kept = incoming.clone();
+                merged = tokio::task::spawn_blocking(move || {
+                    merge(&mut merged, incoming);
+                    merged
+                })
+                .await
+                .map_err(|e| ReportStoreError::Internal(e.to_string()))?;
+                report = Some(kept);
+                runs.push(run.clone());
+                let (mut object, _) =
+                    encode(workflow, &namespace, &config_map, pod, &runs, merged).await?;
+                object.metadata.resource_version = cm.metadata.resource_version.clone();
+                api.replace(&config_map, &PostParams::default(), &object)
+                    .await
+                    .map(|_| Outcome::Merged)
+            }
+        };
+        match result {
+            Ok(outcome) => {
+                return Ok(Saved {
+                    config_map,
+                    pod: pod.name.clone(),
+                    outcome,
+                });
+            }
+            // Created or changed by another request since it was read: read it again.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => {
+                return Err(ReportStoreError::Api {
+                    action: format!("storing the report in {what}"),
+                    source: e,
+                });
+            }
+        }
     }
-    let json = serde_json::to_vec(report)?;
-    let compressed = gzip(&json);
+    Err(ReportStoreError::Busy(what))
+}
+
+/// The ConfigMap holding `report` (serialized and compressed off the async runtime), and the
+/// report back for another attempt.
+async fn encode(
+    workflow: &HardeningWorkflow,
+    namespace: &str,
+    config_map: &str,
+    pod: &Reporter,
+    runs: &[String],
+    report: Report,
+) -> Result<(ConfigMap, Report)> {
+    let (compressed, report) = tokio::task::spawn_blocking(move || {
+        let json = serde_json::to_vec(&report)?;
+        Ok::<_, ReportStoreError>((gzip(&json), report))
+    })
+    .await
+    .map_err(|e| ReportStoreError::Internal(e.to_string()))??;
     if compressed.len() > MAX_STORED_BYTES {
         return Err(ReportStoreError::TooLarge {
             bytes: compressed.len(),
         });
     }
-    let config_map = report_config_map_name(&name, &pod);
-    let mut labels = workflow_labels(&name);
-    labels.insert(POD_LABEL.to_string(), names::label_value(&pod));
+    let mut labels = workflow_labels(&workflow.name_any());
+    labels.insert(POD_LABEL.to_string(), names::label_value(&pod.name));
     let object = ConfigMap {
         metadata: ObjectMeta {
-            name: Some(config_map.clone()),
-            namespace: Some(namespace.clone()),
+            name: Some(config_map.to_string()),
+            namespace: Some(namespace.to_string()),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(POD_ANNOTATION.to_string(), pod.clone())])),
+            annotations: Some(BTreeMap::from([
+                (POD_ANNOTATION.to_string(), pod.name.clone()),
+                (POD_UID_ANNOTATION.to_string(), pod.uid.clone()),
+                (RUNS_ANNOTATION.to_string(), runs.join(",")),
+            ])),
             owner_references: workflow.owner_reference().map(|o| vec![o]),
             ..ObjectMeta::default()
         },
@@ -65,63 +194,113 @@ pub async fn save(client: &Client, workflow: &HardeningWorkflow, report: &Report
         )])),
         ..ConfigMap::default()
     };
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let what = format!("ConfigMap {namespace}/{config_map}");
-    // Only to tell "created" from "replaced" in the answer; the apply is correct either way.
-    let existed = api
-        .get_metadata_opt(&config_map)
-        .await
-        .map_err(ReportStoreError::api(format!("reading {what}")))?
-        .is_some();
-    api.patch(
-        &config_map,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&object),
-    )
-    .await
-    .map_err(ReportStoreError::api(format!(
-        "storing the report in {what}"
-    )))?;
-    Ok(Saved {
-        config_map,
-        pod,
-        created: !existed,
-    })
+    Ok((object, report))
 }
 
-/// Every report stored for `workflow`, decompressed and validated, in pod-name order.
-pub async fn load_all(client: &Client, workflow: &HardeningWorkflow) -> Result<Vec<Report>> {
-    let (namespace, name) = stored(workflow)?;
+fn runs_of(meta: &ObjectMeta) -> Vec<String> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(RUNS_ANNOTATION))
+        .map(|r| {
+            r.split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn decode_stored(cm: &ConfigMap, namespace: &str) -> Result<Report> {
+    let config_map = format!("{namespace}/{}", cm.name_any());
+    let corrupt = |detail: String| ReportStoreError::Corrupt {
+        config_map: config_map.clone(),
+        detail,
+    };
+    let compressed = cm
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(REPORT_KEY))
+        .ok_or_else(|| corrupt(format!("no binaryData {REPORT_KEY}")))?;
+    let json =
+        gunzip_limited(&compressed.0, MAX_REPORT_JSON).map_err(|e| corrupt(e.to_string()))?;
+    Report::from_json_slice(&json).map_err(|e| corrupt(e.to_string()))
+}
+
+/// What harden takes from the stored reports: their union, and what provenance names.
+#[derive(Debug, Default)]
+pub struct Folded {
+    /// Every stored report merged into one; `None` when none is stored.
+    pub profile: Option<Report>,
+    /// Each stored report's name and the sha256 of its JSON, in pod-name order.
+    pub materials: Vec<(String, String)>,
+    /// The monitors the reports were recorded with.
+    pub modes: BTreeSet<String>,
+}
+
+/// Folds the stored reports of `workflow` into one, reading one ConfigMap at a time, so that
+/// memory holds the union and one report, never all of them.
+pub async fn fold(client: &Client, workflow: &HardeningWorkflow) -> Result<Folded> {
+    let (namespace, _) = stored(workflow)?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let list = api
-        .list(&ListParams::default().labels(&workflow_selector(&name)))
-        .await
-        .map_err(ReportStoreError::api(format!(
-            "listing the reports of {namespace}/{name}"
-        )))?;
-    let mut reports: Vec<(String, Report)> = Vec::new();
-    for cm in list
-        .items
-        .iter()
-        .filter(|cm| workflow.owns(cm.metadata.owner_references.as_deref()))
-    {
-        let config_map = format!("{namespace}/{}", cm.name_any());
-        let corrupt = |detail: String| ReportStoreError::Corrupt {
-            config_map: config_map.clone(),
-            detail,
+    let mut owned = owned_metadata(client, workflow).await?;
+    owned.sort_by_key(|m| pod_of(&m.metadata).unwrap_or_default());
+    let mut folded = Folded::default();
+    for meta in owned {
+        let name = meta.name_any();
+        let Some(cm) = api
+            .get_opt(&name)
+            .await
+            .map_err(ReportStoreError::api(format!(
+                "reading ConfigMap {namespace}/{name}"
+            )))?
+        else {
+            continue;
         };
-        let compressed = cm
-            .binary_data
-            .as_ref()
-            .and_then(|d| d.get(REPORT_KEY))
-            .ok_or_else(|| corrupt(format!("no binaryData {REPORT_KEY}")))?;
-        let json =
-            gunzip_limited(&compressed.0, MAX_REPORT_JSON).map_err(|e| corrupt(e.to_string()))?;
-        let report = Report::from_json_slice(&json).map_err(|e| corrupt(e.to_string()))?;
-        reports.push((pod_of(&cm.metadata).unwrap_or_default(), report));
+        let ns = namespace.clone();
+        let (report, material) = tokio::task::spawn_blocking(move || {
+            let report = decode_stored(&cm, &ns)?;
+            let material = material(&report);
+            Ok::<_, ReportStoreError>((report, material))
+        })
+        .await
+        .map_err(|e| ReportStoreError::Internal(e.to_string()))??;
+        folded.modes.insert(report.mode.as_str().to_string());
+        folded.materials.push(material);
+        folded.profile = Some(match folded.profile.take() {
+            None => report,
+            Some(mut profile) => {
+                merge(&mut profile, report);
+                profile
+            }
+        });
     }
-    reports.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(reports.into_iter().map(|(_, r)| r).collect())
+    Ok(folded)
+}
+
+/// A report as provenance names it: `report:<namespace>/<pod>/<container>` (or what of that the
+/// report knows) and the sha256 of its JSON.
+pub fn material(report: &Report) -> (String, String) {
+    let id = &report.identity;
+    let name = match (&id.pod_namespace, &id.pod_name, &id.container_name) {
+        (Some(ns), Some(pod), Some(c)) => format!("report:{ns}/{pod}/{c}"),
+        (_, Some(pod), _) => format!("report:{pod}"),
+        _ => "report".to_string(),
+    };
+    let bytes = serde_json::to_vec(report).unwrap_or_default();
+    (name, format!("{:x}", Sha256::digest(bytes)))
+}
+
+/// [`material`] of each report, numbered where a report names no pod, so that no two
+/// materials share a name.
+pub fn materials(reports: &[Report]) -> Vec<(String, String)> {
+    reports
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match material(r) {
+            (name, digest) if name == "report" => (format!("report:{i}"), digest),
+            named => named,
+        })
+        .collect()
 }
 
 /// The pods that have reported for `workflow` (reads metadata only, not the reports).

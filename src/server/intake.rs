@@ -1,32 +1,43 @@
 //! `POST /v1/reports/{namespace}/{workflow}`: a sensor's report, checked and stored.
 //!
-//! Cheap checks come first, so an unauthenticated or oversized request costs neither an inflate
-//! nor a parse: the declared size and encoding, then the workflow and its token (two reads from
-//! the API server), then the body, read up to [`MAX_BODY`] and inflated up to
-//! [`MAX_REPORT_JSON`], then the report's schema. Nothing is stored unless every check passed.
+//! Cheap checks come first, so a stranger's request costs one hash and the API server nothing:
+//! the declared size and encoding, then the workflow's report token (an HMAC under the
+//! operator's key, [`crate::reports::key`]) — one uniform 401 for every failure, so the answer
+//! says nothing about which workflows exist. Then a slot ([`super::limit`], 429 past it), the
+//! body read up to [`MAX_BODY`], the workflow (its uid must be the token's, its phase one that
+//! still takes reports, else 409), and the pod: its projected ServiceAccount token, reviewed by
+//! the API server, names the pod, which must be one of the workflow's instrumented pods (403
+//! otherwise, [`super::pod`]). Only then is the body inflated (up to [`MAX_REPORT_JSON`]) and
+//! parsed, off the async runtime, and stored as that pod's report. The report's own claims
+//! about which pod sent it are never trusted.
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use subtle::ConstantTimeEq;
 use whittle_sensor::report::Report;
 
 use super::ServerState;
-use crate::api::HardeningWorkflow;
-use crate::api::names::{self, TOKEN_KEY, token_secret_name};
+use super::limit::RETRY_AFTER;
+use super::pod::{self, MAX_POD_TOKEN, Refusal};
+use crate::api::names::POD_TOKEN_HEADER;
+use crate::api::{HardeningWorkflow, Phase};
 use crate::metrics::RejectReason;
-use crate::reports::{self, GunzipError, MAX_REPORT_JSON, ReportStoreError, Saved};
+use crate::reports::{
+    self, GunzipError, MAX_REPORT_JSON, Outcome, ReportStoreError, Reporter, Saved,
+};
 
-/// Largest request body, compressed or not.
-pub const MAX_BODY: usize = 16 << 20;
+/// Largest request body, compressed or not. The sensor sends gzip; a maximal report
+/// ([`MAX_REPORT_JSON`]) of paths compresses far below this.
+pub const MAX_BODY: usize = 4 << 20;
 /// A body that takes longer than this to arrive is refused with 408 (the sensor retries).
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The one answer to a request without a valid report token, whatever was wrong with it.
+const UNAUTHORIZED: &str = "missing or invalid report token (Authorization: Bearer)";
 
 /// A refused report: the status, the metric label, and a line for the sensor's log.
 #[derive(Debug)]
@@ -51,6 +62,9 @@ impl Rejection {
             message,
         )
     }
+    fn forbidden(message: impl Into<String>) -> Rejection {
+        Rejection::new(StatusCode::FORBIDDEN, RejectReason::Forbidden, message)
+    }
     fn malformed(message: impl Into<String>) -> Rejection {
         Rejection::new(StatusCode::BAD_REQUEST, RejectReason::Malformed, message)
     }
@@ -61,12 +75,38 @@ impl Rejection {
             message,
         )
     }
+    fn too_many(message: impl Into<String>) -> Rejection {
+        Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            RejectReason::RateLimited,
+            message,
+        )
+    }
+    fn conflict(message: impl Into<String>) -> Rejection {
+        Rejection::new(StatusCode::CONFLICT, RejectReason::Conflict, message)
+    }
     fn api(message: impl Into<String>) -> Rejection {
         Rejection::new(
             StatusCode::SERVICE_UNAVAILABLE,
             RejectReason::ApiUnavailable,
             message,
         )
+    }
+    fn internal(message: impl Into<String>) -> Rejection {
+        Rejection::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            RejectReason::Internal,
+            message,
+        )
+    }
+}
+
+impl From<Refusal> for Rejection {
+    fn from(r: Refusal) -> Rejection {
+        match r {
+            Refusal::Unauthenticated(m) => Rejection::unauthorized(m),
+            Refusal::Forbidden(m) => Rejection::forbidden(m),
+        }
     }
 }
 
@@ -90,14 +130,14 @@ pub(super) async fn receive(
                 workflow,
                 pod = saved.pod,
                 config_map = saved.config_map,
+                outcome = ?saved.outcome,
                 "report stored"
             );
-            let status = if saved.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
+            let (status, verb) = match saved.outcome {
+                Outcome::Created => (StatusCode::CREATED, "stored"),
+                Outcome::Merged => (StatusCode::OK, "merged"),
+                Outcome::Unchanged => (StatusCode::OK, "already had"),
             };
-            let verb = if saved.created { "stored" } else { "replaced" };
             let text = format!(
                 "{verb} the report of pod {} as ConfigMap {}\n",
                 saved.pod, saved.config_map
@@ -114,7 +154,17 @@ pub(super) async fn receive(
                 "report refused: {}",
                 r.message
             );
-            (r.status, format!("{}\n", r.message)).into_response()
+            let mut response = (r.status, format!("{}\n", r.message)).into_response();
+            if matches!(
+                r.status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            ) {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(RETRY_AFTER.as_secs()),
+                );
+            }
+            response
         }
     }
 }
@@ -134,41 +184,41 @@ async fn intake(
         )));
     }
     let encoding = encoding(headers)?;
-    let workflow = find_workflow(state, namespace, name).await?;
-    authenticate(state, &workflow, namespace, name, headers).await?;
+    let token_uid = bearer_token(headers)
+        .and_then(|t| state.key.verify(namespace, name, t))
+        .ok_or_else(|| Rejection::unauthorized(UNAUTHORIZED))?;
+    let _slot = state.limits.admit().ok_or_else(|| {
+        Rejection::too_many("the operator is busy with other reports; try again shortly")
+    })?;
     let bytes = read_body(body).await?;
+    let workflow = find_workflow(state, namespace, name, &token_uid).await?;
+    let reporter = reporting_pod(state, &workflow, namespace, headers).await?;
     let report = tokio::task::spawn_blocking(move || decode(&bytes, encoding))
         .await
-        .map_err(|e| {
-            Rejection::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                RejectReason::Internal,
-                format!("decoding the report failed: {e}"),
-            )
-        })??;
-    if let Some(from) = report.identity.pod_namespace.as_deref()
-        && from != namespace
-    {
-        return Err(Rejection::malformed(format!(
-            "the report comes from a pod in namespace {from}, not {namespace}"
-        )));
-    }
-    let saved = reports::save(&state.client, &workflow, &report)
+        .map_err(|e| Rejection::internal(format!("decoding the report failed: {e}")))??;
+    check_identity(&report, namespace, &reporter)?;
+    let saved = reports::save(&state.client, &workflow, &reporter, report)
         .await
         .map_err(|e| match e {
-            ReportStoreError::NoPodName | ReportStoreError::BadPodName(_) => {
-                Rejection::malformed(e.to_string())
-            }
             ReportStoreError::TooLarge { .. } => Rejection::too_large(e.to_string()),
-            ReportStoreError::Api { .. } => Rejection::api(e.to_string()),
-            _ => Rejection::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                RejectReason::Internal,
-                e.to_string(),
-            ),
+            ReportStoreError::TooMany { .. } => Rejection::too_many(e.to_string()),
+            ReportStoreError::NotOurs(_) => Rejection::conflict(e.to_string()),
+            ReportStoreError::Api { .. } | ReportStoreError::Busy(_) => {
+                Rejection::api(e.to_string())
+            }
+            _ => Rejection::internal(e.to_string()),
         })?;
     state.health.record_ok();
     Ok(saved)
+}
+
+/// Phases in which a report still counts: after Collecting, harden has folded the reports it
+/// signs as materials, and a later one would change nothing but the record.
+fn takes_reports(phase: Option<Phase>) -> bool {
+    matches!(
+        phase,
+        Some(Phase::Instrumenting | Phase::Observing | Phase::Collecting)
+    )
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -205,18 +255,15 @@ async fn find_workflow(
     state: &ServerState,
     namespace: &str,
     name: &str,
+    token_uid: &str,
 ) -> Result<HardeningWorkflow, Rejection> {
-    let unknown = || {
+    let gone = |why: &str| {
         Rejection::new(
             StatusCode::NOT_FOUND,
             RejectReason::UnknownWorkflow,
-            format!("there is no HardeningWorkflow {name} in namespace {namespace}"),
+            format!("HardeningWorkflow {namespace}/{name} {why}"),
         )
     };
-    // Names that cannot exist are not worth a question to the API server.
-    if !names::is_dns_subdomain(namespace) || !names::is_dns_subdomain(name) {
-        return Err(unknown());
-    }
     let api: Api<HardeningWorkflow> = Api::namespaced(state.client.clone(), namespace);
     let found = api.get_opt(name).await.map_err(|e| {
         Rejection::api(format!(
@@ -224,60 +271,78 @@ async fn find_workflow(
         ))
     })?;
     state.health.record_ok();
-    let workflow = found.ok_or_else(unknown)?;
+    let workflow = found.ok_or_else(|| gone("no longer exists"))?;
+    // The token names the workflow's uid: a namesake created after the pod's workflow was
+    // deleted is another workflow, and its reports are not this pod's to give.
+    if workflow.metadata.uid.as_deref() != Some(token_uid) {
+        return Err(gone(
+            "was deleted and created again; this pod reported to the earlier one",
+        ));
+    }
     // A workflow being deleted has cleaned up its reports (or is about to): one stored now
     // would only wait for garbage collection.
     if workflow.metadata.deletion_timestamp.is_some() {
-        return Err(Rejection::new(
-            StatusCode::NOT_FOUND,
-            RejectReason::UnknownWorkflow,
-            format!("HardeningWorkflow {namespace}/{name} is being deleted"),
-        ));
+        return Err(gone("is being deleted"));
+    }
+    let phase = workflow.status.as_ref().and_then(|s| s.phase);
+    if !takes_reports(phase) {
+        let phase = phase.unwrap_or_default();
+        return Err(Rejection::conflict(format!(
+            "HardeningWorkflow {namespace}/{name} is {}: it takes reports only while instrumenting, observing or collecting",
+            phase.as_str()
+        )));
     }
     Ok(workflow)
 }
 
-/// The request's bearer token must equal the one in the workflow's token Secret, and that
-/// Secret must be the workflow's own (a Secret left over from a deleted namesake is not).
-async fn authenticate(
+/// The pod that sent the request, as its projected ServiceAccount token and the API server
+/// say, when it is one of `workflow`'s instrumented pods.
+async fn reporting_pod(
     state: &ServerState,
     workflow: &HardeningWorkflow,
     namespace: &str,
-    name: &str,
     headers: &HeaderMap,
-) -> Result<(), Rejection> {
-    let presented = bearer_token(headers).ok_or_else(|| {
-        Rejection::unauthorized("missing `Authorization: Bearer <token>` (WHITTLE_REPORT_TOKEN)")
-    })?;
-    let secret_name = token_secret_name(name);
-    let api: Api<Secret> = Api::namespaced(state.client.clone(), namespace);
-    let secret = api
-        .get_opt(&secret_name)
+) -> Result<Reporter, Rejection> {
+    let token = headers
+        .get(POD_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= MAX_POD_TOKEN)
+        .ok_or_else(|| {
+            Rejection::unauthorized(format!(
+                "missing {POD_TOKEN_HEADER} header: the sensor sends its pod's projected ServiceAccount token"
+            ))
+        })?;
+    let reviewed = pod::review(&state.client, token)
         .await
-        .map_err(|e| Rejection::api(format!("cannot read Secret {namespace}/{secret_name}: {e}")))?
-        .filter(|s| workflow.owns(s.metadata.owner_references.as_deref()))
-        .ok_or_else(|| {
-            Rejection::unauthorized(format!(
-                "workflow {namespace}/{name} has no report token yet (Secret {secret_name})"
-            ))
-        })?;
-    let expected = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(TOKEN_KEY))
-        .filter(|t| !t.0.is_empty())
-        .ok_or_else(|| {
-            Rejection::unauthorized(format!(
-                "Secret {namespace}/{secret_name} has no {TOKEN_KEY:?} key"
-            ))
-        })?;
-    if bool::from(expected.0.ct_eq(presented.as_bytes())) {
-        Ok(())
-    } else {
-        Err(Rejection::unauthorized(format!(
-            "wrong report token for workflow {namespace}/{name}"
-        )))
+        .map_err(|e| Rejection::api(format!("cannot review the pod token: {e}")))?;
+    let bound = pod::bound_pod(&reviewed, namespace)?;
+    let found = pod::get(&state.client, namespace, &bound.name)
+        .await
+        .map_err(|e| Rejection::api(format!("cannot read pod {namespace}/{}: {e}", bound.name)))?;
+    pod::check(found.as_ref(), &bound, workflow)?;
+    Ok(bound)
+}
+
+/// What the report says of where it comes from must agree with what the API server said.
+fn check_identity(report: &Report, namespace: &str, pod: &Reporter) -> Result<(), Rejection> {
+    let id = &report.identity;
+    if let Some(from) = id.pod_namespace.as_deref()
+        && from != namespace
+    {
+        return Err(Rejection::forbidden(format!(
+            "the report says it comes from namespace {from}, its pod token says {namespace}"
+        )));
     }
+    if let Some(from) = id.pod_name.as_deref()
+        && from != pod.name
+    {
+        return Err(Rejection::forbidden(format!(
+            "the report says it comes from pod {from}, its pod token says {}",
+            pod.name
+        )));
+    }
+    Ok(())
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -329,13 +394,7 @@ fn decode(bytes: &[u8], encoding: Encoding) -> Result<Report, Rejection> {
             &inflated[..]
         }
     };
-    let report = Report::from_json_slice(json).map_err(|e| Rejection::malformed(e.to_string()))?;
-    if report.identity.pod_name.is_none() {
-        return Err(Rejection::malformed(
-            ReportStoreError::NoPodName.to_string(),
-        ));
-    }
-    Ok(report)
+    Report::from_json_slice(json).map_err(|e| Rejection::malformed(e.to_string()))
 }
 
 #[cfg(test)]
@@ -407,12 +466,38 @@ mod tests {
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert!(e.message.contains("gzip"), "{}", e.message);
 
-        let e = decode(&report_json(None), Encoding::Identity).unwrap_err();
-        assert!(e.message.contains("POD_NAME"), "{}", e.message);
+        // Which pod sent a report is the pod token's to say, not the report's.
+        assert!(decode(&report_json(None), Encoding::Identity).is_ok());
 
         let bomb = reports::gzip(&vec![b' '; MAX_REPORT_JSON + 1]);
         let e = decode(&bomb, Encoding::Gzip).unwrap_err();
         assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", e.message);
+    }
+
+    #[test]
+    fn only_observing_phases_take_reports() {
+        for phase in Phase::ALL {
+            let takes = matches!(
+                phase,
+                Phase::Instrumenting | Phase::Observing | Phase::Collecting
+            );
+            assert_eq!(takes_reports(Some(phase)), takes, "{phase:?}");
+        }
+        assert!(!takes_reports(None), "a workflow not yet started");
+    }
+
+    #[test]
+    fn a_report_cannot_claim_another_pod() {
+        let pod = Reporter {
+            name: "web-1".into(),
+            uid: "u1".into(),
+        };
+        let report = |json: &[u8]| decode(json, Encoding::Identity).unwrap();
+        assert!(check_identity(&report(&report_json(Some("web-1"))), "shop", &pod).is_ok());
+        assert!(check_identity(&report(&report_json(None)), "shop", &pod).is_ok());
+        let e = check_identity(&report(&report_json(Some("web-2"))), "shop", &pod).unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN, "{}", e.message);
+        assert!(e.message.contains("web-2"), "{}", e.message);
     }
 
     #[tokio::test]
@@ -423,8 +508,8 @@ mod tests {
                 (0..n).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
             ))
         };
-        assert_eq!(read_body(chunks(16)).await.unwrap().len(), MAX_BODY);
-        let e = read_body(chunks(17)).await.unwrap_err();
+        assert_eq!(read_body(chunks(4)).await.unwrap().len(), MAX_BODY);
+        let e = read_body(chunks(5)).await.unwrap_err();
         assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", e.message);
     }
 }

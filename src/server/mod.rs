@@ -2,11 +2,14 @@
 //! `/v1/reports/{namespace}/{workflow}` ([`intake`]); Prometheus scrapes `/metrics`; the kubelet
 //! probes `/healthz` (the process serves) and `/readyz` (the API server answers, [`health`]).
 //!
-//! The server keeps nothing in memory that matters: tokens are read from the workflow's Secret
-//! on every report and reports go straight to ConfigMaps, so a restart loses nothing.
+//! The server keeps nothing in memory that matters: report tokens are derived from the
+//! operator's key ([`crate::reports::key`]) and reports go straight to ConfigMaps, so a restart
+//! loses nothing.
 
 pub mod health;
 pub mod intake;
+pub mod limit;
+pub mod pod;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,7 +22,9 @@ use axum::routing::{get, post};
 use kube::Client;
 
 use crate::metrics::{self, Metrics};
+use crate::reports::ReportKey;
 use health::ApiHealth;
+use limit::Limits;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -28,14 +33,19 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     /// When the API server last answered; the controller may record its own calls here too.
     pub health: Arc<ApiHealth>,
+    /// Checks the report tokens the controller hands out.
+    pub key: ReportKey,
+    pub limits: Arc<Limits>,
 }
 
 impl ServerState {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> ServerState {
+    pub fn new(client: Client, metrics: Arc<Metrics>, key: ReportKey) -> ServerState {
         ServerState {
             client,
             metrics,
             health: Arc::new(ApiHealth::default()),
+            key,
+            limits: Arc::new(Limits::default()),
         }
     }
 }

@@ -63,6 +63,11 @@ impl Operator {
             .expect("address")
             .port();
         let netns = cluster.netns_path();
+        // The key report tokens are derived from; a file, so the operator needs no Secret in a
+        // namespace of its own, and a restart keeps the tokens its pods hold valid.
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("random report key");
+        fs::write(dir.path().join("report.key"), key).expect("write report key");
         let mut op = Operator {
             child: None,
             port,
@@ -96,6 +101,8 @@ impl Operator {
             .arg(format!("{NODE_IP}:{}", self.port))
             .arg("--sensor")
             .arg(sensor_binary().expect("sensor"))
+            .arg("--report-key-file")
+            .arg(self._dir.path().join("report.key"))
             .args(&self.extra)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "whittle=info,warn")
