@@ -373,7 +373,7 @@ fn read_request(stream: &mut std::net::TcpStream) -> (String, Vec<u8>) {
 }
 
 #[test]
-fn the_report_is_posted_with_the_token() {
+fn the_report_is_posted_with_the_report_and_pod_tokens() {
     let mut bundle = instrumented(
         &[
             "--mode",
@@ -389,6 +389,12 @@ fn the_report_is_posted_with_the_token() {
         &[],
     );
     bundle.set_env("WHITTLE_REPORT_TOKEN", "s3cret");
+    bundle.set_env("WHITTLE_POD_TOKEN_FILE", "/run/pod-token");
+    std::fs::write(
+        bundle.rootfs().join("run/pod-token"),
+        "eyJhbGciOi.pod.token\n",
+    )
+    .expect("pod token");
     bundle.set_env("POD_NAME", "web-1");
     let mut c = Container::start(bundle, RunOptions::default()).expect("start");
     let listener = c
@@ -401,7 +407,11 @@ fn the_report_is_posted_with_the_token() {
         .write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
         .expect("reply");
     assert!(head.starts_with("POST /v1/reports HTTP/1.1"), "{head}");
-    assert!(head.contains("Authorization: Bearer s3cret"), "{head}");
+    assert!(head.contains("Authorization: Bearer s3cret\r\n"), "{head}");
+    assert!(
+        head.contains("Whittle-Pod-Token: eyJhbGciOi.pod.token\r\n"),
+        "{head}"
+    );
     assert!(head.contains("Content-Encoding: gzip"), "{head}");
     let mut json = Vec::new();
     flate2::read::GzDecoder::new(&body[..])
@@ -450,6 +460,170 @@ fn a_dead_endpoint_does_not_hold_the_container_past_the_grace_period() {
         c.stderr()
     );
     assert_eq!(exit.code, 143);
+}
+
+/// What the app may see of the sensor: its own environment and PID 1's.
+const SHOW_ENVIRONS: &str = "printf 'self:'; tr '\\0' ' ' </proc/self/environ; echo; \
+     if e=$(tr '\\0' ' ' </proc/1/environ 2>/dev/null); then echo \"pid1-readable:$e\"; \
+     else echo pid1-unreadable; fi";
+
+/// The variables the operator gives the sensor, which the app must not see.
+const SENSOR_ENV: &[(&str, &str)] = &[
+    ("WHITTLE_REPORT_TOKEN", "s3cret-report-token"),
+    (
+        "WHITTLE_POD_TOKEN_FILE",
+        "/var/run/secrets/whittle.dev/report/token",
+    ),
+    ("WHITTLE_KEEP_SYS_ADMIN", "0"),
+    ("WHITTLE_SENSOR_MODE", "auto"),
+    ("WHITTLE_IMAGE", "registry.example/web:1"),
+];
+
+/// Runs SHOW_ENVIRONS under the sensor (as `user` when given: uid and gid, with no
+/// capabilities but the bounding set, as a pod with runAsUser gets) and returns its stdout.
+fn environs_seen_by_the_app(mode: &str, caps: &[&str], user: Option<u32>) -> String {
+    let mut bundle = instrumented(&["--mode", mode], &["sh", "-c", SHOW_ENVIRONS], caps);
+    for (k, v) in SENSOR_ENV {
+        bundle.set_env(k, v);
+    }
+    bundle.set_env("POD_NAME", "web-1");
+    bundle.set_env("APP_SETTING", "kept");
+    if let Some(id) = user {
+        let spec = bundle.spec_mut();
+        spec["process"]["user"] = serde_json::json!({"uid": id, "gid": id});
+        let all: Vec<&str> = DEFAULT_CAPABILITIES.iter().chain(caps).copied().collect();
+        spec["process"]["capabilities"] = serde_json::json!({
+            "bounding": all, "effective": [], "permitted": [], "inheritable": [], "ambient": [],
+        });
+    }
+    let mut c = Container::start(bundle, RunOptions::default()).expect("start");
+    let exit = c.wait(Duration::from_secs(30)).expect("exit");
+    assert_eq!(exit.code, 0, "{mode} {user:?}: {}", c.stderr());
+    c.stdout()
+}
+
+/// The app runs with the sensor's uid, so without more it could read the report token in its
+/// own environment or in /proc/1/environ (the kernel keeps the sensor's initial environment
+/// there, whatever the sensor does to its copy): the sensor starts the app without its
+/// variables and makes itself non-dumpable.
+#[test]
+fn the_app_cannot_read_the_sensors_environment() {
+    for (mode, caps, user) in [
+        ("ptrace", &[][..], None),
+        ("seccomp", &[][..], None),
+        ("fanotify", &["CAP_SYS_ADMIN"][..], None),
+        ("seccomp", &[][..], Some(1000)),
+        ("ptrace", &[][..], Some(1000)),
+        // An app that may ptrace anything reads /proc/1/environ, but the token's value is
+        // overwritten there.
+        ("seccomp", &["CAP_SYS_PTRACE"][..], None),
+    ] {
+        let out = environs_seen_by_the_app(mode, caps, user);
+        let what = format!("{mode} as {user:?} with {caps:?}: {out}");
+        assert!(
+            out.contains("APP_SETTING=kept"),
+            "the app's own env: {what}"
+        );
+        assert!(out.contains("POD_NAME=web-1"), "{what}");
+        assert!(
+            !out.contains("s3cret-report-token"),
+            "the token leaked: {what}"
+        );
+        let (own, pid1) = out.split_once("pid1-").expect("both environs");
+        for (k, v) in SENSOR_ENV {
+            assert!(!own.contains(k) && !own.contains(v), "{k} leaked: {what}");
+        }
+        if caps.contains(&"CAP_SYS_PTRACE") {
+            assert!(pid1.starts_with("readable:"), "{what}");
+            assert!(pid1.contains("WHITTLE_REPORT_TOKEN= "), "{what}");
+        } else {
+            assert!(pid1.starts_with("unreadable"), "{what}");
+        }
+    }
+}
+
+/// The app's capability sets as /proc/self/status shows them to a program it executes.
+fn app_capabilities(mode: &str, keep: Option<&str>) -> Vec<(String, u64)> {
+    app_capabilities_with(mode, keep, &["CAP_SYS_ADMIN"], &[])
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("Cap"))
+        .collect()
+}
+
+/// Likewise with `NoNewPrivs`, in a container with `add` and without `remove`.
+fn app_capabilities_with(
+    mode: &str,
+    keep: Option<&str>,
+    add: &[&str],
+    remove: &[&str],
+) -> Vec<(String, u64)> {
+    let mut bundle = instrumented(
+        &["--mode", mode],
+        &["sh", "-c", "grep -E '^(Cap|NoNewPrivs)' /proc/self/status"],
+        add,
+    );
+    let caps: Vec<&str> = DEFAULT_CAPABILITIES
+        .iter()
+        .chain(add)
+        .filter(|c| !remove.contains(c))
+        .copied()
+        .collect();
+    bundle.set_capabilities(&caps);
+    if let Some(v) = keep {
+        bundle.set_env("WHITTLE_KEEP_SYS_ADMIN", v);
+    }
+    let mut c = Container::start(bundle, RunOptions::default()).expect("start");
+    let exit = c.wait(Duration::from_secs(30)).expect("exit");
+    assert_eq!(exit.code, 0, "{mode}: {}", c.stderr());
+    c.stdout()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.to_string(), u64::from_str_radix(v.trim(), 16).ok()?))
+        })
+        .collect()
+}
+
+const CAP_SYS_ADMIN_BIT: u64 = 1 << 21;
+const CAP_CHOWN_BIT: u64 = 1 << 0;
+
+/// fanotify needs CAP_SYS_ADMIN in the sensor, not in the app: the sensor drops it from every
+/// set of the app's, unless the original container had it (WHITTLE_KEEP_SYS_ADMIN=1).
+#[test]
+fn in_fanotify_mode_the_app_does_not_keep_cap_sys_admin() {
+    for mode in ["fanotify", "both", "auto"] {
+        let caps = app_capabilities(mode, None);
+        assert_eq!(caps.len(), 5, "{mode}: {caps:?}");
+        for (set, bits) in &caps {
+            assert_eq!(bits & CAP_SYS_ADMIN_BIT, 0, "{mode}: {set} {bits:x}");
+        }
+        let eff = caps.iter().find(|(k, _)| k == "CapEff").expect("CapEff").1;
+        assert_ne!(eff & CAP_CHOWN_BIT, 0, "{mode}: the rest stays: {eff:x}");
+    }
+    // Without CAP_SETPCAP the bounding set cannot change: no_new_privs keeps a root app from
+    // getting the capability back at its next exec.
+    let caps = app_capabilities_with("fanotify", None, &["CAP_SYS_ADMIN"], &["CAP_SETPCAP"]);
+    for (set, bits) in &caps {
+        if set != "CapBnd" && set != "NoNewPrivs" {
+            assert_eq!(
+                bits & CAP_SYS_ADMIN_BIT,
+                0,
+                "no CAP_SETPCAP: {set} {bits:x}"
+            );
+        }
+    }
+    assert!(caps.contains(&("NoNewPrivs".into(), 1)), "{caps:?}");
+    for mode in ["fanotify", "both"] {
+        let caps = app_capabilities(mode, Some("1"));
+        for set in ["CapEff", "CapBnd", "CapPrm"] {
+            let bits = caps.iter().find(|(k, _)| k == set).expect(set).1;
+            assert_ne!(
+                bits & CAP_SYS_ADMIN_BIT,
+                0,
+                "{mode} keeps it: {set} {bits:x}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! and/or ptrace + seccomp ([`tracer`]) or seccomp user notification ([`notify`]), forwards signals ([`signals`]), reaps orphans, and on
 //! exit delivers the report ([`deliver`]). See docs/sensor.md.
 
+pub mod caps;
 pub mod deliver;
 pub mod fanotify;
 pub mod mounts;
@@ -14,6 +15,7 @@ pub mod recorder;
 pub mod report;
 pub mod run;
 pub mod seccomp;
+pub mod secrets;
 pub mod signals;
 pub mod syscalls;
 pub mod tracer;

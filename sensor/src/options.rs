@@ -1,8 +1,22 @@
 //! Command line: `whittle-sensor [flags] -- <argv>`. Parsed by hand to keep the static binary
-//! small; there are five flags.
+//! small; there are five flags. The operator configures an instrumented pod's sensor through
+//! the environment instead ([`ENV`]), since the pod's command may be the user's.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::deliver::Credentials;
+
+/// Every variable the sensor reads for itself. None reaches the app: the report token must not
+/// (the app could forge reports with it), and the others are none of its business.
+pub const ENV: &[&str] = &[
+    "WHITTLE_REPORT_URL",
+    "WHITTLE_SENSOR_MODE",
+    "WHITTLE_REPORT_TOKEN",
+    "WHITTLE_POD_TOKEN_FILE",
+    "WHITTLE_KEEP_SYS_ADMIN",
+    "WHITTLE_IMAGE",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModeChoice {
@@ -21,26 +35,39 @@ pub struct Options {
     pub report_url: Option<String>,
     pub user: Option<(u32, u32)>,
     pub argv: Vec<String>,
+    /// What the report is POSTed with.
+    pub credentials: Credentials,
+    /// Leave the app CAP_SYS_ADMIN under fanotify (the original container had it).
+    pub keep_sys_admin: bool,
 }
 
 pub const USAGE: &str = "usage: whittle-sensor [--mode auto|fanotify|ptrace|seccomp|both] [--grace SECONDS] \
 [--report-file PATH] [--report-url http://IP:PORT/PATH] [--user UID:GID] -- PROGRAM [ARGS...]";
 
-/// What the environment sets when no flag does: the operator configures the sensor of an
-/// instrumented pod this way, since the pod's command may be the user's.
+/// What the environment sets when no flag does.
 #[derive(Debug, Clone, Default)]
 pub struct EnvDefaults {
     /// `WHITTLE_REPORT_URL`
     pub report_url: Option<String>,
     /// `WHITTLE_SENSOR_MODE`
     pub mode: Option<String>,
+    /// `WHITTLE_REPORT_TOKEN` and `WHITTLE_POD_TOKEN_FILE`
+    pub credentials: Credentials,
+    /// `WHITTLE_KEEP_SYS_ADMIN=1`
+    pub keep_sys_admin: bool,
 }
 
 impl EnvDefaults {
     pub fn from_env() -> EnvDefaults {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         EnvDefaults {
-            report_url: std::env::var("WHITTLE_REPORT_URL").ok(),
-            mode: std::env::var("WHITTLE_SENSOR_MODE").ok(),
+            report_url: var("WHITTLE_REPORT_URL"),
+            mode: var("WHITTLE_SENSOR_MODE"),
+            credentials: Credentials {
+                bearer: var("WHITTLE_REPORT_TOKEN"),
+                pod_token_file: var("WHITTLE_POD_TOKEN_FILE").map(PathBuf::from),
+            },
+            keep_sys_admin: matches!(var("WHITTLE_KEEP_SYS_ADMIN").as_deref(), Some("1" | "true")),
         }
     }
 }
@@ -71,6 +98,8 @@ pub fn parse(args: &[String], env: EnvDefaults) -> Result<Options, String> {
         report_url: env_url.filter(|u| !u.is_empty()),
         user: None,
         argv: Vec::new(),
+        credentials: env.credentials,
+        keep_sys_admin: env.keep_sys_admin,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -146,6 +175,7 @@ mod tests {
             EnvDefaults {
                 report_url: Some("http://127.0.0.1:1/r".into()),
                 mode: Some("fanotify".into()),
+                ..EnvDefaults::default()
             },
         )
         .unwrap();
@@ -160,8 +190,8 @@ mod tests {
     #[test]
     fn the_environment_chooses_the_mode_when_no_flag_does() {
         let env = |m: &str| EnvDefaults {
-            report_url: None,
             mode: Some(m.into()),
+            ..EnvDefaults::default()
         };
         let o = parse(&s(&["--", "x"]), env("ptrace")).unwrap();
         assert_eq!(o.mode, ModeChoice::Ptrace);

@@ -1,17 +1,137 @@
-//! Collects accesses from the monitors (possibly from several threads) into the report.
+//! Collects accesses from the monitors (possibly from several threads) into the report, within
+//! a budget: whatever the app does (a client requesting millions of distinct missing paths, a
+//! 60 MiB argument), the report stays below what the intake accepts and the sensor's memory
+//! stays bounded. What does not fit is counted in the report's `loss`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::paths;
-use crate::report::{Access, Executable, Identity, Loss, Mode, PathRecord, Report, SCHEMA_VERSION};
+use crate::report::{
+    Access, Executable, Identity, Loss, MAX_JSON_BYTES, Mode, PathRecord, Report, SCHEMA_VERSION,
+};
+
+/// What paths and executables may cost, in bytes of JSON (estimated from above): the report's
+/// limit less room for its other fields (argv, identity, loss, a few numbers).
+const ENTRY_BUDGET: usize = MAX_JSON_BYTES - (1 << 20);
+/// All of `argv` together, in bytes of JSON.
+pub const MAX_ARGV_JSON: usize = 64 << 10;
+/// One executable's `argv0`, in bytes.
+pub const MAX_ARGV0: usize = 1024;
+/// Each identity field (from the environment), in bytes.
+const MAX_IDENTITY: usize = 4096;
+/// Distinct executables kept.
+pub const MAX_EXECUTABLES: usize = 4096;
+/// The most a path record takes beside its key: every kind of access, maximal numbers (a test
+/// checks it).
+const PATH_RECORD_JSON: usize = 150;
+/// Likewise for an executable's record, without its `argv0` text.
+const EXEC_RECORD_JSON: usize = 50;
+
+/// Length of `s` as a JSON string, quotes included (serde_json's escapes).
+pub(crate) fn json_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+/// What recording `path` may cost: its key and record in `paths`, and its entry in
+/// `createdFiles`, should the run have made it.
+fn path_cost(path: &str) -> usize {
+    2 * json_len(path) + 3 + PATH_RECORD_JSON
+}
+
+fn exec_cost(path: &str, argv0: &str) -> usize {
+    json_len(path) + json_len(argv0) + 2 + EXEC_RECORD_JSON
+}
+
+/// The longest prefix of `s` (on a character boundary) that is at most `max` bytes of JSON
+/// (quotes excluded), and how many bytes were cut.
+fn truncated(s: &str, max: usize) -> (&str, u64) {
+    if json_len(s) - 2 <= max {
+        return (s, 0);
+    }
+    let mut used = 0;
+    let mut end = 0;
+    for (i, c) in s.char_indices() {
+        let mut buf = [0u8; 4];
+        let cost = json_len(c.encode_utf8(&mut buf)) - 2;
+        if used + cost > max {
+            break;
+        }
+        used += cost;
+        end = i + c.len_utf8();
+    }
+    (&s[..end], (s.len() - end) as u64)
+}
+
+/// `argv` within [`MAX_ARGV_JSON`]: arguments are kept whole while they fit, the first that
+/// does not is cut, the rest are left out.
+fn bounded_argv(argv: &[String], loss: &mut Loss) -> Vec<String> {
+    // The brackets.
+    let mut left = MAX_ARGV_JSON - 2;
+    let mut out = Vec::new();
+    let mut rest = argv.iter();
+    for a in rest.by_ref() {
+        // Its quotes and a comma.
+        let (kept, cut) = truncated(a, left.saturating_sub(3));
+        let cost = json_len(kept) + 1;
+        if cost > left || (kept.is_empty() && cut > 0) {
+            loss.truncated_bytes += a.len() as u64;
+            break;
+        }
+        left -= cost;
+        out.push(kept.to_string());
+        if cut > 0 {
+            loss.truncated_bytes += cut;
+            break;
+        }
+    }
+    loss.truncated_bytes += rest.map(|a| a.len() as u64).sum::<u64>();
+    out
+}
 
 #[derive(Default)]
 struct State {
-    paths: BTreeMap<String, PathRecord>,
+    /// Paths some access found.
+    found: BTreeMap<String, PathRecord>,
+    /// Paths no access has found so far: the first to give way when the budget runs out.
+    absent: BTreeMap<String, PathRecord>,
     executables: BTreeMap<String, Executable>,
+    /// Of [`ENTRY_BUDGET`].
+    spent: usize,
     loss: Loss,
+}
+
+impl State {
+    /// Makes `cost` bytes of room, if need be by evicting absent paths when the newcomer is
+    /// something found (an existing path or an executable). False when there is no room.
+    fn make_room(&mut self, cost: usize, for_found: bool) -> bool {
+        while self.spent + cost > ENTRY_BUDGET {
+            if !for_found {
+                return false;
+            }
+            let Some((path, record)) = self.absent.pop_last() else {
+                return false;
+            };
+            self.spent -= path_cost(&path);
+            self.loss.dropped_absent_paths += record.count;
+        }
+        true
+    }
+}
+
+fn add(record: &mut PathRecord, access: Access) {
+    record.count += 1;
+    if let Err(i) = record.access.binary_search(&access) {
+        record.access.insert(i, access);
+    }
 }
 
 pub struct Recorder {
@@ -73,23 +193,35 @@ impl Recorder {
         }
         self.with(|s| {
             // Most accesses repeat a known path: no allocation, no clock read for those.
-            if !s.paths.contains_key(path) {
-                let record = PathRecord {
-                    access: Vec::new(),
-                    exists: false,
-                    first_seen_ms: now_ms().saturating_sub(self.started_at_ms),
-                    count: 0,
-                };
-                s.paths.insert(path.to_string(), record);
+            if let Some(r) = s.found.get_mut(path) {
+                return add(r, access);
             }
-            let Some(r) = s.paths.get_mut(path) else {
+            if let Some(r) = s.absent.get_mut(path) {
+                add(r, access);
+                if exists && let Some((path, mut r)) = s.absent.remove_entry(path) {
+                    r.exists = true;
+                    s.found.insert(path, r);
+                }
                 return;
-            };
-            r.count += 1;
-            r.exists |= exists;
-            if let Err(i) = r.access.binary_search(&access) {
-                r.access.insert(i, access);
             }
+            let cost = path_cost(path);
+            if !s.make_room(cost, exists) {
+                if exists {
+                    s.loss.dropped_paths += 1;
+                } else {
+                    s.loss.dropped_absent_paths += 1;
+                }
+                return;
+            }
+            s.spent += cost;
+            let record = PathRecord {
+                access: vec![access],
+                exists,
+                first_seen_ms: now_ms().saturating_sub(self.started_at_ms),
+                count: 1,
+            };
+            let map = if exists { &mut s.found } else { &mut s.absent };
+            map.insert(path.to_string(), record);
         });
     }
 
@@ -97,15 +229,37 @@ impl Recorder {
         if paths::ignored(path) {
             return;
         }
+        let (argv0, cut) = truncated(argv0, MAX_ARGV0);
         self.with(|s| {
-            let e = s.executables.entry(path.to_string()).or_insert(Executable {
-                argv0: argv0.to_string(),
-                count: 0,
-            });
-            e.count += 1;
-            if e.argv0.is_empty() {
-                e.argv0 = argv0.to_string();
+            if s.executables.contains_key(path) {
+                // argv0 is empty under fanotify: a later exec seen by another monitor fills it.
+                let fill = s.executables.get(path).is_some_and(|e| e.argv0.is_empty())
+                    && !argv0.is_empty()
+                    && s.make_room(json_len(argv0) - 2, true);
+                if let Some(e) = s.executables.get_mut(path) {
+                    e.count += 1;
+                    if fill {
+                        e.argv0 = argv0.to_string();
+                        s.spent += json_len(argv0) - 2;
+                        s.loss.truncated_bytes += cut;
+                    }
+                }
+                return;
             }
+            let cost = exec_cost(path, argv0);
+            if s.executables.len() >= MAX_EXECUTABLES || !s.make_room(cost, true) {
+                s.loss.dropped_execs += 1;
+                return;
+            }
+            s.spent += cost;
+            s.loss.truncated_bytes += cut;
+            s.executables.insert(
+                path.to_string(),
+                Executable {
+                    argv0: argv0.to_string(),
+                    count: 1,
+                },
+            );
         });
     }
 
@@ -115,13 +269,17 @@ impl Recorder {
 
     /// The report as it stands. Created files are those whose birth time is after the start.
     pub fn report(&self, mode: Mode, argv: &[String], exit_status: i32) -> Report {
-        let (paths, executables, loss) =
-            self.with(|s| (s.paths.clone(), s.executables.clone(), s.loss.clone()));
+        let (paths, executables, mut loss) = self.with(|s| {
+            let mut paths = s.found.clone();
+            paths.extend(s.absent.iter().map(|(p, r)| (p.clone(), r.clone())));
+            (paths, s.executables.clone(), s.loss.clone())
+        });
         let created_files = paths
             .iter()
             .filter(|(p, r)| r.exists && born_after(p, self.born_since_ns))
             .map(|(p, _)| p.clone())
             .collect();
+        let argv = bounded_argv(argv, &mut loss);
         Report {
             schema_version: SCHEMA_VERSION,
             sensor_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -129,7 +287,7 @@ impl Recorder {
             identity: identity_from_env(),
             started_at_ms: self.started_at_ms,
             stopped_at_ms: now_ms(),
-            argv: argv.to_vec(),
+            argv,
             exit_status,
             paths,
             executables,
@@ -146,7 +304,12 @@ impl Default for Recorder {
 }
 
 fn identity_from_env() -> Identity {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let var = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| truncated(&v, MAX_IDENTITY).0.to_string())
+    };
     Identity {
         pod_name: var("POD_NAME"),
         pod_namespace: var("POD_NAMESPACE"),
@@ -200,6 +363,174 @@ mod tests {
         assert_eq!(rep.executables["/bin/ls"].argv0, "ls");
         assert_eq!(rep.exit_status, 3);
         rep.validate().unwrap();
+    }
+
+    /// A name that gzip cannot shrink much: a client asking for random URLs.
+    fn random_name(i: u64) -> String {
+        let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..48)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(
+                    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+                        [(x % 64) as usize],
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn millions_of_missing_paths_keep_the_report_under_the_intakes_limits() {
+        let r = Recorder::new();
+        r.access("/usr/sbin/nginx", Access::Exec, true);
+        let n = 2_000_000u64;
+        for i in 0..n {
+            r.access(
+                &format!("/var/www/html/{}", random_name(i)),
+                Access::Stat,
+                false,
+            );
+            // Files the app finds after the report filled still make it, in place of probes.
+            if i % 100_000 == 0 {
+                r.access(&format!("/etc/app/{i}.conf"), Access::Open, true);
+            }
+        }
+        let mut rep = r.report(Mode::Seccomp, &["nginx".into()], 0);
+        let encoded = crate::deliver::encode(&mut rep).unwrap();
+        assert!(
+            encoded.json.len() <= MAX_JSON_BYTES,
+            "{}",
+            encoded.json.len()
+        );
+        assert!(
+            encoded.gzip.len() <= crate::report::MAX_GZIP_BYTES,
+            "{}",
+            encoded.gzip.len()
+        );
+        assert_eq!(rep.existing_paths().count(), 21, "{:?}", rep.loss);
+        let absent = rep.paths.values().filter(|r| !r.exists).count() as u64;
+        assert!(
+            absent > 10_000,
+            "{absent}: probes are kept while there is room"
+        );
+        assert_eq!(rep.loss.dropped_absent_paths + absent, n);
+        assert_eq!(rep.loss.dropped_paths, 0);
+        eprintln!(
+            "2M probes: {} paths kept, {} B of JSON, {} B gzip",
+            rep.paths.len(),
+            encoded.json.len(),
+            encoded.gzip.len()
+        );
+    }
+
+    #[test]
+    fn a_full_report_drops_found_paths_and_counts_them() {
+        let r = Recorder::new();
+        let mut i = 0;
+        while r.with(|s| s.spent) + path_cost("/data/0000000000") <= ENTRY_BUDGET {
+            r.access(&format!("/data/{i:010}"), Access::Open, true);
+            i += 1;
+        }
+        r.access("/data/late", Access::Open, true);
+        r.access("/data/late", Access::Read, true);
+        r.access("/probe", Access::Stat, false);
+        // Known paths are still counted.
+        r.access("/data/0000000000", Access::Read, true);
+        let rep = r.report(Mode::Ptrace, &[], 0);
+        assert_eq!(rep.loss.dropped_paths, 2);
+        assert_eq!(rep.loss.dropped_absent_paths, 1);
+        assert!(!rep.paths.contains_key("/data/late"));
+        assert_eq!(rep.paths["/data/0000000000"].count, 2);
+        assert!(serde_json::to_vec(&rep).unwrap().len() <= MAX_JSON_BYTES);
+    }
+
+    #[test]
+    fn a_60_mib_argv_is_truncated() {
+        let r = Recorder::new();
+        let huge = "x".repeat(60 << 20);
+        let argv = vec!["/bin/app".to_string(), huge.clone(), "--after".to_string()];
+        r.exec("/bin/app", &huge);
+        let rep = r.report(Mode::Seccomp, &argv, 0);
+        assert_eq!(rep.argv[0], "/bin/app");
+        let argv_json = serde_json::to_vec(&rep.argv).unwrap().len();
+        assert!(argv_json <= MAX_ARGV_JSON, "{argv_json}");
+        assert!(rep.argv[1].len() > 60_000, "what fits is kept");
+        assert_eq!(rep.argv.len(), 2, "what follows the cut is left out");
+        assert_eq!(rep.executables["/bin/app"].argv0.len(), MAX_ARGV0);
+        let cut = (60u64 << 20) - rep.argv[1].len() as u64 + 7 + (60 << 20) - MAX_ARGV0 as u64;
+        assert_eq!(rep.loss.truncated_bytes, cut);
+        // Escapes count: a control character is six bytes of JSON, and no character is split.
+        let (kept, cut) = truncated("\u{1}é\u{1}", 8);
+        assert_eq!((kept, cut), ("\u{1}é", 1));
+        assert_eq!(json_len("a\"\u{1}"), 2 + 1 + 2 + 6);
+    }
+
+    #[test]
+    fn executables_are_bounded_and_evict_probes() {
+        let r = Recorder::new();
+        for i in 0..MAX_EXECUTABLES + 10 {
+            r.exec(&format!("/bin/tool-{i}"), "tool");
+        }
+        r.exec("/bin/tool-0", "again");
+        let rep = r.report(Mode::Ptrace, &[], 0);
+        assert_eq!(rep.executables.len(), MAX_EXECUTABLES);
+        assert_eq!(rep.loss.dropped_execs, 10);
+        assert_eq!(rep.executables["/bin/tool-0"].count, 2);
+        // An exec may take a probe's place.
+        let r = Recorder::new();
+        let mut i = 0;
+        while r.with(|s| s.spent) + path_cost("/p/0000000000") <= ENTRY_BUDGET {
+            r.access(&format!("/p/{i:010}"), Access::Stat, false);
+            i += 1;
+        }
+        // Longer than the room left.
+        let tool = format!("/opt/{}/bin/tool", "d".repeat(300));
+        r.exec(&tool, "tool");
+        let rep = r.report(Mode::Ptrace, &[], 0);
+        assert!(rep.executables.contains_key(&tool));
+        assert!(rep.loss.dropped_absent_paths >= 1);
+        assert_eq!(rep.loss.dropped_execs, 0);
+    }
+
+    #[test]
+    fn a_probe_that_later_finds_its_path_moves_to_the_found_paths() {
+        let r = Recorder::new();
+        r.access("/run/app.pid", Access::Stat, false);
+        r.access("/run/app.pid", Access::Open, true);
+        let rep = r.report(Mode::Ptrace, &[], 0);
+        let rec = &rep.paths["/run/app.pid"];
+        assert!(rec.exists);
+        assert_eq!(rec.count, 2);
+        assert_eq!(rec.access, vec![Access::Open, Access::Stat]);
+    }
+
+    #[test]
+    fn the_record_bounds_hold() {
+        let widest = PathRecord {
+            access: vec![
+                Access::Open,
+                Access::Read,
+                Access::Exec,
+                Access::Stat,
+                Access::Readlink,
+                Access::Chdir,
+                Access::Modify,
+            ],
+            exists: false,
+            first_seen_ms: u64::MAX,
+            count: u64::MAX,
+        };
+        assert!(serde_json::to_vec(&widest).unwrap().len() <= PATH_RECORD_JSON);
+        let exec = Executable {
+            argv0: String::new(),
+            count: u64::MAX,
+        };
+        assert!(serde_json::to_vec(&exec).unwrap().len() <= EXEC_RECORD_JSON);
+        for s in ["/a", "/a\"b\\c\n", "/\u{7f}\u{1f}é"] {
+            assert_eq!(json_len(s), serde_json::to_vec(s).unwrap().len(), "{s:?}");
+        }
     }
 
     #[test]

@@ -128,7 +128,29 @@ pub struct Loss {
     /// resolved (the field keeps its name: the schema is shared).
     #[serde(default)]
     pub ptrace_unresolved: u64,
+    /// Accesses to existing paths left out because the report was full (see
+    /// [`MAX_JSON_BYTES`]): the hardened image may lack those files. A path accessed twice
+    /// after the report filled counts twice.
+    #[serde(default)]
+    pub dropped_paths: u64,
+    /// Accesses to absent paths (probes) left out because the report was full. They cost the
+    /// hardened image nothing (an absent path is absent there too), so they go first.
+    #[serde(default)]
+    pub dropped_absent_paths: u64,
+    /// Executions left out of `executables` because the report was full (the programs' paths
+    /// are still in `paths` while there is room).
+    #[serde(default)]
+    pub dropped_execs: u64,
+    /// Bytes cut from `argv` and from executables' `argv0` to keep them within bounds.
+    #[serde(default)]
+    pub truncated_bytes: u64,
 }
+
+/// The largest report, as JSON, the operator's intake accepts; the sensor keeps its reports
+/// within it.
+pub const MAX_JSON_BYTES: usize = 16 << 20;
+/// The largest gzip-compressed report body the intake accepts.
+pub const MAX_GZIP_BYTES: usize = 4 << 20;
 
 /// A report that cannot be used, with what to fix.
 #[derive(Debug, thiserror::Error)]

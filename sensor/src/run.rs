@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::caps::{self, has_cap_sys_admin};
 use crate::deliver;
 use crate::fanotify::FanotifyMonitor;
 use crate::notify::{self, NotifyMonitor};
@@ -13,27 +14,14 @@ use crate::options::{ModeChoice, Options};
 use crate::recorder::Recorder;
 use crate::report::Mode;
 use crate::seccomp;
+use crate::secrets;
 use crate::signals::{self, Shutdown};
 use crate::tracer::Tracer;
-
-/// Bit of CAP_SYS_ADMIN in the capability sets (linux/capability.h).
-const CAP_SYS_ADMIN: u32 = 21;
 
 /// Exit status when the sensor itself cannot start the app (docker's convention).
 pub const SENSOR_FAILED: i32 = 125;
 /// Exit status when the program cannot be executed.
 pub const EXEC_FAILED: i32 = 127;
-
-fn has_cap_sys_admin() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
-}
 
 fn log(msg: &str) {
     eprintln!("whittle-sensor: {msg}");
@@ -90,6 +78,10 @@ pub fn run(opts: Options) -> i32 {
         _ => seccomp::program(libc::SECCOMP_RET_TRACE, &[]),
     };
     let privileged = has_cap_sys_admin();
+    // The sensor holds CAP_SYS_ADMIN for fanotify (the operator adds it for that); the app
+    // keeps it only when its container had it before.
+    let drop_sys_admin = want_fanotify && !opts.keep_sys_admin;
+    let envp = secrets::app_env();
     // The app hands the seccomp listener over this pair before it execs.
     let mut pair = [-1; 2];
     if syscalls == SyscallMonitor::Notify {
@@ -117,7 +109,18 @@ pub fn run(opts: Options) -> i32 {
         return SENSOR_FAILED;
     }
     if pid == 0 {
-        child(&argv, &opts, syscalls, pair[1], privileged, &filter);
+        child(
+            &Exec {
+                argv: &argv,
+                envp: &envp,
+                drop_sys_admin,
+            },
+            &opts,
+            syscalls,
+            pair[1],
+            privileged,
+            &filter,
+        );
     }
 
     let shutdown = Shutdown::new(opts.grace);
@@ -245,8 +248,15 @@ fn supervise(app: i32, mut tracer: Option<&mut Tracer>) -> i32 {
     }
 }
 
+/// What the app's process execs, and with what.
+struct Exec<'a> {
+    argv: &'a [CString],
+    envp: &'a [CString],
+    drop_sys_admin: bool,
+}
+
 fn child(
-    argv: &[CString],
+    exec: &Exec<'_>,
     opts: &Options,
     syscalls: SyscallMonitor,
     sock: libc::c_int,
@@ -259,6 +269,7 @@ fn child(
         unsafe { libc::_exit(SENSOR_FAILED) }
     };
     signals::unblock_all();
+    secrets::make_dumpable();
     // SAFETY: plain syscalls in the freshly forked child.
     unsafe {
         // seccomp without CAP_SYS_ADMIN requires no_new_privs.
@@ -295,6 +306,20 @@ fn child(
                 }
             }
         }
+        // After the seccomp filter, whose installation may have needed it.
+        if exec.drop_sys_admin {
+            match caps::drop_sys_admin() {
+                Ok(caps::Dropped::Everywhere) => {}
+                Ok(caps::Dropped::NoNewPrivs) => log(
+                    "no CAP_SETPCAP to drop CAP_SYS_ADMIN from the app's bounding set: \
+                     no_new_privs keeps the app from regaining it (setuid programs gain nothing)",
+                ),
+                Err(e) => {
+                    log(&format!("dropping the app's CAP_SYS_ADMIN: {e}"));
+                    libc::_exit(SENSOR_FAILED)
+                }
+            }
+        }
         if let Some((uid, gid)) = opts.user {
             let groups = [gid];
             if libc::setgroups(1, groups.as_ptr()) != 0
@@ -304,9 +329,12 @@ fn child(
                 fail("dropping to the image's user");
             }
         }
-        let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        let mut ptrs: Vec<*const libc::c_char> = exec.argv.iter().map(|a| a.as_ptr()).collect();
         ptrs.push(std::ptr::null());
-        libc::execvp(ptrs[0], ptrs.as_ptr());
+        let mut env: Vec<*const libc::c_char> = exec.envp.iter().map(|e| e.as_ptr()).collect();
+        env.push(std::ptr::null());
+        // PATH is looked up in the sensor's environment, which has the same PATH.
+        libc::execvpe(ptrs[0], ptrs.as_ptr(), env.as_ptr());
         log(&format!(
             "cannot execute {:?}: {}",
             opts.argv[0],
@@ -323,25 +351,30 @@ fn deliver_report(
     exit_status: i32,
     shutdown: &Shutdown,
 ) {
-    let report = recorder.report(mode, &opts.argv, exit_status);
-    let json = match serde_json::to_vec(&report) {
-        Ok(j) => j,
+    let mut report = recorder.report(mode, &opts.argv, exit_status);
+    let encoded = match deliver::encode(&mut report) {
+        Ok(e) => e,
         Err(e) => {
             log(&format!("serialising the report: {e}"));
             return;
         }
     };
+    let loss = &report.loss;
+    if loss.dropped_paths + loss.dropped_absent_paths + loss.dropped_execs > 0 {
+        log(&format!(
+            "the report was full: left out {} accesses to existing paths, {} to absent paths \
+             and {} executions",
+            loss.dropped_paths, loss.dropped_absent_paths, loss.dropped_execs
+        ));
+    }
     if let Some(path) = &opts.report_file
-        && let Err(e) = deliver::write_file(path, &json)
+        && let Err(e) = deliver::write_file(path, &encoded.json)
     {
         log(&e.to_string());
     }
     if let Some(url) = &opts.report_url {
-        let token = std::env::var("WHITTLE_REPORT_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty());
         let result = deliver::parse_url(url)
-            .and_then(|u| deliver::post(&u, token.as_deref(), &json, shutdown.deadline()));
+            .and_then(|u| deliver::send(&u, &opts.credentials, &encoded.gzip, shutdown.deadline()));
         match result {
             Ok(()) => log(&format!(
                 "report delivered to {url} ({} paths)",

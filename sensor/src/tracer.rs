@@ -302,6 +302,10 @@ pub(crate) fn record(
     }
 }
 
+/// Paths remembered as found; beyond, they are looked up again (the memory stays bounded
+/// whatever the app does, and a real app's paths fit many times over).
+const MAX_KNOWN: usize = 1 << 16;
+
 /// Whether `path` exists, looked up once: only paths not yet found are looked up again. A
 /// path's record says `exists` once any lookup found it, so looking again could not change the
 /// report.
@@ -310,7 +314,7 @@ pub(crate) fn exists(existing: &mut HashSet<String>, path: &str) -> bool {
         return true;
     }
     let exists = std::fs::symlink_metadata(path).is_ok();
-    if exists {
+    if exists && existing.len() < MAX_KNOWN {
         existing.insert(path.to_string());
     }
     exists
