@@ -19,6 +19,9 @@ use whittle_testbed::images::fixtures::{self, layers_paths as lp};
 use whittle_testbed::images::registry::Registry;
 use whittle_testbed::runc::{Bundle, Container, RunOptions};
 
+mod support;
+use support::layers::swap_blob;
+
 fn whittle(args: &[&str]) -> Output {
     let sensor = sensor_binary().expect("sensor binary");
     Command::new(env!("CARGO_BIN_EXE_whittle"))
@@ -639,4 +642,55 @@ fn include_adds_directories_and_globs_and_exclude_wins() {
     );
     assert!(!at(lp::KEPT).exists(), "--exclude wins over the report");
     assert!(!at(lp::LINK_TARGET).exists(), "nothing else is kept");
+}
+
+/// Where a registry of the testbed keeps blob `digest` (its filesystem storage driver).
+fn registry_blob(registry: &Registry, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+    registry
+        .storage()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+/// A registry that serves other content for a layer, of the same size, whose tar ends long
+/// before the blob does: the digest is compared all the same, by harden and by inspect, and
+/// nothing is pushed.
+#[test]
+fn a_swapped_layer_padded_after_its_end_of_archive_fails_the_digest_check() {
+    let registry = Registry::start().expect("registry");
+    let fixture = fixtures::nginx().expect("nginx fixture");
+    let src = fixture.push(&registry, "swap/nginx:1").expect("push");
+    let manifest = fixture.manifest().expect("manifest");
+    let digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("layer digest");
+    let padding = swap_blob(&registry_blob(&registry, digest));
+    eprintln!("layer {digest} swapped: {padding} bytes of padding after end-of-archive");
+
+    let e = fails(&["inspect", &src, "--insecure"]);
+    assert!(e.contains(digest) && e.contains("with digest"), "{e}");
+    let report = handmade_report(&[("/etc/passwd", true)]);
+    let e = fails(&[
+        "harden",
+        &src,
+        "--report",
+        report.to_str().unwrap(),
+        "--insecure",
+    ]);
+    assert!(e.contains(digest) && e.contains("with digest"), "{e}");
+    let pushed = curl(&[
+        "-f",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!(
+            "http://{}/v2/swap/nginx/manifests/1-whittle-hardened",
+            registry.host()
+        ),
+    ]);
+    assert!(!pushed.status.success(), "a hardened image was pushed");
 }

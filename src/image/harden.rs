@@ -2,7 +2,7 @@
 //! app needs, write it as one deterministic layer, and push it with the original config.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -20,6 +20,7 @@ use super::error::{ImageError, Result};
 use super::reading::scan::{LayerStats, Pass, Retain, read_ahead, scan_layer};
 use super::reading::spool::Spool;
 use super::reading::tree::{Tree, ancestors};
+use super::reading::whole::decompressed;
 use super::writing::compression::LayerCompression;
 use super::writing::write::write_layer;
 use crate::evidence::database::Database;
@@ -197,17 +198,14 @@ async fn scan(
             bar.inc(c.len() as u64);
         }
     });
-    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    // Fused: the rest of the blob is read after the decompressor may have seen its end.
+    let reader =
+        tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream.fuse()));
     let digest = desc.digest.clone();
     let joined = tokio::task::spawn_blocking(move || {
-        let reader = BufReader::with_capacity(1 << 20, reader);
-        let tar: Box<dyn Read + Send> = match compression {
-            Compression::Gzip => Box::new(MultiGzDecoder::new(reader)),
-            Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(reader) {
-                Ok(z) => Box::new(z),
-                Err(e) => return (tree, spool, Err(e)),
-            },
-            Compression::None => Box::new(reader),
+        let (tar, rest) = match decompressed(compression, reader) {
+            Ok(split) => split,
+            Err(e) => return (tree, spool, Err(e)),
         };
         let tar = read_ahead(tar);
         let pass = if build {
@@ -216,6 +214,12 @@ async fn scan(
             Pass::Refill(&tree)
         };
         let stats = scan_layer(layer, tar, pass, &mut spool, &retain);
+        // The digest is compared at the end of the blob, which the tar's end-of-archive may
+        // come well before; a mismatch there also explains whatever the tar reader made of it.
+        let stats = match (stats, rest.finish()) {
+            (_, Err(e)) => Err(e),
+            (stats, Ok(_)) => stats,
+        };
         (tree, spool, stats)
     })
     .await

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::{self as mt, OciDescriptor};
 use oci_client::{Client, Reference};
 use serde_json::Value;
@@ -715,15 +715,30 @@ async fn open_at(
     desc: &OciDescriptor,
     offset: u64,
 ) -> std::result::Result<BoxByteStream, OciDistributionError> {
+    // A body longer than the manifest says is refused before it is read.
+    let size = desc.size.max(0) as u64;
+    let longer = |announced: Option<u64>, left: u64| match announced {
+        Some(len) if len > left => Err(OciDistributionError::SpecViolationError(format!(
+            "the registry announced {len} bytes of blob {} from offset {offset}; the manifest says it has {size}",
+            desc.digest
+        ))),
+        _ => Ok(()),
+    };
     if offset == 0 {
-        return Ok(Box::pin(client.pull_blob_stream(r, desc).await?.stream));
+        let s = client.pull_blob_stream(r, desc).await?;
+        longer(s.content_length, size)?;
+        return Ok(Box::pin(s.stream));
     }
     match client
         .pull_blob_stream_partial(r, desc, offset, None)
         .await?
     {
-        BlobResponse::Partial(s) => Ok(Box::pin(s.stream)),
+        BlobResponse::Partial(s) => {
+            longer(s.content_length, size.saturating_sub(offset))?;
+            Ok(Box::pin(s.stream))
+        }
         BlobResponse::Full(s) => {
+            longer(s.content_length, size)?;
             let mut skip = offset;
             Ok(Box::pin(s.stream.filter_map(move |chunk| {
                 let out = match chunk {
@@ -753,6 +768,22 @@ struct BlobState {
 }
 
 impl BlobState {
+    /// The error for a blob whose bytes so far are all there is, when they are not what the
+    /// manifest says.
+    fn mismatch(&self) -> Option<std::io::Error> {
+        let digest = format!("sha256:{:x}", self.hasher.clone().finalize());
+        let size = self.desc.size.max(0) as u64;
+        (digest != self.desc.digest || self.offset != size).then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the registry sent {} bytes with digest {digest}; the manifest says {size} bytes with digest {}",
+                    self.offset, self.desc.digest
+                ),
+            )
+        })
+    }
+
     async fn next(mut self) -> Option<(std::io::Result<Bytes>, BlobState)> {
         if self.done {
             return None;
@@ -766,7 +797,22 @@ impl BlobState {
                 Some(Ok(chunk)) => {
                     self.hasher.update(&chunk);
                     self.offset += chunk.len() as u64;
+                    // More than the manifest's size is a different blob: no need to read on.
+                    if self.offset > self.desc.size.max(0) as u64 {
+                        self.done = true;
+                        let e = self.mismatch();
+                        return e.map(|e| (Err(e), self));
+                    }
                     return Some((Ok(chunk), self));
+                }
+                // oci-client compares the digest at the end too; say it the same way as below.
+                Some(Err(e))
+                    if e.get_ref()
+                        .is_some_and(|inner| inner.downcast_ref::<DigestError>().is_some()) =>
+                {
+                    self.done = true;
+                    let e = self.mismatch().unwrap_or(e);
+                    return Some((Err(e), self));
                 }
                 Some(Err(e)) if self.resumes + 1 < ATTEMPTS && is_transient_io(&e) => {
                     self.resumes += 1;
@@ -792,19 +838,8 @@ impl BlobState {
                 }
                 None => {
                     self.done = true;
-                    let digest = format!("sha256:{:x}", self.hasher.clone().finalize());
-                    let size = self.desc.size.max(0) as u64;
-                    if digest != self.desc.digest || self.offset != size {
-                        let msg = format!(
-                            "the registry sent {} bytes with digest {digest}; the manifest says {size} bytes with digest {}",
-                            self.offset, self.desc.digest
-                        );
-                        return Some((
-                            Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg)),
-                            self,
-                        ));
-                    }
-                    return None;
+                    let e = self.mismatch();
+                    return e.map(|e| (Err(e), self));
                 }
             }
         }

@@ -473,36 +473,52 @@ impl Store {
     }
 }
 
-/// Passes `stream` through, failing at the end when its bytes do not hash to `desc.digest`.
+/// Passes `stream` through, failing at the end when its bytes do not hash to `desc.digest`,
+/// and as soon as there are more of them than `desc.size`.
 fn verified(
     stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     desc: &OciDescriptor,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     let want = desc.digest.clone();
+    let size = desc.size.max(0) as u64;
+    let mismatch = move |hasher: &Sha256, read: u64| {
+        let got = format!("sha256:{:x}", hasher.clone().finalize());
+        (got != want || read != size).then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the blob holds {read} bytes with digest {got}; the manifest says {size} bytes with digest {want}"
+                ),
+            )
+        })
+    };
     // `None` marks the end, where the digest is checked.
     let items = stream
         .map(Some)
         .chain(futures::stream::once(async { None }));
     items
-        .scan(Sha256::new(), move |hasher, item| {
-            let out = match item {
-                Some(Ok(chunk)) => {
-                    hasher.update(&chunk);
-                    Some(Ok(chunk))
+        .scan(
+            (Sha256::new(), 0u64, false),
+            move |(hasher, read, failed), item| {
+                if *failed {
+                    return futures::future::ready(None);
                 }
-                Some(Err(e)) => Some(Err(e)),
-                None => {
-                    let got = format!("sha256:{:x}", hasher.clone().finalize());
-                    (got != want).then(|| {
-                        Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!("blob {want} holds content with digest {got}"),
-                        ))
-                    })
-                }
-            };
-            futures::future::ready(Some(out))
-        })
+                let out = match item {
+                    Some(Ok(chunk)) => {
+                        hasher.update(&chunk);
+                        *read += chunk.len() as u64;
+                        match (*read > size).then(|| mismatch(hasher, *read)).flatten() {
+                            Some(e) => Some(Err(e)),
+                            None => Some(Ok(chunk)),
+                        }
+                    }
+                    Some(Err(e)) => Some(Err(e)),
+                    None => mismatch(hasher, *read).map(Err),
+                };
+                *failed = matches!(out, Some(Err(_)));
+                futures::future::ready(Some(out))
+            },
+        )
         .filter_map(futures::future::ready)
 }
 
