@@ -199,3 +199,22 @@ fn a_swapped_layer_padded_after_its_end_of_archive_fails_the_digest_check() {
         "{printed}"
     );
 }
+
+/// `whittle local` sets every file aside to unpack an image: its spool budget refuses an image
+/// larger than the limit, naming the flag, before anything runs.
+#[test]
+fn the_spool_limit_refuses_an_image_too_large_to_unpack() {
+    let dir = nginx_layout();
+    let src = format!("oci:{}:latest", dir.path().join("nginx").display());
+    let out = local(
+        &src,
+        &["--spool-limit", "8Mi"],
+        &dir.path().join("summary.json"),
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains("8 MiB, 8388608 bytes") && printed.contains("--spool-limit"),
+        "{printed}"
+    );
+}

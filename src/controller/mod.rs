@@ -50,6 +50,8 @@ pub struct Context {
     pub sensor: PathBuf,
     /// Vulnerability databases workflows name, loaded once for all of them.
     pub vuln_dbs: evidence::VulnDbs,
+    /// The budgets of every image read (`whittle operator --spool-limit` and the like).
+    pub limits: crate::image::limits::Limits,
     /// Consecutive transient failures per workflow, for the retry backoff. Only timing lives
     /// here: losing it on a restart costs nothing.
     failures: Mutex<HashMap<String, u32>>,
@@ -73,6 +75,7 @@ impl Context {
             report_base,
             sensor,
             vuln_dbs: evidence::VulnDbs::default(),
+            limits: Default::default(),
             failures: Mutex::default(),
         }
     }

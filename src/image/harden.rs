@@ -17,6 +17,7 @@ use super::config;
 use super::distribution::registry::{Compression, layer_compression};
 use super::distribution::store::{Image, Location, Store};
 use super::error::{ImageError, Result};
+use super::limits::Exceeded;
 use super::reading::scan::{LayerStats, Pass, Retain, read_ahead, scan_layer};
 use super::reading::spool::Spool;
 use super::reading::tree::{Tree, ancestors};
@@ -143,13 +144,15 @@ pub async fn read_image(
     early: bool,
     progress: Option<&ProgressBar>,
 ) -> Result<(Tree, Spool, Vec<LayerStats>)> {
-    let mut tree = Tree::new();
+    let limits = store.limits();
+    let mut tree = Tree::with_max_entries(limits.tree_entries);
     let spool = if early {
         Spool::with_early()
     } else {
         Spool::new()
     };
     let mut spool = spool.map_err(ImageError::io("creating the spool file"))?;
+    spool.set_limit(limits.spool_bytes);
     let mut stats = Vec::new();
     if let Some(bar) = progress {
         bar.set_length(image.compressed_size());
@@ -214,6 +217,12 @@ async fn scan(
             Pass::Refill(&tree)
         };
         let stats = scan_layer(layer, tar, pass, &mut spool, &retain);
+        // A budget refused is the answer; the rest of the blob is not worth fetching.
+        if let Err(e) = &stats
+            && Exceeded::from_io(e).is_some()
+        {
+            return (tree, spool, stats);
+        }
         // The digest is compared at the end of the blob, which the tar's end-of-archive may
         // come well before; a mismatch there also explains whatever the tar reader made of it.
         let stats = match (stats, rest.finish()) {
@@ -225,7 +234,10 @@ async fn scan(
     .await
     .map_err(|e| ImageError::layer(&digest, format!("reading it stopped: {e}")))?;
     let (tree, spool, stats) = joined;
-    let stats = stats.map_err(|e| ImageError::layer(&digest, e))?;
+    let stats = stats.map_err(|e| match Exceeded::from_io(&e) {
+        Some(exceeded) => ImageError::Limit(exceeded),
+        None => ImageError::layer(&digest, e),
+    })?;
     Ok((tree, spool, stats))
 }
 

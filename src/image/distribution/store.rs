@@ -15,6 +15,7 @@ use super::layout::LayoutRef;
 use super::reference::{ImageRef, derived_tag};
 use super::registry::{self, Flavor, Registry, RegistryOptions, Transfer};
 use crate::image::error::{ImageError, Result};
+use crate::image::limits::Limits;
 
 /// An image's place: `registry/repo:tag`, `registry/repo@sha256:...`, or `oci:DIR[:TAG]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +123,17 @@ impl Store {
         }
     }
 
+    /// The same store with other budgets.
+    pub fn with_limits(mut self, limits: Limits) -> Store {
+        self.registry.set_limits(limits);
+        self
+    }
+
+    /// The budgets of what this store reads.
+    pub fn limits(&self) -> &Limits {
+        &self.registry.options().limits
+    }
+
     /// Bytes uploaded to registries or written into layouts by this store so far.
     pub fn bytes_written(&self) -> u64 {
         self.registry.uploaded_bytes()
@@ -143,9 +155,10 @@ impl Store {
     }
 
     fn resolve_layout(&self, l: &LayoutRef) -> Result<Image> {
+        let cap = self.limits().manifest_bytes;
         let desc = l.find()?;
         let mut manifest_digest = desc.digest.clone();
-        let mut body = l.read_blob(&manifest_digest)?;
+        let mut body = l.read_blob(&manifest_digest, cap)?;
         let mut value = json(&l.to_string(), "manifest", &body)?;
         let mut index_digest = None;
         if value.get("manifests").is_some() {
@@ -155,7 +168,7 @@ impl Store {
                 &self.registry.options().platform,
             )?;
             index_digest = Some(manifest_digest);
-            body = l.read_blob(&chosen)?;
+            body = l.read_blob(&chosen, cap)?;
             value = json(&l.to_string(), "manifest", &body)?;
             manifest_digest = chosen;
         }
@@ -179,7 +192,7 @@ impl Store {
                 });
             }
         }
-        let config_bytes = l.read_blob(&manifest.config.digest)?;
+        let config_bytes = l.read_blob(&manifest.config.digest, cap)?;
         let config = json(&pinned.to_string(), "config", &config_bytes)?;
         Ok(Image {
             reference: Location::Layout(l.clone()),

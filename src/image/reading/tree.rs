@@ -77,6 +77,8 @@ const MAX_LINKS: usize = 40;
 #[derive(Debug, Default, Clone)]
 pub struct Tree {
     nodes: BTreeMap<String, Node>,
+    /// Most paths [`Tree::over_limit`] allows; none when not set.
+    max_entries: Option<u64>,
 }
 
 /// Where a path leads: the existing path at the end, and every symlink followed on the way.
@@ -114,6 +116,20 @@ pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 impl Tree {
     pub fn new() -> Tree {
         Tree::default()
+    }
+
+    /// A tree that reports when it holds more than `max` paths.
+    pub fn with_max_entries(max: u64) -> Tree {
+        Tree {
+            max_entries: Some(max),
+            ..Tree::default()
+        }
+    }
+
+    /// The limit, when the tree holds more paths than it allows.
+    pub fn over_limit(&self) -> Option<u64> {
+        self.max_entries
+            .filter(|&max| self.nodes.len() as u64 > max)
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
