@@ -81,7 +81,7 @@ pub struct ReadArgs {
     #[arg(long, value_name = "SIZE", value_parser = limits::parse_size,
           default_value = "1Gi")]
     pub spool_limit: u64,
-    /// The most paths an image's merged file tree may hold (about 300 bytes of memory each).
+    /// The most paths an image's merged file tree may hold (about 400 bytes of memory each).
     #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_TREE_ENTRIES)]
     pub max_tree_entries: u64,
 }
