@@ -156,6 +156,23 @@ async fn the_api_server_enforces_the_schema() {
         &["spec.harden.timeout", "must be longer than 0s"],
     )
     .await;
+    // A workflow holds one of the operator's reconcile slots and a spool for this long.
+    refused(
+        &api,
+        "day-long-timeout",
+        spec_with(json!({"harden": {"timeout": "2h1s"}})),
+        &["spec.harden.timeout", "must be at most 2h"],
+    )
+    .await;
+    api.create(
+        &PostParams::default(),
+        &workflow(
+            "longest-timeout",
+            spec_with(json!({"harden": {"timeout": "1h60m"}})),
+        ),
+    )
+    .await
+    .expect("harden.timeout of exactly the maximum is accepted");
     refused(
         &api,
         "strace",

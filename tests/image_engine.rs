@@ -19,6 +19,9 @@ use whittle_testbed::images::fixtures::{self, layers_paths as lp};
 use whittle_testbed::images::registry::Registry;
 use whittle_testbed::runc::{Bundle, Container, RunOptions};
 
+mod support;
+use support::layers::swap_blob;
+
 fn whittle(args: &[&str]) -> Output {
     let sensor = sensor_binary().expect("sensor binary");
     Command::new(env!("CARGO_BIN_EXE_whittle"))
@@ -639,4 +642,230 @@ fn include_adds_directories_and_globs_and_exclude_wins() {
     );
     assert!(!at(lp::KEPT).exists(), "--exclude wins over the report");
     assert!(!at(lp::LINK_TARGET).exists(), "nothing else is kept");
+}
+
+/// Where a registry of the testbed keeps blob `digest` (its filesystem storage driver).
+fn registry_blob(registry: &Registry, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+    registry
+        .storage()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+/// A registry that serves other content for a layer, of the same size, whose tar ends long
+/// before the blob does: the digest is compared all the same, by harden and by inspect, and
+/// nothing is pushed.
+#[test]
+fn a_swapped_layer_padded_after_its_end_of_archive_fails_the_digest_check() {
+    let registry = Registry::start().expect("registry");
+    let fixture = fixtures::nginx().expect("nginx fixture");
+    let src = fixture.push(&registry, "swap/nginx:1").expect("push");
+    let manifest = fixture.manifest().expect("manifest");
+    let digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("layer digest");
+    let padding = swap_blob(&registry_blob(&registry, digest));
+    eprintln!("layer {digest} swapped: {padding} bytes of padding after end-of-archive");
+
+    let e = fails(&["inspect", &src, "--insecure"]);
+    assert!(e.contains(digest) && e.contains("with digest"), "{e}");
+    let report = handmade_report(&[("/etc/passwd", true)]);
+    let e = fails(&[
+        "harden",
+        &src,
+        "--report",
+        report.to_str().unwrap(),
+        "--insecure",
+    ]);
+    assert!(e.contains(digest) && e.contains("with digest"), "{e}");
+    let pushed = curl(&[
+        "-f",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!(
+            "http://{}/v2/swap/nginx/manifests/1-whittle-hardened",
+            registry.host()
+        ),
+    ]);
+    assert!(!pushed.status.success(), "a hardened image was pushed");
+}
+
+/// The size a plain-HTTP registry states for the manifest at `url`.
+fn manifest_size(url: &str) -> u64 {
+    let head = curl(&[
+        "-I",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        url,
+    ]);
+    String::from_utf8_lossy(&head.stdout)
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_string)
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length for {url}"))
+}
+
+/// Every budget refuses with the limit and the flag that raises it: a manifest over the cap
+/// (on the registry's Content-Length, before the body is read), an index entry whose
+/// descriptor states more (before it is fetched), a config over the cap (on its descriptor),
+/// a file tree with more paths, a spool with more bytes; and a refused harden pushes nothing.
+#[test]
+fn each_budget_refuses_with_its_limit_and_flag() {
+    let registry = Registry::start().expect("registry");
+    let fixture = fixtures::nginx().expect("nginx fixture");
+    let src = fixture.push(&registry, "budget/nginx:1").expect("push");
+    let host = registry.host();
+    let size = manifest_size(&format!("http://{host}/v2/budget/nginx/manifests/1"));
+    let config_size = fixture.manifest().expect("manifest")["config"]["size"]
+        .as_u64()
+        .expect("config size");
+    assert!(config_size > size, "{config_size} <= {size}");
+
+    let below = (size - 1).to_string();
+    let e = fails(&["inspect", &src, "--insecure", "--max-manifest-size", &below]);
+    eprintln!("{e}");
+    assert!(
+        e.contains(&format!("is {size} bytes"))
+            && e.contains(&format!("the limit is {below} bytes"))
+            && e.contains("--max-manifest-size"),
+        "{e}"
+    );
+    let between = (size + 10).to_string();
+    let e = fails(&[
+        "inspect",
+        &src,
+        "--insecure",
+        "--max-manifest-size",
+        &between,
+    ]);
+    eprintln!("{e}");
+    assert!(
+        e.contains(&format!("config {host}/budget/nginx@sha256:"))
+            && e.contains(&format!("is {config_size} bytes"))
+            && e.contains("--max-manifest-size"),
+        "{e}"
+    );
+
+    // An index whose entry says its manifest is larger than the cap.
+    let digest = curl(&[
+        "-sI",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!("http://{host}/v2/budget/nginx/manifests/1"),
+    ]);
+    let digest = String::from_utf8_lossy(&digest.stdout)
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .strip_prefix("docker-content-digest: ")
+                .map(|d| d.trim().to_string())
+        })
+        .expect("digest header");
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": 5 << 20,
+            "platform": {"os": "linux", "architecture": "amd64"}}]
+    });
+    let put = curl(&[
+        "-f",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.index.v1+json",
+        "--data-binary",
+        &index.to_string(),
+        &format!("http://{host}/v2/budget/nginx/manifests/index"),
+    ]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let e = fails(&[
+        "inspect",
+        &format!("{host}/budget/nginx:index"),
+        "--insecure",
+    ]);
+    eprintln!("{e}");
+    assert!(
+        e.contains("is 5242880 bytes, as its descriptor says")
+            && e.contains("4 MiB, 4194304 bytes")
+            && e.contains("--max-manifest-size"),
+        "{e}"
+    );
+
+    let e = fails(&["inspect", &src, "--insecure", "--max-tree-entries", "100"]);
+    eprintln!("{e}");
+    assert!(
+        e.contains("more than 100 paths (the limit is 100 paths)")
+            && e.contains("--max-tree-entries"),
+        "{e}"
+    );
+
+    let report = handmade_report(&[("/usr/sbin/nginx", true), ("/etc/passwd", true)]);
+    let e = fails(&[
+        "harden",
+        &src,
+        "--report",
+        report.to_str().unwrap(),
+        "--insecure",
+        "--spool-limit",
+        "64Ki",
+    ]);
+    eprintln!("{e}");
+    assert!(
+        e.contains("64 KiB, 65536 bytes") && e.contains("--spool-limit"),
+        "{e}"
+    );
+    let pushed = curl(&[
+        "-f",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!("http://{host}/v2/budget/nginx/manifests/1-whittle-hardened"),
+    ]);
+    assert!(!pushed.status.success(), "a refused harden pushed an image");
+}
+
+/// A registry that accepts connections and never answers: instrument gives up at its
+/// deadline, with the flag that sets it, instead of waiting on read timeouts and retries.
+#[test]
+fn instrument_gives_up_at_its_deadline() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let host = listener.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let started = std::time::Instant::now();
+    let e = fails(&[
+        "instrument",
+        &format!("{host}/silent/app:1"),
+        "--insecure",
+        "--instrument-timeout",
+        "3s",
+    ]);
+    let took = started.elapsed();
+    eprintln!("{e}");
+    assert!(
+        e.contains("did not finish in time")
+            && e.contains("the limit is 3s")
+            && e.contains("--instrument-timeout"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
 }

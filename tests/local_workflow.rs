@@ -11,7 +11,8 @@ use whittle_testbed::images::registry::Registry;
 
 mod support;
 use support::cli::{text, whittle};
-use support::layers::{self, hardened_layer};
+use support::layers::{self, hardened_layer, swap_blob};
+use whittle_testbed::images::oci_layout;
 
 const HOME_PAGE: &str = r#"curl -fsS http://$WHITTLE_TARGET/ | grep -q "Welcome to nginx""#;
 const MISSING_PAGE: &str =
@@ -173,6 +174,47 @@ fn an_exercise_that_fails_against_the_original_is_the_exercises_fault() {
     let printed = text(&out);
     assert!(
         printed.contains("fails against the ORIGINAL image") && printed.contains("no-such-page"),
+        "{printed}"
+    );
+}
+
+/// A layout whose layer blob was swapped for other content of the same size, padded after the
+/// tar's end-of-archive: `whittle local` compares the digest while unpacking, before anything
+/// runs.
+#[test]
+fn a_swapped_layer_padded_after_its_end_of_archive_fails_the_digest_check() {
+    let dir = nginx_layout();
+    let layout = dir.path().join("nginx");
+    let manifest = oci_layout::manifest(&layout, "latest").expect("manifest");
+    let digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("layer digest");
+    swap_blob(&oci_layout::blob_path(&layout, digest).expect("blob path"));
+    let src = format!("oci:{}:latest", layout.display());
+    let out = local(&src, &[], &dir.path().join("summary.json"));
+    assert!(!out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains(digest) && printed.contains("with digest"),
+        "{printed}"
+    );
+}
+
+/// `whittle local` sets every file aside to unpack an image: its spool budget refuses an image
+/// larger than the limit, naming the flag, before anything runs.
+#[test]
+fn the_spool_limit_refuses_an_image_too_large_to_unpack() {
+    let dir = nginx_layout();
+    let src = format!("oci:{}:latest", dir.path().join("nginx").display());
+    let out = local(
+        &src,
+        &["--spool-limit", "8Mi"],
+        &dir.path().join("summary.json"),
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains("8 MiB, 8388608 bytes") && printed.contains("--spool-limit"),
         "{printed}"
     );
 }

@@ -132,6 +132,20 @@ pub fn positive_schema(generator: &mut SchemaGenerator) -> Schema {
     schema
 }
 
+/// Schema for a positive duration of at most `max` (a string [`parse`] accepts, e.g. `2h`).
+/// CEL's `duration()` reads the same syntax, so the API server compares the values, not the
+/// strings (`1h60m` is `2h`).
+pub fn bounded_schema(generator: &mut SchemaGenerator, max: &str) -> Schema {
+    let mut schema = positive_schema(generator);
+    if let Some(serde_json::Value::Array(rules)) = schema.get_mut("x-kubernetes-validations") {
+        rules.push(serde_json::json!({
+            "rule": format!("!self.matches('{PATTERN}') || duration(self) <= duration('{max}')"),
+            "message": format!("must be at most {max}"),
+        }));
+    }
+    schema
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

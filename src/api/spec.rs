@@ -336,11 +336,11 @@ pub struct Harden {
     #[serde(default)]
     #[schemars(length(max = 256), inner(length(min = 1, max = 4096)))]
     pub exclude: Vec<String>,
-    /// How long building and pushing the hardened image may take, e.g. `30m`. It also bounds
-    /// retries: a failure that is retried (a registry outage, say) fails the workflow once
-    /// Instrumenting or Hardening has lasted this long.
+    /// How long building and pushing the hardened image may take, e.g. `30m`; at most `2h`.
+    /// It also bounds retries: a failure that is retried (a registry outage, say) fails the
+    /// workflow once Instrumenting or Hardening has lasted this long.
     #[serde(default = "Harden::default_timeout")]
-    #[schemars(schema_with = "duration::positive_schema")]
+    #[schemars(schema_with = "Harden::timeout_schema")]
     pub timeout: DurationString,
     /// Attach a CycloneDX 1.6 SBOM of the hardened image to it as an OCI referrer (artifactType
     /// `application/vnd.cyclonedx+json`; the referrers tag on registries without the referrers
@@ -354,9 +354,17 @@ pub struct Harden {
     pub compression: LayerCompression,
 }
 
+/// The longest `harden.timeout`: a workflow holds one of the operator's reconcile slots and a
+/// spool for this long, so a tenant may not hold them for days.
+pub const MAX_HARDEN_TIMEOUT: &str = "2h";
+
 impl Harden {
     fn default_timeout() -> DurationString {
         DurationString::new("15m")
+    }
+
+    fn timeout_schema(generator: &mut SchemaGenerator) -> Schema {
+        duration::bounded_schema(generator, MAX_HARDEN_TIMEOUT)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use indicatif::ProgressBar;
@@ -10,11 +11,12 @@ use k8s_openapi::jiff::Timestamp;
 use whittle::evidence::produce::{Evidence, HardenInputs, lines, produce};
 use whittle::image::distribution::store::Location;
 use whittle::image::harden::{self, HardenOptions, Summary};
+use whittle::image::limits::Limits;
 use whittle::image::writing::compression::LayerCompression;
 use whittle::image::{inspect as inspection, instrument as instrumenting};
 use whittle::local::progress::Progress;
 
-use super::{CliResult, EvidenceArgs, RegistryArgs, parse_location};
+use super::{CliResult, EvidenceArgs, ReadArgs, RegistryArgs, parse_duration, parse_location};
 
 #[derive(Args, Debug)]
 pub struct InstrumentArgs {
@@ -27,6 +29,10 @@ pub struct InstrumentArgs {
     /// The static sensor binary (default: $WHITTLE_SENSOR_BIN, then whittle-sensor beside whittle).
     #[arg(long, value_name = "PATH")]
     sensor: Option<PathBuf>,
+    /// How long instrumenting may take in all (e.g. 30m, 90s).
+    #[arg(long, value_name = "D", value_parser = parse_duration,
+          default_value = "30m")]
+    instrument_timeout: Duration,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -58,6 +64,8 @@ pub struct HardenArgs {
     #[command(flatten)]
     evidence: EvidenceArgs,
     #[command(flatten)]
+    budgets: ReadArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -78,6 +86,8 @@ pub struct InspectArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    budgets: ReadArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -88,7 +98,10 @@ fn bar(label: &str) -> ProgressBar {
 }
 
 pub async fn instrument(a: InstrumentArgs) -> CliResult {
-    let store = a.registry.store()?;
+    let store = a.registry.store(Limits {
+        instrument_timeout: a.instrument_timeout,
+        ..Limits::default()
+    })?;
     let sensor = instrumenting::find_sensor(a.sensor.as_deref())?;
     let done =
         instrumenting::instrument(&store, &a.src, a.instrumented_image.as_ref(), &sensor).await?;
@@ -149,7 +162,7 @@ pub async fn harden(a: HardenArgs) -> CliResult {
     a.evidence
         .check(a.hardened_image.as_ref().unwrap_or(&a.src))?;
     let evidence_options = a.evidence.options()?;
-    let store = a.registry.store()?;
+    let store = a.registry.store(a.budgets.apply(Limits::default()))?;
     let progress = bar("layers");
     let started_on = Timestamp::now();
     let opts = HardenOptions {
@@ -185,7 +198,7 @@ pub async fn harden(a: HardenArgs) -> CliResult {
 }
 
 pub async fn inspect(a: InspectArgs) -> CliResult {
-    let store = a.registry.store()?;
+    let store = a.registry.store(a.budgets.apply(Limits::default()))?;
     let progress = bar("layers");
     let result = inspection::inspect(&store, &a.image, Some(&progress)).await?;
     progress.finish_and_clear();

@@ -8,12 +8,13 @@ use clap::Args;
 
 use whittle::image::distribution::store::Location;
 use whittle::image::instrument::find_sensor;
+use whittle::image::limits::Limits;
 use whittle::image::writing::compression::LayerCompression;
 use whittle::local::progress::Progress;
 use whittle::local::workflow::{self, LocalOptions};
 
 use super::image::write_json;
-use super::{CliResult, EvidenceArgs, RegistryArgs, parse_location};
+use super::{CliResult, EvidenceArgs, ReadArgs, RegistryArgs, parse_location};
 
 #[derive(Args, Debug)]
 pub struct LocalArgs {
@@ -66,8 +67,13 @@ pub struct LocalArgs {
     /// killed, as `docker stop` does; the sensor's grace period fits inside it.
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "10s")]
     stop_timeout: Duration,
+    /// How long instrumenting may take in all (e.g. 30m, 90s).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "30m")]
+    instrument_timeout: Duration,
     #[command(flatten)]
     evidence: EvidenceArgs,
+    #[command(flatten)]
+    budgets: ReadArgs,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -93,7 +99,10 @@ pub async fn local(a: LocalArgs) -> CliResult {
     a.evidence
         .check(a.hardened_image.as_ref().unwrap_or(&a.src))?;
     let evidence = a.evidence.options()?;
-    let store = a.registry.store()?;
+    let store = a.registry.store(a.budgets.apply(Limits {
+        instrument_timeout: a.instrument_timeout,
+        ..Limits::default()
+    }))?;
     let opts = LocalOptions {
         evidence,
         sensor: find_sensor(a.sensor.as_deref())?,

@@ -11,6 +11,7 @@ use whittle::evidence::vulns::VulnDb;
 use whittle::image::distribution::credentials::Credentials;
 use whittle::image::distribution::registry::{Platform, RegistryOptions};
 use whittle::image::distribution::store::{Location, Store};
+use whittle::image::limits::{self, Limits};
 
 mod crdgen;
 mod image;
@@ -65,6 +66,43 @@ pub struct RegistryArgs {
     /// then ~/.docker/config.json).
     #[arg(long, value_name = "FILE")]
     pub registry_config: Option<PathBuf>,
+    /// The largest manifest, image index or image config read (they are held in memory);
+    /// larger ones are refused before they are read. E.g. 4MiB, 512Ki, 1048576.
+    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size,
+          default_value = "4Mi")]
+    pub max_manifest_size: u64,
+}
+
+/// The budgets of commands that read an image's layers (harden, inspect, local, operator).
+#[derive(Args, Debug, Clone)]
+pub struct ReadArgs {
+    /// The most file contents set aside while the layers stream past (on disk, in $TMPDIR:
+    /// keep it below that volume's size). E.g. 1Gi, 512Mi.
+    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size,
+          default_value = "1Gi")]
+    pub spool_limit: u64,
+    /// The most paths an image's merged file tree may hold (about 400 bytes of memory each).
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_TREE_ENTRIES)]
+    pub max_tree_entries: u64,
+}
+
+impl ReadArgs {
+    pub fn apply(&self, limits: Limits) -> Limits {
+        Limits {
+            spool_bytes: self.spool_limit,
+            tree_entries: self.max_tree_entries,
+            ..limits
+        }
+    }
+}
+
+/// `30m`, `90s`, `1h30m` (a duration as the HardeningWorkflow spec writes them), or `90`
+/// seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    if let Ok(seconds) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds));
+    }
+    whittle::api::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// The supply-chain evidence `harden` and `local` produce besides the image.
@@ -122,13 +160,18 @@ fn parse_platform(s: &str) -> Result<Platform, String> {
 }
 
 impl RegistryArgs {
-    pub fn store(&self) -> Result<Store, whittle::image::ImageError> {
+    /// A store with `limits`, and this command's --max-manifest-size.
+    pub fn store(&self, limits: Limits) -> Result<Store, whittle::image::ImageError> {
         let credentials = Credentials::discover(self.registry_config.as_deref())?;
         Ok(Store::new(
             credentials,
             RegistryOptions {
                 insecure: self.insecure,
                 platform: self.platform.clone(),
+                limits: Limits {
+                    manifest_bytes: self.max_manifest_size,
+                    ..limits
+                },
             },
         ))
     }
@@ -170,5 +213,33 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Crdgen(a) => crdgen::crdgen(a),
         Command::OperatorImage(a) => operator_image::operator_image(a).await,
         Command::Operator(a) => operator::operator(a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults, written as sizes people read, are the engine's.
+    #[test]
+    fn budget_defaults_are_the_engines() {
+        #[derive(Parser)]
+        struct Both {
+            #[command(flatten)]
+            read: ReadArgs,
+            #[command(flatten)]
+            registry: RegistryArgs,
+        }
+        let both = Both::parse_from(["whittle"]);
+        let limits = Limits {
+            manifest_bytes: both.registry.max_manifest_size,
+            ..both.read.apply(Limits::default())
+        };
+        assert_eq!(limits, Limits::default());
+        assert_eq!(
+            parse_duration("30m"),
+            Ok(limits::DEFAULT_INSTRUMENT_TIMEOUT)
+        );
+        assert_eq!(parse_duration("90"), Ok(std::time::Duration::from_secs(90)));
     }
 }

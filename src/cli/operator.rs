@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::Args;
 use futures::future::Either;
@@ -15,12 +16,13 @@ use tracing::info;
 
 use whittle::controller::{self, Context};
 use whittle::image::instrument::find_sensor;
+use whittle::image::limits::{self, Limits};
 use whittle::leader::Leadership;
 use whittle::metrics::Metrics;
 use whittle::reports::ReportKey;
 use whittle::server::{self, ServerState};
 
-use super::CliResult;
+use super::{CliResult, ReadArgs, parse_duration};
 
 #[derive(Args, Debug)]
 pub struct OperatorArgs {
@@ -58,6 +60,16 @@ pub struct OperatorArgs {
     /// Read the report key from this file instead of --report-key-secret (32 bytes or more).
     #[arg(long, value_name = "FILE")]
     report_key_file: Option<PathBuf>,
+    /// The largest manifest, image index or image config read (they are held in memory).
+    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size,
+          default_value = "4Mi")]
+    max_manifest_size: u64,
+    /// How long pushing one instrumented image may take in all (e.g. 30m).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "30m")]
+    instrument_timeout: Duration,
+    // --spool-limit is per harden: with --concurrency N, N spools may be full at once.
+    #[command(flatten)]
+    budgets: ReadArgs,
 }
 
 pub async fn operator(args: OperatorArgs) -> CliResult {
@@ -113,13 +125,19 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
             Some(l)
         }
     };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client,
         metrics,
         format!("http://{report_address}"),
         sensor,
         report_key,
-    ));
+    );
+    ctx.limits = args.budgets.apply(Limits {
+        manifest_bytes: args.max_manifest_size,
+        instrument_timeout: args.instrument_timeout,
+        ..Limits::default()
+    });
+    let ctx = Arc::new(ctx);
     let lost = Arc::new(AtomicBool::new(false));
     let shutdown = {
         let (stop, lost) = (stopped(stop_rx), lost.clone());

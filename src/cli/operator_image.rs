@@ -59,7 +59,7 @@ pub async fn operator_image(args: OperatorImageArgs) -> CliResult {
             "install Debian's ca-certificates or pass --ca-bundle",
         )?,
     );
-    let store = args.registry.store()?;
+    let store = args.registry.store(Default::default())?;
     for dst in &args.destinations {
         let made = assemble::assemble(&store, dst, &recipe).await?;
         println!(

@@ -42,6 +42,7 @@ fn image_reason(e: &ImageError) -> Option<&'static str> {
         ImageError::Sensor { .. } => Some("SensorMissing"),
         ImageError::Pattern { .. } => Some("InvalidPattern"),
         ImageError::Report { .. } => Some("InvalidReport"),
+        ImageError::Limit(_) => Some("LimitExceeded"),
         ImageError::Unreachable { .. }
         | ImageError::Registry { .. }
         | ImageError::Layer { .. }

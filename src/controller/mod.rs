@@ -53,6 +53,8 @@ pub struct Context {
     pub vuln_dbs: evidence::VulnDbs,
     /// Derives each workflow's report token and seals what harden produced.
     pub report_key: ReportKey,
+    /// The budgets of every image read (`whittle operator --spool-limit` and the like).
+    pub limits: crate::image::limits::Limits,
     /// Consecutive transient failures per workflow, for the retry backoff. Only timing lives
     /// here: losing it on a restart costs nothing.
     failures: Mutex<HashMap<String, u32>>,
@@ -78,6 +80,7 @@ impl Context {
             sensor,
             vuln_dbs: evidence::VulnDbs::default(),
             report_key,
+            limits: Default::default(),
             failures: Mutex::default(),
         }
     }

@@ -801,13 +801,14 @@ impl Step<'_> {
             .and_then(|s| s.image_pull_secrets.as_ref())
             .map(|s| s.iter().map(|r| r.name.clone()).collect())
             .unwrap_or_default();
-        images::store(
+        let store = images::store(
             &self.ctx.client,
             &self.namespace(),
             &images::credential_secrets(self.workflow, &pull),
             self.workflow.spec.registry.insecure,
         )
-        .await
+        .await?;
+        Ok(store.with_limits(self.ctx.limits))
     }
 
     /// Failed: the Deployment gets its original template back (if whittle still holds it),

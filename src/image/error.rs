@@ -83,6 +83,9 @@ pub enum ImageError {
     #[error("pattern {pattern:?}: {reason}")]
     Pattern { pattern: String, reason: String },
 
+    #[error(transparent)]
+    Limit(#[from] crate::image::limits::Exceeded),
+
     #[error("{what}: {source}")]
     Io {
         what: String,

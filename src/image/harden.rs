@@ -2,7 +2,7 @@
 //! app needs, write it as one deterministic layer, and push it with the original config.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -17,9 +17,11 @@ use super::config;
 use super::distribution::registry::{Compression, layer_compression};
 use super::distribution::store::{Image, Location, Store};
 use super::error::{ImageError, Result};
+use super::limits::Exceeded;
 use super::reading::scan::{LayerStats, Pass, Retain, read_ahead, scan_layer};
 use super::reading::spool::Spool;
 use super::reading::tree::{Tree, ancestors};
+use super::reading::whole::decompressed;
 use super::writing::compression::LayerCompression;
 use super::writing::write::write_layer;
 use crate::evidence::database::Database;
@@ -142,13 +144,15 @@ pub async fn read_image(
     early: bool,
     progress: Option<&ProgressBar>,
 ) -> Result<(Tree, Spool, Vec<LayerStats>)> {
-    let mut tree = Tree::new();
+    let limits = store.limits();
+    let mut tree = Tree::with_max_entries(limits.tree_entries);
     let spool = if early {
         Spool::with_early()
     } else {
         Spool::new()
     };
     let mut spool = spool.map_err(ImageError::io("creating the spool file"))?;
+    spool.set_limit(limits.spool_bytes);
     let mut stats = Vec::new();
     if let Some(bar) = progress {
         bar.set_length(image.compressed_size());
@@ -197,17 +201,14 @@ async fn scan(
             bar.inc(c.len() as u64);
         }
     });
-    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    // Fused: the rest of the blob is read after the decompressor may have seen its end.
+    let reader =
+        tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream.fuse()));
     let digest = desc.digest.clone();
     let joined = tokio::task::spawn_blocking(move || {
-        let reader = BufReader::with_capacity(1 << 20, reader);
-        let tar: Box<dyn Read + Send> = match compression {
-            Compression::Gzip => Box::new(MultiGzDecoder::new(reader)),
-            Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(reader) {
-                Ok(z) => Box::new(z),
-                Err(e) => return (tree, spool, Err(e)),
-            },
-            Compression::None => Box::new(reader),
+        let (tar, rest) = match decompressed(compression, reader) {
+            Ok(split) => split,
+            Err(e) => return (tree, spool, Err(e)),
         };
         let tar = read_ahead(tar);
         let pass = if build {
@@ -216,12 +217,27 @@ async fn scan(
             Pass::Refill(&tree)
         };
         let stats = scan_layer(layer, tar, pass, &mut spool, &retain);
+        // A budget refused is the answer; the rest of the blob is not worth fetching.
+        if let Err(e) = &stats
+            && Exceeded::from_io(e).is_some()
+        {
+            return (tree, spool, stats);
+        }
+        // The digest is compared at the end of the blob, which the tar's end-of-archive may
+        // come well before; a mismatch there also explains whatever the tar reader made of it.
+        let stats = match (stats, rest.finish()) {
+            (_, Err(e)) => Err(e),
+            (stats, Ok(_)) => stats,
+        };
         (tree, spool, stats)
     })
     .await
     .map_err(|e| ImageError::layer(&digest, format!("reading it stopped: {e}")))?;
     let (tree, spool, stats) = joined;
-    let stats = stats.map_err(|e| ImageError::layer(&digest, e))?;
+    let stats = stats.map_err(|e| match Exceeded::from_io(&e) {
+        Some(exceeded) => ImageError::Limit(exceeded),
+        None => ImageError::layer(&digest, e),
+    })?;
     Ok((tree, spool, stats))
 }
 

@@ -12,6 +12,7 @@ use super::config::{self, SENSOR_PATH};
 use super::distribution::registry::Transfer;
 use super::distribution::store::{Location, Store};
 use super::error::{ImageError, Result};
+use super::limits::{Exceeded, INSTRUMENT_FLAG, duration_text};
 use super::writing::assemble::{self, Entry};
 
 /// What instrument made.
@@ -77,8 +78,29 @@ fn sensor_layer(sensor: Vec<u8>) -> Result<(Vec<u8>, String)> {
         .map_err(ImageError::io("building the sensor layer"))
 }
 
-/// Instruments `src` into `dst` (default `<repo>:<tag>-whittle-instrumented`).
+/// Instruments `src` into `dst` (default `<repo>:<tag>-whittle-instrumented`), within the
+/// store's instrument deadline: a registry that answers slowly enough never trips a read
+/// timeout, and the operator would wait on it forever.
 pub async fn instrument(
+    store: &Store,
+    src: &Location,
+    dst: Option<&Location>,
+    sensor: &Path,
+) -> Result<Instrumented> {
+    let limit = store.limits().instrument_timeout;
+    tokio::time::timeout(limit, instrument_now(store, src, dst, sensor))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Exceeded {
+                what: format!("instrumenting {src} did not finish in time"),
+                limit: duration_text(limit),
+                flag: INSTRUMENT_FLAG,
+            }
+            .into())
+        })
+}
+
+async fn instrument_now(
     store: &Store,
     src: &Location,
     dst: Option<&Location>,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod harden;
 pub mod inspect;
 pub mod instrument;
+pub mod limits;
 pub mod reading;
 pub mod unpack;
 pub mod writing;

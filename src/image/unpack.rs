@@ -47,18 +47,14 @@ pub async fn unpack(
 fn materialize(tree: &Tree, spool: &Spool, dest: &Path) -> Result<Unpacked> {
     let mut done = Unpacked::default();
     let mut dirs: Vec<(&String, &Node)> = Vec::new();
-    for (path, node) in tree.iter() {
+    // Hard links last: a link may sort before its source, which must be on disk to link to.
+    let is_link = |n: &Node| matches!(n.kind, Kind::HardLink(_));
+    let others = tree.iter().filter(|(_, n)| !is_link(n));
+    let links = tree.iter().filter(|(_, n)| is_link(n));
+    for (path, node) in others.chain(links) {
         // The tree follows symlinked parents when it applies entries, so a path under a
         // symlink would only come from a layer trying to write outside the root: skip it.
-        if ancestors(path).any(|a| {
-            matches!(
-                tree.get(a),
-                Some(Node {
-                    kind: Kind::Symlink(_),
-                    ..
-                })
-            )
-        }) {
+        if under_symlink(tree, path) {
             continue;
         }
         let full = dest.join(path);
@@ -81,9 +77,20 @@ fn materialize(tree: &Tree, spool: &Spool, dest: &Path) -> Result<Unpacked> {
                     Kind::HardLink(t) => t.as_str(),
                     _ => path.as_str(),
                 };
+                // The source is checked as the link's own path is: link() follows symlinks in
+                // its directories, and one leading out of the root would link a host file in
+                // (a chown or write through the link then changes the host's file).
+                if matches!(node.kind, Kind::HardLink(_)) && under_symlink(tree, source) {
+                    tracing::warn!(
+                        path = %path,
+                        source = %source,
+                        "not unpacking a hard link whose source runs through a symlink"
+                    );
+                    continue;
+                }
                 let same_file = matches!(&node.kind, Kind::HardLink(t)
                     if tree.get(t).is_some_and(|n| n.layer == node.layer && n.kind == Kind::File));
-                if same_file && dest.join(source).is_file() {
+                if same_file && regular_file_within(dest, source) {
                     fs::hard_link(dest.join(source), &full).map_err(ImageError::io(what()))?;
                     done.entries += 1;
                     continue;
@@ -137,6 +144,28 @@ fn materialize(tree: &Tree, spool: &Spool, dest: &Path) -> Result<Unpacked> {
     Ok(done)
 }
 
+/// Whether one of `path`'s directories is a symlink in the tree.
+fn under_symlink(tree: &Tree, path: &str) -> bool {
+    ancestors(path).any(|a| {
+        matches!(
+            tree.get(a),
+            Some(Node {
+                kind: Kind::Symlink(_),
+                ..
+            })
+        )
+    })
+}
+
+/// Whether `dest/path` is a regular file reached through real directories only, as written
+/// so far: no component on disk is a symlink, whatever the tree says.
+fn regular_file_within(dest: &Path, path: &str) -> bool {
+    let is = |p: &str, want: fn(&fs::FileType) -> bool| {
+        fs::symlink_metadata(dest.join(p)).is_ok_and(|m| want(&m.file_type()))
+    };
+    ancestors(path).all(|a| is(a, fs::FileType::is_dir)) && is(path, fs::FileType::is_file)
+}
+
 fn set_metadata(path: &Path, node: &Node) -> io::Result<()> {
     lchown(path, Some(node.uid as u32), Some(node.gid as u32))?;
     // After chown, which clears setuid/setgid bits.
@@ -147,4 +176,43 @@ fn set_metadata(path: &Path, node: &Node) -> io::Result<()> {
         File::open(path)?.set_modified(mtime)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn node(kind: Kind) -> Node {
+        Node {
+            kind,
+            mode: 0o644,
+            ..Node::implicit_dir()
+        }
+    }
+
+    #[test]
+    fn a_hard_link_source_is_checked_like_its_own_path() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("f"), "host").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("dir")).unwrap();
+        assert!(!regular_file_within(root.path(), "dir/f"));
+        std::fs::write(root.path().join("g"), "in the root").unwrap();
+        assert!(regular_file_within(root.path(), "g"));
+
+        let mut tree = Tree::new();
+        tree.apply("x", node(Kind::HardLink("dir/f".into())));
+        let target = outside.path().to_str().unwrap().to_string();
+        tree.apply("dir", node(Kind::Symlink(target)));
+        assert!(under_symlink(&tree, "dir/f"));
+        let dest = root.path().join("rootfs");
+        let spool = Spool::new().unwrap();
+        materialize(&tree, &spool, &dest).unwrap();
+        assert!(std::fs::symlink_metadata(dest.join("x")).is_err());
+        assert_eq!(
+            std::fs::metadata(outside.path().join("f")).unwrap().nlink(),
+            1
+        );
+    }
 }

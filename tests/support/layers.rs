@@ -131,3 +131,33 @@ fn filter(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
     assert!(out.status.success(), "{program} {args:?} failed");
     out.stdout
 }
+
+/// Replaces the layer blob at `path` with other content of the same size: a small gzip tar
+/// holding an `/etc/passwd` of its own, then zeros up to the original size, after the tar's
+/// end-of-archive. A reader that stops at end-of-archive never reaches the end of the blob,
+/// where its digest is compared; the size the manifest states still matches. Returns the
+/// bytes of padding.
+pub fn swap_blob(path: &std::path::Path) -> usize {
+    let size = std::fs::metadata(path).expect("blob to swap").len() as usize;
+    let body = b"root:x:0:0:swapped:/root:/bin/sh\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(body.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append_data(&mut header, "etc/passwd", &body[..])
+        .expect("tar entry");
+    let tar = tar.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).expect("gzip");
+    let mut blob = gz.finish().expect("gzip");
+    let padding = size.saturating_sub(blob.len());
+    assert!(
+        padding >= 4 << 20,
+        "{}: {size} bytes leave no megabytes of padding",
+        path.display()
+    );
+    blob.resize(size, 0);
+    std::fs::write(path, blob).expect("write the swapped blob");
+    padding
+}

@@ -14,8 +14,28 @@ use sha2::{Digest, Sha256};
 
 use super::reference::is_sha256_digest;
 use crate::image::error::{ImageError, Result};
+use crate::image::limits::{Exceeded, MANIFEST_FLAG};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// `index.json` names every image of the layout, so it may be larger than one manifest; a
+/// layout is local, written by whittle or skopeo, so this is against accidents, not attacks.
+const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// The file at `path`, of which at most `cap` bytes are read (it may grow after a stat).
+fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path)?, cap.saturating_add(1)),
+        &mut bytes,
+    )?;
+    if bytes.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is larger than {cap} bytes", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
 
 /// `oci:DIR:TAG` or `oci:DIR@sha256:...`; a missing tag means `latest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +152,7 @@ impl LayoutRef {
 
     fn read_index(&self) -> Result<Value> {
         let path = self.dir.join("index.json");
-        let bytes = std::fs::read(&path).map_err(|e| ImageError::Manifest {
+        let bytes = read_capped(&path, MAX_INDEX_BYTES).map_err(|e| ImageError::Manifest {
             reference: self.to_string(),
             detail: format!(
                 "cannot read {}: {e} (is {} an OCI image layout?)",
@@ -146,10 +166,25 @@ impl LayoutRef {
         })
     }
 
-    /// A whole blob, verified against its digest.
-    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
+    /// A whole blob of at most `cap` bytes (a manifest or a config: over the cap, it is
+    /// refused before it is read), verified against its digest.
+    pub fn read_blob(&self, digest: &str, cap: u64) -> Result<Vec<u8>> {
         let path = self.blob_path(digest)?;
-        let bytes = std::fs::read(&path).map_err(ImageError::io(format!(
+        let size = std::fs::metadata(&path)
+            .map_err(ImageError::io(format!(
+                "reading blob {digest} of {}",
+                self.dir.display()
+            )))?
+            .len();
+        if size > cap {
+            return Err(Exceeded::bytes(
+                format!("blob {digest} of {} is {size} bytes", self.dir.display()),
+                cap,
+                MANIFEST_FLAG,
+            )
+            .into());
+        }
+        let bytes = read_capped(&path, cap).map_err(ImageError::io(format!(
             "reading blob {digest} of {}",
             self.dir.display()
         )))?;
@@ -358,7 +393,7 @@ mod tests {
             .put_manifest(b"{\"a\":2}", "application/vnd.oci.image.manifest.v1+json")
             .unwrap();
         assert_eq!(r.find().unwrap().digest, d2);
-        assert_eq!(r.read_blob(&d1).unwrap(), b"{\"a\":1}");
+        assert_eq!(r.read_blob(&d1, 100).unwrap(), b"{\"a\":1}");
         let e = r.at_tag("two").find().unwrap_err().to_string();
         assert!(e.contains("it names: one"), "{e}");
     }

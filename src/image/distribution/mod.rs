@@ -1,6 +1,7 @@
 //! Where images live and how they are named: registries (`registry`), OCI layouts on disk
 //! (`layout`), both behind `store::Store`; references and credentials.
 
+mod capped;
 pub mod credentials;
 pub mod layout;
 pub mod reference;

@@ -12,16 +12,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::{self as mt, OciDescriptor};
 use oci_client::{Client, Reference};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::capped;
 use super::credentials::Credentials;
 use super::reference::{ImageRef, is_sha256_digest};
 use super::store::{Image, Location};
 use crate::image::error::{ImageError, Result};
+use crate::image::limits::{Exceeded, Limits, MANIFEST_FLAG};
 
 /// An `os/arch[/variant]` platform, `linux/amd64` unless told otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,10 +144,14 @@ pub struct RegistryOptions {
     /// Plain HTTP instead of HTTPS.
     pub insecure: bool,
     pub platform: Platform,
+    /// The budgets of every image read, from registries and layouts alike.
+    pub limits: Limits,
 }
 
 pub struct Registry {
     client: Client,
+    /// For manifests, read with a cap (`capped.rs`); configured as `client` is.
+    http: reqwest::Client,
     credentials: Credentials,
     options: RegistryOptions,
     uploaded: AtomicU64,
@@ -163,8 +169,21 @@ const ATTEMPTS: u32 = 5;
 /// First backoff; it doubles on each retry (0.25 s, 0.5 s, 1 s, 2 s).
 const BACKOFF: Duration = Duration::from_millis(250);
 
+/// Connecting may take this long, and so may the wait for any read.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+const USER_AGENT: &str = concat!("whittle/", env!("CARGO_PKG_VERSION"));
+
 impl Registry {
     pub fn new(credentials: Credentials, options: RegistryOptions) -> Registry {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .build()
+            // Building fails only when no TLS backend can start, which oci-client's client
+            // below would meet as well: a default client says so on first use.
+            .unwrap_or_default();
         let client = Client::new(ClientConfig {
             protocol: if options.insecure {
                 ClientProtocol::Http
@@ -173,9 +192,9 @@ impl Registry {
             },
             // whittle picks the platform itself, to name what an index offers when it fails.
             platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(300)),
-            user_agent: concat!("whittle/", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            user_agent: USER_AGENT,
             // A blob of known size goes up as one POST and one streamed PUT, as containerd
             // pushes: oci-client's default, 4 MiB PATCHes, took twice as long on loopback
             // (31 MB: 0.26 s against 0.13 s), the registry storing its hash state per chunk.
@@ -184,6 +203,7 @@ impl Registry {
         });
         Registry {
             client,
+            http,
             credentials,
             options,
             uploaded: AtomicU64::new(0),
@@ -192,6 +212,10 @@ impl Registry {
 
     pub fn options(&self) -> &RegistryOptions {
         &self.options
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.options.limits = limits;
     }
 
     /// Bytes this registry client has uploaded so far (blobs and manifests).
@@ -217,6 +241,7 @@ impl Registry {
             let chosen = choose_platform(&r.to_string(), &value, &self.options.platform)?;
             index_digest = Some(manifest_digest);
             let pinned = r.at_digest(&chosen);
+            self.within_cap(&pinned, "manifest", entry_size(&value, &chosen))?;
             let (body, digest) = self.pull_manifest(&pinned).await?;
             value = parse_json(&pinned, "manifest", &body)?;
             if is_index(&value) {
@@ -291,25 +316,63 @@ impl Registry {
         })
     }
 
-    async fn pull_manifest(&self, r: &ImageRef) -> Result<(Bytes, String)> {
-        let auth = self.credentials.auth_for(r.registry());
-        retry(|| {
-            self.client
-                .pull_manifest_raw(r.oci(), &auth, MANIFEST_TYPES)
-        })
-        .await
-        .map_err(|e| self.error(r, "fetch the manifest", &what_manifest(r), e))
+    /// Refuses a manifest or config whose descriptor says it is over the cap, before it is
+    /// fetched.
+    fn within_cap(&self, r: &ImageRef, what: &str, size: Option<u64>) -> Result<()> {
+        let cap = self.options.limits.manifest_bytes;
+        match size {
+            Some(size) if size > cap => Err(Exceeded::bytes(
+                format!("the {what} {r} is {size} bytes, as its descriptor says"),
+                cap,
+                MANIFEST_FLAG,
+            )
+            .into()),
+            _ => Ok(()),
+        }
     }
 
-    /// A blob small enough to hold in memory (a config), verified against its digest.
-    pub async fn pull_small_blob(&self, r: &ImageRef, desc: &OciDescriptor) -> Result<Vec<u8>> {
-        let out = retry(|| async {
-            let mut buf = Vec::new();
-            self.client.pull_blob(r.oci(), desc, &mut buf).await?;
-            Ok(buf)
+    /// The manifest `r` names, refused above the cap (`capped.rs`), and its digest.
+    async fn pull_manifest(&self, r: &ImageRef) -> Result<(Bytes, String)> {
+        let auth = self.credentials.auth_for(r.registry());
+        let scheme = if self.options.insecure {
+            "http"
+        } else {
+            "https"
+        };
+        let cap = self.options.limits.manifest_bytes;
+        let fetched = retry(|| {
+            capped::manifest(
+                &self.client,
+                &self.http,
+                scheme,
+                &auth,
+                r,
+                MANIFEST_TYPES,
+                cap,
+            )
         })
         .await
-        .map_err(|e| self.error(r, "fetch a blob", &format!("blob {}", desc.digest), e))?;
+        .map_err(|e| self.error(r, "fetch the manifest", &what_manifest(r), e))?;
+        Ok(fetched?)
+    }
+
+    /// A blob small enough to hold in memory (a config), verified against its digest and
+    /// size, which must be within the manifest cap: a longer body is refused as it arrives.
+    pub async fn pull_small_blob(&self, r: &ImageRef, desc: &OciDescriptor) -> Result<Vec<u8>> {
+        self.within_cap(
+            &r.at_digest(&desc.digest),
+            "config",
+            Some(desc.size.max(0) as u64),
+        )?;
+        let mut stream = std::pin::pin!(self.blob_stream(r, desc).await?);
+        let mut out = Vec::with_capacity(desc.size.max(0) as usize);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ImageError::Manifest {
+                reference: r.at_digest(&desc.digest).to_string(),
+                detail: format!("the config: {e}"),
+            })?;
+            out.extend_from_slice(&chunk);
+        }
         Ok(out)
     }
 
@@ -648,6 +711,15 @@ fn parse_json(r: &ImageRef, what: &str, body: &[u8]) -> Result<Value> {
     })
 }
 
+/// The size an image index states for its entry `digest`.
+fn entry_size(index: &Value, digest: &str) -> Option<u64> {
+    index["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["digest"].as_str() == Some(digest))?["size"]
+        .as_u64()
+}
+
 fn is_index(v: &Value) -> bool {
     match v["mediaType"].as_str() {
         Some(mt::OCI_IMAGE_INDEX_MEDIA_TYPE) | Some(mt::IMAGE_MANIFEST_LIST_MEDIA_TYPE) => true,
@@ -715,15 +787,30 @@ async fn open_at(
     desc: &OciDescriptor,
     offset: u64,
 ) -> std::result::Result<BoxByteStream, OciDistributionError> {
+    // A body longer than the manifest says is refused before it is read.
+    let size = desc.size.max(0) as u64;
+    let longer = |announced: Option<u64>, left: u64| match announced {
+        Some(len) if len > left => Err(OciDistributionError::SpecViolationError(format!(
+            "the registry announced {len} bytes of blob {} from offset {offset}; the manifest says it has {size}",
+            desc.digest
+        ))),
+        _ => Ok(()),
+    };
     if offset == 0 {
-        return Ok(Box::pin(client.pull_blob_stream(r, desc).await?.stream));
+        let s = client.pull_blob_stream(r, desc).await?;
+        longer(s.content_length, size)?;
+        return Ok(Box::pin(s.stream));
     }
     match client
         .pull_blob_stream_partial(r, desc, offset, None)
         .await?
     {
-        BlobResponse::Partial(s) => Ok(Box::pin(s.stream)),
+        BlobResponse::Partial(s) => {
+            longer(s.content_length, size.saturating_sub(offset))?;
+            Ok(Box::pin(s.stream))
+        }
         BlobResponse::Full(s) => {
+            longer(s.content_length, size)?;
             let mut skip = offset;
             Ok(Box::pin(s.stream.filter_map(move |chunk| {
                 let out = match chunk {
@@ -753,6 +840,22 @@ struct BlobState {
 }
 
 impl BlobState {
+    /// The error for a blob whose bytes so far are all there is, when they are not what the
+    /// manifest says.
+    fn mismatch(&self) -> Option<std::io::Error> {
+        let digest = format!("sha256:{:x}", self.hasher.clone().finalize());
+        let size = self.desc.size.max(0) as u64;
+        (digest != self.desc.digest || self.offset != size).then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the registry sent {} bytes with digest {digest}; the manifest says {size} bytes with digest {}",
+                    self.offset, self.desc.digest
+                ),
+            )
+        })
+    }
+
     async fn next(mut self) -> Option<(std::io::Result<Bytes>, BlobState)> {
         if self.done {
             return None;
@@ -766,7 +869,22 @@ impl BlobState {
                 Some(Ok(chunk)) => {
                     self.hasher.update(&chunk);
                     self.offset += chunk.len() as u64;
+                    // More than the manifest's size is a different blob: no need to read on.
+                    if self.offset > self.desc.size.max(0) as u64 {
+                        self.done = true;
+                        let e = self.mismatch();
+                        return e.map(|e| (Err(e), self));
+                    }
                     return Some((Ok(chunk), self));
+                }
+                // oci-client compares the digest at the end too; say it the same way as below.
+                Some(Err(e))
+                    if e.get_ref()
+                        .is_some_and(|inner| inner.downcast_ref::<DigestError>().is_some()) =>
+                {
+                    self.done = true;
+                    let e = self.mismatch().unwrap_or(e);
+                    return Some((Err(e), self));
                 }
                 Some(Err(e)) if self.resumes + 1 < ATTEMPTS && is_transient_io(&e) => {
                     self.resumes += 1;
@@ -792,19 +910,8 @@ impl BlobState {
                 }
                 None => {
                     self.done = true;
-                    let digest = format!("sha256:{:x}", self.hasher.clone().finalize());
-                    let size = self.desc.size.max(0) as u64;
-                    if digest != self.desc.digest || self.offset != size {
-                        let msg = format!(
-                            "the registry sent {} bytes with digest {digest}; the manifest says {size} bytes with digest {}",
-                            self.offset, self.desc.digest
-                        );
-                        return Some((
-                            Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg)),
-                            self,
-                        ));
-                    }
-                    return None;
+                    let e = self.mismatch();
+                    return e.map(|e| (Err(e), self));
                 }
             }
         }

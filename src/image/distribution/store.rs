@@ -15,6 +15,7 @@ use super::layout::LayoutRef;
 use super::reference::{ImageRef, derived_tag};
 use super::registry::{self, Flavor, Registry, RegistryOptions, Transfer};
 use crate::image::error::{ImageError, Result};
+use crate::image::limits::Limits;
 
 /// An image's place: `registry/repo:tag`, `registry/repo@sha256:...`, or `oci:DIR[:TAG]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +123,17 @@ impl Store {
         }
     }
 
+    /// The same store with other budgets.
+    pub fn with_limits(mut self, limits: Limits) -> Store {
+        self.registry.set_limits(limits);
+        self
+    }
+
+    /// The budgets of what this store reads.
+    pub fn limits(&self) -> &Limits {
+        &self.registry.options().limits
+    }
+
     /// Bytes uploaded to registries or written into layouts by this store so far.
     pub fn bytes_written(&self) -> u64 {
         self.registry.uploaded_bytes()
@@ -143,9 +155,10 @@ impl Store {
     }
 
     fn resolve_layout(&self, l: &LayoutRef) -> Result<Image> {
+        let cap = self.limits().manifest_bytes;
         let desc = l.find()?;
         let mut manifest_digest = desc.digest.clone();
-        let mut body = l.read_blob(&manifest_digest)?;
+        let mut body = l.read_blob(&manifest_digest, cap)?;
         let mut value = json(&l.to_string(), "manifest", &body)?;
         let mut index_digest = None;
         if value.get("manifests").is_some() {
@@ -155,7 +168,7 @@ impl Store {
                 &self.registry.options().platform,
             )?;
             index_digest = Some(manifest_digest);
-            body = l.read_blob(&chosen)?;
+            body = l.read_blob(&chosen, cap)?;
             value = json(&l.to_string(), "manifest", &body)?;
             manifest_digest = chosen;
         }
@@ -179,7 +192,7 @@ impl Store {
                 });
             }
         }
-        let config_bytes = l.read_blob(&manifest.config.digest)?;
+        let config_bytes = l.read_blob(&manifest.config.digest, cap)?;
         let config = json(&pinned.to_string(), "config", &config_bytes)?;
         Ok(Image {
             reference: Location::Layout(l.clone()),
@@ -473,36 +486,52 @@ impl Store {
     }
 }
 
-/// Passes `stream` through, failing at the end when its bytes do not hash to `desc.digest`.
+/// Passes `stream` through, failing at the end when its bytes do not hash to `desc.digest`,
+/// and as soon as there are more of them than `desc.size`.
 fn verified(
     stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     desc: &OciDescriptor,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     let want = desc.digest.clone();
+    let size = desc.size.max(0) as u64;
+    let mismatch = move |hasher: &Sha256, read: u64| {
+        let got = format!("sha256:{:x}", hasher.clone().finalize());
+        (got != want || read != size).then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the blob holds {read} bytes with digest {got}; the manifest says {size} bytes with digest {want}"
+                ),
+            )
+        })
+    };
     // `None` marks the end, where the digest is checked.
     let items = stream
         .map(Some)
         .chain(futures::stream::once(async { None }));
     items
-        .scan(Sha256::new(), move |hasher, item| {
-            let out = match item {
-                Some(Ok(chunk)) => {
-                    hasher.update(&chunk);
-                    Some(Ok(chunk))
+        .scan(
+            (Sha256::new(), 0u64, false),
+            move |(hasher, read, failed), item| {
+                if *failed {
+                    return futures::future::ready(None);
                 }
-                Some(Err(e)) => Some(Err(e)),
-                None => {
-                    let got = format!("sha256:{:x}", hasher.clone().finalize());
-                    (got != want).then(|| {
-                        Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!("blob {want} holds content with digest {got}"),
-                        ))
-                    })
-                }
-            };
-            futures::future::ready(Some(out))
-        })
+                let out = match item {
+                    Some(Ok(chunk)) => {
+                        hasher.update(&chunk);
+                        *read += chunk.len() as u64;
+                        match (*read > size).then(|| mismatch(hasher, *read)).flatten() {
+                            Some(e) => Some(Err(e)),
+                            None => Some(Ok(chunk)),
+                        }
+                    }
+                    Some(Err(e)) => Some(Err(e)),
+                    None => mismatch(hasher, *read).map(Err),
+                };
+                *failed = matches!(out, Some(Err(_)));
+                futures::future::ready(Some(out))
+            },
+        )
         .filter_map(futures::future::ready)
 }
 

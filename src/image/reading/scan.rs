@@ -7,6 +7,7 @@ use tar::EntryType;
 
 use super::spool::Spool;
 use super::tree::{Applied, Kind, Node, Tree, normalize};
+use crate::image::limits::{Exceeded, TREE_FLAG};
 use crate::image::writing::early::Likely;
 
 /// Which file contents to set aside while a layer streams past.
@@ -115,6 +116,14 @@ pub fn scan_layer(
         }
         let path = match &mut pass {
             Pass::Build(tree) => match tree.apply(&raw_path, node) {
+                Applied::Added(_) if let Some(limit) = tree.over_limit() => {
+                    return Err(Exceeded {
+                        what: format!("the image's file tree holds more than {limit} paths"),
+                        limit: format!("{limit} paths"),
+                        flag: TREE_FLAG,
+                    }
+                    .into_io());
+                }
                 Applied::Added(path) => path,
                 Applied::Whiteout => {
                     stats.whiteouts += 1;
@@ -125,6 +134,8 @@ pub fn scan_layer(
             Pass::Refill(tree) => tree.real_path(&raw_path),
         };
         if is_file && !spool.contains(layer, &path) && retain.retain(layer, &path, size) {
+            // Refused on the header's word, before any of it is read.
+            spool.check_room(&path, size)?;
             let range = match retain.early(layer, &path, size) {
                 Some(likely) => spool.put_early(likely, layer, &path, &mut entry)?,
                 None => spool.put(layer, &path, &mut entry)?,

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
+use crate::image::limits::{Exceeded, SPOOL_FLAG};
 use crate::image::writing::early::{Early, Likely, Shelf};
 use crate::image::writing::pgzip::{BLOCK, Piece};
 
@@ -30,6 +31,8 @@ pub struct Spool {
     early: Option<Early>,
     /// What it compressed.
     shelf: Shelf,
+    /// Most bytes it may hold ([`Spool::set_limit`]).
+    limit: u64,
 }
 
 impl Spool {
@@ -40,7 +43,29 @@ impl Spool {
             ranges: HashMap::new(),
             early: None,
             shelf: Shelf::default(),
+            limit: u64::MAX,
         })
+    }
+
+    /// Refuses contents beyond `bytes` in all: the spool lives on a volume of limited size.
+    pub fn set_limit(&mut self, bytes: u64) {
+        self.limit = bytes;
+    }
+
+    /// An error unless `size` more bytes, for `path`, fit within the limit.
+    pub fn check_room(&self, path: &str, size: u64) -> io::Result<()> {
+        if size <= self.limit.saturating_sub(self.end) {
+            return Ok(());
+        }
+        Err(Exceeded::bytes(
+            format!(
+                "setting aside /{path} ({size} bytes) would bring the spool to {} bytes",
+                self.end.saturating_add(size)
+            ),
+            self.limit,
+            SPOOL_FLAG,
+        )
+        .into_io())
     }
 
     /// A spool whose [`Spool::put_early`] also compresses the gzip blocks of what it copies
@@ -71,6 +96,7 @@ impl Spool {
             if n == 0 {
                 break;
             }
+            self.check_room(path, len + n as u64)?;
             // The worker reads the block back from the file.
             self.writer.write_all(&block)?;
             self.writer.flush()?;
@@ -115,7 +141,12 @@ impl Spool {
 
     /// Copies the rest of `content` in as `path` of `layer`.
     pub fn put(&mut self, layer: usize, path: &str, content: &mut dyn Read) -> io::Result<Range> {
-        let len = io::copy(content, &mut self.writer)?;
+        let room = self.limit.saturating_sub(self.end);
+        let len = io::copy(
+            &mut Read::take(&mut *content, room.saturating_add(1)),
+            &mut self.writer,
+        )?;
+        self.check_room(path, len)?;
         Ok(self.record(layer, path, len))
     }
 
@@ -218,5 +249,25 @@ mod tests {
         assert_eq!(rest, "wer");
         assert_eq!(s.bytes(), 8);
         assert!(!s.contains(2, "etc/a"));
+    }
+
+    #[test]
+    fn refuses_contents_beyond_its_limit() {
+        let mut s = Spool::new().unwrap();
+        s.set_limit(10);
+        s.put(0, "a", &mut &b"123456"[..]).unwrap();
+        assert!(s.check_room("b", 4).is_ok());
+        let e = s.put(0, "b", &mut &b"12345"[..]).unwrap_err();
+        let exceeded = Exceeded::from_io(&e).expect("a budget error");
+        assert_eq!(exceeded.flag, SPOOL_FLAG);
+        assert!(exceeded.what.contains("/b (5 bytes)"), "{exceeded}");
+        assert!(!s.contains(0, "b"));
+        let mut early = Spool::with_early().unwrap();
+        early.set_limit(BLOCK as u64);
+        let big = vec![7u8; BLOCK + 1];
+        let e = early
+            .put_early(Likely::Named, 0, "big", &mut &big[..])
+            .unwrap_err();
+        assert!(Exceeded::from_io(&e).is_some(), "{e}");
     }
 }

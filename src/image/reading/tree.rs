@@ -77,6 +77,8 @@ const MAX_LINKS: usize = 40;
 #[derive(Debug, Default, Clone)]
 pub struct Tree {
     nodes: BTreeMap<String, Node>,
+    /// Most paths [`Tree::over_limit`] allows; none when not set.
+    max_entries: Option<u64>,
 }
 
 /// Where a path leads: the existing path at the end, and every symlink followed on the way.
@@ -114,6 +116,20 @@ pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 impl Tree {
     pub fn new() -> Tree {
         Tree::default()
+    }
+
+    /// A tree that reports when it holds more than `max` paths.
+    pub fn with_max_entries(max: u64) -> Tree {
+        Tree {
+            max_entries: Some(max),
+            ..Tree::default()
+        }
+    }
+
+    /// The limit, when the tree holds more paths than it allows.
+    pub fn over_limit(&self) -> Option<u64> {
+        self.max_entries
+            .filter(|&max| self.nodes.len() as u64 > max)
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
@@ -168,9 +184,16 @@ impl Tree {
             return Applied::Whiteout;
         }
         let path = join(&dir, name);
-        let was_dir = self.nodes.get(&path).is_some_and(Node::is_dir);
-        if was_dir && !node.is_dir() {
+        // Replacing a path removes what was under it, also under a directory no entry named:
+        // a file left below a symlink would be reachable through it, outside the root.
+        if !node.is_dir() {
             self.remove_below(&path, usize::MAX);
+        }
+        let mut node = node;
+        // A hard link names its source as the layer wrote it; it lands where that path's
+        // directories lead, as the entry's own path does.
+        if let Kind::HardLink(source) = &node.kind {
+            node.kind = Kind::HardLink(self.real_path(source));
         }
         self.nodes.insert(path.clone(), node);
         Applied::Added(path)
@@ -378,6 +401,27 @@ mod tests {
         );
         t.apply("d", node(2, Kind::Symlink("elsewhere".into())));
         assert_eq!(paths(&t), ["d"]);
+    }
+
+    #[test]
+    fn replacing_a_directory_no_entry_named_removes_its_children_too() {
+        let mut t = Tree::new();
+        t.apply("dir/passwd", node(0, Kind::File));
+        t.apply("dir", node(0, Kind::Symlink("/etc".into())));
+        assert_eq!(paths(&t), ["dir"]);
+    }
+
+    #[test]
+    fn a_hard_link_source_lands_where_its_directories_lead() {
+        let mut t = Tree::new();
+        t.apply("usr/lib/", node(0, Kind::Dir));
+        t.apply("lib", node(0, Kind::Symlink("usr/lib".into())));
+        t.apply("lib/a.so", node(1, Kind::File));
+        t.apply("lib/b.so", node(1, Kind::HardLink("lib/a.so".into())));
+        assert_eq!(
+            t.get("usr/lib/b.so").map(|n| &n.kind),
+            Some(&Kind::HardLink("usr/lib/a.so".into()))
+        );
     }
 
     #[test]

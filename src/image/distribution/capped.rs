@@ -1,0 +1,240 @@
+//! Manifests fetched with a size cap. oci-client reads a manifest's whole body into memory,
+//! however long the registry makes it; a registry anyone may name (a tenant's own) could then
+//! spend the operator's memory with one response. Here the request is oci-client's (its token,
+//! or the docker config's basic credentials), but the body is refused when its
+//! `Content-Length` is over the cap, before it is read, and the read stops at the cap when
+//! there is no length.
+
+use bytes::{Bytes, BytesMut};
+use oci_client::errors::{DigestError, OciDistributionError};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, RegistryOperation};
+use sha2::{Digest, Sha256};
+
+use super::reference::ImageRef;
+use crate::image::limits::{Exceeded, MANIFEST_FLAG};
+
+type Fetched = std::result::Result<(Bytes, String), Exceeded>;
+
+/// Where the manifest `r` names is, over `scheme`.
+fn url(scheme: &str, r: &ImageRef) -> String {
+    let oci = r.oci();
+    let reference = oci
+        .digest()
+        .or(oci.tag())
+        .map_or_else(|| "latest".to_string(), str::to_string);
+    format!(
+        "{scheme}://{}/v2/{}/manifests/{reference}",
+        oci.resolve_registry(),
+        oci.repository()
+    )
+}
+
+/// The manifest `r` names, at most `cap` bytes, and its digest (checked against the one `r`
+/// names, if any, and the registry's `Docker-Content-Digest`). The outer error is the
+/// request's (retried when transient); the inner one a cap refused (never retried).
+pub async fn manifest(
+    client: &Client,
+    http: &reqwest::Client,
+    scheme: &str,
+    auth: &RegistryAuth,
+    r: &ImageRef,
+    accept: &[&str],
+    cap: u64,
+) -> std::result::Result<Fetched, OciDistributionError> {
+    let token = client.auth(r.oci(), auth, RegistryOperation::Pull).await?;
+    let url = url(scheme, r);
+    let mut request = http
+        .get(&url)
+        .header(reqwest::header::ACCEPT, accept.join(", "));
+    request = match (token, auth) {
+        (Some(token), _) => request.bearer_auth(token),
+        (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+        (None, _) => request,
+    };
+    let mut response = request.send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        // The message is for the error text: its first few KiB are plenty.
+        let mut message = Vec::new();
+        while message.len() < 4096
+            && let Some(chunk) = response.chunk().await?
+        {
+            message.extend_from_slice(&chunk);
+        }
+        message.truncate(4096);
+        return Err(OciDistributionError::ServerError {
+            code: status.as_u16(),
+            url,
+            message: String::from_utf8_lossy(&message).into_owned(),
+        });
+    }
+    let too_big = |what: String| Exceeded::bytes(what, cap, MANIFEST_FLAG);
+    if let Some(len) = response.content_length()
+        && len > cap
+    {
+        return Ok(Err(too_big(format!("the manifest {r} is {len} bytes"))));
+    }
+    let header = response
+        .headers()
+        .get("Docker-Content-Digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if (body.len() + chunk.len()) as u64 > cap {
+            return Ok(Err(too_big(format!(
+                "the manifest {r} runs past {} bytes",
+                body.len() + chunk.len()
+            ))));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
+    let digest = format!("sha256:{:x}", Sha256::digest(&body));
+    for expected in [r.digest().map(str::to_string), header]
+        .into_iter()
+        .flatten()
+    {
+        if expected.starts_with("sha256:") && expected != digest {
+            return Err(DigestError::VerificationError {
+                expected,
+                actual: digest,
+            }
+            .into());
+        }
+    }
+    Ok(Ok((body, digest)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_the_tag_or_the_digest() {
+        let r = ImageRef::parse("127.0.0.1:5000/a/b:1").unwrap();
+        assert_eq!(url("http", &r), "http://127.0.0.1:5000/v2/a/b/manifests/1");
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            url("https", &r.at_digest(&d)),
+            format!("https://127.0.0.1:5000/v2/a/b/manifests/{d}")
+        );
+        let hub = ImageRef::parse("nginx").unwrap();
+        assert_eq!(
+            url("https", &hub),
+            "https://index.docker.io/v2/library/nginx/manifests/latest"
+        );
+    }
+}
+
+#[cfg(test)]
+mod fake_registry {
+    use super::*;
+    use crate::image::ImageError;
+    use crate::image::distribution::credentials::Credentials;
+    use crate::image::distribution::registry::RegistryOptions;
+    use crate::image::distribution::store::{Location, Store};
+    use crate::image::limits::Limits;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A registry that answers `/v2/` and then the manifest request with `manifest`'s bytes
+    /// (headers and a body start), keeping the connection open afterwards.
+    async fn serve(manifest: fn(&mut Vec<u8>)) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    loop {
+                        let mut request = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !request.ends_with(b"\r\n\r\n") {
+                            if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            request.push(byte[0]);
+                        }
+                        let mut out = Vec::new();
+                        if request.starts_with(b"GET /v2/ ") {
+                            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                            if conn.write_all(&out).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        manifest(&mut out);
+                        if conn.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        // An endless body, for the response that has no length.
+                        if out.ends_with(b"chunked\r\n\r\n") {
+                            let chunk = format!("{:x}\r\n{}\r\n", 1 << 16, "x".repeat(1 << 16));
+                            while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                            return;
+                        }
+                        // Otherwise the body never comes.
+                        tokio::time::sleep(Duration::from_secs(600)).await;
+                    }
+                });
+            }
+        });
+        host
+    }
+
+    /// Resolves an image at `host` as every command does, with a manifest cap of 1 MiB;
+    /// the error, and how long it took to come.
+    async fn fetch(host: &str) -> (ImageError, Duration) {
+        let options = RegistryOptions {
+            insecure: true,
+            limits: Limits {
+                manifest_bytes: 1 << 20,
+                ..Limits::default()
+            },
+            ..Default::default()
+        };
+        let store = Store::new(Credentials::anonymous(), options);
+        let at = Location::parse(&format!("{host}/big/manifest:1")).unwrap();
+        let started = Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(30), store.resolve(&at))
+            .await
+            .expect("still reading the manifest after 30 s");
+        (got.expect_err("refused"), started.elapsed())
+    }
+
+    fn exceeded(e: ImageError) -> Exceeded {
+        match e {
+            ImageError::Limit(e) => e,
+            other => panic!("not a budget refused: {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_content_length_over_the_cap_is_refused_before_the_body_is_read() {
+        let host = serve(|out| {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n{");
+        })
+        .await;
+        let (e, took) = fetch(&host).await;
+        let e = exceeded(e);
+        assert!(e.what.contains("10000000000 bytes"), "{e}");
+        assert_eq!(e.flag, MANIFEST_FLAG);
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_without_a_length_stops_at_the_cap() {
+        let host = serve(|out| {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        })
+        .await;
+        let (e, _) = fetch(&host).await;
+        let e = exceeded(e);
+        assert!(e.what.contains("runs past"), "{e}");
+        assert!(e.to_string().contains("1 MiB, 1048576 bytes"), "{e}");
+    }
+}
