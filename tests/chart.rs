@@ -79,7 +79,9 @@ fn the_default_install_is_locked_down_and_elects_a_leader() {
             "Role",
             "RoleBinding",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ],
         "no ServiceMonitor or NetworkPolicy unless asked for"
     );
