@@ -50,6 +50,15 @@ pub struct OperatorArgs {
     /// The Lease for --leader-elect, in the namespace of --service.
     #[arg(long, default_value = "whittle-operator")]
     lease_name: String,
+    /// Watch only this namespace (repeatable, or comma-separated in $WATCH_NAMESPACES);
+    /// workflows elsewhere are left alone. Default: every namespace.
+    #[arg(
+        long = "watch-namespace",
+        value_name = "NAMESPACE",
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    watch_namespaces: Vec<String>,
 }
 
 pub async fn operator(args: OperatorArgs) -> CliResult {
@@ -121,7 +130,7 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
             }
         }
     };
-    controller::run(ctx, args.concurrency, shutdown).await;
+    controller::run(ctx, args.concurrency, &args.watch_namespaces, shutdown).await;
     if lost.load(Ordering::SeqCst) {
         // Another replica leads now; exiting lets this one campaign afresh when restarted,
         // with nothing of the old term in memory.
