@@ -3,9 +3,11 @@
 //! locked-down pod, least-privilege RBAC that still covers what the operator does, the optional
 //! objects only when asked for).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::Value;
+use whittle::api::names::WORKFLOW_LABEL;
 use whittle_testbed::cluster::helm::Helm;
 
 fn chart() -> String {
@@ -60,11 +62,15 @@ fn args(objects: &[Value]) -> Vec<String> {
 #[test]
 fn helm_lint_is_clean() {
     let helm = Helm::new().expect("helm");
-    let out = helm
-        .run(&["lint", "--strict", &chart()])
-        .expect("helm lint --strict");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("0 chart(s) failed"), "{text}");
+    for sets in [&[][..], &["--set", "watchNamespaces={shop,web}"]] {
+        let mut args = vec!["lint", "--strict"];
+        args.extend(sets);
+        let chart = chart();
+        args.push(&chart);
+        let out = helm.run(&args).expect("helm lint --strict");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("0 chart(s) failed"), "{sets:?}: {text}");
+    }
 }
 
 #[test]
@@ -76,12 +82,17 @@ fn the_default_install_is_locked_down_and_elects_a_leader() {
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
+            "NetworkPolicy",
+            "Role",
             "Role",
             "RoleBinding",
+            "RoleBinding",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ],
-        "no ServiceMonitor or NetworkPolicy unless asked for"
+        "no ServiceMonitor unless asked for"
     );
     let d = find(&objects, "Deployment").expect("Deployment");
     let pod = &d["spec"]["template"]["spec"];
@@ -121,56 +132,332 @@ fn the_default_install_is_locked_down_and_elects_a_leader() {
         svc["spec"]["ports"][0]["name"], "http",
         "the report address is found by this name"
     );
-    let role = find(&objects, "Role").expect("Role");
+    let role = named(
+        &objects,
+        "Role",
+        "whittle-system",
+        "w-whittle-leader-election",
+    );
     assert_eq!(role["rules"][0]["resources"], serde_json::json!(["leases"]));
 }
 
-/// Every API the operator calls, with the verbs it uses: the ClusterRole grants each, and no
-/// rule grants a wildcard.
-#[test]
-fn the_cluster_role_covers_what_the_operator_calls_and_no_more() {
-    let objects = render(&[]);
-    let rules = find(&objects, "ClusterRole").expect("ClusterRole")["rules"]
-        .as_array()
-        .expect("rules")
-        .clone();
-    let grants = |group: &str, resource: &str, verb: &str| {
-        rules.iter().any(|r| {
-            let has =
-                |key: &str, v: &str| r[key].as_array().is_some_and(|a| a.iter().any(|x| x == v));
-            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
-        })
+/// One grant: (API group, resource, verb, resourceNames), one row per verb.
+type Grant = (String, String, String, Vec<String>);
+
+/// The grants of a Role's or ClusterRole's rules, one per (group, resource, verb).
+fn grants(role: &Value) -> BTreeSet<Grant> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    let needed = [
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        let names = strings(&rule["resourceNames"]);
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    out.insert((group.clone(), resource.clone(), verb, names.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `(group, resource, "verb verb…", resourceNames)` as [`Grant`]s.
+fn expect(rows: &[(&str, &str, &str, &[&str])]) -> BTreeSet<Grant> {
+    rows.iter()
+        .flat_map(|(group, resource, verbs, names)| {
+            verbs.split(' ').map(|verb| {
+                (
+                    group.to_string(),
+                    resource.to_string(),
+                    verb.to_string(),
+                    names.iter().map(|n| n.to_string()).collect(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// What the operator does in each namespace it watches, call by call (`src/controller`,
+/// `src/reports/store.rs`, `src/server`): exactly these, no more.
+fn per_namespace_grants() -> BTreeSet<Grant> {
+    expect(&[
+        // The controller's watch, the finalizer's JSON patch, the intake's get.
         (
             "whittle.dev",
             "hardeningworkflows",
-            "get list watch patch update",
+            "get list watch patch",
+            &[],
         ),
-        ("whittle.dev", "hardeningworkflows/status", "patch"),
-        ("whittle.dev", "hardeningworkflows/finalizers", "update"),
-        ("apps", "deployments", "get list watch patch"),
-        ("", "pods", "get list watch"),
-        ("", "pods/log", "get"),
-        ("", "services", "get list"),
-        ("discovery.k8s.io", "endpointslices", "list"),
-        ("batch", "jobs", "get list watch create delete"),
-        ("", "configmaps", "get list watch create patch delete"),
-        ("", "secrets", "get create delete"),
-        ("events.k8s.io", "events", "create patch"),
-        ("", "events", "list"),
-    ];
-    for (group, resource, verbs) in needed {
-        for verb in verbs.split(' ') {
-            assert!(grants(group, resource, verb), "{group}/{resource}: {verb}");
+        ("whittle.dev", "hardeningworkflows/status", "patch", &[]),
+        // Read, watched, and patched (server-side apply) to instrument, verify and restore.
+        ("apps", "deployments", "get list watch patch", &[]),
+        ("", "pods", "get list watch", &[]),
+        ("", "pods/log", "get", &[]),
+        ("", "services", "list", &[]),
+        ("discovery.k8s.io", "endpointslices", "list", &[]),
+        ("batch", "jobs", "get list watch create delete", &[]),
+        ("", "configmaps", "get list watch create update delete", &[]),
+        // Registry credentials and signing keys a workflow names, pull secrets of its target.
+        ("", "secrets", "get", &[]),
+        ("events.k8s.io", "events", "create patch", &[]),
+        ("", "events", "list", &[]),
+    ])
+}
+
+/// Cluster-scoped: the pod tokens sensors present, reviewed.
+fn cluster_grants() -> BTreeSet<Grant> {
+    expect(&[("authentication.k8s.io", "tokenreviews", "create", &[])])
+}
+
+/// In the operator's own namespace: its report key Secret (create cannot be limited by name)
+/// and its own Service, for the report address.
+fn own_namespace_grants() -> BTreeSet<Grant> {
+    expect(&[
+        ("", "secrets", "get", &["whittle-report-key"]),
+        ("", "secrets", "create", &[]),
+        ("", "services", "get", &["w-whittle"]),
+    ])
+}
+
+fn named<'a>(objects: &'a [Value], kind: &str, namespace: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"] == name
+                && (namespace.is_empty() || o["metadata"]["namespace"] == namespace)
+        })
+        .unwrap_or_else(|| panic!("no {kind} {namespace}/{name}: {:?}", kinds(objects)))
+}
+
+/// The subjects of a binding are the operator's ServiceAccount and its roleRef is `role`.
+fn binds_the_operator(binding: &Value, kind: &str, role: &str) {
+    assert_eq!(binding["roleRef"]["kind"], kind, "{binding}");
+    assert_eq!(binding["roleRef"]["name"], role, "{binding}");
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "w-whittle",
+            "namespace": "whittle-system"}]),
+        "{binding}"
+    );
+}
+
+/// Every API the operator calls, with the verbs it uses, and nothing else: cluster-wide by
+/// default, the report key only by name in its own namespace, no Secret create or delete
+/// anywhere else, no wildcard.
+#[test]
+fn the_cluster_role_covers_what_the_operator_calls_and_no_more() {
+    let objects = render(&[]);
+    let cluster_role = named(&objects, "ClusterRole", "", "w-whittle");
+    let wanted: BTreeSet<Grant> = per_namespace_grants()
+        .union(&cluster_grants())
+        .cloned()
+        .collect();
+    assert_eq!(grants(cluster_role), wanted);
+    binds_the_operator(
+        named(&objects, "ClusterRoleBinding", "", "w-whittle"),
+        "ClusterRole",
+        "w-whittle",
+    );
+    let own = named(&objects, "Role", "whittle-system", "w-whittle-self");
+    assert_eq!(grants(own), own_namespace_grants());
+    binds_the_operator(
+        named(&objects, "RoleBinding", "whittle-system", "w-whittle-self"),
+        "Role",
+        "w-whittle-self",
+    );
+    for o in &objects {
+        if o["kind"] == "ClusterRole" || o["kind"] == "Role" {
+            let g = grants(o);
+            assert!(
+                !g.iter()
+                    .any(|(group, resource, verb, _)| [group, resource, verb]
+                        .iter()
+                        .any(|s| s.as_str() == "*")),
+                "no wildcard: {o}"
+            );
+            let secrets = |verb: &str| g.iter().any(|(_, r, v, _)| r == "secrets" && v == verb);
+            assert!(
+                !secrets("delete") && !secrets("update") && !secrets("patch"),
+                "{o}"
+            );
+            assert!(
+                !secrets("create") || o["metadata"]["namespace"] == "whittle-system",
+                "Secrets are created only in the operator's namespace: {o}"
+            );
+            let deployments =
+                |verb: &str| g.iter().any(|(_, r, v, _)| r == "deployments" && v == verb);
+            assert!(
+                !deployments("create") && !deployments("delete"),
+                "the user's Deployments are never created or deleted: {o}"
+            );
         }
     }
-    let text = serde_json::to_string(&rules).expect("json");
-    assert!(!text.contains("\"*\""), "no wildcard: {text}");
-    assert!(
-        !grants("apps", "deployments", "delete") && !grants("apps", "deployments", "create"),
-        "the user's Deployments are never created or deleted"
+}
+
+/// `watchNamespaces`: a Role per listed namespace instead of cluster-wide rights to namespaced
+/// resources, and the operator told to watch only those.
+#[test]
+fn a_namespaced_install_has_roles_per_namespace_and_no_cluster_wide_rights() {
+    let objects = render(&["watchNamespaces={shop,web}"]);
+    for ns in ["shop", "web"] {
+        let role = named(&objects, "Role", ns, "w-whittle");
+        assert_eq!(grants(role), per_namespace_grants(), "{ns}");
+        binds_the_operator(
+            named(&objects, "RoleBinding", ns, "w-whittle"),
+            "Role",
+            "w-whittle",
+        );
+    }
+    let cluster_roles: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole")
+        .collect();
+    assert_eq!(cluster_roles.len(), 1, "{cluster_roles:?}");
+    assert_eq!(
+        grants(cluster_roles[0]),
+        cluster_grants(),
+        "nothing namespaced cluster-wide"
     );
+    assert_eq!(
+        grants(named(&objects, "Role", "whittle-system", "w-whittle-self")),
+        own_namespace_grants()
+    );
+    let watched: Vec<String> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" && o["metadata"]["name"] == "w-whittle")
+        .map(|o| {
+            o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(watched, ["shop", "web"]);
+    let flags: Vec<String> = args(&objects)
+        .into_iter()
+        .filter(|a| a.starts_with("--watch-namespace"))
+        .collect();
+    assert_eq!(flags, ["--watch-namespace=shop", "--watch-namespace=web"]);
+    assert!(
+        !args(&render(&[]))
+            .iter()
+            .any(|a| a.starts_with("--watch-namespace")),
+        "cluster-wide by default"
+    );
+    // Sensors report only from the watched namespaces.
+    let policy = find(&objects, "NetworkPolicy").expect("NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"],
+        serde_json::json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+            "operator": "In", "values": ["shop", "web"]}]})
+    );
+}
+
+/// On by default: the report port from instrumented pods (labelled by whittle, in any
+/// namespace), `/metrics` from the monitoring namespace, nothing else.
+#[test]
+fn the_network_policy_admits_sensors_and_monitoring_only() {
+    let objects = render(&[]);
+    let policy = find(&objects, "NetworkPolicy").expect("a NetworkPolicy by default");
+    let spec = &policy["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"],
+        serde_json::json!({"app.kubernetes.io/name": "whittle",
+            "app.kubernetes.io/instance": "w"})
+    );
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    let http = serde_json::json!([{"port": "http", "protocol": "TCP"}]);
+    assert_eq!(
+        spec["ingress"],
+        serde_json::json!([
+            {"ports": http, "from": [{
+                "namespaceSelector": {},
+                "podSelector": {"matchExpressions": [
+                    {"key": WORKFLOW_LABEL, "operator": "Exists"}]}}]},
+            {"ports": http, "from": [{
+                "namespaceSelector": {"matchLabels":
+                    {"kubernetes.io/metadata.name": "monitoring"}}}]},
+        ]),
+        "{spec}"
+    );
+
+    let objects = render(&[
+        "networkPolicy.metrics.namespaceSelector.matchLabels.team=observability",
+        "networkPolicy.metrics.podSelector.matchLabels.app=prometheus",
+        "networkPolicy.extraFrom[0].ipBlock.cidr=10.0.0.0/8",
+    ]);
+    let ingress = &find(&objects, "NetworkPolicy").expect("NetworkPolicy")["spec"]["ingress"];
+    assert_eq!(
+        ingress[1]["from"],
+        serde_json::json!([{"namespaceSelector": {"matchLabels": {"team": "observability"}},
+            "podSelector": {"matchLabels": {"app": "prometheus"}}}])
+    );
+    assert_eq!(
+        ingress[2]["from"],
+        serde_json::json!([{"ipBlock": {"cidr": "10.0.0.0/8"}}])
+    );
+    assert_eq!(ingress.as_array().map(Vec::len), Some(3));
+    let objects = render(&["networkPolicy.metrics.namespace=prom"]);
+    assert_eq!(
+        find(&objects, "NetworkPolicy").expect("NetworkPolicy")["spec"]["ingress"][1]["from"],
+        serde_json::json!([{"namespaceSelector":
+            {"matchLabels": {"kubernetes.io/metadata.name": "prom"}}}])
+    );
+
+    let off = render(&["networkPolicy.enabled=false"]);
+    assert!(find(&off, "NetworkPolicy").is_none());
+    // The old value meant "these peers instead of everyone"; ignoring it silently would widen
+    // nothing but would surprise, so the chart says what replaced it.
+    let helm = Helm::new().expect("helm");
+    let err = helm
+        .run(&[
+            "template",
+            "w",
+            &chart(),
+            "--set",
+            "networkPolicy.from[0].podSelector.matchLabels.a=b",
+        ])
+        .expect_err("networkPolicy.from is refused");
+    assert!(err.to_string().contains("networkPolicy.extraFrom"), "{err}");
+}
+
+/// The admission policy is on by default, bound with no exemption, and can be turned off.
+#[test]
+fn the_admission_policy_is_on_and_binds_everyone() {
+    let objects = render(&[]);
+    let policy = find(&objects, "ValidatingAdmissionPolicy").expect("the policy");
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    let rules = &policy["spec"]["matchConstraints"]["resourceRules"];
+    assert_eq!(
+        rules[0]["resources"],
+        serde_json::json!(["hardeningworkflows"])
+    );
+    assert_eq!(
+        rules[0]["operations"],
+        serde_json::json!(["CREATE", "UPDATE"])
+    );
+    let binding = find(&objects, "ValidatingAdmissionPolicyBinding").expect("the binding");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Deny"])
+    );
+    assert!(
+        binding["spec"].get("matchResources").is_none(),
+        "no namespace or object is exempt: {binding}"
+    );
+    let off = render(&["admissionPolicy.enabled=false"]);
+    assert!(find(&off, "ValidatingAdmissionPolicy").is_none());
+    assert!(find(&off, "ValidatingAdmissionPolicyBinding").is_none());
 }
 
 #[test]
@@ -201,7 +488,9 @@ fn non_default_values_are_honoured() {
     assert!(k.contains(&"ServiceMonitor".to_string()), "{k:?}");
     assert!(k.contains(&"NetworkPolicy".to_string()), "{k:?}");
     assert!(
-        !k.contains(&"Role".to_string()),
+        !objects
+            .iter()
+            .any(|o| o["metadata"]["name"] == "w-whittle-leader-election"),
         "no Lease permission without leader election: {k:?}"
     );
     let d = find(&objects, "Deployment").expect("Deployment");

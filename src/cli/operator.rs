@@ -70,6 +70,15 @@ pub struct OperatorArgs {
     // --spool-limit is per harden: with --concurrency N, N spools may be full at once.
     #[command(flatten)]
     budgets: ReadArgs,
+    /// Watch only this namespace (repeatable, or comma-separated in $WATCH_NAMESPACES);
+    /// workflows elsewhere are left alone. Default: every namespace.
+    #[arg(
+        long = "watch-namespace",
+        value_name = "NAMESPACE",
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    watch_namespaces: Vec<String>,
 }
 
 pub async fn operator(args: OperatorArgs) -> CliResult {
@@ -152,7 +161,7 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
             }
         }
     };
-    controller::run(ctx, args.concurrency, shutdown).await;
+    controller::run(ctx, args.concurrency, &args.watch_namespaces, shutdown).await;
     if lost.load(Ordering::SeqCst) {
         // Another replica leads now; exiting lets this one campaign afresh when restarted,
         // with nothing of the old term in memory.

@@ -1,7 +1,8 @@
 //! The operator's controller: a kube-runtime `Controller` on HardeningWorkflow that also wakes
 //! when a target Deployment changes, when an instrumented pod changes, when a report arrives
 //! (report ConfigMaps are owned by their workflow) and when an exercise Job changes. Never an ownerReference on the user's
-//! Deployment: garbage collection would delete it with the workflow.
+//! Deployment: garbage collection would delete it with the workflow. With `--watch-namespace`,
+//! one such controller per namespace, each watching only its own.
 //!
 //! - `reconcile`: the pipeline (observe → decide → act → record status)
 //! - `phase`, `template`: pure decisions and the pod-template changes, unit-tested
@@ -21,16 +22,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::core::PartialObjectMeta;
+use kube::core::{NamespaceResourceScope, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::names::{MANAGED_BY, MANAGED_BY_LABEL, WORKFLOW_LABEL, label_value, report_path};
@@ -154,43 +155,80 @@ fn targeting(
         .collect()
 }
 
-/// Runs the controller until `shutdown` completes, with at most `concurrency` reconciles at
-/// once.
+/// Runs the controller until `shutdown` completes, over every namespace or, when `namespaces`
+/// lists some, over those only: one controller per namespace, since a kube-runtime Controller
+/// watches through one Api and a namespaced install may list nothing cluster-wide. Each has at
+/// most `concurrency` reconciles at once.
 pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
+    namespaces: &[String],
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
+    let scopes: Vec<Option<&str>> = match namespaces {
+        [] => vec![None],
+        some => some.iter().map(|ns| Some(ns.as_str())).collect(),
+    };
+    info!(namespaces = ?namespaces, "watching workflows (none listed: every namespace)");
+    let shutdown = shutdown.shared();
+    let controllers: Vec<Controller<HardeningWorkflow>> = scopes
+        .iter()
+        .map(|ns| controller(&ctx.client, concurrency, *ns))
+        .collect();
+    let stores: Arc<Vec<Store<HardeningWorkflow>>> =
+        Arc::new(controllers.iter().map(|c| c.store()).collect());
+    let runs = controllers.into_iter().map(|controller| {
+        let (metrics, stores) = (ctx.metrics.clone(), stores.clone());
+        controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile::reconcile, error_policy, ctx.clone())
+            .for_each(move |result| {
+                metrics.set_workflows(phase_counts(&stores));
+                if let Err(e) = result {
+                    warn!(error = %e, "controller");
+                }
+                futures::future::ready(())
+            })
+    });
+    futures::future::join_all(runs).await;
+    info!("controller stopped");
+}
+
+/// The controller of the workflows in `namespace` (`None`: in every namespace), woken by what
+/// they own and by their targets' Deployments and pods there.
+fn controller(
+    client: &Client,
+    concurrency: u16,
+    namespace: Option<&str>,
+) -> Controller<HardeningWorkflow> {
     let controller = Controller::new(
-        Api::<HardeningWorkflow>::all(client.clone()),
+        scoped::<HardeningWorkflow>(client, namespace),
         watcher::Config::default(),
     )
     .with_config(ControllerConfig::default().concurrency(concurrency));
     let store = controller.store();
-    let (by_deployment, by_pod) = (store.clone(), store.clone());
-    let metrics = ctx.metrics.clone();
+    let (by_deployment, by_pod) = (store.clone(), store);
     let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
     controller
         // Reports are up to a MiB each: the controller only needs to know one changed.
         .owns_stream(
             watcher(
-                Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+                scoped::<PartialObjectMeta<ConfigMap>>(client, namespace),
                 watcher::Config::default().labels(&managed),
             )
             .touched_objects(),
         )
         .owns(
-            Api::<Job>::all(client.clone()),
+            scoped::<Job>(client, namespace),
             watcher::Config::default().labels(&managed),
         )
         .watches(
-            Api::<Deployment>::all(client.clone()),
+            scoped::<Deployment>(client, namespace),
             watcher::Config::default(),
             move |d: Deployment| targeting(&by_deployment, d.namespace(), &d.name_any()),
         )
         .watches(
-            Api::<Pod>::all(client),
+            scoped::<Pod>(client, namespace),
             watcher::Config::default().labels(WORKFLOW_LABEL),
             move |p: Pod| {
                 let label = p.labels().get(WORKFLOW_LABEL).cloned().unwrap_or_default();
@@ -204,23 +242,23 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|result| {
-            let counts = phase_counts(&store);
-            metrics.set_workflows(counts);
-            if let Err(e) = result {
-                warn!(error = %e, "controller");
-            }
-            futures::future::ready(())
-        })
-        .await;
-    info!("controller stopped");
 }
 
-fn phase_counts(store: &Store<HardeningWorkflow>) -> Vec<(Phase, i64)> {
+/// An Api over one namespace, or over all of them.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn phase_counts(stores: &[Store<HardeningWorkflow>]) -> Vec<(Phase, i64)> {
     let mut counts: HashMap<Phase, i64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
-    for w in store.state() {
+    for w in stores.iter().flat_map(Store::state) {
         let phase = w.status.as_ref().map(|s| s.phase()).unwrap_or_default();
         *counts.entry(phase).or_default() += 1;
     }

@@ -26,3 +26,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{- /* The operator's --report-key-secret default (src/cli/operator.rs). */ -}}
+{{- define "whittle.reportKeySecret" -}}
+whittle-report-key
+{{- end -}}
+
+{{- /* The label whittle puts on the pods it instruments (WORKFLOW_LABEL in src/api/names.rs). */ -}}
+{{- define "whittle.workflowLabel" -}}
+whittle.dev/workflow
+{{- end -}}
+
+{{- /* The operator's ServiceAccount, as the subject of a binding. */ -}}
+{{- define "whittle.subjects" -}}
+- kind: ServiceAccount
+  name: {{ include "whittle.serviceAccount" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end -}}
