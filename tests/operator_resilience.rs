@@ -16,6 +16,7 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 use serde_json::json;
 use whittle::api::Phase;
+use whittle::reports::key::ReportKey;
 use whittle_testbed::cluster::{Cluster, NODE_IP};
 use whittle_testbed::images::fixtures;
 
@@ -119,7 +120,7 @@ async fn leader_election(cluster: &Cluster, client: &Client, ns: &str, mut first
         "--log-format",
         "json",
     ];
-    let second = Operator::start_with(cluster, &elect, Some("replica-b"));
+    let second = first.replica(cluster, &elect, Some("replica-b"));
     wait_for("the second replica to campaign", || async {
         second.log().contains("waiting to become the leader")
     })
@@ -131,8 +132,17 @@ async fn leader_election(cluster: &Cluster, client: &Client, ns: &str, mut first
         second.log()
     );
     assert_eq!(holder(client).await, "replica-a");
-    // The standby's intake answers from the cluster's state.
-    let status = post_report(cluster, second.port(), &format!("/v1/reports/{ns}/missing"));
+    // The standby's intake answers from the cluster's state: a token of the shared key for a
+    // workflow that does not exist gets past the signature check and is looked up.
+    let token = ReportKey::new(first.report_key())
+        .expect("report key")
+        .token(ns, "missing", "00000000-0000-0000-0000-000000000000");
+    let status = post_report(
+        cluster,
+        second.port(),
+        &format!("/v1/reports/{ns}/missing"),
+        &token,
+    );
     assert_eq!(status, 404, "the standby's intake looked the workflow up");
 
     first.kill();
@@ -198,14 +208,14 @@ fn count(dir: &std::path::Path) -> usize {
 }
 
 /// POSTs an empty report to the operator at NODE_IP:port; the HTTP status.
-fn post_report(cluster: &Cluster, port: u16, path: &str) -> u16 {
+fn post_report(cluster: &Cluster, port: u16, path: &str, token: &str) -> u16 {
     let addr = std::net::SocketAddr::from((NODE_IP, port));
     let mut stream = whittle_testbed::net::netns::in_netns(&cluster.netns_path(), move || {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
     })
     .expect("connect to the standby");
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer nope\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
     );
     stream.write_all(request.as_bytes()).expect("send");
     let mut response = String::new();

@@ -55,6 +55,35 @@ impl Operator {
         extra: &[&str],
         pod_name: Option<&str>,
     ) -> Operator {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("random report key");
+        Self::start_keyed(cluster, kubeconfig, extra, pod_name, &key)
+    }
+
+    /// Another replica of `self`'s installation: the same report key (as the chart's replicas
+    /// share one Secret), so either replica accepts the tokens the other handed out.
+    pub fn replica(&self, cluster: &Cluster, extra: &[&str], pod_name: Option<&str>) -> Operator {
+        Self::start_keyed(
+            cluster,
+            self.kubeconfig.clone(),
+            extra,
+            pod_name,
+            &self.report_key(),
+        )
+    }
+
+    /// The key this operator derives report tokens from.
+    pub fn report_key(&self) -> Vec<u8> {
+        fs::read(self._dir.path().join("report.key")).expect("read report key")
+    }
+
+    fn start_keyed(
+        cluster: &Cluster,
+        kubeconfig: PathBuf,
+        extra: &[&str],
+        pod_name: Option<&str>,
+        key: &[u8],
+    ) -> Operator {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = cluster
             .listen(0)
@@ -65,8 +94,6 @@ impl Operator {
         let netns = cluster.netns_path();
         // The key report tokens are derived from; a file, so the operator needs no Secret in a
         // namespace of its own, and a restart keeps the tokens its pods hold valid.
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).expect("random report key");
         fs::write(dir.path().join("report.key"), key).expect("write report key");
         let mut op = Operator {
             child: None,
