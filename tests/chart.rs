@@ -514,3 +514,43 @@ fn non_default_values_are_honoured() {
     let policy = find(&objects, "NetworkPolicy").expect("NetworkPolicy");
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], "http");
 }
+
+/// Each of `concurrency` hardens may fill its spool at once, so the operator's per-harden
+/// `--spool-limit` is the spool volume's size shared among them, with a tenth kept free: a
+/// large image fails with LimitExceeded instead of the kubelet evicting the operator.
+#[test]
+fn the_spool_volume_is_shared_among_concurrent_hardens() {
+    let limit = |sets: &[&str]| -> Option<u64> {
+        args(&render(sets))
+            .iter()
+            .find_map(|a| a.strip_prefix("--spool-limit=").map(str::to_string))
+            .map(|v| v.parse().expect("--spool-limit in bytes"))
+    };
+    assert_eq!(limit(&[]), Some(2 * 1024 * 1024 * 1024 * 9 / 10 / 4));
+    assert_eq!(
+        limit(&["spool.sizeLimit=5Gi", "concurrency=8"]),
+        Some(5 * 1024 * 1024 * 1024 * 9 / 10 / 8)
+    );
+    assert_eq!(
+        limit(&["spool.sizeLimit=3G", "concurrency=1"]),
+        Some(3_000_000_000 * 9 / 10)
+    );
+    assert_eq!(
+        limit(&["spool.sizeLimit=1073741824"]),
+        Some((1 << 30) * 9 / 10 / 4)
+    );
+    // No size limit on the volume: the operator's own default applies.
+    assert_eq!(limit(&["spool.sizeLimit="]), None);
+
+    let helm = Helm::new().expect("helm");
+    let chart = chart();
+    let out = helm
+        .command()
+        .expect("helm")
+        .args(["template", "w", &chart, "--set", "spool.sizeLimit=1.5Gi"])
+        .output()
+        .expect("helm runs");
+    assert!(!out.status.success(), "a fractional size must be refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spool.sizeLimit"), "{err}");
+}

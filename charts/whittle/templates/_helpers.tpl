@@ -43,3 +43,21 @@ whittle.dev/workflow
   name: {{ include "whittle.serviceAccount" . }}
   namespace: {{ .Release.Namespace }}
 {{- end -}}
+
+{{- /* The operator's per-harden --spool-limit in bytes: spool.sizeLimit shared among the
+`concurrency` hardens that may fill their spools at once, a tenth kept free, so a large image
+fails with LimitExceeded instead of the kubelet evicting the operator for exceeding the
+emptyDir. Empty when spool.sizeLimit is (the operator's default applies). */ -}}
+{{- define "whittle.spoolLimit" -}}
+{{- $q := toString .Values.spool.sizeLimit -}}
+{{- if $q -}}
+{{- $digits := regexFind "^[0-9]+" $q -}}
+{{- $unit := trimPrefix $digits $q -}}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- if or (not $digits) (not (hasKey $units $unit)) -}}
+{{- fail (printf "spool.sizeLimit %q: write a whole number of bytes, optionally with k, M, G, T, Ki, Mi, Gi or Ti (e.g. 2Gi)" $q) -}}
+{{- end -}}
+{{- $concurrency := max 1 (int64 .Values.concurrency) -}}
+{{- div (mul (int64 $digits) (get $units $unit) 9) (mul 10 $concurrency) -}}
+{{- end -}}
+{{- end -}}
