@@ -172,7 +172,17 @@ pub enum ReportError {
 impl Report {
     /// Parses and validates a report (JSON; gzip is the transport's business).
     pub fn from_json_slice(bytes: &[u8]) -> Result<Report, ReportError> {
-        let report: Report = serde_json::from_slice(bytes).map_err(|e| ReportError::Json {
+        Self::checked(serde_json::from_slice(bytes))
+    }
+
+    /// As [`Report::from_json_slice`], reading the JSON from a stream, so that the operator
+    /// never holds a report's JSON and its parsed form at once.
+    pub fn from_json_reader(reader: impl std::io::Read) -> Result<Report, ReportError> {
+        Self::checked(serde_json::from_reader(std::io::BufReader::new(reader)))
+    }
+
+    fn checked(parsed: serde_json::Result<Report>) -> Result<Report, ReportError> {
+        let report = parsed.map_err(|e| ReportError::Json {
             line: e.line(),
             column: e.column(),
             message: e.to_string(),

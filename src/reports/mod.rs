@@ -9,7 +9,7 @@ pub mod key;
 pub mod merge;
 pub mod store;
 
-pub use compression::{GunzipError, gunzip_limited, gzip};
+pub use compression::{GunzipError, ReadReportError, gzip_json, read_gzip_report};
 pub use key::ReportKey;
 pub use store::{
     Folded, Outcome, Reporter, Saved, delete_all, fold, material, materials, reported_pods, save,

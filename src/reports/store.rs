@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::merge::merge;
 use super::{
     MAX_REPORT_JSON, MAX_REPORTS_PER_WORKFLOW, MAX_STORED_BYTES, ReportStoreError, Result,
-    gunzip_limited, gzip,
+    gzip_json, read_gzip_report,
 };
 use crate::api::HardeningWorkflow;
 use crate::api::names::{
@@ -163,8 +163,8 @@ async fn encode(
     report: Report,
 ) -> Result<(ConfigMap, Report)> {
     let (compressed, report) = tokio::task::spawn_blocking(move || {
-        let json = serde_json::to_vec(&report)?;
-        Ok::<_, ReportStoreError>((gzip(&json), report))
+        let compressed = gzip_json(&report)?;
+        Ok::<_, ReportStoreError>((compressed, report))
     })
     .await
     .map_err(|e| ReportStoreError::Internal(e.to_string()))??;
@@ -221,9 +221,7 @@ fn decode_stored(cm: &ConfigMap, namespace: &str) -> Result<Report> {
         .as_ref()
         .and_then(|d| d.get(REPORT_KEY))
         .ok_or_else(|| corrupt(format!("no binaryData {REPORT_KEY}")))?;
-    let json =
-        gunzip_limited(&compressed.0, MAX_REPORT_JSON).map_err(|e| corrupt(e.to_string()))?;
-    Report::from_json_slice(&json).map_err(|e| corrupt(e.to_string()))
+    read_gzip_report(&compressed.0, MAX_REPORT_JSON).map_err(|e| corrupt(e.to_string()))
 }
 
 /// What harden takes from the stored reports: their union, and what provenance names.
@@ -286,8 +284,10 @@ pub fn material(report: &Report) -> (String, String) {
         (_, Some(pod), _) => format!("report:{pod}"),
         _ => "report".to_string(),
     };
-    let bytes = serde_json::to_vec(report).unwrap_or_default();
-    (name, format!("{:x}", Sha256::digest(bytes)))
+    // Hashed as it serializes: the JSON of a large report is never held.
+    let mut hasher = Sha256::new();
+    let _ = serde_json::to_writer(&mut hasher, report);
+    (name, format!("{:x}", hasher.finalize()))
 }
 
 /// [`material`] of each report, numbered where a report names no pod, so that no two

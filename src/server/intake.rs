@@ -28,7 +28,7 @@ use crate::api::names::POD_TOKEN_HEADER;
 use crate::api::{HardeningWorkflow, Phase};
 use crate::metrics::RejectReason;
 use crate::reports::{
-    self, GunzipError, MAX_REPORT_JSON, Outcome, ReportStoreError, Reporter, Saved,
+    self, GunzipError, MAX_REPORT_JSON, Outcome, ReadReportError, ReportStoreError, Reporter, Saved,
 };
 
 /// Largest request body, compressed or not. The sensor sends gzip; a maximal report
@@ -193,6 +193,7 @@ async fn intake(
     let bytes = read_body(body).await?;
     let workflow = find_workflow(state, namespace, name, &token_uid).await?;
     let reporter = reporting_pod(state, &workflow, namespace, headers).await?;
+    let _turn = state.limits.large_turn(bytes.len()).await;
     let report = tokio::task::spawn_blocking(move || decode(&bytes, encoding))
         .await
         .map_err(|e| Rejection::internal(format!("decoding the report failed: {e}")))??;
@@ -380,21 +381,22 @@ async fn read_body(body: Body) -> Result<Vec<u8>, Rejection> {
         })?
 }
 
-/// Inflates (when gzip) and parses a report, checking it against the sensor's schema.
+/// Parses a report (inflating it as it goes, when gzip), checking it against the sensor's
+/// schema.
 fn decode(bytes: &[u8], encoding: Encoding) -> Result<Report, Rejection> {
-    let inflated;
-    // A plain body is already bounded by MAX_BODY, below MAX_REPORT_JSON.
-    let json = match encoding {
-        Encoding::Identity => bytes,
-        Encoding::Gzip => {
-            inflated = reports::gunzip_limited(bytes, MAX_REPORT_JSON).map_err(|e| match e {
-                GunzipError::TooLarge { .. } => Rejection::too_large(format!("the gzip body {e}")),
-                GunzipError::Corrupt(_) => Rejection::malformed(format!("the gzip body is {e}")),
-            })?;
-            &inflated[..]
+    match encoding {
+        // A plain body is already bounded by MAX_BODY, below MAX_REPORT_JSON.
+        Encoding::Identity => {
+            Report::from_json_slice(bytes).map_err(|e| Rejection::malformed(e.to_string()))
         }
-    };
-    Report::from_json_slice(json).map_err(|e| Rejection::malformed(e.to_string()))
+        Encoding::Gzip => reports::read_gzip_report(bytes, MAX_REPORT_JSON).map_err(|e| match e {
+            ReadReportError::Gzip(e @ GunzipError::TooLarge { .. }) => {
+                Rejection::too_large(format!("the gzip body {e}"))
+            }
+            ReadReportError::Gzip(e) => Rejection::malformed(format!("the gzip body is {e}")),
+            ReadReportError::Report(e) => Rejection::malformed(e.to_string()),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -454,7 +456,7 @@ mod tests {
     fn decodes_plain_and_gzip_and_says_what_is_wrong() {
         let json = report_json(Some("web-1"));
         let plain = decode(&json, Encoding::Identity).unwrap();
-        let zipped = decode(&reports::gzip(&json), Encoding::Gzip).unwrap();
+        let zipped = decode(&whittle_sensor::deliver::gzip(&json), Encoding::Gzip).unwrap();
         assert_eq!(plain, zipped);
         assert_eq!(plain.identity.pod_name.as_deref(), Some("web-1"));
 
@@ -469,7 +471,7 @@ mod tests {
         // Which pod sent a report is the pod token's to say, not the report's.
         assert!(decode(&report_json(None), Encoding::Identity).is_ok());
 
-        let bomb = reports::gzip(&vec![b' '; MAX_REPORT_JSON + 1]);
+        let bomb = whittle_sensor::deliver::gzip(&vec![b' '; MAX_REPORT_JSON + 1]);
         let e = decode(&bomb, Encoding::Gzip).unwrap_err();
         assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", e.message);
     }

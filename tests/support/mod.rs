@@ -57,7 +57,10 @@ impl Operator {
     ) -> Operator {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("random report key");
-        Self::start_keyed(cluster, kubeconfig, extra, pod_name, &key)
+        // As text: the operator trims whitespace around a key file, which would shorten raw
+        // random bytes that happen to start or end with one.
+        let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        Self::start_keyed(cluster, kubeconfig, extra, pod_name, key.as_bytes())
     }
 
     /// Another replica of `self`'s installation: the same report key (as the chart's replicas
@@ -72,7 +75,7 @@ impl Operator {
         )
     }
 
-    /// The key this operator derives report tokens from.
+    /// The key this operator derives report tokens from (the key file's bytes).
     pub fn report_key(&self) -> Vec<u8> {
         fs::read(self._dir.path().join("report.key")).expect("read report key")
     }
