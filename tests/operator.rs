@@ -89,32 +89,52 @@ async fn workflows_run_on_a_real_cluster() {
     let operator = Operator::start_as(&cluster, kubeconfig, &[], None);
 
     let c = &cluster;
+    // Each scenario on the heap: joined inline, their states overflow a test thread's stack
+    // in a debug build.
     let outcome = tokio::time::timeout(Duration::from_secs(900), async {
         tokio::join!(
-            timed("examples/nginx", nginx_example(c, &registry)),
-            timed("examples/exercise", exercise_example(c, &registry)),
-            timed("examples/include-ptrace", include_example(c, &registry)),
-            timed("examples/promote", promote_example(c, &registry)),
-            timed("examples/supply-chain", supply_chain_example(c, &registry)),
+            timed("examples/nginx", Box::pin(nginx_example(c, &registry))),
+            timed(
+                "examples/exercise",
+                Box::pin(exercise_example(c, &registry))
+            ),
+            timed(
+                "examples/include-ptrace",
+                Box::pin(include_example(c, &registry))
+            ),
+            timed("examples/promote", Box::pin(promote_example(c, &registry))),
+            timed(
+                "examples/supply-chain",
+                Box::pin(supply_chain_example(c, &registry))
+            ),
             timed(
                 "restricted, auto (seccomp), promoted",
-                restricted_workload(c, &busybox)
+                Box::pin(restricted_workload(c, &busybox))
             ),
             timed(
                 "deleted mid-observation",
-                deleted_mid_observation(c, &busybox)
+                Box::pin(deleted_mid_observation(c, &busybox))
             ),
-            timed("a pod that never reports", silent_pod(c, &busybox)),
-            timed("hardened image not ready", readiness_rollback(c, &busybox)),
+            timed(
+                "a pod that never reports",
+                Box::pin(silent_pod(c, &busybox))
+            ),
+            timed(
+                "hardened image not ready",
+                Box::pin(readiness_rollback(c, &busybox))
+            ),
             timed(
                 "registry outage",
-                registry_outage(c, &mut outage, &outage_image)
+                Box::pin(registry_outage(c, &mut outage, &outage_image))
             ),
-            timed("user edits kept", user_edits_kept(c, &busybox)),
-            timed("a foreign verify Job", foreign_verify_job(c, &busybox)),
+            timed("user edits kept", Box::pin(user_edits_kept(c, &busybox))),
+            timed(
+                "a foreign verify Job",
+                Box::pin(foreign_verify_job(c, &busybox))
+            ),
             timed(
                 "registry gone before instrumenting",
-                registry_gone(c, &mut gone, &gone_image)
+                Box::pin(registry_gone(c, &mut gone, &gone_image))
             ),
         )
     })
