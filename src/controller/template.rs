@@ -186,7 +186,7 @@ pub fn instrumented(deployment_name: &str, saved: &Saved, inst: &Instrumentation
         json!([{"name": POD_TOKEN_VOLUME, "mountPath": POD_TOKEN_DIR, "readOnly": true}]);
     if inst.sensor_mode == SensorMode::Fanotify {
         let mut add = saved.added_capabilities().cloned().unwrap_or_default();
-        if !add.iter().any(|c| c == "SYS_ADMIN") {
+        if !add.iter().any(|c| grants_sys_admin(c)) {
             add.push("SYS_ADMIN".into());
         }
         container["securityContext"] = json!({"capabilities": {"add": add}});
@@ -324,10 +324,13 @@ fn had_sys_admin(context: Option<&SecurityContext>) -> bool {
             .capabilities
             .as_ref()
             .and_then(|c| c.add.as_ref())
-            .is_some_and(|add| {
-                add.iter()
-                    .any(|c| matches!(c.as_str(), "SYS_ADMIN" | "CAP_SYS_ADMIN" | "ALL"))
-            })
+            .is_some_and(|add| add.iter().any(|c| grants_sys_admin(c)))
+}
+
+/// Whether an entry of `capabilities.add` gives CAP_SYS_ADMIN (the runtime accepts the name
+/// with or without its `CAP_` prefix).
+fn grants_sys_admin(capability: &str) -> bool {
+    matches!(capability, "SYS_ADMIN" | "CAP_SYS_ADMIN" | "ALL")
 }
 
 /// The apply configuration that puts the original back: the original image, command and grace
