@@ -551,18 +551,20 @@ mod tests {
         );
 
         // Already there, SYS_ADMIN is not added twice.
-        let d = deployment(
-            json!({"name": "web", "image": "r/web:1",
-                   "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}),
-            None,
-        );
-        let c = target_container(&d, None).unwrap().clone();
-        let s = Saved::of(&fanotify_workflow(), &d, &c);
-        let patch = instrumented("web", &s, &inst(SensorMode::Fanotify));
-        assert_eq!(
-            patch["spec"]["template"]["spec"]["containers"][0]["securityContext"],
-            json!({"capabilities": {"add": ["SYS_ADMIN"]}})
-        );
+        for own in ["SYS_ADMIN", "CAP_SYS_ADMIN", "ALL"] {
+            let d = deployment(
+                json!({"name": "web", "image": "r/web:1",
+                       "securityContext": {"capabilities": {"add": [own]}}}),
+                None,
+            );
+            let c = target_container(&d, None).unwrap().clone();
+            let s = Saved::of(&fanotify_workflow(), &d, &c);
+            let patch = instrumented("web", &s, &inst(SensorMode::Fanotify));
+            assert_eq!(
+                patch["spec"]["template"]["spec"]["containers"][0]["securityContext"],
+                json!({"capabilities": {"add": [own]}})
+            );
+        }
     }
 
     #[test]
