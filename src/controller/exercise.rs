@@ -1,7 +1,8 @@
 //! The exercise Job: the user's test, run once against the instrumented original (`observe`)
 //! and once against the hardened image (`verify`). The Job is built here from the workflow
 //! (pure), created under a fixed name (so a restarted operator finds it rather than making a
-//! second), owned by the workflow, and read back as a [`JobState`].
+//! second), owned by the workflow, and read back as a [`JobState`] only while the workflow owns
+//! it: a Job under that name that someone else made is never taken for the workflow's run.
 
 use std::collections::{BTreeMap, BTreeSet};
 
