@@ -969,6 +969,15 @@ async fn foreign_verify_job(c: &Cluster, busybox: &str) {
     jobs.create(&PostParams::default(), &planted)
         .await
         .expect("plant the Job");
+    // Running, with whittle's labels: a failed workflow stops its own running Jobs, not this.
+    let mut sleeper = planted.clone();
+    sleeper.metadata.name = Some("web-sleeper".into());
+    if let Some(pod) = sleeper.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pod.containers[0].command = Some(vec!["sleep".into(), "3600".into()]);
+    }
+    jobs.create(&PostParams::default(), &sleeper)
+        .await
+        .expect("plant a running Job");
     wait_for("the planted Job to succeed", || async {
         jobs.get("web-verify")
             .await
@@ -1010,6 +1019,16 @@ async fn foreign_verify_job(c: &Cluster, busybox: &str) {
             .is_some_and(|j| j.metadata.owner_references.is_none()),
         "the planted Job is not whittle's to adopt or delete"
     );
+    assert!(
+        jobs.get_opt("web-sleeper")
+            .await
+            .expect("get Job")
+            .is_some_and(|j| j.metadata.deletion_timestamp.is_none()),
+        "a running Job labelled as the workflow's but not owned by it is not stopped"
+    );
+    jobs.delete("web-sleeper", &DeleteParams::background())
+        .await
+        .expect("delete the running Job");
     assert_eq!(
         template(&client, &ns, "web").await,
         before,
