@@ -26,7 +26,11 @@
 //!   after harden.timeout, the Deployment restored, nothing under the hardened tag;
 //! - the registry gone before instrumenting: Failed naming it after harden.timeout, the
 //!   Deployment never touched;
-//! - a user's scale and env edit made while instrumented survive the restore, with an Event.
+//! - a user's scale and env edit made while instrumented survive the restore, with an Event;
+//! - a user's own `capabilities.add` is kept beside fanotify's SYS_ADMIN while instrumented,
+//!   and is back as it was after the restore;
+//! - a succeeded Job named `<workflow>-verify` that the workflow did not make does not pass
+//!   verification: Failed, ExerciseJobConflict, the Job left alone.
 //!
 //! The CRD and the RBAC come from `helm install` of the chart, and the operator runs with the
 //! chart's ServiceAccount token, so each scenario also checks that those permissions suffice.
@@ -41,6 +45,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -84,31 +89,52 @@ async fn workflows_run_on_a_real_cluster() {
     let operator = Operator::start_as(&cluster, kubeconfig, &[], None);
 
     let c = &cluster;
+    // Each scenario on the heap: joined inline, their states overflow a test thread's stack
+    // in a debug build.
     let outcome = tokio::time::timeout(Duration::from_secs(900), async {
         tokio::join!(
-            timed("examples/nginx", nginx_example(c, &registry)),
-            timed("examples/exercise", exercise_example(c, &registry)),
-            timed("examples/include-ptrace", include_example(c, &registry)),
-            timed("examples/promote", promote_example(c, &registry)),
-            timed("examples/supply-chain", supply_chain_example(c, &registry)),
+            timed("examples/nginx", Box::pin(nginx_example(c, &registry))),
+            timed(
+                "examples/exercise",
+                Box::pin(exercise_example(c, &registry))
+            ),
+            timed(
+                "examples/include-ptrace",
+                Box::pin(include_example(c, &registry))
+            ),
+            timed("examples/promote", Box::pin(promote_example(c, &registry))),
+            timed(
+                "examples/supply-chain",
+                Box::pin(supply_chain_example(c, &registry))
+            ),
             timed(
                 "restricted, auto (seccomp), promoted",
-                restricted_workload(c, &busybox)
+                Box::pin(restricted_workload(c, &busybox))
             ),
             timed(
                 "deleted mid-observation",
-                deleted_mid_observation(c, &busybox)
+                Box::pin(deleted_mid_observation(c, &busybox))
             ),
-            timed("a pod that never reports", silent_pod(c, &busybox)),
-            timed("hardened image not ready", readiness_rollback(c, &busybox)),
+            timed(
+                "a pod that never reports",
+                Box::pin(silent_pod(c, &busybox))
+            ),
+            timed(
+                "hardened image not ready",
+                Box::pin(readiness_rollback(c, &busybox))
+            ),
             timed(
                 "registry outage",
-                registry_outage(c, &mut outage, &outage_image)
+                Box::pin(registry_outage(c, &mut outage, &outage_image))
             ),
-            timed("user edits kept", user_edits_kept(c, &busybox)),
+            timed("user edits kept", Box::pin(user_edits_kept(c, &busybox))),
+            timed(
+                "a foreign verify Job",
+                Box::pin(foreign_verify_job(c, &busybox))
+            ),
             timed(
                 "registry gone before instrumenting",
-                registry_gone(c, &mut gone, &gone_image)
+                Box::pin(registry_gone(c, &mut gone, &gone_image))
             ),
         )
     })
@@ -675,16 +701,22 @@ async fn registry_gone(
     );
 }
 
-/// While the workload is instrumented, its owner scales it and adds an env var: the restore
-/// gives back only whittle's fields, the edits stay, and an Event names who made them.
+/// While the workload is instrumented (fanotify), its owner scales it and adds an env var: the
+/// restore gives back only whittle's fields, the edits stay, and an Event names who made them.
+/// The user's own capability, kept beside SYS_ADMIN while instrumented, is the user's again
+/// after verification and the restore.
 async fn user_edits_kept(c: &Cluster, busybox: &str) {
     let (client, ns) = namespace(c, "edits", &[]).await;
-    deploy_busybox_web(&client, &ns, busybox, 1).await;
+    let (mut deployment, service) = busybox_web(busybox, 1);
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"] =
+        json!({"capabilities": {"add": ["NET_BIND_SERVICE"]}});
+    apply(&client, &ns, &deployment).await;
+    apply(&client, &ns, &service).await;
     apply_workflow(
         &client,
         &ns,
         json!({"target": {"name": "web"}, "registry": {"insecure": true},
-                     "observe": {"duration": "20s", "collectTimeout": "1m"}}),
+                     "observe": {"duration": "20s", "collectTimeout": "1m", "sensorMode": "fanotify"}}),
     )
     .await;
     wait_phase(&client, &ns, "web", Phase::Observing).await;
@@ -720,6 +752,15 @@ async fn user_edits_kept(c: &Cluster, busybox: &str) {
         [("EXTRA".to_string(), Some("kept".to_string()))],
         "the user's env var stays, whittle's are gone"
     );
+    assert_eq!(
+        c.security_context
+            .clone()
+            .and_then(|s| s.capabilities)
+            .and_then(|c| c.add)
+            .as_deref(),
+        Some(&["NET_BIND_SERVICE".to_string()][..]),
+        "the user's capability is back, whittle's SYS_ADMIN gone"
+    );
     assert!(
         events(&client, &ns, "web")
             .await
@@ -729,6 +770,8 @@ async fn user_edits_kept(c: &Cluster, busybox: &str) {
     );
 }
 
+/// Deleted while observed in fanotify mode: the whole pod template comes back, the user's own
+/// capabilities included.
 async fn deleted_mid_observation(c: &Cluster, busybox: &str) {
     let (client, ns) = namespace(c, "deleted", &[]).await;
     let deployment = json!({
@@ -739,7 +782,8 @@ async fn deleted_mid_observation(c: &Cluster, busybox: &str) {
                 "terminationGracePeriodSeconds": 5,
                 "containers": [{"name": "web", "image": busybox,
                     "command": ["/bin/sh", "-c", "httpd -f -p 8080 -h /www"],
-                    "env": [{"name": "GREETING", "value": "hello"}]}]}}}
+                    "env": [{"name": "GREETING", "value": "hello"}],
+                    "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}}]}}}
     });
     apply(&client, &ns, &deployment).await;
     let before = template(&client, &ns, "web").await;
@@ -747,12 +791,25 @@ async fn deleted_mid_observation(c: &Cluster, busybox: &str) {
         &client,
         &ns,
         json!({"target": {"name": "web"}, "registry": {"insecure": true},
-                     "observe": {"duration": "10m"}}),
+                     "observe": {"duration": "10m", "sensorMode": "fanotify"}}),
     )
     .await;
     wait_phase(&client, &ns, "web", Phase::Observing).await;
     let during = template(&client, &ns, "web").await;
     assert_ne!(during, before, "instrumented");
+    // capabilities.add is an atomic list: applied with fanotify's SYS_ADMIN alone, it would
+    // replace the user's entries, and be removed at the restore.
+    let added = during
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers[0].security_context.clone())
+        .and_then(|s| s.capabilities)
+        .and_then(|c| c.add);
+    assert_eq!(
+        added.as_deref(),
+        Some(&["NET_BIND_SERVICE".to_string(), "SYS_ADMIN".into()][..]),
+        "the user's capability stays beside the one fanotify needs"
+    );
     // The report token is derived from the operator's key: no Secret per workflow.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let made = secrets
@@ -887,6 +944,91 @@ async fn silent_pod(c: &Cluster, busybox: &str) {
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "ReportsMissing")
     );
+    assert_eq!(
+        template(&client, &ns, "web").await,
+        before,
+        "the Deployment is restored"
+    );
+}
+
+/// Someone made a Job named `web-verify` before the workflow, labelled as whittle's, and it
+/// succeeded: the name and labels are anyone's to choose, so the workflow does not take it for
+/// its verification. It fails naming the Job, restores the Deployment and leaves the Job alone.
+async fn foreign_verify_job(c: &Cluster, busybox: &str) {
+    let (client, ns) = namespace(c, "foreignjob", &[]).await;
+    deploy_busybox_web(&client, &ns, busybox, 1).await;
+    let before = template(&client, &ns, "web").await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let planted: Job = serde_json::from_value(json!({
+        "metadata": {"name": "web-verify", "labels": {"app.kubernetes.io/managed-by": "whittle",
+            "whittle.dev/workflow": "web", "whittle.dev/exercise": "verify"}},
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "pass", "image": busybox, "command": ["true"]}]}}}
+    }))
+    .expect("job");
+    jobs.create(&PostParams::default(), &planted)
+        .await
+        .expect("plant the Job");
+    // Running, with whittle's labels: a failed workflow stops its own running Jobs, not this.
+    let mut sleeper = planted.clone();
+    sleeper.metadata.name = Some("web-sleeper".into());
+    if let Some(pod) = sleeper.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pod.containers[0].command = Some(vec!["sleep".into(), "3600".into()]);
+    }
+    jobs.create(&PostParams::default(), &sleeper)
+        .await
+        .expect("plant a running Job");
+    wait_for("the planted Job to succeed", || async {
+        jobs.get("web-verify")
+            .await
+            .is_ok_and(|j| j.status.and_then(|s| s.succeeded) == Some(1))
+    })
+    .await;
+    apply_workflow(
+        &client,
+        &ns,
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
+               "observe": {"duration": "2s", "collectTimeout": "1m"},
+               "exercise": busybox_exercise(busybox)}),
+    )
+    .await;
+    let failed = wait_failed(&client, &ns, "web").await;
+    let ready = failed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    let message = failed.message.clone().unwrap_or_default();
+    assert_eq!(ready.reason, "ExerciseJobConflict", "{message}");
+    assert!(
+        message.contains(&format!("Job {ns}/web-verify exists")),
+        "{message}"
+    );
+    assert!(
+        failed
+            .verification
+            .as_ref()
+            .is_none_or(|v| v.result != VerificationResult::Passed),
+        "{:?}",
+        failed.verification
+    );
+    assert!(
+        jobs.get_opt("web-verify")
+            .await
+            .expect("get Job")
+            .is_some_and(|j| j.metadata.owner_references.is_none()),
+        "the planted Job is not whittle's to adopt or delete"
+    );
+    assert!(
+        jobs.get_opt("web-sleeper")
+            .await
+            .expect("get Job")
+            .is_some_and(|j| j.metadata.deletion_timestamp.is_none()),
+        "a running Job labelled as the workflow's but not owned by it is not stopped"
+    );
+    jobs.delete("web-sleeper", &DeleteParams::background())
+        .await
+        .expect("delete the running Job");
     assert_eq!(
         template(&client, &ns, "web").await,
         before,

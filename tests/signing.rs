@@ -1,6 +1,7 @@
 //! Signatures and SLSA provenance whittle pushes, checked by the real cosign (v2, classic
 //! `.sig`/`.att` layout) against the real registry: what verifies must verify, and a moved tag,
-//! a replayed signature, another key or another predicate type must not.
+//! a replayed signature, another key or another predicate type must not. On a real cluster, an
+//! operator that finds `status.hardenedImage` changed between harden and signing signs nothing.
 //!
 //! cosign runs with no way out to the internet: `--trusted-root` names an empty trusted root (no
 //! transparency log, no CA: only `--key` is trusted), so it never fetches Sigstore's TUF
@@ -9,11 +10,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use serde_json::Value;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use whittle::api::{HardeningWorkflow, Phase};
 use whittle::evidence::provenance::{self, ProvenanceInput, SlsaVersion};
 use whittle::evidence::sign::{self, SignError, SigningKey};
 use whittle::image::distribution::credentials::Credentials;
@@ -327,4 +332,113 @@ async fn keys_from_cosign_generate_key_pair_sign_what_cosign_verifies() {
         "cosign verify with cosign.pub",
         &cosign.verify(&pub_path, &image),
     );
+}
+
+/// Anyone who may patch a workflow's status subresource could otherwise get any digest signed
+/// with the workflow's key: the operator is stopped while the hardened image is being verified,
+/// `status.hardenedImage` is set to the unhardened source (and the verification to Passed, so
+/// that the next step is signing), and the operator started again. It must refuse with
+/// StatusTampered and sign neither digest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hardened_image_edited_in_the_status_is_not_signed() {
+    let cosign = Cosign::new();
+    let cluster = support::cluster_with_crd().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let busybox = fixtures::busybox(None)
+        .expect("busybox fixture")
+        .push(cluster.registry(), "shop/busybox:1")
+        .expect("push busybox");
+    let mut operator = support::Operator::start(&cluster);
+    let (client, ns) = support::namespace(&cluster, "tamper", &[]).await;
+    let (key, public) = key_files(dir.path(), "whittle");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cosign-key"},
+        "stringData": {"cosign.key": key.to_pkcs8_pem().expect("pem").to_string()},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the key Secret");
+    support::deploy_busybox_web(&client, &ns, &busybox, 1).await;
+    support::apply_workflow(
+        &client,
+        &ns,
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
+               "observe": {"duration": "2s", "collectTimeout": "1m"},
+               "sign": {"keySecret": "cosign-key"}}),
+    )
+    .await;
+
+    // Verifying: harden has written status.hardenedImage and its seal; signing comes once the
+    // hardened pods are ready, seconds later.
+    let workflows: Api<HardeningWorkflow> = Api::namespaced(client.clone(), &ns);
+    let start = Instant::now();
+    loop {
+        let status = support::status(&client, &ns, "web").await;
+        assert!(
+            !matches!(status.phase(), Phase::Failed | Phase::Succeeded),
+            "{:?} before the operator could be stopped: {:?}",
+            status.phase(),
+            status.message
+        );
+        if status.phase() == Phase::Verifying {
+            break;
+        }
+        assert!(start.elapsed() < support::WAIT, "not Verifying: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    operator.kill();
+    let status = support::status(&client, &ns, "web").await;
+    assert_eq!(
+        status.phase(),
+        Phase::Verifying,
+        "the operator was stopped too late: {:?}",
+        status.message
+    );
+    assert!(status.signature.is_none(), "{status:?}");
+    let hardened = status.hardened_image.clone().expect("status.hardenedImage");
+    let source = status.source_image.clone().expect("status.sourceImage");
+    assert!(
+        source.contains("@sha256:") && source != hardened,
+        "{source}"
+    );
+    workflows
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "hardenedImage": source,
+                "verification": {"result": "Passed", "reason": "Passed",
+                                 "message": "edited by hand"},
+            }})),
+        )
+        .await
+        .expect("patch the status subresource");
+    operator.restart();
+
+    let failed = support::wait_failed(&client, &ns, "web").await;
+    let ready = failed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    let message = failed.message.clone().unwrap_or_default();
+    assert_eq!(ready.reason, "StatusTampered", "{message}");
+    assert!(message.contains(&source), "{message}");
+    assert!(
+        failed.signature.is_none() && failed.provenance.is_none(),
+        "{failed:?}"
+    );
+    for (what, image) in [
+        ("the edited digest", &source),
+        ("the hardened image", &hardened),
+    ] {
+        assert_refused(
+            &format!("cosign verify of {what}"),
+            &cosign.verify(&public, image),
+            "no signatures found",
+        );
+    }
+    drop(operator);
 }

@@ -1,7 +1,8 @@
 //! The exercise Job: the user's test, run once against the instrumented original (`observe`)
 //! and once against the hardened image (`verify`). The Job is built here from the workflow
 //! (pure), created under a fixed name (so a restarted operator finds it rather than making a
-//! second), owned by the workflow, and read back as a [`JobState`].
+//! second), owned by the workflow, and read back as a [`JobState`] only while the workflow owns
+//! it: a Job under that name that someone else made is never taken for the workflow's run.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -225,17 +226,49 @@ pub fn state(job: &Job) -> JobState {
     JobState::Running
 }
 
-/// The run's Job: the existing one, or a new one made now.
-pub async fn ensure(client: &Client, wanted: Job) -> Result<Job> {
+/// Whether a Job under the run's name is this workflow's: controlled by its uid and labelled
+/// with the run. The name alone proves nothing: anyone who may create Jobs in the namespace, or
+/// an earlier workflow of the same name, can have left a Job there that already succeeded.
+pub fn adoptable(job: &Job, workflow: &HardeningWorkflow, run: Run) -> bool {
+    workflow.owns(job.metadata.owner_references.as_deref())
+        && job.labels().get(EXERCISE_LABEL).map(String::as_str) == Some(run.as_str())
+}
+
+/// `job` if it is this workflow's (see [`adoptable`]); else the error that fails the workflow.
+fn adopt(job: Job, workflow: &HardeningWorkflow, run: Run) -> Result<Job> {
+    if adoptable(&job, workflow, run) {
+        return Ok(job);
+    }
+    Err(Error::Spec {
+        reason: "ExerciseJobConflict",
+        message: format!(
+            "Job {}/{} exists and is not this workflow's {} exercise (it has no owner reference to HardeningWorkflow {} with uid {}): delete it, or give the workflow another name",
+            job.namespace().unwrap_or_default(),
+            job.name_any(),
+            run.as_str(),
+            workflow.name_any(),
+            workflow.metadata.uid.as_deref().unwrap_or_default()
+        ),
+    })
+}
+
+/// The run's Job: the existing one, or a new one made now; a Job of that name that is not the
+/// workflow's is an error.
+pub async fn ensure(
+    client: &Client,
+    workflow: &HardeningWorkflow,
+    run: Run,
+    wanted: Job,
+) -> Result<Job> {
     let namespace = wanted.namespace().unwrap_or_default();
     let name = wanted.name_any();
     let api: Api<Job> = Api::namespaced(client.clone(), &namespace);
     if let Some(job) = api.get_opt(&name).await? {
-        return Ok(job);
+        return adopt(job, workflow, run);
     }
     match api.create(&PostParams::default(), &wanted).await {
         Ok(job) => Ok(job),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(api.get(&name).await?),
+        Err(kube::Error::Api(e)) if e.code == 409 => adopt(api.get(&name).await?, workflow, run),
         Err(kube::Error::Api(e)) if e.code == 422 || e.code == 400 => Err(Error::Spec {
             reason: "InvalidExercise",
             message: format!(
@@ -261,12 +294,14 @@ pub async fn endpoint_slices(
         .items)
 }
 
-/// The run's Job if it exists.
+/// The run's Job if it exists; an error if a Job of its name exists that is not the
+/// workflow's.
 pub async fn get(client: &Client, workflow: &HardeningWorkflow, run: Run) -> Result<Option<Job>> {
     let api: Api<Job> = Api::namespaced(client.clone(), &workflow.namespace().unwrap_or_default());
-    Ok(api
-        .get_opt(&exercise_job_name(&workflow.name_any(), run.as_str()))
-        .await?)
+    api.get_opt(&exercise_job_name(&workflow.name_any(), run.as_str()))
+        .await?
+        .map(|job| adopt(job, workflow, run))
+        .transpose()
 }
 
 /// The last lines the Job's pod logged, from its container that failed (or its first), for a
@@ -318,7 +353,8 @@ pub fn failed_container(pod: &Pod) -> Option<String> {
 }
 
 /// Deletes the workflow's exercise Jobs that are still running (a failed workflow leaves no
-/// test hammering a workload it gave back), with their pods.
+/// test hammering a workload it gave back), with their pods. Only Jobs it owns: a label is
+/// anyone's to set.
 pub async fn stop_running(client: &Client, workflow: &HardeningWorkflow) -> Result<()> {
     let api: Api<Job> = Api::namespaced(client.clone(), &workflow.namespace().unwrap_or_default());
     let jobs = api
@@ -328,7 +364,13 @@ pub async fn stop_running(client: &Client, workflow: &HardeningWorkflow) -> Resu
         propagation_policy: Some(PropagationPolicy::Background),
         ..Default::default()
     };
-    for job in jobs.items.iter().filter(|j| state(j) == JobState::Running) {
+    let ours = |j: &&Job| workflow.owns(j.metadata.owner_references.as_deref());
+    for job in jobs
+        .items
+        .iter()
+        .filter(ours)
+        .filter(|j| state(j) == JobState::Running)
+    {
         match api.delete(&job.name_any(), &params).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -430,6 +472,59 @@ mod tests {
                 (TARGET_ENV.to_string(), Some("10.96.0.7:80".to_string()))
             ]
         );
+    }
+
+    #[test]
+    fn only_a_job_this_workflow_owns_for_the_run_is_adopted() {
+        let workflow = |uid: &str| {
+            let mut w = HardeningWorkflow::new(
+                "web",
+                serde_json::from_value(json!({"target": {"name": "web"}, "exercise": {
+                    "template": {"spec": {"containers": [{"name": "t", "image": "busybox"}]}}}}))
+                .unwrap(),
+            );
+            w.metadata.namespace = Some("shop".into());
+            w.metadata.uid = Some(uid.into());
+            w
+        };
+        let ours = workflow("u-1");
+        let exercise = ours.spec.exercise.clone().unwrap();
+        for run in [Run::Observe, Run::Verify] {
+            let made = job(&ours, &exercise, run, "10.96.0.7:80");
+            assert!(adoptable(&made, &ours, run), "{run:?}: the Job it made");
+            assert!(
+                !adoptable(&made, &workflow("u-2"), run),
+                "{run:?}: made by an earlier workflow of the same name"
+            );
+            let other = if run == Run::Observe {
+                Run::Verify
+            } else {
+                Run::Observe
+            };
+            assert!(
+                !adoptable(&made, &ours, other),
+                "{run:?}: the other run's Job"
+            );
+            let mut foreign = made.clone();
+            foreign.metadata.owner_references = None;
+            assert!(!adoptable(&foreign, &ours, run), "{run:?}: no owner");
+            let mut not_controller = made.clone();
+            if let Some(o) = not_controller.metadata.owner_references.as_mut() {
+                o[0].controller = Some(false);
+            }
+            assert!(
+                !adoptable(&not_controller, &ours, run),
+                "{run:?}: an owner that is not the controller"
+            );
+            let err = adopt(foreign, &ours, run).unwrap_err();
+            assert_eq!(err.permanent_reason(), Some("ExerciseJobConflict"));
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("Job shop/web-{} exists", run.as_str()))
+                    && text.contains("delete it"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -174,7 +174,7 @@ async fn restore(ctx: &Context, workflow: &HardeningWorkflow, d: &Deployment) ->
             let editors = template::edited_by_others(d);
             if !editors.is_empty() {
                 let note = format!(
-                    "Deployment {namespace}/{name} was changed by {} while whittle held it; whittle put back only the fields it had changed (image, command, its env entries, grace period), so those changes are kept",
+                    "Deployment {namespace}/{name} was changed by {} while whittle held it; whittle put back only the fields it had changed (image, command, its env entries, capabilities, grace period), so those changes are kept",
                     editors.join(", ")
                 );
                 ctx.event(workflow, EventType::Normal, "UserChangesKept", &note)

@@ -52,6 +52,11 @@ pub struct Saved {
     pub security_context: Option<SecurityContext>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
+    /// Whether whittle applies the container's `securityContext.capabilities.add` (fanotify
+    /// mode adds SYS_ADMIN). The list is atomic: applying it takes the whole list from the
+    /// user, so every later apply must name the user's original entries or they are removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub takes_capabilities: bool,
 }
 
 impl Saved {
@@ -71,6 +76,9 @@ impl Saved {
             security_context: container.security_context.clone(),
             termination_grace_period_seconds: pod_spec(deployment)
                 .and_then(|s| s.termination_grace_period_seconds),
+            // From the spec, which is immutable once the workflow started: the hold for
+            // verification, saved after the first restore, knows that whittle still owns the list.
+            takes_capabilities: workflow.spec.observe.sensor_mode == SensorMode::Fanotify,
         }
     }
 
@@ -95,6 +103,16 @@ impl Saved {
         let mut wrapped = vec![SENSOR_PATH.to_string(), "--".to_string()];
         wrapped.extend(command.iter().cloned());
         Some(wrapped)
+    }
+
+    /// The user's own `capabilities.add` (absent: none of the user's to keep).
+    fn added_capabilities(&self) -> Option<&Vec<String>> {
+        self.security_context
+            .as_ref()?
+            .capabilities
+            .as_ref()?
+            .add
+            .as_ref()
     }
 
     /// Whether whittle raises the grace period (and so must put it back).
@@ -167,7 +185,11 @@ pub fn instrumented(deployment_name: &str, saved: &Saved, inst: &Instrumentation
     container["volumeMounts"] =
         json!([{"name": POD_TOKEN_VOLUME, "mountPath": POD_TOKEN_DIR, "readOnly": true}]);
     if inst.sensor_mode == SensorMode::Fanotify {
-        container["securityContext"] = json!({"capabilities": {"add": ["SYS_ADMIN"]}});
+        let mut add = saved.added_capabilities().cloned().unwrap_or_default();
+        if !add.iter().any(|c| grants_sys_admin(c)) {
+            add.push("SYS_ADMIN".into());
+        }
+        container["securityContext"] = json!({"capabilities": {"add": add}});
     }
     let mut spec = json!({
         "containers": [container],
@@ -302,10 +324,13 @@ fn had_sys_admin(context: Option<&SecurityContext>) -> bool {
             .capabilities
             .as_ref()
             .and_then(|c| c.add.as_ref())
-            .is_some_and(|add| {
-                add.iter()
-                    .any(|c| matches!(c.as_str(), "SYS_ADMIN" | "CAP_SYS_ADMIN" | "ALL"))
-            })
+            .is_some_and(|add| add.iter().any(|c| grants_sys_admin(c)))
+}
+
+/// Whether an entry of `capabilities.add` gives CAP_SYS_ADMIN (the runtime accepts the name
+/// with or without its `CAP_` prefix).
+fn grants_sys_admin(capability: &str) -> bool {
+    matches!(capability, "SYS_ADMIN" | "CAP_SYS_ADMIN" | "ALL")
 }
 
 /// The apply configuration that puts the original back: the original image, command and grace
@@ -315,7 +340,8 @@ pub fn restore(deployment_name: &str, saved: &Saved) -> Value {
     free(deployment_name, original_spec(saved, &saved.image))
 }
 
-/// The original values of every field whittle took over (the image as given): after an
+/// The original values of every field whittle took over (the image as given; the user's
+/// capabilities when fanotify took the list): after an
 /// instrumentation whittle owns them, so every later apply must name them all — a field an
 /// apply leaves out is removed when whittle is its only manager (the pod's command would fall
 /// back to the image's, a lowered grace period to 30 s).
@@ -323,6 +349,11 @@ fn original_spec(saved: &Saved, image: &str) -> Value {
     let mut container = json!({"name": saved.container, "image": image});
     if saved.wrapped_command().is_some() {
         container["command"] = json!(saved.command);
+    }
+    if saved.takes_capabilities
+        && let Some(add) = saved.added_capabilities()
+    {
+        container["securityContext"] = json!({"capabilities": {"add": add}});
     }
     let mut spec = json!({"containers": [container]});
     if saved.raised_grace()
@@ -468,6 +499,105 @@ mod tests {
             back["spec"]["template"]["spec"]["containers"][0]
                 .get("volumeMounts")
                 .is_none()
+        );
+    }
+
+    /// A workload under test, in fanotify mode: the capabilities list is atomic, so applying
+    /// whittle's `[SYS_ADMIN]` would replace the user's list, and leaving it out later would
+    /// remove it.
+    fn fanotify_workflow() -> HardeningWorkflow {
+        let mut w = HardeningWorkflow::new(
+            "harden-web",
+            serde_json::from_value(
+                json!({"target": {"name": "web"}, "observe": {"sensorMode": "fanotify"}}),
+            )
+            .unwrap(),
+        );
+        w.metadata.uid = Some("uid-1".into());
+        w
+    }
+
+    #[test]
+    fn the_users_own_capabilities_survive_fanotify_verification_and_restore() {
+        let d = deployment(
+            json!({"name": "web", "image": "r/web:1", "securityContext": {"runAsUser": 1000,
+                "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}}}),
+            None,
+        );
+        let c = target_container(&d, None).unwrap().clone();
+        let s = Saved::of(&fanotify_workflow(), &d, &c);
+        let patch = instrumented("web", &s, &inst(SensorMode::Fanotify));
+        assert_eq!(
+            patch["spec"]["template"]["spec"]["containers"][0]["securityContext"],
+            json!({"capabilities": {"add": ["NET_BIND_SERVICE", "SYS_ADMIN"]}}),
+            "the list is atomic: whittle applies the user's entries with its own"
+        );
+        let original = json!({"capabilities": {"add": ["NET_BIND_SERVICE"]}});
+        for (what, config) in [
+            ("restore", restore("web", &s)),
+            ("hardened", hardened("web", &s, "r/web@sha256:bb")),
+            ("promoted", promoted("web", &s, "r/web@sha256:bb")),
+        ] {
+            assert_eq!(
+                config["spec"]["template"]["spec"]["containers"][0]["securityContext"], original,
+                "{what}: whittle owns the list since it instrumented, so it applies the original"
+            );
+        }
+        let back: Saved = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(
+            restore("web", &back),
+            restore("web", &s),
+            "via the annotation"
+        );
+
+        // Already there, SYS_ADMIN is not added twice.
+        for own in ["SYS_ADMIN", "CAP_SYS_ADMIN", "ALL"] {
+            let d = deployment(
+                json!({"name": "web", "image": "r/web:1",
+                       "securityContext": {"capabilities": {"add": [own]}}}),
+                None,
+            );
+            let c = target_container(&d, None).unwrap().clone();
+            let s = Saved::of(&fanotify_workflow(), &d, &c);
+            let patch = instrumented("web", &s, &inst(SensorMode::Fanotify));
+            assert_eq!(
+                patch["spec"]["template"]["spec"]["containers"][0]["securityContext"],
+                json!({"capabilities": {"add": [own]}})
+            );
+        }
+    }
+
+    #[test]
+    fn without_fanotify_whittle_never_applies_the_users_capabilities() {
+        let s = saved(
+            json!({"name": "web", "image": "r/web:1",
+                   "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}}),
+            None,
+        );
+        let patch = instrumented("web", &s, &inst(SensorMode::Ptrace));
+        assert!(
+            patch["spec"]["template"]["spec"]["containers"][0]
+                .get("securityContext")
+                .is_none()
+        );
+        for config in [restore("web", &s), hardened("web", &s, "r/web@sha256:bb")] {
+            assert!(
+                config["spec"]["template"]["spec"]["containers"][0]
+                    .get("securityContext")
+                    .is_none(),
+                "a field whittle never took stays the user's alone"
+            );
+        }
+        let fanotify_without_own = Saved::of(
+            &fanotify_workflow(),
+            &deployment(json!({"name": "web", "image": "r/web:1"}), None),
+            &serde_json::from_value(json!({"name": "web", "image": "r/web:1"})).unwrap(),
+        );
+        assert!(
+            restore("web", &fanotify_without_own)["spec"]["template"]["spec"]["containers"][0]
+                .get("securityContext")
+                .is_none(),
+            "no list of the user's: whittle's [SYS_ADMIN] is released, and so removed"
         );
     }
 

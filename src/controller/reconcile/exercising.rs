@@ -67,9 +67,8 @@ impl Step<'_> {
                 if !exercise::routes_only_to(&slices, pods, &self.now) {
                     return Ok(Outcome::Starting { service });
                 }
-                let job =
-                    exercise::ensure(client, exercise::job(self.workflow, spec, run, &target))
-                        .await?;
+                let wanted = exercise::job(self.workflow, spec, run, &target);
+                let job = exercise::ensure(client, self.workflow, run, wanted).await?;
                 let note = format!(
                     "started exercise Job {} against {target} ({})",
                     job.name_any(),
