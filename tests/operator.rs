@@ -89,38 +89,43 @@ async fn workflows_run_on_a_real_cluster() {
     let operator = Operator::start_as(&cluster, kubeconfig, &["--vuln-db", &vuln_db], None);
 
     let c = &cluster;
-    let outcome = tokio::time::timeout(Duration::from_secs(900), async {
-        tokio::join!(
-            timed("examples/nginx", nginx_example(c, &registry)),
-            timed("examples/exercise", exercise_example(c, &registry)),
-            timed("examples/include-ptrace", include_example(c, &registry)),
-            timed("examples/promote", promote_example(c, &registry)),
-            timed("examples/supply-chain", supply_chain_example(c, &registry)),
-            timed(
-                "an unknown vulnerability database",
-                unknown_vulnerability_database(c)
-            ),
-            timed(
-                "restricted, auto (seccomp), promoted",
-                restricted_workload(c, &busybox)
-            ),
-            timed(
-                "deleted mid-observation",
-                deleted_mid_observation(c, &busybox)
-            ),
-            timed("a pod that never reports", silent_pod(c, &busybox)),
-            timed("hardened image not ready", readiness_rollback(c, &busybox)),
-            timed(
-                "registry outage",
-                registry_outage(c, &mut outage, &outage_image)
-            ),
-            timed("user edits kept", user_edits_kept(c, &busybox)),
-            timed(
-                "registry gone before instrumenting",
-                registry_gone(c, &mut gone, &gone_image)
-            ),
-        )
-    })
+    // On the heap: the scenarios' futures together outgrow the test thread's stack in a
+    // debug build.
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(900),
+        Box::pin(async {
+            tokio::join!(
+                timed("examples/nginx", nginx_example(c, &registry)),
+                timed("examples/exercise", exercise_example(c, &registry)),
+                timed("examples/include-ptrace", include_example(c, &registry)),
+                timed("examples/promote", promote_example(c, &registry)),
+                timed("examples/supply-chain", supply_chain_example(c, &registry)),
+                timed(
+                    "an unknown vulnerability database",
+                    unknown_vulnerability_database(c)
+                ),
+                timed(
+                    "restricted, auto (seccomp), promoted",
+                    restricted_workload(c, &busybox)
+                ),
+                timed(
+                    "deleted mid-observation",
+                    deleted_mid_observation(c, &busybox)
+                ),
+                timed("a pod that never reports", silent_pod(c, &busybox)),
+                timed("hardened image not ready", readiness_rollback(c, &busybox)),
+                timed(
+                    "registry outage",
+                    registry_outage(c, &mut outage, &outage_image)
+                ),
+                timed("user edits kept", user_edits_kept(c, &busybox)),
+                timed(
+                    "registry gone before instrumenting",
+                    registry_gone(c, &mut gone, &gone_image)
+                ),
+            )
+        }),
+    )
     .await;
     assert!(
         outcome.is_ok(),

@@ -693,7 +693,7 @@ mod tests {
             panic!("two databases over the budget were loaded")
         };
         assert_eq!(e.permanent_reason(), None, "{e}");
-        assert!(e.to_string().contains("bytes of memory left"), "{e}");
+        assert!(e.to_string().contains("memory budget"), "{e}");
         assert_eq!(dbs.memory_used(), size);
         // Once idle, "one" makes room for "two".
         drop(one);

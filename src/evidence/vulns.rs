@@ -145,7 +145,7 @@ pub enum VulnDbError {
     },
     /// The records loaded so far, with the other databases held at the same time, would take
     /// more memory than the budget.
-    #[error("vulnerability database {}: its records need more than the {limit} bytes of memory left for vulnerability databases ({used} bytes in use); not loaded", db.display())]
+    #[error("vulnerability database {}: its records do not fit in the memory budget for vulnerability databases, {limit} bytes ({used} held by others); not loaded", db.display())]
     OverBudget { db: PathBuf, limit: u64, used: u64 },
 }
 
@@ -445,7 +445,7 @@ impl VulnDb {
                 return Err(VulnDbError::OverBudget {
                     db: db.to_path_buf(),
                     limit: budget.limit(),
-                    used: budget.used(),
+                    used: budget.used().saturating_sub(self.bytes),
                 });
             }
             self.bytes += cost;
@@ -1633,12 +1633,12 @@ mod tests {
         // A second copy does not fit beside the first, and what it had charged comes back.
         let err = VulnDb::load_within(&fixture(), &limits).unwrap_err();
         assert!(
-            matches!(err, VulnDbError::OverBudget { used, .. } if used >= size),
+            matches!(err, VulnDbError::OverBudget { used, .. } if used == size),
             "{err}"
         );
         assert!(
             err.to_string()
-                .contains("bytes of memory left for vulnerability databases"),
+                .contains("do not fit in the memory budget for vulnerability databases"),
             "{err}"
         );
         assert_eq!(budget.used(), size);
