@@ -270,10 +270,14 @@ impl VulnDbs {
         };
         let mut evicted = false;
         loop {
-            let (path, limits) = (path.clone(), limits.clone());
-            let loaded = tokio::task::spawn_blocking(move || VulnDb::load_within(&path, &limits))
+            let (file, limits) = (path.clone(), limits.clone());
+            let loaded = tokio::task::spawn_blocking(move || VulnDb::load_within(&file, &limits))
                 .await
                 .map_err(|e| invalid(name, format!("loading stopped: {e}")))?;
+            let loaded = match source {
+                VulnDbSource::Url(url) => loaded.map_err(|e| e.showing(&path, url)),
+                VulnDbSource::Path(_) => loaded,
+            };
             match loaded {
                 Ok(db) => return Ok(db),
                 Err(VulnDbError::OverBudget { .. }) if !evicted && self.evict_idle(name) => {
@@ -670,6 +674,54 @@ mod tests {
             );
         }
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_served_zip_bomb_fails_naming_its_url_and_entry() {
+        let mut bomb = Vec::new();
+        {
+            let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut bomb));
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            zip.start_file("bomb.json", options).expect("zip entry");
+            for _ in 0..8 {
+                zip.write_all(&[b' '; 1 << 20]).expect("zip write");
+            }
+            zip.finish().expect("zip");
+        }
+        let app = axum::Router::new().route(
+            "/all.zip",
+            axum::routing::get(move || {
+                let bomb = bomb.clone();
+                async move { bomb }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let bomb_url = format!("http://{addr}/all.zip");
+        let limits = VulnDbLimits {
+            entry_bytes: 1 << 20,
+            ..VulnDbLimits::default()
+        };
+        let dbs = dbs(&[("bomb", url(bomb_url.clone()))], limits);
+        let Err(e) = dbs.get("bomb").await else {
+            panic!("a zip bomb gave a database")
+        };
+        assert_eq!(
+            e.permanent_reason(),
+            Some("VulnerabilityDatabaseTooLarge"),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "spec.vulnerabilities.db bomb: vulnerability database {bomb_url}: entry bomb.json is larger than 1048576 bytes once inflated, more than any OSV record; not loaded (a limit the operator's admin sets)"
+            )
+        );
+        assert_eq!(dbs.memory_used(), 0);
     }
 
     #[tokio::test]

@@ -149,6 +149,49 @@ pub enum VulnDbError {
     OverBudget { db: PathBuf, limit: u64, used: u64 },
 }
 
+impl VulnDbError {
+    /// The same error, saying `shown` where it said `path`: a downloaded database's temporary
+    /// file means nothing to the user, its URL does.
+    pub fn showing(self, path: &Path, shown: &str) -> VulnDbError {
+        let swap = |p: PathBuf| if p == path { PathBuf::from(shown) } else { p };
+        match self {
+            VulnDbError::Io { path, source } => VulnDbError::Io {
+                path: swap(path),
+                source,
+            },
+            VulnDbError::Zip { path, source } => VulnDbError::Zip {
+                path: swap(path),
+                source,
+            },
+            VulnDbError::Record { db, file, source } => VulnDbError::Record {
+                db: swap(db),
+                file: swap(file),
+                source,
+            },
+            VulnDbError::ZipRecord { db, entry, source } => VulnDbError::ZipRecord {
+                db: swap(db),
+                entry,
+                source,
+            },
+            VulnDbError::ZipEntry { db, entry, source } => VulnDbError::ZipEntry {
+                db: swap(db),
+                entry,
+                source,
+            },
+            VulnDbError::EntryTooLarge { db, entry, limit } => VulnDbError::EntryTooLarge {
+                db: swap(db),
+                entry,
+                limit,
+            },
+            VulnDbError::OverBudget { db, limit, used } => VulnDbError::OverBudget {
+                db: swap(db),
+                limit,
+                used,
+            },
+        }
+    }
+}
+
 /// The largest OSV record read: real ones are a few KiB, the largest few hundred KiB (long
 /// `versions` lists), so this refuses only a zip bomb or something that is not a database.
 pub const DEFAULT_ENTRY_BYTES: u64 = 16 << 20;
@@ -394,6 +437,13 @@ impl VulnDb {
             path: path.to_path_buf(),
             source,
         };
+        // The zip reader holds a record of every entry in memory while it is open: charged
+        // before the directory is read, so a zip of countless tiny entries fails on the budget
+        // instead of exhausting memory, and given back when the archive is closed.
+        let _directory = match &self.budget {
+            Some(budget) => Some(self.charge_directory(budget.clone(), path)?),
+            None => None,
+        };
         let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(zip_error)?;
         let mut bytes = Vec::new();
         for index in 0..archive.len() {
@@ -433,6 +483,33 @@ impl VulnDb {
             self.add(raw, path)?;
         }
         Ok(())
+    }
+
+    fn charge_directory(
+        &self,
+        budget: Arc<MemoryBudget>,
+        path: &Path,
+    ) -> Result<Option<Charge>, VulnDbError> {
+        let directory = central_directory(path).map_err(|source| VulnDbError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // Not a zip: the zip reader says so.
+        let Some(directory) = directory else {
+            return Ok(None);
+        };
+        let bytes = directory
+            .entries
+            .saturating_mul(ZIP_ENTRY_BYTES)
+            .saturating_add(directory.bytes);
+        if !budget.charge(bytes) {
+            return Err(VulnDbError::OverBudget {
+                db: path.to_path_buf(),
+                limit: budget.limit(),
+                used: budget.used().saturating_sub(self.bytes),
+            });
+        }
+        Ok(Some(Charge { budget, bytes }))
     }
 
     /// Adds one record, charging its memory to the budget first.
@@ -532,6 +609,80 @@ impl VulnDb {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+}
+
+/// What the zip reader keeps per entry besides the entry's directory record (its name, extra
+/// fields): a generous bound on `zip::ZipFileData` and its index slot.
+const ZIP_ENTRY_BYTES: u64 = 512;
+
+/// Memory taken from a budget for as long as this lives.
+struct Charge {
+    budget: Arc<MemoryBudget>,
+    bytes: u64,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+/// What a zip's end-of-central-directory record says about its directory.
+#[derive(Debug, PartialEq, Eq)]
+struct CentralDirectory {
+    entries: u64,
+    bytes: u64,
+}
+
+/// The zip's entry count and directory size, read from its last 64 KiB (the end record, and the
+/// zip64 one it points to), or None when there is no end record.
+fn central_directory(path: &Path) -> std::io::Result<Option<CentralDirectory>> {
+    use std::io::{Seek, SeekFrom};
+    const END: [u8; 4] = *b"PK\x05\x06";
+    const LOCATOR: [u8; 4] = *b"PK\x06\x07";
+    const END64: [u8; 4] = *b"PK\x06\x06";
+    let mut file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    // The end record (22 bytes) followed by a comment of at most 65535.
+    let tail_len = len.min(22 + 65535);
+    file.seek(SeekFrom::Start(len - tail_len))?;
+    let mut tail = Vec::new();
+    (&mut file).take(tail_len).read_to_end(&mut tail)?;
+    let u16_at = |b: &[u8], at: usize| u64::from(u16::from_le_bytes([b[at], b[at + 1]]));
+    let u32_at = |b: &[u8], at: usize| {
+        u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
+    };
+    let u64_at = |b: &[u8], at: usize| {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(raw)
+    };
+    let Some(end) = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&at| tail[at..at + 4] == END)
+    else {
+        return Ok(None);
+    };
+    let mut directory = CentralDirectory {
+        entries: u16_at(&tail, end + 10),
+        bytes: u32_at(&tail, end + 12),
+    };
+    // Zip64: the end record's fields are saturated and the real ones are in the zip64 record.
+    if end >= 20 && tail[end - 20..end - 16] == LOCATOR {
+        let at = u64_at(&tail, end - 12);
+        let mut record = [0u8; 56];
+        if at.checked_add(56).is_some_and(|e| e <= len) {
+            file.seek(SeekFrom::Start(at))?;
+            file.read_exact(&mut record)?;
+            if record[..4] == END64 {
+                directory = CentralDirectory {
+                    entries: u64_at(&record, 32),
+                    bytes: u64_at(&record, 40),
+                };
+            }
+        }
+    }
+    Ok(Some(directory))
 }
 
 /// Reads one record file into `bytes`, refusing it above `limit` before reading past that.
@@ -1616,6 +1767,44 @@ mod tests {
         );
         assert!(VulnDb::load_within(&file, &limits).is_err());
         assert_eq!(VulnDb::load(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_zip_of_countless_entries_is_charged_before_its_directory_is_read() {
+        // Every entry costs the zip reader memory for its directory record, JSON or not.
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("all.zip");
+        {
+            let mut writer = zip::ZipWriter::new(fs::File::create(&zip).unwrap());
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            for i in 0..70_000 {
+                writer.start_file(format!("n/{i}.txt"), options).unwrap();
+            }
+            writer.start_file("DSA-0-0.json", options).unwrap();
+            writer.write_all(br#"{"id": "DSA-0-0"}"#).unwrap();
+            writer.finish().unwrap();
+        }
+        let directory = central_directory(&zip).unwrap().expect("an end record");
+        assert_eq!(directory.entries, 70_001);
+        let budget = Arc::new(MemoryBudget::new(4 << 20));
+        let limits = LoadLimits {
+            budget: Some(budget.clone()),
+            ..LoadLimits::default()
+        };
+        let err = VulnDb::load_within(&zip, &limits).unwrap_err();
+        assert!(matches!(err, VulnDbError::OverBudget { .. }), "{err}");
+        assert_eq!(budget.used(), 0);
+        // With room for its directory it loads, and keeps only its record's share.
+        let budget = Arc::new(MemoryBudget::new(64 << 20));
+        let limits = LoadLimits {
+            budget: Some(budget.clone()),
+            ..LoadLimits::default()
+        };
+        let db = VulnDb::load_within(&zip, &limits).unwrap();
+        assert_eq!(db.len(), 1);
+        assert_eq!(budget.used(), db.bytes());
+        assert!(db.bytes() < 1000, "{}", db.bytes());
     }
 
     #[test]
