@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use serde_json::{Value, json};
-use whittle::api::spec::IMMUTABLE_MESSAGE;
+use whittle::api::spec::{IMMUTABLE_MESSAGE, VULN_DB_MESSAGE};
 use whittle::api::{HardeningWorkflow, HardeningWorkflowStatus, Phase};
 use whittle_testbed::cluster::control_plane::ControlPlane;
 
@@ -238,6 +238,36 @@ async fn the_api_server_enforces_the_schema() {
         &["spec.exercise.template", "Required value"],
     )
     .await;
+    // vulnerabilities.db names a database the operator's admin configured: a URL would make
+    // the operator fetch what a tenant chooses (the cloud metadata service), a path would tell
+    // the tenant which files exist in the operator's pod.
+    for (name, db) in [
+        (
+            "db-metadata-url",
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        ),
+        ("db-shadow", "/etc/shadow"),
+        ("db-relative", "../../var/run/secrets"),
+        ("db-upper", "Debian"),
+        ("db-long", &"a".repeat(64)),
+    ] {
+        refused(
+            &api,
+            name,
+            spec_with(json!({"vulnerabilities": {"db": db}})),
+            &["spec.vulnerabilities.db", VULN_DB_MESSAGE],
+        )
+        .await;
+    }
+    api.create(
+        &PostParams::default(),
+        &workflow(
+            "db-name",
+            spec_with(json!({"vulnerabilities": {"db": "debian-12"}})),
+        ),
+    )
+    .await
+    .expect("a database name is accepted");
 
     // Before the controller starts, a typo can be fixed in place.
     api.patch(

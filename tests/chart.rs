@@ -553,4 +553,63 @@ fn the_spool_volume_is_shared_among_concurrent_hardens() {
     assert!(!out.status.success(), "a fractional size must be refused");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("spool.sizeLimit"), "{err}");
+
+#[test]
+fn vulnerability_databases_are_the_admins_named_flags() {
+    let defaults = args(&render(&[]));
+    for expected in [
+        "--vuln-db=alpine=https://osv-vulnerabilities.storage.googleapis.com/Alpine/all.zip",
+        "--vuln-db=debian=https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip",
+        "--vuln-db-timeout=5m",
+        "--vuln-db-max-size=512Mi",
+        "--vuln-db-max-entry-size=16Mi",
+        "--vuln-db-memory=256Mi",
+    ] {
+        assert!(defaults.contains(&expected.to_string()), "{defaults:?}");
+    }
+    // Every flag the chart renders is one `whittle operator` takes.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .args(["operator", "--help"])
+        .output()
+        .expect("whittle operator --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for arg in defaults.iter().filter(|a| a.starts_with("--vuln-db")) {
+        let flag = arg.split('=').next().unwrap_or_default();
+        assert!(help.contains(&format!("{flag} ")), "{flag} not in:\n{help}");
+    }
+
+    let objects = render(&[
+        "vulnerabilities.databases.debian=null",
+        "vulnerabilities.databases.alpine=null",
+        "vulnerabilities.databases.internal=/var/lib/whittle/osv/internal.zip",
+        "vulnerabilities.volume.persistentVolumeClaim.claimName=osv-db",
+        "vulnerabilities.memory=1Gi",
+    ]);
+    let a = args(&objects);
+    let dbs: Vec<&String> = a.iter().filter(|a| a.starts_with("--vuln-db=")).collect();
+    assert_eq!(
+        dbs,
+        ["--vuln-db=internal=/var/lib/whittle/osv/internal.zip"],
+        "{a:?}"
+    );
+    assert!(a.contains(&"--vuln-db-memory=1Gi".to_string()), "{a:?}");
+    let d = find(&objects, "Deployment").expect("Deployment");
+    let pod = &d["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "osv"))
+        .unwrap_or_else(|| panic!("the osv volume: {pod}"));
+    assert_eq!(volume["persistentVolumeClaim"]["claimName"], "osv-db");
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "osv"))
+        .unwrap_or_else(|| panic!("the osv mount: {pod}"));
+    assert_eq!(mount["mountPath"], "/var/lib/whittle/osv");
+    assert_eq!(mount["readOnly"], true);
+    // Without a volume, none is mounted.
+    let d = find(&render(&[]), "Deployment")
+        .cloned()
+        .expect("Deployment");
+    let volumes = d["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(!volumes.contains("\"osv\""), "{volumes}");
 }

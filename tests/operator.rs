@@ -15,8 +15,10 @@
 //!   back from the registry with skopeo); `examples/promote` leaves the Deployment on the hardened
 //!   image, a zstd one (OCI tar+zstd) that the node's containerd runs;
 //! - `examples/supply-chain`: the hardened image's SBOM attached as a referrer, vulnerabilities
-//!   counted against the OSV fixture, the image and its provenance signed with the Secret's key
-//!   (checked by the real cosign);
+//!   counted against the OSV fixture (a database the operator is configured with by name), the
+//!   image and its provenance signed with the Secret's key (checked by the real cosign);
+//! - a workflow naming a vulnerability database the operator was not configured with fails at
+//!   once with `VulnerabilityDatabaseUnknown`, listing the configured names;
 //! - `examples/exercise`: an exercise Job runs against the instrumented original and again
 //!   against the hardened rollout, which passes verification (and the restricted workload is
 //!   promoted: its Deployment keeps the hardened image);
@@ -86,7 +88,10 @@ async fn workflows_run_on_a_real_cluster() {
     let gone_image = busybox_fixture
         .push(&gone, "gone/busybox:1")
         .expect("push busybox to the registry that goes");
-    let operator = Operator::start_as(&cluster, kubeconfig, &[], None);
+    // The OSV fixture is the one database the admin configured, under a name.
+    let osv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/osv");
+    let vuln_db = format!("osv-fixture={}", osv.display());
+    let operator = Operator::start_as(&cluster, kubeconfig, &["--vuln-db", &vuln_db], None);
 
     let c = &cluster;
     // Each scenario on the heap: joined inline, their states overflow a test thread's stack
@@ -106,6 +111,10 @@ async fn workflows_run_on_a_real_cluster() {
             timed(
                 "examples/supply-chain",
                 Box::pin(supply_chain_example(c, &registry))
+            ),
+            timed(
+                "an unknown vulnerability database",
+                Box::pin(unknown_vulnerability_database(c))
             ),
             timed(
                 "restricted, auto (seccomp), promoted",
@@ -197,7 +206,8 @@ async fn include_example(c: &Cluster, registry: &str) {
 }
 
 /// `examples/supply-chain`: SBOM referrer, vulnerability counts and a cosign signature in the
-/// status, with the OSV fixture (a path the operator reads) instead of osv.dev's database.
+/// status, with the OSV fixture (configured on the operator as `osv-fixture`, a path) instead of
+/// osv.dev's database.
 async fn supply_chain_example(c: &Cluster, registry: &str) {
     let (client, ns) = namespace(c, "evidence", &[]).await;
     deploy_nginx_example(&client, &ns, registry).await;
@@ -213,8 +223,7 @@ async fn supply_chain_example(c: &Cluster, registry: &str) {
         .await
         .expect("create the key Secret");
     let mut w = example("examples/supply-chain/workflow.yaml", registry);
-    let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/osv");
-    w["spec"]["vulnerabilities"]["db"] = json!(db.display().to_string());
+    w["spec"]["vulnerabilities"]["db"] = json!("osv-fixture");
     apply(&client, &ns, &w).await;
     let status = wait_phase(&client, &ns, "nginx-evidence", Phase::Succeeded)
         .await
@@ -279,6 +288,32 @@ async fn supply_chain_example(c: &Cluster, registry: &str) {
         .expect("run kubectl");
     let table = String::from_utf8_lossy(&out.stdout);
     assert_eq!(table.lines().nth(1).map(str::trim), Some("2"), "{table}");
+}
+
+/// A workflow naming a database the admin did not configure fails at once, before its
+/// Deployment is touched (there is none), and the reason lists the configured names.
+async fn unknown_vulnerability_database(c: &Cluster) {
+    let (client, ns) = namespace(c, "unknown-db", &[]).await;
+    apply_workflow(
+        &client,
+        &ns,
+        json!({"target": {"name": "web"}, "vulnerabilities": {"db": "ubuntu"}}),
+    )
+    .await;
+    let failed = wait_failed(&client, &ns, "web").await;
+    assert_eq!(
+        failed.message.as_deref(),
+        Some(
+            "spec.vulnerabilities.db: the operator has no vulnerability database named \"ubuntu\"; the configured ones are osv-fixture (the operator's admin configures them)"
+        ),
+        "{failed:?}"
+    );
+    let ready = failed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready condition");
+    assert_eq!(ready.reason, "VulnerabilityDatabaseUnknown", "{failed:?}");
 }
 
 /// `examples/promote`: the Deployment stays on the hardened image and serves from it.

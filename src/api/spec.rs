@@ -118,7 +118,7 @@ pub struct HardeningWorkflowSpec {
     #[serde(default)]
     pub promote: bool,
     /// Where known vulnerabilities come from, to count those hardening removes, e.g.
-    /// `{db: https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip}`.
+    /// `{db: debian}`.
     #[serde(default)]
     pub vulnerabilities: Vulnerabilities,
     /// How the hardened image is signed once it has passed verification, e.g.
@@ -130,13 +130,34 @@ pub struct HardeningWorkflowSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Vulnerabilities {
-    /// An OSV database (a zip or directory of OSV JSON records): an `http://` or `https://` URL
-    /// the operator downloads, or a path in the operator's pod (a mounted volume), e.g.
-    /// `/var/lib/whittle/osv/Debian.zip`. The status then counts vulnerabilities by severity
-    /// before and after hardening.
+    /// The name of an OSV database the operator's admin configured (the chart's
+    /// `vulnerabilities.databases`, e.g. `debian` for osv.dev's Debian/all.zip). The status then
+    /// counts vulnerabilities by severity before and after hardening. A URL or a path is refused:
+    /// the operator fetches and reads only what its admin configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(schema_with = "vuln_db_schema")]
     pub db: Option<String>,
+}
+
+/// What a database name looks like: a DNS-1123 label, so neither a URL nor a path.
+pub const VULN_DB_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// The API server's refusal of anything else; tests and docs quote it.
+pub const VULN_DB_MESSAGE: &str = "must name a vulnerability database the operator's admin configured (at most 63 lowercase letters, digits and '-', e.g. debian), not a URL or a path";
+
+// The pattern is what OpenAPI clients see; the CEL rule gives the refusal a sentence. The
+// label's 63 characters are checked in the rule, not by maxLength: the API server skips the
+// rules of a field already too long, and a long URL would then be refused only as "Too long".
+fn vuln_db_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 2048,
+        "pattern": VULN_DB_PATTERN,
+        "x-kubernetes-validations": [{
+            "rule": format!("size(self) <= 63 && self.matches('{VULN_DB_PATTERN}')"),
+            "message": VULN_DB_MESSAGE,
+        }],
+    })
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -14,6 +14,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::info;
 
+use whittle::controller::evidence::{VulnDbLimits, VulnDbSource, VulnDbs, parse_vuln_db};
 use whittle::controller::{self, Context};
 use whittle::image::instrument::find_sensor;
 use whittle::image::limits::{self, Limits};
@@ -79,9 +80,44 @@ pub struct OperatorArgs {
         value_delimiter = ','
     )]
     watch_namespaces: Vec<String>,
+    /// An OSV vulnerability database workflows may name in spec.vulnerabilities.db, as
+    /// NAME=URL (downloaded, again once an hour old) or NAME=/PATH (a zip or directory in this
+    /// pod), e.g. debian=https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip.
+    /// Repeatable. Workflows can name no other.
+    #[arg(long = "vuln-db", value_name = "NAME=URL|PATH", value_parser = parse_vuln_db)]
+    vuln_dbs: Vec<(String, VulnDbSource)>,
+    /// How long downloading one vulnerability database may take in all (e.g. 5m).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5m")]
+    vuln_db_timeout: Duration,
+    /// The largest vulnerability database downloaded (on disk in $TMPDIR, the spool volume,
+    /// while it is read: keep it well below that volume's size).
+    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size, default_value = "512Mi")]
+    vuln_db_max_size: u64,
+    /// The largest record (zip entry or file) of a vulnerability database once inflated; a
+    /// larger one (a zip bomb) fails the load before it is inflated past this.
+    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size, default_value = "16Mi")]
+    vuln_db_max_entry_size: u64,
+    /// The memory all loaded vulnerability databases may take together.
+    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size, default_value = "256Mi")]
+    vuln_db_memory: u64,
 }
 
 pub async fn operator(args: OperatorArgs) -> CliResult {
+    let mut sources = std::collections::BTreeMap::new();
+    for (name, source) in args.vuln_dbs {
+        if sources.insert(name.clone(), source).is_some() {
+            return Err(format!("--vuln-db: {name} is configured twice").into());
+        }
+    }
+    let vuln_dbs = VulnDbs::new(
+        sources,
+        VulnDbLimits {
+            download_timeout: args.vuln_db_timeout,
+            download_bytes: args.vuln_db_max_size,
+            entry_bytes: args.vuln_db_max_entry_size,
+            memory_bytes: args.vuln_db_memory,
+        },
+    );
     let client = Client::try_default().await?;
     let sensor = find_sensor(args.sensor.as_deref())?;
     let report_address = match args.report_address {
@@ -146,6 +182,7 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
         instrument_timeout: args.instrument_timeout,
         ..Limits::default()
     });
+    ctx.vuln_dbs = vuln_dbs;
     let ctx = Arc::new(ctx);
     let lost = Arc::new(AtomicBool::new(false));
     let shutdown = {

@@ -347,6 +347,11 @@ impl Step<'_> {
     /// Pending: the target must exist, have the container, and not be held by another
     /// workflow. Until then the workflow waits (and the spec stays editable).
     async fn pending(&mut self) -> Result<Action> {
+        // Before anything is changed: a database the operator does not have would only fail
+        // the workflow after observation.
+        if let Some(db) = &self.workflow.spec.vulnerabilities.db {
+            self.ctx.vuln_dbs.check(db)?;
+        }
         let namespace = self.namespace();
         let Some(d) = deployment::get(&self.ctx.client, &namespace, self.target()).await? else {
             let message = format!(

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -133,6 +135,127 @@ pub enum VulnDbError {
         #[source]
         source: std::io::Error,
     },
+    /// A zip bomb, or a record far larger than any OSV record: refused before it is inflated
+    /// (or read) past the limit.
+    #[error("vulnerability database {}: {entry} is larger than {limit} bytes once inflated, more than any OSV record; not loaded", db.display())]
+    EntryTooLarge {
+        db: PathBuf,
+        entry: String,
+        limit: u64,
+    },
+    /// The records loaded so far, with the other databases held at the same time, would take
+    /// more memory than the budget.
+    #[error("vulnerability database {}: its records do not fit in the memory budget for vulnerability databases, {limit} bytes ({used} held by others); not loaded", db.display())]
+    OverBudget { db: PathBuf, limit: u64, used: u64 },
+}
+
+impl VulnDbError {
+    /// The same error, saying `shown` where it said `path`: a downloaded database's temporary
+    /// file means nothing to the user, its URL does.
+    pub fn showing(self, path: &Path, shown: &str) -> VulnDbError {
+        let swap = |p: PathBuf| if p == path { PathBuf::from(shown) } else { p };
+        match self {
+            VulnDbError::Io { path, source } => VulnDbError::Io {
+                path: swap(path),
+                source,
+            },
+            VulnDbError::Zip { path, source } => VulnDbError::Zip {
+                path: swap(path),
+                source,
+            },
+            VulnDbError::Record { db, file, source } => VulnDbError::Record {
+                db: swap(db),
+                file: swap(file),
+                source,
+            },
+            VulnDbError::ZipRecord { db, entry, source } => VulnDbError::ZipRecord {
+                db: swap(db),
+                entry,
+                source,
+            },
+            VulnDbError::ZipEntry { db, entry, source } => VulnDbError::ZipEntry {
+                db: swap(db),
+                entry,
+                source,
+            },
+            VulnDbError::EntryTooLarge { db, entry, limit } => VulnDbError::EntryTooLarge {
+                db: swap(db),
+                entry,
+                limit,
+            },
+            VulnDbError::OverBudget { db, limit, used } => VulnDbError::OverBudget {
+                db: swap(db),
+                limit,
+                used,
+            },
+        }
+    }
+}
+
+/// The largest OSV record read: real ones are a few KiB, the largest few hundred KiB (long
+/// `versions` lists), so this refuses only a zip bomb or something that is not a database.
+pub const DEFAULT_ENTRY_BYTES: u64 = 16 << 20;
+
+/// What a load may cost: every record (zip entry, file) is refused above `entry_bytes` before
+/// it is read past that, and the records kept are charged to `budget`, if any, as they are
+/// added (so a database over its budget fails while it is being loaded, not after).
+#[derive(Debug, Clone)]
+pub struct LoadLimits {
+    pub entry_bytes: u64,
+    pub budget: Option<Arc<MemoryBudget>>,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        LoadLimits {
+            entry_bytes: DEFAULT_ENTRY_BYTES,
+            budget: None,
+        }
+    }
+}
+
+/// Memory shared by every database loaded with it: a database's records are charged as they
+/// are loaded and released when the database is dropped, so `used` counts exactly the
+/// databases alive (in a cache or still in use).
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: u64) -> MemoryBudget {
+        MemoryBudget {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes charged by the databases alive now.
+    pub fn used(&self) -> u64 {
+        self.used.load(AtomicOrdering::SeqCst)
+    }
+
+    /// Takes `bytes` from the budget, or nothing when they do not fit.
+    fn charge(&self, bytes: u64) -> bool {
+        self.used
+            .fetch_update(AtomicOrdering::SeqCst, AtomicOrdering::SeqCst, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(AtomicOrdering::SeqCst, AtomicOrdering::SeqCst, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
 }
 
 /// An OSV database held in memory, indexed by ecosystem and package.
@@ -142,6 +265,18 @@ pub struct VulnDb {
     /// ecosystem -> package name -> what the records say about it.
     affected: HashMap<String, HashMap<String, Vec<Affected>>>,
     withdrawn: usize,
+    /// About how much memory the records take (see [`record_bytes`]).
+    bytes: u64,
+    /// Where `bytes` was charged, to be given back on drop.
+    budget: Option<Arc<MemoryBudget>>,
+}
+
+impl Drop for VulnDb {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.bytes);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -247,47 +382,53 @@ struct RawEvent {
 }
 
 impl VulnDb {
-    /// Loads a directory of OSV records (`*.json`, recursively), a `.zip` of them, or one record.
-    /// Withdrawn records are skipped; a record that is not OSV JSON fails the load, naming it.
+    /// Loads a directory of OSV records (`*.json`, recursively), a `.zip` of them, or one record,
+    /// within the default [`LoadLimits`] and no memory budget.
     pub fn load(path: &Path) -> Result<VulnDb, VulnDbError> {
+        VulnDb::load_within(path, &LoadLimits::default())
+    }
+
+    /// Loads a directory of OSV records (`*.json`, recursively), a `.zip` of them, or one record.
+    /// Withdrawn records are skipped; a record that is not OSV JSON fails the load, naming it,
+    /// and so does one over `limits`.
+    pub fn load_within(path: &Path, limits: &LoadLimits) -> Result<VulnDb, VulnDbError> {
         let io = |source| VulnDbError::Io {
             path: path.to_path_buf(),
             source,
         };
         let meta = fs::metadata(path).map_err(io)?;
         let mut db = VulnDb::default();
+        db.budget = limits.budget.clone();
+        let mut bytes = Vec::new();
         if meta.is_dir() {
             let mut files = Vec::new();
             json_files(path, &mut files).map_err(io)?;
             // Sorted, so that an error names the same file on every run.
             files.sort();
             for file in files {
-                let bytes = fs::read(&file).map_err(|source| VulnDbError::Io {
-                    path: file.clone(),
-                    source,
-                })?;
+                read_file(path, &file, limits.entry_bytes, &mut bytes)?;
                 let raw = serde_json::from_slice(&bytes).map_err(|source| VulnDbError::Record {
                     db: path.to_path_buf(),
                     file: file.clone(),
                     source,
                 })?;
-                db.add(raw);
+                db.add(raw, path)?;
             }
         } else if is_json(path) {
-            let bytes = fs::read(path).map_err(io)?;
+            read_file(path, path, limits.entry_bytes, &mut bytes)?;
             let raw = serde_json::from_slice(&bytes).map_err(|source| VulnDbError::Record {
                 db: path.to_path_buf(),
                 file: path.to_path_buf(),
                 source,
             })?;
-            db.add(raw);
+            db.add(raw, path)?;
         } else {
-            db.load_zip(path)?;
+            db.load_zip(path, limits.entry_bytes)?;
         }
         Ok(db)
     }
 
-    fn load_zip(&mut self, path: &Path) -> Result<(), VulnDbError> {
+    fn load_zip(&mut self, path: &Path, entry_bytes: u64) -> Result<(), VulnDbError> {
         let file = fs::File::open(path).map_err(|source| VulnDbError::Io {
             path: path.to_path_buf(),
             source,
@@ -296,34 +437,101 @@ impl VulnDb {
             path: path.to_path_buf(),
             source,
         };
+        // The zip reader holds a record of every entry in memory while it is open: charged
+        // before the directory is read, so a zip of countless tiny entries fails on the budget
+        // instead of exhausting memory, and given back when the archive is closed.
+        let _directory = match &self.budget {
+            Some(budget) => Some(self.charge_directory(budget.clone(), path)?),
+            None => None,
+        };
         let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(zip_error)?;
         let mut bytes = Vec::new();
         for index in 0..archive.len() {
-            let mut entry = archive.by_index(index).map_err(zip_error)?;
+            let entry = archive.by_index(index).map_err(zip_error)?;
             // Only shown and checked for `.json`, never extracted: a lossy name is enough.
             let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
             if entry.is_dir() || !is_json(Path::new(&name)) {
                 continue;
             }
+            let too_large = || VulnDbError::EntryTooLarge {
+                db: path.to_path_buf(),
+                entry: format!("entry {name}"),
+                limit: entry_bytes,
+            };
+            // The declared size refuses an honest bomb before a byte is inflated; the reader's
+            // own cap stops one whose header lies.
+            if entry.size() > entry_bytes {
+                return Err(too_large());
+            }
             bytes.clear();
             entry
+                .take(entry_bytes.saturating_add(1))
                 .read_to_end(&mut bytes)
                 .map_err(|source| VulnDbError::ZipEntry {
                     db: path.to_path_buf(),
                     entry: name.clone(),
                     source,
                 })?;
+            if bytes.len() as u64 > entry_bytes {
+                return Err(too_large());
+            }
             let raw = serde_json::from_slice(&bytes).map_err(|source| VulnDbError::ZipRecord {
                 db: path.to_path_buf(),
                 entry: name,
                 source,
             })?;
-            self.add(raw);
+            self.add(raw, path)?;
         }
         Ok(())
     }
 
-    fn add(&mut self, raw: RawRecord) {
+    fn charge_directory(
+        &self,
+        budget: Arc<MemoryBudget>,
+        path: &Path,
+    ) -> Result<Option<Charge>, VulnDbError> {
+        let directory = central_directory(path).map_err(|source| VulnDbError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // Not a zip: the zip reader says so.
+        let Some(directory) = directory else {
+            return Ok(None);
+        };
+        let bytes = directory
+            .entries
+            .saturating_mul(ZIP_ENTRY_BYTES)
+            .saturating_add(directory.bytes);
+        if !budget.charge(bytes) {
+            return Err(VulnDbError::OverBudget {
+                db: path.to_path_buf(),
+                limit: budget.limit(),
+                used: budget.used().saturating_sub(self.bytes),
+            });
+        }
+        Ok(Some(Charge { budget, bytes }))
+    }
+
+    /// Adds one record, charging its memory to the budget first.
+    fn add(&mut self, raw: RawRecord, db: &Path) -> Result<(), VulnDbError> {
+        if raw.withdrawn.is_none() {
+            let cost = record_bytes(&raw);
+            if let Some(budget) = &self.budget
+                && !budget.charge(cost)
+            {
+                return Err(VulnDbError::OverBudget {
+                    db: db.to_path_buf(),
+                    limit: budget.limit(),
+                    used: budget.used().saturating_sub(self.bytes),
+                });
+            }
+            self.bytes += cost;
+        }
+        self.insert(raw);
+        Ok(())
+    }
+
+    fn insert(&mut self, raw: RawRecord) {
         if raw.withdrawn.is_some() {
             self.withdrawn += 1;
             return;
@@ -396,6 +604,145 @@ impl VulnDb {
     pub fn withdrawn(&self) -> usize {
         self.withdrawn
     }
+
+    /// About how much memory the records take.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// What the zip reader keeps per entry besides the entry's directory record (its name, extra
+/// fields): a generous bound on `zip::ZipFileData` and its index slot.
+const ZIP_ENTRY_BYTES: u64 = 512;
+
+/// Memory taken from a budget for as long as this lives.
+struct Charge {
+    budget: Arc<MemoryBudget>,
+    bytes: u64,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+/// What a zip's end-of-central-directory record says about its directory.
+#[derive(Debug, PartialEq, Eq)]
+struct CentralDirectory {
+    entries: u64,
+    bytes: u64,
+}
+
+/// The zip's entry count and directory size, read from its last 64 KiB (the end record, and the
+/// zip64 one it points to), or None when there is no end record.
+fn central_directory(path: &Path) -> std::io::Result<Option<CentralDirectory>> {
+    use std::io::{Seek, SeekFrom};
+    const END: [u8; 4] = *b"PK\x05\x06";
+    const LOCATOR: [u8; 4] = *b"PK\x06\x07";
+    const END64: [u8; 4] = *b"PK\x06\x06";
+    let mut file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    // The end record (22 bytes) followed by a comment of at most 65535.
+    let tail_len = len.min(22 + 65535);
+    file.seek(SeekFrom::Start(len - tail_len))?;
+    let mut tail = Vec::new();
+    (&mut file).take(tail_len).read_to_end(&mut tail)?;
+    let u16_at = |b: &[u8], at: usize| u64::from(u16::from_le_bytes([b[at], b[at + 1]]));
+    let u32_at = |b: &[u8], at: usize| {
+        u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
+    };
+    let u64_at = |b: &[u8], at: usize| {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(raw)
+    };
+    let Some(end) = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&at| tail[at..at + 4] == END)
+    else {
+        return Ok(None);
+    };
+    let mut directory = CentralDirectory {
+        entries: u16_at(&tail, end + 10),
+        bytes: u32_at(&tail, end + 12),
+    };
+    // Zip64: the end record's fields are saturated and the real ones are in the zip64 record.
+    if end >= 20 && tail[end - 20..end - 16] == LOCATOR {
+        let at = u64_at(&tail, end - 12);
+        let mut record = [0u8; 56];
+        if at.checked_add(56).is_some_and(|e| e <= len) {
+            file.seek(SeekFrom::Start(at))?;
+            file.read_exact(&mut record)?;
+            if record[..4] == END64 {
+                directory = CentralDirectory {
+                    entries: u64_at(&record, 32),
+                    bytes: u64_at(&record, 40),
+                };
+            }
+        }
+    }
+    Ok(Some(directory))
+}
+
+/// Reads one record file into `bytes`, refusing it above `limit` before reading past that.
+fn read_file(db: &Path, file: &Path, limit: u64, bytes: &mut Vec<u8>) -> Result<(), VulnDbError> {
+    let io = |source| VulnDbError::Io {
+        path: file.to_path_buf(),
+        source,
+    };
+    bytes.clear();
+    fs::File::open(file)
+        .map_err(io)?
+        .take(limit.saturating_add(1))
+        .read_to_end(bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(VulnDbError::EntryTooLarge {
+            db: db.to_path_buf(),
+            entry: file.display().to_string(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// About the memory [`VulnDb::insert`] keeps of `raw`: its strings and the structures holding
+/// them (an upper bound: the ecosystem and package keys are counted for every entry, though
+/// the index stores each once).
+fn record_bytes(raw: &RawRecord) -> u64 {
+    const STRING: usize = std::mem::size_of::<String>();
+    let strings = |list: &Option<Vec<String>>| -> usize {
+        list.iter().flatten().map(|s| STRING + s.len()).sum()
+    };
+    let mut total = std::mem::size_of::<Record>()
+        + raw.id.len()
+        + raw.summary.as_ref().map_or(0, String::len)
+        + strings(&raw.aliases)
+        + strings(&raw.upstream);
+    for affected in raw.affected.iter().flatten() {
+        total += std::mem::size_of::<Affected>() + STRING * 2 + strings(&affected.versions);
+        if let Some(package) = &affected.package {
+            total += package.ecosystem.len() + package.name.len();
+        }
+        for range in affected.ranges.iter().flatten() {
+            total += std::mem::size_of::<Vec<Event>>();
+            for event in &range.events {
+                for version in [
+                    &event.introduced,
+                    &event.fixed,
+                    &event.last_affected,
+                    &event.limit,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    total += std::mem::size_of::<Event>() + version.len();
+                }
+            }
+        }
+    }
+    total as u64
 }
 
 fn is_json(path: &Path) -> bool {
@@ -1047,7 +1394,7 @@ mod tests {
     fn db_of(records: &[&str]) -> VulnDb {
         let mut db = VulnDb::default();
         for record in records {
-            db.add(serde_json::from_str(record).expect("test record"));
+            db.insert(serde_json::from_str(record).expect("test record"));
         }
         db
     }
@@ -1353,6 +1700,150 @@ mod tests {
         fs::write(&junk, "not a zip").unwrap();
         let err = VulnDb::load(&junk).unwrap_err().to_string();
         assert!(err.contains("not a zip of OSV records"), "{err}");
+    }
+
+    /// The process's peak resident memory so far, from /proc.
+    fn peak_rss() -> u64 {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib << 10
+    }
+
+    #[test]
+    fn a_zip_bomb_is_refused_naming_the_entry_without_inflating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("all.zip");
+        // 512 MiB of JSON whitespace: about 0.5 MiB deflated.
+        const INFLATED: usize = 512 << 20;
+        {
+            let mut writer = zip::ZipWriter::new(fs::File::create(&zip).unwrap());
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            writer.start_file("DSA-0-0.json", options).unwrap();
+            writer.write_all(br#"{"id": "DSA-0-0"}"#).unwrap();
+            writer.start_file("bomb.json", options).unwrap();
+            let spaces = vec![b' '; 1 << 20];
+            for _ in 0..INFLATED / spaces.len() {
+                writer.write_all(&spaces).unwrap();
+            }
+            writer.finish().unwrap();
+        }
+        assert!(fs::metadata(&zip).unwrap().len() < 4 << 20);
+        let before = peak_rss();
+        let err = VulnDb::load(&zip).unwrap_err();
+        let grown = peak_rss().saturating_sub(before);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "vulnerability database {}: entry bomb.json is larger than {DEFAULT_ENTRY_BYTES} bytes once inflated, more than any OSV record; not loaded",
+                zip.display()
+            )
+        );
+        // Inflating it would have taken the process's peak up by 512 MiB.
+        assert!(grown < 64 << 20, "peak memory grew by {grown} bytes");
+    }
+
+    #[test]
+    fn an_oversized_record_file_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("DSA-1-1.json");
+        fs::write(
+            &file,
+            format!(r#"{{"id": "DSA-1-1", "summary": "{}"}}"#, "x".repeat(2000)),
+        )
+        .unwrap();
+        let limits = LoadLimits {
+            entry_bytes: 1000,
+            budget: None,
+        };
+        let err = VulnDb::load_within(dir.path(), &limits).unwrap_err();
+        assert!(
+            matches!(&err, VulnDbError::EntryTooLarge { entry, limit: 1000, .. } if *entry == file.display().to_string()),
+            "{err}"
+        );
+        assert!(VulnDb::load_within(&file, &limits).is_err());
+        assert_eq!(VulnDb::load(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_zip_of_countless_entries_is_charged_before_its_directory_is_read() {
+        // Every entry costs the zip reader memory for its directory record, JSON or not.
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("all.zip");
+        {
+            let mut writer = zip::ZipWriter::new(fs::File::create(&zip).unwrap());
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            for i in 0..70_000 {
+                writer.start_file(format!("n/{i}.txt"), options).unwrap();
+            }
+            writer.start_file("DSA-0-0.json", options).unwrap();
+            writer.write_all(br#"{"id": "DSA-0-0"}"#).unwrap();
+            writer.finish().unwrap();
+        }
+        let directory = central_directory(&zip).unwrap().expect("an end record");
+        assert_eq!(directory.entries, 70_001);
+        let budget = Arc::new(MemoryBudget::new(4 << 20));
+        let limits = LoadLimits {
+            budget: Some(budget.clone()),
+            ..LoadLimits::default()
+        };
+        let err = VulnDb::load_within(&zip, &limits).unwrap_err();
+        assert!(matches!(err, VulnDbError::OverBudget { .. }), "{err}");
+        assert_eq!(budget.used(), 0);
+        // With room for its directory it loads, and keeps only its record's share.
+        let budget = Arc::new(MemoryBudget::new(64 << 20));
+        let limits = LoadLimits {
+            budget: Some(budget.clone()),
+            ..LoadLimits::default()
+        };
+        let db = VulnDb::load_within(&zip, &limits).unwrap();
+        assert_eq!(db.len(), 1);
+        assert_eq!(budget.used(), db.bytes());
+        assert!(db.bytes() < 1000, "{}", db.bytes());
+    }
+
+    #[test]
+    fn databases_share_a_memory_budget_and_give_it_back_when_dropped() {
+        let unlimited = VulnDb::load(&fixture()).unwrap();
+        let size = unlimited.bytes();
+        assert!(size > 1000, "{size}");
+        let budget = Arc::new(MemoryBudget::new(size * 3 / 2));
+        let limits = LoadLimits {
+            budget: Some(budget.clone()),
+            ..LoadLimits::default()
+        };
+        let first = VulnDb::load_within(&fixture(), &limits).unwrap();
+        assert_eq!(budget.used(), size);
+        // A second copy does not fit beside the first, and what it had charged comes back.
+        let err = VulnDb::load_within(&fixture(), &limits).unwrap_err();
+        assert!(
+            matches!(err, VulnDbError::OverBudget { used, .. } if used == size),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("do not fit in the memory budget for vulnerability databases"),
+            "{err}"
+        );
+        assert_eq!(budget.used(), size);
+        drop(first);
+        assert_eq!(budget.used(), 0);
+        let second = VulnDb::load_within(&fixture(), &limits).unwrap();
+        assert_eq!(second.len(), unlimited.len());
+        // One too large for the whole budget fails on its own.
+        let small = LoadLimits {
+            budget: Some(Arc::new(MemoryBudget::new(size / 2))),
+            ..LoadLimits::default()
+        };
+        assert!(matches!(
+            VulnDb::load_within(&fixture(), &small),
+            Err(VulnDbError::OverBudget { .. })
+        ));
     }
 
     #[test]
