@@ -553,6 +553,7 @@ fn the_spool_volume_is_shared_among_concurrent_hardens() {
     assert!(!out.status.success(), "a fractional size must be refused");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("spool.sizeLimit"), "{err}");
+}
 
 #[test]
 fn vulnerability_databases_are_the_admins_named_flags() {
