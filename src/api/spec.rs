@@ -186,8 +186,10 @@ pub struct Registry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,
-    /// Talk plain HTTP instead of HTTPS to the registry, e.g. `true` for a local registry such
-    /// as `localhost:5000`.
+    /// Talk plain HTTP instead of HTTPS to this workflow's own registries, those of `image`
+    /// (or the container's image), `instrumentedImage` and `hardenedImage`, e.g. `true` for a
+    /// local registry such as `localhost:5000`. Every other host (a token service a registry
+    /// names, for one) is reached over HTTPS only: credentials never go in cleartext to it.
     #[serde(default)]
     pub insecure: bool,
 }

@@ -34,7 +34,7 @@ pub async fn store(
     client: &Client,
     namespace: &str,
     secrets: &[String],
-    insecure: bool,
+    insecure_registries: Vec<String>,
 ) -> Result<Store> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut auths = Map::new();
@@ -75,7 +75,7 @@ pub async fn store(
     Ok(Store::new(
         credentials,
         RegistryOptions {
-            insecure,
+            insecure_registries,
             ..Default::default()
         },
     ))
@@ -146,6 +146,21 @@ pub fn destinations(workflow: &HardeningWorkflow, container_image: &str) -> Resu
     })
 }
 
+impl Destinations {
+    /// The registries this workflow names (source and destinations): with
+    /// `spec.registry.insecure`, these alone are reached over plain HTTP.
+    pub fn registries(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = [&self.source, &self.instrumented, &self.hardened]
+            .iter()
+            .filter_map(|l| l.registry_host())
+            .map(str::to_string)
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+}
+
 /// Pushes the instrumented image. Deterministic: a second run (after an operator restart)
 /// pushes the same digest.
 pub async fn instrument(store: &Store, dest: &Destinations, sensor: &Path) -> Result<Instrumented> {
@@ -184,6 +199,7 @@ mod tests {
     fn destinations_default_to_tags_beside_the_source() {
         let w = workflow(serde_json::json!({"target": {"name": "web"}}));
         let d = destinations(&w, "127.0.0.1:5000/shop/web:1").unwrap();
+        assert_eq!(d.registries(), ["127.0.0.1:5000"]);
         assert_eq!(
             d.instrumented.to_string(),
             "127.0.0.1:5000/shop/web:1-whittle-instrumented"
@@ -236,7 +252,8 @@ mod tests {
         let w = workflow(serde_json::json!({"target": {"name": "web"},
             "registry": {"credentialsSecret": "push"},
             "hardenedImage": "registry.example/other:1"}));
-        destinations(&w, "127.0.0.1:5000/shop/web:1").expect("credentialsSecret set");
+        let d = destinations(&w, "127.0.0.1:5000/shop/web:1").expect("credentialsSecret set");
+        assert_eq!(d.registries(), ["127.0.0.1:5000", "registry.example"]);
     }
 
     #[test]
