@@ -984,15 +984,15 @@ mod tests {
     use super::*;
 
     /// A listener that records the first bytes of each connection and answers with `reply`
-    /// (given its own address); returns its address and what it saw.
+    /// (given the request); returns its address and what it saw.
     fn listen(
-        reply: impl Fn(&str) -> String + Send + 'static,
+        reply: impl Fn(&[u8]) -> String + Send + 'static,
     ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (me, log) = (host.clone(), seen.clone());
+        let log = seen.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { return };
@@ -1007,11 +1007,10 @@ mod tests {
                         break;
                     }
                 }
-                let plain = request.starts_with(b"GET ") || request.starts_with(b"HEAD ");
-                log.lock().unwrap().push(request);
-                if plain {
-                    let _ = conn.write_all(reply(&me).as_bytes());
+                if request.starts_with(b"GET ") || request.starts_with(b"HEAD ") {
+                    let _ = conn.write_all(reply(&request).as_bytes());
                 }
+                log.lock().unwrap().push(request);
             }
         });
         (host, seen)
@@ -1105,6 +1104,47 @@ mod tests {
                 .any(|t| t.contains("authorization: basic")),
             "a realm declared insecure is asked for a token"
         );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_another_host_carries_no_credentials() {
+        let (elsewhere, elsewhere_log) = listen(|_| {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+        });
+        let target = format!("http://{elsewhere}/blob");
+        let (registry_host, registry_log) = listen(move |request| {
+            if request.starts_with(b"GET /v2/ ") {
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            } else {
+                format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            }
+        });
+        let registry = Registry::new(
+            basic_for(&registry_host),
+            RegistryOptions {
+                insecure_registries: vec![registry_host.clone()],
+                ..Default::default()
+            },
+        );
+        let r = ImageRef::parse(&format!("{registry_host}/shop/web:1")).unwrap();
+        let _ = registry.resolve(&r).await;
+        assert!(
+            realm_requests(&registry_log)
+                .iter()
+                .any(|t| t.starts_with("get /v2/shop/web/manifests/1 ")
+                    && t.contains("authorization: basic")),
+            "the registry itself gets the credentials"
+        );
+        let seen = realm_requests(&elsewhere_log);
+        assert!(!seen.is_empty(), "the redirect was not followed");
+        for text in seen {
+            assert!(
+                !text.contains("authorization"),
+                "credentials followed a redirect to {elsewhere}: {text}"
+            );
+        }
     }
 
     #[test]
