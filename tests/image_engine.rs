@@ -395,6 +395,70 @@ fn an_authenticated_registry_works_with_a_docker_config() {
     assert!(hardened.contains("1-whittle-hardened@sha256:"));
 }
 
+/// A plain-HTTP listener on loopback that answers every request with `reply` and keeps the
+/// request heads it received.
+fn recorder(reply: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let host = listener.local_addr().expect("address").to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = conn.read(&mut chunk) {
+                head.extend_from_slice(&chunk[..n]);
+                if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            log.lock()
+                .expect("log")
+                .push(String::from_utf8_lossy(&head).to_lowercase());
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    (host, seen)
+}
+
+#[test]
+fn credentials_never_go_in_cleartext_to_a_host_not_declared_insecure() {
+    // The token service the registry's challenge names: plain HTTP, on a host no image on the
+    // command line names, so --insecure does not cover it.
+    let (realm, seen) = recorder(
+        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+    );
+    let (registry, _) = recorder(format!(
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{realm}/token\",service=\"registry\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    let config = tmp("cleartext-config.json");
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "user:secret");
+    std::fs::write(
+        &config,
+        serde_json::json!({"auths": {&registry: {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let src = format!("{registry}/shop/web:1");
+    let e = fails(&[
+        "inspect",
+        &src,
+        "--insecure",
+        "--registry-config",
+        config.to_str().unwrap(),
+    ]);
+    for request in seen.lock().unwrap().iter() {
+        assert!(
+            !request.contains("authorization"),
+            "credentials in cleartext to {realm}: {request}"
+        );
+    }
+    assert!(
+        e.contains(&format!("http://{realm}/token")) && e.contains("not declared insecure"),
+        "{e}"
+    );
+}
+
 fn curl(args: &[&str]) -> Output {
     Command::new("curl")
         .args(["-sS", "--max-time", "30"])

@@ -84,13 +84,15 @@ pub struct HardeningWorkflowSpec {
     pub image: Option<String>,
     /// Where the instrumented image is pushed, e.g. `registry.example.com/shop/web:1.4-observe`
     /// (default: the source's repository, tag `<tag>-whittle-instrumented`). Must differ from
-    /// `image`.
+    /// `image`. Outside the source's repository only with `registry.credentialsSecret`: the
+    /// pod's pull secrets are no ticket to copy its image elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub instrumented_image: Option<String>,
     /// Where the hardened image is pushed, e.g. `registry.example.com/shop/web:1.4-slim`
     /// (default: the source's repository, tag `<tag>-whittle-hardened`). Must differ from
-    /// `image` and `instrumentedImage`.
+    /// `image` and `instrumentedImage`. Outside the source's repository only with
+    /// `registry.credentialsSecret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub hardened_image: Option<String>,
@@ -199,13 +201,16 @@ pub enum TargetKind {
 pub struct Registry {
     /// A `kubernetes.io/dockerconfigjson` Secret in the workflow's namespace, e.g.
     /// `push-creds`, with the credentials for pulling the source and pushing the new images.
-    /// Default: the imagePullSecrets of the target's pod template (none: anonymous). When set,
-    /// it alone is used.
+    /// Default: the imagePullSecrets of the target's pod template (none: anonymous), which
+    /// push only to the source's own repository. When set, it alone is used, and
+    /// `instrumentedImage` and `hardenedImage` may name other repositories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,
-    /// Talk plain HTTP instead of HTTPS to the registry, e.g. `true` for a local registry such
-    /// as `localhost:5000`.
+    /// Talk plain HTTP instead of HTTPS to this workflow's own registries, those of `image`
+    /// (or the container's image), `instrumentedImage` and `hardenedImage`, e.g. `true` for a
+    /// local registry such as `localhost:5000`. Every other host (a token service a registry
+    /// names, for one) is reached over HTTPS only: credentials never go in cleartext to it.
     #[serde(default)]
     pub insecure: bool,
 }

@@ -98,10 +98,13 @@ fn bar(label: &str) -> ProgressBar {
 }
 
 pub async fn instrument(a: InstrumentArgs) -> CliResult {
-    let store = a.registry.store(Limits {
-        instrument_timeout: a.instrument_timeout,
-        ..Limits::default()
-    })?;
+    let store = a.registry.store(
+        Limits {
+            instrument_timeout: a.instrument_timeout,
+            ..Limits::default()
+        },
+        &[Some(&a.src), a.instrumented_image.as_ref()],
+    )?;
     let sensor = instrumenting::find_sensor(a.sensor.as_deref())?;
     let done =
         instrumenting::instrument(&store, &a.src, a.instrumented_image.as_ref(), &sensor).await?;
@@ -162,7 +165,10 @@ pub async fn harden(a: HardenArgs) -> CliResult {
     a.evidence
         .check(a.hardened_image.as_ref().unwrap_or(&a.src))?;
     let evidence_options = a.evidence.options()?;
-    let store = a.registry.store(a.budgets.apply(Limits::default()))?;
+    let store = a.registry.store(
+        a.budgets.apply(Limits::default()),
+        &[Some(&a.src), a.hardened_image.as_ref()],
+    )?;
     let progress = bar("layers");
     let started_on = Timestamp::now();
     let opts = HardenOptions {
@@ -198,7 +204,9 @@ pub async fn harden(a: HardenArgs) -> CliResult {
 }
 
 pub async fn inspect(a: InspectArgs) -> CliResult {
-    let store = a.registry.store(a.budgets.apply(Limits::default()))?;
+    let store = a
+        .registry
+        .store(a.budgets.apply(Limits::default()), &[Some(&a.image)])?;
     let progress = bar("layers");
     let result = inspection::inspect(&store, &a.image, Some(&progress)).await?;
     progress.finish_and_clear();

@@ -99,10 +99,13 @@ pub async fn local(a: LocalArgs) -> CliResult {
     a.evidence
         .check(a.hardened_image.as_ref().unwrap_or(&a.src))?;
     let evidence = a.evidence.options()?;
-    let store = a.registry.store(a.budgets.apply(Limits {
-        instrument_timeout: a.instrument_timeout,
-        ..Limits::default()
-    }))?;
+    let store = a.registry.store(
+        a.budgets.apply(Limits {
+            instrument_timeout: a.instrument_timeout,
+            ..Limits::default()
+        }),
+        &[Some(&a.src), a.hardened_image.as_ref()],
+    )?;
     let opts = LocalOptions {
         evidence,
         sensor: find_sensor(a.sensor.as_deref())?,

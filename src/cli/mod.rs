@@ -56,7 +56,9 @@ enum Command {
 /// How to reach registries; every command that talks to one takes these.
 #[derive(Args, Debug, Clone)]
 pub struct RegistryArgs {
-    /// Talk plain HTTP to the registry instead of HTTPS.
+    /// Talk plain HTTP instead of HTTPS to the registries of the images named on this command
+    /// line (only those: every other host is reached over HTTPS, and credentials never go in
+    /// cleartext to it).
     #[arg(long)]
     pub insecure: bool,
     /// The platform to pick from an image index.
@@ -160,13 +162,30 @@ fn parse_platform(s: &str) -> Result<Platform, String> {
 }
 
 impl RegistryArgs {
-    /// A store with `limits`, and this command's --max-manifest-size.
-    pub fn store(&self, limits: Limits) -> Result<Store, whittle::image::ImageError> {
+    /// A store with `limits`, and this command's --max-manifest-size; with --insecure, plain
+    /// HTTP to the registries of `named`, the images on the command line.
+    pub fn store(
+        &self,
+        limits: Limits,
+        named: &[Option<&Location>],
+    ) -> Result<Store, whittle::image::ImageError> {
         let credentials = Credentials::discover(self.registry_config.as_deref())?;
+        let mut insecure_registries: Vec<String> = Vec::new();
+        if self.insecure {
+            insecure_registries = named
+                .iter()
+                .flatten()
+                .filter_map(|l| l.registry_host())
+                .map(str::to_string)
+                .collect();
+            insecure_registries.sort();
+            insecure_registries.dedup();
+        }
         Ok(Store::new(
             credentials,
             RegistryOptions {
-                insecure: self.insecure,
+                insecure_registries,
+                insecure: false,
                 platform: self.platform.clone(),
                 limits: Limits {
                     manifest_bytes: self.max_manifest_size,

@@ -59,7 +59,8 @@ pub async fn operator_image(args: OperatorImageArgs) -> CliResult {
             "install Debian's ca-certificates or pass --ca-bundle",
         )?,
     );
-    let store = args.registry.store(Default::default())?;
+    let named: Vec<Option<&Location>> = args.destinations.iter().map(Some).collect();
+    let store = args.registry.store(Default::default(), &named)?;
     for dst in &args.destinations {
         let made = assemble::assemble(&store, dst, &recipe).await?;
         println!(

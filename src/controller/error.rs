@@ -43,6 +43,7 @@ fn image_reason(e: &ImageError) -> Option<&'static str> {
         ImageError::Pattern { .. } => Some("InvalidPattern"),
         ImageError::Report { .. } => Some("InvalidReport"),
         ImageError::Limit(_) => Some("LimitExceeded"),
+        ImageError::Cleartext { .. } => Some("CleartextCredentials"),
         ImageError::Unreachable { .. }
         | ImageError::Registry { .. }
         | ImageError::Layer { .. }

@@ -34,7 +34,7 @@ pub async fn store(
     client: &Client,
     namespace: &str,
     secrets: &[String],
-    insecure: bool,
+    insecure_registries: Vec<String>,
 ) -> Result<Store> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut auths = Map::new();
@@ -75,14 +75,15 @@ pub async fn store(
     Ok(Store::new(
         credentials,
         RegistryOptions {
-            insecure,
+            insecure_registries,
             ..Default::default()
         },
     ))
 }
 
 /// Where the instrumented and the hardened images go: the spec's names, else the source's
-/// repository with `-whittle-instrumented` / `-whittle-hardened` tags.
+/// repository with `-whittle-instrumented` / `-whittle-hardened` tags. Without
+/// `registry.credentialsSecret` a name outside the source's repository is refused.
 pub struct Destinations {
     pub source: Location,
     pub instrumented: Location,
@@ -106,6 +107,26 @@ pub fn destinations(workflow: &HardeningWorkflow, container_image: &str) -> Resu
         Some(h) => parse("hardenedImage", h)?,
         None => source.derived("whittle-hardened"),
     };
+    if spec.registry.credentials_secret.is_none() {
+        for (field, named, dest) in [
+            ("instrumentedImage", &spec.instrumented_image, &instrumented),
+            ("hardenedImage", &spec.hardened_image, &hardened),
+        ] {
+            // The pull secrets are the workload's: they may carry its images to its own
+            // repository, not copy them to wherever a workflow's creator points.
+            if let Some(named) = named
+                && !dest.same_place(&source)
+            {
+                return Err(Error::Spec {
+                    reason: "DestinationNotAllowed",
+                    message: format!(
+                        "spec.{field} names {named}, but without spec.registry.credentialsSecret images go only to the source's repository {}: name a tag there, or set spec.registry.credentialsSecret to a Secret with credentials for the destination",
+                        source.repository()
+                    ),
+                });
+            }
+        }
+    }
     let distinct: BTreeSet<String> = [&source, &instrumented, &hardened]
         .iter()
         .map(|l| l.to_string())
@@ -123,6 +144,21 @@ pub fn destinations(workflow: &HardeningWorkflow, container_image: &str) -> Resu
         instrumented,
         hardened,
     })
+}
+
+impl Destinations {
+    /// The registries this workflow names (source and destinations): with
+    /// `spec.registry.insecure`, these alone are reached over plain HTTP.
+    pub fn registries(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = [&self.source, &self.instrumented, &self.hardened]
+            .iter()
+            .filter_map(|l| l.registry_host())
+            .map(str::to_string)
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
 }
 
 /// Pushes the instrumented image. Deterministic: a second run (after an operator restart)
@@ -163,6 +199,7 @@ mod tests {
     fn destinations_default_to_tags_beside_the_source() {
         let w = workflow(serde_json::json!({"target": {"name": "web"}}));
         let d = destinations(&w, "127.0.0.1:5000/shop/web:1").unwrap();
+        assert_eq!(d.registries(), ["127.0.0.1:5000"]);
         assert_eq!(
             d.instrumented.to_string(),
             "127.0.0.1:5000/shop/web:1-whittle-instrumented"
@@ -181,6 +218,42 @@ mod tests {
             panic!("accepted an overwrite of the source");
         };
         assert!(message.contains("must differ"), "{message}");
+    }
+
+    #[test]
+    fn without_a_credentials_secret_destinations_stay_in_the_sources_repository() {
+        for (field, other) in [
+            ("hardenedImage", "registry.example/other:1"),
+            ("instrumentedImage", "127.0.0.1:5000/shop/other:1"),
+            ("hardenedImage", "127.0.0.1:5001/shop/web:slim"),
+        ] {
+            let w = workflow(serde_json::json!({"target": {"name": "web"}, field: other}));
+            let Err(Error::Spec { reason, message }) =
+                destinations(&w, "127.0.0.1:5000/shop/web:1")
+            else {
+                panic!("{field}: {other} accepted without spec.registry.credentialsSecret");
+            };
+            assert_eq!(reason, "DestinationNotAllowed");
+            for part in [
+                format!("spec.{field}"),
+                other.to_string(),
+                "spec.registry.credentialsSecret".into(),
+                "127.0.0.1:5000/shop/web".into(),
+            ] {
+                assert!(message.contains(&part), "{part} not in {message}");
+            }
+        }
+        // Another tag in the source's repository is the workload's own place.
+        let w = workflow(serde_json::json!({"target": {"name": "web"},
+            "hardenedImage": "127.0.0.1:5000/shop/web:slim",
+            "instrumentedImage": "127.0.0.1:5000/shop/web:observe"}));
+        destinations(&w, "127.0.0.1:5000/shop/web:1").expect("same repository");
+        // With the workflow's own credentials, the destination is the creator's to choose.
+        let w = workflow(serde_json::json!({"target": {"name": "web"},
+            "registry": {"credentialsSecret": "push"},
+            "hardenedImage": "registry.example/other:1"}));
+        let d = destinations(&w, "127.0.0.1:5000/shop/web:1").expect("credentialsSecret set");
+        assert_eq!(d.registries(), ["127.0.0.1:5000", "registry.example"]);
     }
 
     #[test]

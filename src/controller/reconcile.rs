@@ -806,11 +806,22 @@ impl Step<'_> {
             .and_then(|s| s.image_pull_secrets.as_ref())
             .map(|s| s.iter().map(|r| r.name.clone()).collect())
             .unwrap_or_default();
+        // Plain HTTP only to this workflow's own registries: the source's (as first resolved,
+        // since a promoted Deployment runs the hardened image) and the destinations'.
+        let insecure = if self.workflow.spec.registry.insecure {
+            let image = match &self.status.source_image {
+                Some(source) => source.clone(),
+                None => self.container(d)?.image.clone().unwrap_or_default(),
+            };
+            images::destinations(self.workflow, &image)?.registries()
+        } else {
+            Vec::new()
+        };
         let store = images::store(
             &self.ctx.client,
             &self.namespace(),
             &images::credential_secrets(self.workflow, &pull),
-            self.workflow.spec.registry.insecure,
+            insecure,
         )
         .await?;
         Ok(store.with_limits(self.ctx.limits))

@@ -36,6 +36,15 @@ pub enum ImageError {
         hint: &'static str,
     },
 
+    #[error(
+        "registry {registry} asks for its credentials at {realm}, in cleartext to {host}, which was not declared insecure: whittle does not send them there (plain HTTP is for the registries of the images named, and only when declared insecure)"
+    )]
+    Cleartext {
+        registry: String,
+        realm: String,
+        host: String,
+    },
+
     #[error("registry {registry} failed to {action} for {repository}: {detail}")]
     Registry {
         registry: String,

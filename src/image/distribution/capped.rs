@@ -190,7 +190,7 @@ mod fake_registry {
     /// the error, and how long it took to come.
     async fn fetch(host: &str) -> (ImageError, Duration) {
         let options = RegistryOptions {
-            insecure: true,
+            insecure_registries: vec![host.to_string()],
             limits: Limits {
                 manifest_bytes: 1 << 20,
                 ..Limits::default()

@@ -2,6 +2,7 @@
 //! (`layout`), both behind `store::Store`; references and credentials.
 
 mod capped;
+mod cleartext;
 pub mod credentials;
 pub mod layout;
 pub mod reference;

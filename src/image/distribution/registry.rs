@@ -14,11 +14,13 @@ use futures::{Stream, StreamExt};
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::{self as mt, OciDescriptor};
+use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::capped;
+use super::cleartext;
 use super::credentials::Credentials;
 use super::reference::{ImageRef, is_sha256_digest};
 use super::store::{Image, Location};
@@ -141,7 +143,12 @@ pub enum Transfer {
 /// Options that apply to every registry whittle talks to in one command.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
-    /// Plain HTTP instead of HTTPS.
+    /// The registries (`host[:port]` as requests address them: `index.docker.io` for Docker
+    /// Hub) reached over plain HTTP; every other host over HTTPS only, and no credentials go
+    /// in cleartext to any host not listed (`cleartext.rs`).
+    pub insecure_registries: Vec<String>,
+    /// Plain HTTP to every registry, for tests and benchmarks against loopback registries
+    /// only: neither the command line nor the operator sets it.
     pub insecure: bool,
     pub platform: Platform,
     /// The budgets of every image read, from registries and layouts alike.
@@ -155,6 +162,8 @@ pub struct Registry {
     credentials: Credentials,
     options: RegistryOptions,
     uploaded: AtomicU64,
+    /// Registries whose authentication challenge names no cleartext realm (`auth`).
+    challenges_checked: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 const MANIFEST_TYPES: &[&str] = &[
@@ -187,8 +196,10 @@ impl Registry {
         let client = Client::new(ClientConfig {
             protocol: if options.insecure {
                 ClientProtocol::Http
-            } else {
+            } else if options.insecure_registries.is_empty() {
                 ClientProtocol::Https
+            } else {
+                ClientProtocol::HttpsExcept(options.insecure_registries.clone())
             },
             // whittle picks the platform itself, to name what an index offers when it fails.
             platform_resolver: None,
@@ -207,6 +218,7 @@ impl Registry {
             credentials,
             options,
             uploaded: AtomicU64::new(0),
+            challenges_checked: Default::default(),
         }
     }
 
@@ -223,16 +235,65 @@ impl Registry {
         self.uploaded.load(Ordering::Relaxed)
     }
 
-    async fn authorize(&self, r: &ImageRef) {
-        let auth = self.credentials.auth_for(r.registry());
+    /// True when `host` (as requests address it) was declared insecure.
+    fn plain_http(&self, host: &str) -> bool {
+        self.options.insecure || self.options.insecure_registries.iter().any(|h| h == host)
+    }
+
+    async fn authorize(&self, r: &ImageRef) -> Result<()> {
+        let auth = self.auth(r).await?;
         self.client
             .store_auth_if_needed(r.oci().resolve_registry(), &auth)
             .await;
+        Ok(())
+    }
+
+    /// The credentials for `r`'s registry. A user and password go to whatever token service
+    /// the registry's challenge names, so that challenge is checked first, once per registry:
+    /// plain HTTP to a host not declared insecure is refused (`cleartext.rs`). A registry
+    /// declared insecure is trusted with its network path: an attacker on it could change a
+    /// later challenge.
+    async fn auth(&self, r: &ImageRef) -> Result<RegistryAuth> {
+        let auth = self.credentials.auth_for(r.registry());
+        let host = r.oci().resolve_registry();
+        if !matches!(auth, RegistryAuth::Basic(..))
+            || self
+                .challenges_checked
+                .lock()
+                .is_ok_and(|c| c.contains(host))
+        {
+            return Ok(auth);
+        }
+        let scheme = if self.plain_http(host) {
+            "http"
+        } else {
+            "https"
+        };
+        let url = format!("{scheme}://{host}/v2/");
+        let response =
+            retry(|| async { Ok::<_, OciDistributionError>(self.http.get(&url).send().await?) })
+                .await
+                .map_err(|e| self.error(r, "read the authentication challenge", "/v2/", e))?;
+        for realm in cleartext::realms(response.headers()) {
+            if let Some(realm_host) = cleartext::cleartext_host(&realm)
+                && !self.plain_http(&realm_host)
+            {
+                return Err(ImageError::Cleartext {
+                    registry: r.registry().to_string(),
+                    realm,
+                    host: realm_host,
+                });
+            }
+        }
+        if let Ok(mut checked) = self.challenges_checked.lock() {
+            checked.insert(host.to_string());
+        }
+        Ok(auth)
     }
 
     /// Resolves `r` to one image manifest (choosing the platform from an index) and its config.
     pub async fn resolve(&self, r: &ImageRef) -> Result<Image> {
-        self.authorize(r).await;
+        self.authorize(r).await?;
         let (body, digest) = self.pull_manifest(r).await?;
         let mut value = parse_json(r, "manifest", &body)?;
         let mut index_digest = None;
@@ -333,8 +394,8 @@ impl Registry {
 
     /// The manifest `r` names, refused above the cap (`capped.rs`), and its digest.
     async fn pull_manifest(&self, r: &ImageRef) -> Result<(Bytes, String)> {
-        let auth = self.credentials.auth_for(r.registry());
-        let scheme = if self.options.insecure {
+        let auth = self.auth(r).await?;
+        let scheme = if self.plain_http(r.oci().resolve_registry()) {
             "http"
         } else {
             "https"
@@ -384,7 +445,7 @@ impl Registry {
         r: &ImageRef,
         desc: &OciDescriptor,
     ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static + use<>> {
-        self.authorize(r).await;
+        self.authorize(r).await?;
         let first = self.open_blob(r, desc, 0).await?;
         let state = BlobState {
             client: self.client.clone(),
@@ -412,7 +473,7 @@ impl Registry {
 
     /// Uploads a blob held in memory, unless the repository already has it.
     pub async fn push_blob(&self, r: &ImageRef, data: Bytes, digest: &str) -> Result<Transfer> {
-        self.authorize(r).await;
+        self.authorize(r).await?;
         if self.blob_exists(r, digest).await? {
             return Ok(Transfer::Present);
         }
@@ -459,7 +520,7 @@ impl Registry {
     }
 
     pub async fn blob_exists(&self, r: &ImageRef, digest: &str) -> Result<bool> {
-        self.authorize(r).await;
+        self.authorize(r).await?;
         retry(|| self.client.blob_exists(r.oci(), digest))
             .await
             .map_err(|e| self.error(r, "check a blob", &format!("blob {digest}"), e))
@@ -477,7 +538,7 @@ impl Registry {
         if src.same_repository(dst) {
             return Ok(Transfer::Present);
         }
-        self.authorize(dst).await;
+        self.authorize(dst).await?;
         if self.blob_exists(dst, &desc.digest).await? {
             return Ok(Transfer::Present);
         }
@@ -521,7 +582,7 @@ impl Registry {
     where
         S: Stream<Item = std::result::Result<Bytes, OciDistributionError>> + Send + 'static,
     {
-        self.authorize(r).await;
+        self.authorize(r).await?;
         let resp = self
             .client
             .push_blob_stream_chunked(r.oci(), stream)
@@ -538,7 +599,7 @@ impl Registry {
         body: Vec<u8>,
         media_type: &str,
     ) -> Result<String> {
-        self.authorize(r).await;
+        self.authorize(r).await?;
         let digest = format!("sha256:{:x}", Sha256::digest(&body));
         let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|e| {
             ImageError::Manifest {
@@ -562,7 +623,7 @@ impl Registry {
     /// API, or where it has none, the referrers tag (`sha256-<hex>`) the OCI 1.1 specification
     /// falls back to.
     pub async fn referrers(&self, r: &ImageRef) -> Result<mt::OciImageIndex> {
-        self.authorize(r).await;
+        self.authorize(r).await?;
         retry(|| self.client.pull_referrers(r.oci(), None))
             .await
             .map_err(|e| self.error(r, "list the referrers", &what_manifest(r), e))
@@ -628,7 +689,7 @@ impl Registry {
                 _ if re.is_connect() || re.is_timeout() => ImageError::Unreachable {
                     registry,
                     detail: chain(&e),
-                    hint: if self.options.insecure {
+                    hint: if self.plain_http(r.oci().resolve_registry()) {
                         ""
                     } else {
                         "; if it serves plain HTTP, pass --insecure"
@@ -921,6 +982,170 @@ impl BlobState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listener that records the first bytes of each connection and answers with `reply`
+    /// (given the request); returns its address and what it saw.
+    fn listen(
+        reply: impl Fn(&[u8]) -> String + Send + 'static,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // A TLS client waits for the server's hello: its first bytes are all there is.
+                while let Ok(n @ 1..) = conn.read(&mut chunk) {
+                    request.extend_from_slice(&chunk[..n]);
+                    if request.first() == Some(&0x16)
+                        || request.windows(4).any(|w| w == b"\r\n\r\n")
+                    {
+                        break;
+                    }
+                }
+                if request.starts_with(b"GET ") || request.starts_with(b"HEAD ") {
+                    let _ = conn.write_all(reply(&request).as_bytes());
+                }
+                log.lock().unwrap().push(request);
+            }
+        });
+        (host, seen)
+    }
+
+    fn realm_requests(log: &std::sync::Mutex<Vec<Vec<u8>>>) -> Vec<String> {
+        log.lock()
+            .unwrap()
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).to_lowercase())
+            .collect()
+    }
+
+    fn basic_for(host: &str) -> Credentials {
+        let auth =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "user:secret");
+        let config = serde_json::json!({"auths": {host: {"auth": auth}}});
+        Credentials::from_docker_config_json(config.to_string().as_bytes(), "test").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_registry_not_declared_insecure_is_contacted_over_https_only() {
+        let (other, seen) =
+            listen(|_| "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into());
+        let registry = Registry::new(
+            basic_for(&other),
+            RegistryOptions {
+                insecure_registries: vec!["127.0.0.1:1".into()],
+                ..Default::default()
+            },
+        );
+        let r = ImageRef::parse(&format!("{other}/shop/web:1")).unwrap();
+        registry.resolve(&r).await.expect_err("no TLS there");
+        let seen = seen.lock().unwrap();
+        assert!(!seen.is_empty(), "the registry was not contacted");
+        for first in seen.iter() {
+            // 0x16: a TLS handshake record.
+            assert_eq!(
+                first.first(),
+                Some(&0x16),
+                "plain HTTP to {other}, not declared insecure: {}",
+                String::from_utf8_lossy(first)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_never_go_in_cleartext_to_a_realm_not_declared_insecure() {
+        // Where the registry's challenge sends the credentials: plain HTTP, not declared.
+        let (realm, realm_log) = listen(|_| {
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+        });
+        let challenge = format!("http://{realm}/token");
+        let (registry_host, _) = listen(move |_| {
+            format!(
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{challenge}\",service=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        });
+        let registry = Registry::new(
+            basic_for(&registry_host),
+            RegistryOptions {
+                insecure_registries: vec![registry_host.clone()],
+                ..Default::default()
+            },
+        );
+        let r = ImageRef::parse(&format!("{registry_host}/shop/web:1")).unwrap();
+        let e = registry.resolve(&r).await.expect_err("refused").to_string();
+        for text in realm_requests(&realm_log) {
+            assert!(
+                !text.contains("authorization"),
+                "credentials in cleartext to {realm}: {text}"
+            );
+        }
+        assert!(
+            e.contains(&format!("http://{realm}/token")) && e.contains("plain HTTP"),
+            "{e}"
+        );
+        // Declared insecure, the same realm gets them: that is what the declaration says.
+        let registry = Registry::new(
+            basic_for(&registry_host),
+            RegistryOptions {
+                insecure_registries: vec![registry_host.clone(), realm.clone()],
+                ..Default::default()
+            },
+        );
+        let before = realm_requests(&realm_log).len();
+        let _ = registry.resolve(&r).await;
+        assert!(
+            realm_requests(&realm_log)[before..]
+                .iter()
+                .any(|t| t.contains("authorization: basic")),
+            "a realm declared insecure is asked for a token"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_another_host_carries_no_credentials() {
+        let (elsewhere, elsewhere_log) = listen(|_| {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+        });
+        let target = format!("http://{elsewhere}/blob");
+        let (registry_host, registry_log) = listen(move |request| {
+            if request.starts_with(b"GET /v2/ ") {
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            } else {
+                format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            }
+        });
+        let registry = Registry::new(
+            basic_for(&registry_host),
+            RegistryOptions {
+                insecure_registries: vec![registry_host.clone()],
+                ..Default::default()
+            },
+        );
+        let r = ImageRef::parse(&format!("{registry_host}/shop/web:1")).unwrap();
+        let _ = registry.resolve(&r).await;
+        assert!(
+            realm_requests(&registry_log)
+                .iter()
+                .any(|t| t.starts_with("get /v2/shop/web/manifests/1 ")
+                    && t.contains("authorization: basic")),
+            "the registry itself gets the credentials"
+        );
+        let seen = realm_requests(&elsewhere_log);
+        assert!(!seen.is_empty(), "the redirect was not followed");
+        for text in seen {
+            assert!(
+                !text.contains("authorization"),
+                "credentials followed a redirect to {elsewhere}: {text}"
+            );
+        }
+    }
 
     #[test]
     fn platforms_parse_and_print() {

@@ -61,8 +61,25 @@ impl Location {
         }
     }
 
+    /// The repository or layout directory, without tag or digest: `registry/repo`, `oci:DIR`.
+    pub fn repository(&self) -> String {
+        match self {
+            Location::Registry(r) => format!("{}/{}", r.registry(), r.repository()),
+            Location::Layout(l) => format!("oci:{}", l.dir.display()),
+        }
+    }
+
+    /// The registry's host (and port) as requests address it (`index.docker.io` for Docker
+    /// Hub); None for a layout.
+    pub fn registry_host(&self) -> Option<&str> {
+        match self {
+            Location::Registry(r) => Some(r.oci().resolve_registry()),
+            Location::Layout(_) => None,
+        }
+    }
+
     /// True when both are the same place (so a layer of one is already in the other).
-    fn same_place(&self, other: &Location) -> bool {
+    pub fn same_place(&self, other: &Location) -> bool {
         match (self, other) {
             (Location::Registry(a), Location::Registry(b)) => a.same_repository(b),
             (Location::Layout(a), Location::Layout(b)) => a.dir == b.dir,
