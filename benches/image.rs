@@ -390,18 +390,28 @@ fn synthetic_report() -> Report {
 // ---------------------------------------------------------------------------------------------
 // Measurements.
 
+/// A store that talks plain HTTP to the loopback registry `location` names.
+fn plain_http_store(location: &Location) -> Store {
+    Store::new(
+        Credentials::anonymous(),
+        RegistryOptions {
+            insecure_registries: location
+                .registry_host()
+                .map(str::to_string)
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        },
+    )
+}
+
 /// Resolves `reference` and reads every layer once, gunzipped to a sink: what any harden must
 /// at least do. Returns (seconds, uncompressed bytes).
 async fn floor(reference: &str) -> Result<(f64, u64)> {
     let started = Instant::now();
-    let store = Store::new(
-        Credentials::anonymous(),
-        RegistryOptions {
-            insecure: true,
-            ..Default::default()
-        },
-    );
-    let image = store.resolve(&Location::parse(reference)?).await?;
+    let location = Location::parse(reference)?;
+    let store = plain_http_store(&location);
+    let image = store.resolve(&location).await?;
     let mut total = 0;
     for desc in &image.layers {
         let stream = store.layer_stream(&image, desc).await?;
@@ -561,14 +571,9 @@ fn bench_image(
     let report_path = bench_dir().join(format!("image-{name}-report.json"));
     fs::write(&report_path, serde_json::to_vec_pretty(&input.report)?)?;
 
-    let store = Store::new(
-        Credentials::anonymous(),
-        RegistryOptions {
-            insecure: true,
-            ..Default::default()
-        },
-    );
-    let image = runtime.block_on(store.resolve(&Location::parse(&src)?))?;
+    let location = Location::parse(&src)?;
+    let store = plain_http_store(&location);
+    let image = runtime.block_on(store.resolve(&location))?;
     let compressed = image.compressed_size();
 
     eprintln!("{name}: warming the registry's files...");

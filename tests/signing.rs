@@ -53,12 +53,13 @@ fn assert_refused(what: &str, out: &Output, why: &str) {
     );
 }
 
-fn store() -> Store {
+/// A store that talks plain HTTP to the test registry, and to no other host.
+fn store(registry: &Registry) -> Store {
     whittle::init_tls();
     Store::new(
         Credentials::anonymous(),
         RegistryOptions {
-            insecure: true,
+            insecure_registries: vec![registry.host()],
             ..Default::default()
         },
     )
@@ -119,7 +120,7 @@ async fn signed_images_verify_with_cosign_and_moved_tags_or_replayed_signatures_
     let cosign = Cosign::new();
     let registry = Registry::start().expect("registry");
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = store();
+    let store = store(&registry);
     let image = fixtures::busybox(None)
         .expect("busybox fixture")
         .push(&registry, "signed/busybox:1")
@@ -225,7 +226,7 @@ async fn provenance_verifies_with_cosign_for_its_slsa_predicate_type_and_key() {
     let cosign = Cosign::new();
     let registry = Registry::start().expect("registry");
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = store();
+    let store = store(&registry);
     let image = fixtures::busybox(None)
         .expect("busybox fixture")
         .push(&registry, "attested/busybox:1-whittle-hardened")
@@ -302,7 +303,7 @@ async fn keys_from_cosign_generate_key_pair_sign_what_cosign_verifies() {
     let cosign = Cosign::new();
     let registry = Registry::start().expect("registry");
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = store();
+    let store = store(&registry);
     let (key_path, pub_path) = cosign.generate_key_pair(dir.path(), "correct horse");
     let cosign_pub = std::fs::read_to_string(&pub_path).expect("read cosign.pub");
 

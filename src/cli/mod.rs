@@ -185,7 +185,6 @@ impl RegistryArgs {
             credentials,
             RegistryOptions {
                 insecure_registries,
-                insecure: false,
                 platform: self.platform.clone(),
                 limits: Limits {
                     manifest_bytes: self.max_manifest_size,

@@ -147,9 +147,6 @@ pub struct RegistryOptions {
     /// Hub) reached over plain HTTP; every other host over HTTPS only, and no credentials go
     /// in cleartext to any host not listed (`cleartext.rs`).
     pub insecure_registries: Vec<String>,
-    /// Plain HTTP to every registry, for tests and benchmarks against loopback registries
-    /// only: neither the command line nor the operator sets it.
-    pub insecure: bool,
     pub platform: Platform,
     /// The budgets of every image read, from registries and layouts alike.
     pub limits: Limits,
@@ -194,9 +191,7 @@ impl Registry {
             // below would meet as well: a default client says so on first use.
             .unwrap_or_default();
         let client = Client::new(ClientConfig {
-            protocol: if options.insecure {
-                ClientProtocol::Http
-            } else if options.insecure_registries.is_empty() {
+            protocol: if options.insecure_registries.is_empty() {
                 ClientProtocol::Https
             } else {
                 ClientProtocol::HttpsExcept(options.insecure_registries.clone())
@@ -237,7 +232,7 @@ impl Registry {
 
     /// True when `host` (as requests address it) was declared insecure.
     fn plain_http(&self, host: &str) -> bool {
-        self.options.insecure || self.options.insecure_registries.iter().any(|h| h == host)
+        self.options.insecure_registries.iter().any(|h| h == host)
     }
 
     async fn authorize(&self, r: &ImageRef) -> Result<()> {
