@@ -1,21 +1,19 @@
 //! whittle's sensor. The library holds the report types ([`report`]), shared with the operator
 //! and the image engine, and the sensor itself, which the `whittle-sensor` binary runs as the
-//! container's PID 1: it starts the app, watches what it uses with fanotify ([`fanotify`])
-//! and/or ptrace + seccomp ([`tracer`]) or seccomp user notification ([`notify`]), forwards signals ([`signals`]), reaps orphans, and on
-//! exit delivers the report ([`deliver`]). See docs/sensor.md.
+//! container's PID 1: it starts the app, watches what it uses with the monitors of
+//! [`monitor`] (fanotify and/or ptrace or seccomp user notification, chosen by
+//! [`monitor::choose`]), forwards signals ([`signals`]), reaps orphans, and on exit delivers
+//! the report ([`deliver`]). See docs/sensor.md.
 
 pub mod caps;
 pub mod deliver;
-pub mod fanotify;
+pub mod monitor;
 pub mod mounts;
-pub mod notify;
 pub mod options;
 pub mod paths;
 pub mod recorder;
 pub mod report;
 pub mod run;
-pub mod seccomp;
 pub mod secrets;
 pub mod signals;
 pub mod syscalls;
-pub mod tracer;

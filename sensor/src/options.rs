@@ -18,6 +18,7 @@ pub const ENV: &[&str] = &[
     "WHITTLE_IMAGE",
 ];
 
+/// The monitors asked for (`--mode`); [`crate::monitor::choose`] decides what runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModeChoice {
     Auto,
@@ -73,16 +74,8 @@ impl EnvDefaults {
 }
 
 fn mode(name: &str, source: &str) -> Result<ModeChoice, String> {
-    match name {
-        "auto" => Ok(ModeChoice::Auto),
-        "fanotify" => Ok(ModeChoice::Fanotify),
-        "ptrace" => Ok(ModeChoice::Ptrace),
-        "seccomp" => Ok(ModeChoice::Seccomp),
-        "both" => Ok(ModeChoice::Both),
-        m => Err(format!(
-            "{source}{m}: expected auto, fanotify, ptrace, seccomp or both"
-        )),
-    }
+    ModeChoice::from_name(name)
+        .ok_or_else(|| format!("{source}{name}: expected auto, fanotify, ptrace, seccomp or both"))
 }
 
 /// Parses the arguments after the program name; flags win over `env`.

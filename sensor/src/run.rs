@@ -8,15 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::caps::{self, has_cap_sys_admin};
 use crate::deliver;
-use crate::fanotify::FanotifyMonitor;
-use crate::notify::{self, NotifyMonitor};
-use crate::options::{ModeChoice, Options};
+use crate::monitor::fanotify::FanotifyMonitor;
+use crate::monitor::ptrace::Tracer;
+use crate::monitor::seccomp_notify::{self, NotifyMonitor};
+use crate::monitor::{self, Environment, Fanotify, SyscallMonitor, seccomp_filter};
+use crate::options::Options;
 use crate::recorder::Recorder;
 use crate::report::Mode;
-use crate::seccomp;
 use crate::secrets;
 use crate::signals::{self, Shutdown};
-use crate::tracer::Tracer;
 
 /// Exit status when the sensor itself cannot start the app (docker's convention).
 pub const SENSOR_FAILED: i32 = 125;
@@ -34,35 +34,40 @@ pub fn run(opts: Options) -> i32 {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let recorder = Arc::new(Recorder::new());
-    let want_fanotify = match opts.mode {
-        ModeChoice::Fanotify | ModeChoice::Both => true,
-        ModeChoice::Ptrace | ModeChoice::Seccomp => false,
-        ModeChoice::Auto => has_cap_sys_admin(),
+    let privileged = has_cap_sys_admin();
+    let plan = match monitor::choose(
+        opts.mode,
+        Environment {
+            cap_sys_admin: privileged,
+            other_user: opts.user.is_some(),
+            // Before any thread starts: the probe forks.
+            notify_available: seccomp_notify::available,
+        },
+    ) {
+        Ok(plan) => plan,
+        Err(e) => {
+            log(&e);
+            return SENSOR_FAILED;
+        }
     };
     let mut fan = None;
-    if want_fanotify {
+    if plan.wants_fanotify() {
         match FanotifyMonitor::start() {
             Ok(m) => fan = Some(m),
-            Err(e) if opts.mode == ModeChoice::Auto => log(&format!("{e}; not using fanotify")),
+            Err(e) if plan.fanotify == Fanotify::IfItStarts => {
+                log(&format!("{e}; not using fanotify"));
+            }
             Err(e) => {
                 log(&e);
                 return SENSOR_FAILED;
             }
         }
     }
-    let syscalls = match choose_syscall_monitor(&opts, fan.is_some()) {
-        Ok(m) => m,
-        Err(e) => {
-            log(&e);
-            return SENSOR_FAILED;
-        }
-    };
-    let mode = match (fan.is_some(), syscalls) {
-        (true, SyscallMonitor::Off) => Mode::Fanotify,
-        (true, _) => Mode::Both,
-        (false, SyscallMonitor::Notify) => Mode::Seccomp,
-        (false, _) => Mode::Ptrace,
-    };
+    if let Some(why) = &plan.fallback {
+        log(why);
+    }
+    let syscalls = plan.syscalls;
+    let mode = plan.report_mode(fan.is_some());
 
     let Ok(argv) = opts
         .argv
@@ -74,13 +79,12 @@ pub fn run(opts: Options) -> i32 {
         return SENSOR_FAILED;
     };
     let filter = match syscalls {
-        SyscallMonitor::Notify => notify::program(),
-        _ => seccomp::program(libc::SECCOMP_RET_TRACE, &[]),
+        SyscallMonitor::Notify => seccomp_notify::program(),
+        _ => seccomp_filter::program(libc::SECCOMP_RET_TRACE, &[]),
     };
-    let privileged = has_cap_sys_admin();
     // The sensor holds CAP_SYS_ADMIN for fanotify (the operator adds it for that); the app
     // keeps it only when its container had it before.
-    let drop_sys_admin = want_fanotify && !opts.keep_sys_admin;
+    let drop_sys_admin = plan.wants_fanotify() && !opts.keep_sys_admin;
     let envp = secrets::app_env();
     // The app hands the seccomp listener over this pair before it execs.
     let mut pair = [-1; 2];
@@ -138,7 +142,7 @@ pub fn run(opts: Options) -> i32 {
         // SAFETY: closing our copy of the app's end, so that recv sees EOF if the app dies
         // before sending.
         unsafe { libc::close(pair[1]) };
-        let received = notify::recv_listener(pair[0]);
+        let received = seccomp_notify::recv_listener(pair[0]);
         // SAFETY: our end is no longer needed.
         unsafe { libc::close(pair[0]) };
         match received {
@@ -169,48 +173,6 @@ pub fn run(opts: Options) -> i32 {
     }
     deliver_report(&recorder, mode, &opts, exit_status, &shutdown);
     exit_status
-}
-
-/// The monitor of path syscalls, which needs no capability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SyscallMonitor {
-    Off,
-    Ptrace,
-    Notify,
-}
-
-/// fanotify misses the stat family and failed opens (probes whose answer changes what the app
-/// does), so auto never runs it alone: with CAP_SYS_ADMIN it pairs it with a syscall monitor
-/// (fanotify still sees what no syscall filter does, such as io_uring opens). That monitor is
-/// seccomp user notification where the kernel and the seccomp profile allow it, since it costs
-/// the app less than a ptrace stop, and ptrace otherwise.
-fn choose_syscall_monitor(opts: &Options, fanotify: bool) -> Result<SyscallMonitor, String> {
-    // The sensor reads an app's memory through /proc/PID/mem, which the kernel refuses once the
-    // app runs as another user (no CAP_SYS_PTRACE): only a tracer can still PTRACE_PEEKDATA.
-    let other_user = opts.user.is_some();
-    Ok(match opts.mode {
-        ModeChoice::Fanotify if fanotify => SyscallMonitor::Off,
-        ModeChoice::Fanotify | ModeChoice::Ptrace | ModeChoice::Both => SyscallMonitor::Ptrace,
-        ModeChoice::Seccomp if other_user => {
-            return Err(
-                "--mode seccomp cannot read the memory of an app started as another user \
-                 (--user); use --mode ptrace or auto"
-                    .into(),
-            );
-        }
-        ModeChoice::Seccomp => {
-            notify::available().map_err(|e| format!("{e}; use --mode ptrace or auto"))?;
-            SyscallMonitor::Notify
-        }
-        ModeChoice::Auto if other_user => SyscallMonitor::Ptrace,
-        ModeChoice::Auto => match notify::available() {
-            Ok(()) => SyscallMonitor::Notify,
-            Err(e) => {
-                log(&format!("{e}; using ptrace"));
-                SyscallMonitor::Ptrace
-            }
-        },
-    })
 }
 
 /// Waits for the app, reaping every other child (orphans re-parented to us) and handling
@@ -284,14 +246,14 @@ fn child(
                 fail("ptrace(PTRACE_TRACEME)");
             }
             libc::raise(libc::SIGSTOP);
-            if seccomp::install(filter).is_err() {
+            if seccomp_filter::install(filter).is_err() {
                 fail("installing the seccomp filter");
             }
         }
         if syscalls == SyscallMonitor::Notify {
-            match seccomp::install_listener(filter) {
+            match seccomp_filter::install_listener(filter) {
                 Ok(listener) => {
-                    if notify::send_listener(sock, listener.as_raw_fd()).is_err() {
+                    if seccomp_notify::send_listener(sock, listener.as_raw_fd()).is_err() {
                         fail("sending the seccomp listener to the sensor");
                     }
                     // The app must not keep the listener: it could answer its own syscalls.

@@ -17,12 +17,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::{ptrace, seccomp_filter};
 use crate::paths;
 use crate::recorder::Recorder;
 use crate::report::Access;
-use crate::seccomp;
 use crate::syscalls;
-use crate::tracer;
 
 /// SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (linux/seccomp.h, 6.6), not in the libc crate.
 const FD_SYNC_WAKE_UP: u64 = 1;
@@ -47,7 +46,7 @@ pub const CRED_SYSCALLS: [i64; 10] = [
 
 /// The filter the app installs.
 pub fn program() -> Vec<libc::sock_filter> {
-    seccomp::program(libc::SECCOMP_RET_USER_NOTIF, &CRED_SYSCALLS)
+    seccomp_filter::program(libc::SECCOMP_RET_USER_NOTIF, &CRED_SYSCALLS)
 }
 
 /// Whether this kernel, and the seccomp profile the container runs under, let the app install
@@ -69,7 +68,7 @@ pub fn available() -> Result<(), String> {
             "Linux {release} has no seccomp user notification with CONTINUE (needs 5.5)"
         ));
     }
-    let filter = seccomp::program(libc::SECCOMP_RET_USER_NOTIF, &[]);
+    let filter = seccomp_filter::program(libc::SECCOMP_RET_USER_NOTIF, &[]);
     // SAFETY: the sensor has no other threads yet; the child only makes syscalls and exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -81,7 +80,7 @@ pub fn available() -> Result<(), String> {
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 libc::_exit(100);
             }
-            let code = match seccomp::install_listener(&filter) {
+            let code = match seccomp_filter::install_listener(&filter) {
                 Ok(_) => 0,
                 Err(e) => e.raw_os_error().unwrap_or(101),
             };
@@ -375,7 +374,7 @@ impl Supervisor<'_> {
             }
             return;
         }
-        tracer::record(self.recorder, &mut self.existing, sys, &resolved, &argv0);
+        ptrace::record(self.recorder, &mut self.existing, sys, &resolved, &argv0);
     }
 
     fn cwd(&mut self, pid: u32) -> Option<String> {
@@ -406,7 +405,7 @@ impl Supervisor<'_> {
     }
 
     fn read_string(&mut self, pid: u32, addr: u64) -> Option<String> {
-        tracer::read_string_with(|buf, at| self.read_at(pid, buf, at), addr)
+        ptrace::read_string_with(|buf, at| self.read_at(pid, buf, at), addr)
     }
 
     fn read_word(&mut self, pid: u32, addr: u64) -> Option<u64> {
