@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar, SecurityContext};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use whittle_sensor::options::ModeChoice;
 
 use std::collections::BTreeSet;
 
@@ -78,7 +79,7 @@ impl Saved {
                 .and_then(|s| s.termination_grace_period_seconds),
             // From the spec, which is immutable once the workflow started: the hold for
             // verification, saved after the first restore, knows that whittle still owns the list.
-            takes_capabilities: workflow.spec.observe.sensor_mode == SensorMode::Fanotify,
+            takes_capabilities: sensor_needs_sys_admin(workflow.spec.observe.sensor_mode),
         }
     }
 
@@ -184,7 +185,7 @@ pub fn instrumented(deployment_name: &str, saved: &Saved, inst: &Instrumentation
     container["env"] = json!(sensor_env(saved, inst));
     container["volumeMounts"] =
         json!([{"name": POD_TOKEN_VOLUME, "mountPath": POD_TOKEN_DIR, "readOnly": true}]);
-    if inst.sensor_mode == SensorMode::Fanotify {
+    if sensor_needs_sys_admin(inst.sensor_mode) {
         let mut add = saved.added_capabilities().cloned().unwrap_or_default();
         if !add.iter().any(|c| grants_sys_admin(c)) {
             add.push("SYS_ADMIN".into());
@@ -327,6 +328,11 @@ fn had_sys_admin(context: Option<&SecurityContext>) -> bool {
             .is_some_and(|add| add.iter().any(|c| grants_sys_admin(c)))
 }
 
+/// Whether the sensor needs CAP_SYS_ADMIN in `mode`, which the sensor's crate decides.
+fn sensor_needs_sys_admin(mode: SensorMode) -> bool {
+    ModeChoice::from_name(mode.as_str()).is_some_and(ModeChoice::needs_cap_sys_admin)
+}
+
 /// Whether an entry of `capabilities.add` gives CAP_SYS_ADMIN (the runtime accepts the name
 /// with or without its `CAP_` prefix).
 fn grants_sys_admin(capability: &str) -> bool {
@@ -455,6 +461,15 @@ mod tests {
             fanotify["spec"]["template"]["spec"]["containers"][0]["securityContext"],
             json!({"capabilities": {"add": ["SYS_ADMIN"]}})
         );
+    }
+
+    #[test]
+    fn the_sensor_knows_every_mode_a_workflow_asks_for_and_only_fanotify_needs_sys_admin() {
+        use SensorMode::{Auto, Fanotify, Ptrace, Seccomp};
+        for mode in [Auto, Seccomp, Ptrace, Fanotify] {
+            assert!(ModeChoice::from_name(mode.as_str()).is_some(), "{mode:?}");
+            assert_eq!(sensor_needs_sys_admin(mode), mode == Fanotify, "{mode:?}");
+        }
     }
 
     #[test]
