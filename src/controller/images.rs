@@ -10,6 +10,7 @@ use kube::{Api, Client};
 use serde_json::{Map, Value};
 
 use super::error::{Error, Result};
+use super::reason::Reason;
 use crate::api::HardeningWorkflow;
 use crate::image::distribution::credentials::Credentials;
 use crate::image::distribution::registry::RegistryOptions;
@@ -39,22 +40,22 @@ pub async fn store(
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut auths = Map::new();
     for name in secrets {
-        let secret = api.get_opt(name).await?.ok_or_else(|| Error::Spec {
-            reason: "CredentialsNotFound",
+        let secret = api.get_opt(name).await?.ok_or_else(|| Error::Failed {
+            reason: Reason::CredentialsNotFound,
             message: format!("registry credentials Secret {namespace}/{name} does not exist"),
         })?;
         let bytes = secret
             .data
             .as_ref()
             .and_then(|d| d.get(DOCKER_CONFIG_KEY))
-            .ok_or_else(|| Error::Spec {
-                reason: "CredentialsInvalid",
+            .ok_or_else(|| Error::Failed {
+                reason: Reason::CredentialsInvalid,
                 message: format!(
                     "Secret {namespace}/{name} has no {DOCKER_CONFIG_KEY} key: it must be of type kubernetes.io/dockerconfigjson"
                 ),
             })?;
-        let config: Value = serde_json::from_slice(&bytes.0).map_err(|e| Error::Spec {
-            reason: "CredentialsInvalid",
+        let config: Value = serde_json::from_slice(&bytes.0).map_err(|e| Error::Failed {
+            reason: Reason::CredentialsInvalid,
             message: format!("Secret {namespace}/{name}: {DOCKER_CONFIG_KEY} is not JSON: {e}"),
         })?;
         if let Some(entries) = config.get("auths").and_then(Value::as_object) {
@@ -93,8 +94,8 @@ pub struct Destinations {
 pub fn destinations(workflow: &HardeningWorkflow, container_image: &str) -> Result<Destinations> {
     let spec = &workflow.spec;
     let parse = |field: &'static str, value: &str| {
-        Location::parse(value).map_err(|e| Error::Spec {
-            reason: "InvalidImage",
+        Location::parse(value).map_err(|e| Error::Failed {
+            reason: Reason::InvalidImage,
             message: format!("{field}: {e}"),
         })
     };
@@ -117,8 +118,8 @@ pub fn destinations(workflow: &HardeningWorkflow, container_image: &str) -> Resu
             if let Some(named) = named
                 && !dest.same_place(&source)
             {
-                return Err(Error::Spec {
-                    reason: "DestinationNotAllowed",
+                return Err(Error::Failed {
+                    reason: Reason::DestinationNotAllowed,
                     message: format!(
                         "spec.{field} names {named}, but without spec.registry.credentialsSecret images go only to the source's repository {}: name a tag there, or set spec.registry.credentialsSecret to a Secret with credentials for the destination",
                         source.repository()
@@ -132,8 +133,8 @@ pub fn destinations(workflow: &HardeningWorkflow, container_image: &str) -> Resu
         .map(|l| l.to_string())
         .collect();
     if distinct.len() < 3 {
-        return Err(Error::Spec {
-            reason: "InvalidImage",
+        return Err(Error::Failed {
+            reason: Reason::InvalidImage,
             message: format!(
                 "the source ({source}), instrumented ({instrumented}) and hardened ({hardened}) images must differ: whittle never overwrites an image"
             ),
@@ -214,7 +215,8 @@ mod tests {
     fn a_resolved_source_equal_to_the_hardened_image_is_refused() {
         let w = workflow(serde_json::json!({"target": {"name": "web"},
             "hardenedImage": "127.0.0.1:5000/shop/web:1"}));
-        let Err(Error::Spec { message, .. }) = destinations(&w, "127.0.0.1:5000/shop/web:1") else {
+        let Err(Error::Failed { message, .. }) = destinations(&w, "127.0.0.1:5000/shop/web:1")
+        else {
             panic!("accepted an overwrite of the source");
         };
         assert!(message.contains("must differ"), "{message}");
@@ -228,7 +230,7 @@ mod tests {
             ("hardenedImage", "127.0.0.1:5001/shop/web:slim"),
         ] {
             let w = workflow(serde_json::json!({"target": {"name": "web"}, field: other}));
-            let Err(Error::Spec { reason, message }) =
+            let Err(Error::Failed { reason, message }) =
                 destinations(&w, "127.0.0.1:5000/shop/web:1")
             else {
                 panic!("{field}: {other} accepted without spec.registry.credentialsSecret");
