@@ -13,7 +13,7 @@ use super::error::{Error, Result};
 use super::reason::Reason;
 use crate::api::HardeningWorkflow;
 use crate::image::distribution::credentials::Credentials;
-use crate::image::distribution::registry::RegistryOptions;
+use crate::image::distribution::registry::{Hints, RegistryOptions};
 use crate::image::distribution::store::{Location, Store};
 use crate::image::harden::{self, HardenOptions, Summary};
 use crate::image::instrument::{self, Instrumented};
@@ -75,11 +75,18 @@ pub async fn store(
     };
     Ok(Store::new(
         credentials,
-        RegistryOptions {
-            insecure_registries,
-            ..Default::default()
-        },
+        registry_options(insecure_registries),
     ))
+}
+
+/// The engine's registry options for a workflow: its messages name the workflow's fields
+/// (`spec.registry.credentialsSecret`, `spec.registry.insecure`), not the CLI's flags.
+fn registry_options(insecure_registries: Vec<String>) -> RegistryOptions {
+    RegistryOptions {
+        insecure_registries,
+        hints: Hints::Workflow,
+        ..Default::default()
+    }
 }
 
 /// Where the instrumented and the hardened images go: the spec's names, else the source's
@@ -256,6 +263,71 @@ mod tests {
             "hardenedImage": "registry.example/other:1"}));
         let d = destinations(&w, "127.0.0.1:5000/shop/web:1").expect("credentialsSecret set");
         assert_eq!(d.registries(), ["127.0.0.1:5000", "registry.example"]);
+    }
+
+    /// A registry on loopback answering every request with 401.
+    fn refusing_registry() -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        host
+    }
+
+    async fn refusal(credentials: Credentials, options: RegistryOptions, image: &str) -> String {
+        let store = Store::new(credentials, options);
+        let location = Location::parse(image).unwrap();
+        match store.resolve(&location).await {
+            Ok(_) => panic!("{image} resolved"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn registry_errors_name_the_workflows_fields_not_the_clis_flags() {
+        let host = refusing_registry();
+        let image = format!("{host}/shop/web:1");
+        let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "u:p");
+        let config = serde_json::json!({"auths": {&host: {"auth": auth}}}).to_string();
+        let with_credentials = Credentials::from_docker_config_json(config.as_bytes(), "test");
+        let cases = [
+            (
+                Credentials::anonymous(),
+                image.clone(),
+                "spec.registry.credentialsSecret",
+            ),
+            (
+                with_credentials.unwrap(),
+                image.clone(),
+                "spec.registry.credentialsSecret",
+            ),
+            // Nothing listens there; not declared insecure, so the hint is about plain HTTP.
+            (
+                Credentials::anonymous(),
+                "127.0.0.1:1/shop/web:1".into(),
+                "spec.registry.insecure",
+            ),
+        ];
+        for (credentials, image, field) in cases {
+            let operator = refusal(credentials, registry_options(vec![host.clone()]), &image).await;
+            assert!(operator.contains(field), "{field} not in {operator}");
+            assert!(!operator.contains("--"), "a CLI flag in {operator}");
+        }
+        // The command line keeps its flags.
+        let cli = RegistryOptions {
+            insecure_registries: vec![host.clone()],
+            ..Default::default()
+        };
+        let e = refusal(Credentials::anonymous(), cli, &image).await;
+        assert!(e.contains("--registry-config"), "{e}");
     }
 
     #[test]
