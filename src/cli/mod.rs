@@ -9,7 +9,7 @@ use whittle::evidence::produce::EvidenceOptions;
 use whittle::evidence::sign::SigningKey;
 use whittle::evidence::vulns::VulnDb;
 use whittle::image::distribution::credentials::Credentials;
-use whittle::image::distribution::registry::{Platform, RegistryOptions};
+use whittle::image::distribution::registry::{Hints, Platform, RegistryOptions};
 use whittle::image::distribution::store::{Location, Store};
 use whittle::image::limits::{self, Limits};
 
@@ -190,6 +190,7 @@ impl RegistryArgs {
                     manifest_bytes: self.max_manifest_size,
                     ..limits
                 },
+                hints: Hints::CommandLine,
             },
         ))
     }

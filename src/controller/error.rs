@@ -5,14 +5,15 @@ use crate::evidence::sign::SignError;
 use crate::image::ImageError;
 use crate::reports::ReportStoreError;
 
+use super::reason::Reason;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Something in the workflow or the objects it names that only the user can fix.
+    /// A failure retrying cannot fix, with the reason the workflow fails with: something in
+    /// the workflow or the objects it names that only the user can fix, or the workload
+    /// failing under whittle (a rollout, a crash loop, an exercise).
     #[error("{message}")]
-    Spec {
-        reason: &'static str,
-        message: String,
-    },
+    Failed { reason: Reason, message: String },
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error(transparent)]
@@ -29,21 +30,21 @@ pub enum Error {
 }
 
 /// Whether a registry failure is permanent, and why.
-fn image_reason(e: &ImageError) -> Option<&'static str> {
+fn image_reason(e: &ImageError) -> Option<Reason> {
     match e {
-        ImageError::Unauthorized { .. } => Some("RegistryUnauthorized"),
-        ImageError::NotFound { .. } => Some("ImageNotFound"),
+        ImageError::Unauthorized { .. } => Some(Reason::RegistryUnauthorized),
+        ImageError::NotFound { .. } => Some(Reason::ImageNotFound),
         ImageError::Reference { .. }
         | ImageError::NoPlatform { .. }
         | ImageError::Platform(_)
         | ImageError::MediaType { .. }
         | ImageError::Manifest { .. }
-        | ImageError::Credentials { .. } => Some("InvalidImage"),
-        ImageError::Sensor { .. } => Some("SensorMissing"),
-        ImageError::Pattern { .. } => Some("InvalidPattern"),
-        ImageError::Report { .. } => Some("InvalidReport"),
-        ImageError::Limit(_) => Some("LimitExceeded"),
-        ImageError::Cleartext { .. } => Some("CleartextCredentials"),
+        | ImageError::Credentials { .. } => Some(Reason::InvalidImage),
+        ImageError::Sensor { .. } => Some(Reason::SensorMissing),
+        ImageError::Pattern { .. } => Some(Reason::InvalidPattern),
+        ImageError::Report { .. } => Some(Reason::InvalidReport),
+        ImageError::Limit(_) => Some(Reason::LimitExceeded),
+        ImageError::Cleartext { .. } => Some(Reason::CleartextCredentials),
         ImageError::Unreachable { .. }
         | ImageError::Registry { .. }
         | ImageError::Layer { .. }
@@ -56,20 +57,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// The reason to fail the workflow with, when retrying cannot help; None for a transient
     /// failure (network, a registry's 5xx, an API conflict), which is retried with backoff.
-    pub fn permanent_reason(&self) -> Option<&'static str> {
+    pub fn permanent_reason(&self) -> Option<Reason> {
         match self {
-            Error::Spec { reason, .. } => Some(reason),
-            Error::Timeout { .. } => Some("Timeout"),
+            Error::Failed { reason, .. } => Some(*reason),
+            Error::Timeout { .. } => Some(Reason::Timeout),
             Error::Image(e) => image_reason(e),
             Error::Evidence(e) => match e {
                 EvidenceError::Attach { source, .. } => image_reason(source),
                 EvidenceError::Sign(SignError::Store { source, .. }) => image_reason(source),
-                EvidenceError::Sign(_) => Some("SigningFailed"),
+                EvidenceError::Sign(_) => Some(Reason::SigningFailed),
                 EvidenceError::Write { .. } => None,
-                EvidenceError::Unpinned(_) => Some("InvalidImage"),
+                EvidenceError::Unpinned(_) => Some(Reason::InvalidImage),
             },
             Error::Transient { .. } => None,
-            Error::Kube(kube::Error::Api(status)) if status.code == 403 => Some("Forbidden"),
+            Error::Kube(kube::Error::Api(status)) if status.code == 403 => Some(Reason::Forbidden),
             Error::Kube(_) | Error::Reports(_) => None,
         }
     }
@@ -77,7 +78,8 @@ impl Error {
     /// A short label for the reconcile-errors metric.
     pub fn metric_reason(&self) -> &'static str {
         match self {
-            Error::Spec { .. } => "spec",
+            // "spec" from before the variant was renamed: a metric label is API too.
+            Error::Failed { .. } => "spec",
             Error::Kube(_) => "kubernetes",
             Error::Image(_) => "registry",
             Error::Reports(_) => "reports",

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use super::error::{Error, Result};
+use super::reason::Reason;
 use crate::evidence::sign::SigningKey;
 use crate::evidence::vulns::{DEFAULT_ENTRY_BYTES, LoadLimits, MemoryBudget, VulnDb, VulnDbError};
 use crate::image::limits::{duration_text, size_text};
@@ -165,15 +166,15 @@ impl Default for VulnDbs {
 }
 
 fn invalid(name: &str, detail: impl std::fmt::Display) -> Error {
-    Error::Spec {
-        reason: "InvalidVulnerabilityDatabase",
+    Error::Failed {
+        reason: Reason::InvalidVulnerabilityDatabase,
         message: format!("spec.vulnerabilities.db {name}: {detail}"),
     }
 }
 
 fn too_large(name: &str, detail: impl std::fmt::Display) -> Error {
-    Error::Spec {
-        reason: "VulnerabilityDatabaseTooLarge",
+    Error::Failed {
+        reason: Reason::VulnerabilityDatabaseTooLarge,
         message: format!(
             "spec.vulnerabilities.db {name}: {detail} (a limit the operator's admin sets)"
         ),
@@ -201,8 +202,8 @@ impl VulnDbs {
                 let names: Vec<&str> = self.sources.keys().map(String::as_str).collect();
                 format!("the configured ones are {}", names.join(", "))
             };
-            Error::Spec {
-                reason: "VulnerabilityDatabaseUnknown",
+            Error::Failed {
+                reason: Reason::VulnerabilityDatabaseUnknown,
                 message: format!(
                     "spec.vulnerabilities.db: the operator has no vulnerability database named {name:?}; {configured} (the operator's admin configures them)"
                 ),
@@ -372,20 +373,20 @@ impl VulnDbs {
 /// cosign-encrypted key).
 pub async fn signing_key(client: &Client, namespace: &str, name: &str) -> Result<SigningKey> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets.get_opt(name).await?.ok_or_else(|| Error::Spec {
-        reason: "SigningKeyMissing",
+    let secret = secrets.get_opt(name).await?.ok_or_else(|| Error::Failed {
+        reason: Reason::SigningKeyMissing,
         message: format!("spec.sign.keySecret: Secret {namespace}/{name} does not exist"),
     })?;
     let data = secret.data.unwrap_or_default();
-    let key = data.get(KEY).ok_or_else(|| Error::Spec {
-        reason: "SigningKeyMissing",
+    let key = data.get(KEY).ok_or_else(|| Error::Failed {
+        reason: Reason::SigningKeyMissing,
         message: format!("spec.sign.keySecret: Secret {namespace}/{name} has no {KEY:?} key"),
     })?;
     let text = String::from_utf8_lossy(&key.0);
     let password = data.get(PASSWORD).map(|p| p.0.as_slice());
     SigningKey::from_pem(&text, &format!("Secret {namespace}/{name}"), password).map_err(|e| {
-        Error::Spec {
-            reason: "InvalidSigningKey",
+        Error::Failed {
+            reason: Reason::InvalidSigningKey,
             message: e.to_string(),
         }
     })
@@ -542,7 +543,7 @@ mod tests {
                 panic!("{name} gave a database")
             };
             assert_eq!(
-                e.permanent_reason(),
+                e.permanent_reason().map(Reason::as_str),
                 Some("VulnerabilityDatabaseUnknown"),
                 "{e}"
             );
@@ -663,7 +664,7 @@ mod tests {
                 panic!("{name}: a download over the limit gave a database")
             };
             assert_eq!(
-                e.permanent_reason(),
+                e.permanent_reason().map(Reason::as_str),
                 Some("VulnerabilityDatabaseTooLarge"),
                 "{e}"
             );
@@ -711,7 +712,7 @@ mod tests {
             panic!("a zip bomb gave a database")
         };
         assert_eq!(
-            e.permanent_reason(),
+            e.permanent_reason().map(Reason::as_str),
             Some("VulnerabilityDatabaseTooLarge"),
             "{e}"
         );
@@ -764,7 +765,7 @@ mod tests {
             panic!("a database over the whole budget was loaded")
         };
         assert_eq!(
-            e.permanent_reason(),
+            e.permanent_reason().map(Reason::as_str),
             Some("VulnerabilityDatabaseTooLarge"),
             "{e}"
         );
@@ -791,7 +792,7 @@ mod tests {
             panic!("a 404 gave a database")
         };
         assert_eq!(
-            e.permanent_reason(),
+            e.permanent_reason().map(Reason::as_str),
             Some("InvalidVulnerabilityDatabase"),
             "{e}"
         );
@@ -800,7 +801,7 @@ mod tests {
             panic!("a missing path gave a database")
         };
         assert_eq!(
-            e.permanent_reason(),
+            e.permanent_reason().map(Reason::as_str),
             Some("InvalidVulnerabilityDatabase"),
             "{e}"
         );

@@ -14,6 +14,7 @@ use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, PropagationPol
 use kube::{Api, Client, ResourceExt};
 
 use super::error::{Error, Result};
+use super::reason::Reason;
 use crate::api::names::{EXERCISE_LABEL, exercise_job_name, workflow_labels, workflow_selector};
 use crate::api::{Exercise, HardeningWorkflow};
 
@@ -239,8 +240,8 @@ fn adopt(job: Job, workflow: &HardeningWorkflow, run: Run) -> Result<Job> {
     if adoptable(&job, workflow, run) {
         return Ok(job);
     }
-    Err(Error::Spec {
-        reason: "ExerciseJobConflict",
+    Err(Error::Failed {
+        reason: Reason::ExerciseJobConflict,
         message: format!(
             "Job {}/{} exists and is not this workflow's {} exercise (it has no owner reference to HardeningWorkflow {} with uid {}): delete it, or give the workflow another name",
             job.namespace().unwrap_or_default(),
@@ -269,8 +270,8 @@ pub async fn ensure(
     match api.create(&PostParams::default(), &wanted).await {
         Ok(job) => Ok(job),
         Err(kube::Error::Api(e)) if e.code == 409 => adopt(api.get(&name).await?, workflow, run),
-        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 400 => Err(Error::Spec {
-            reason: "InvalidExercise",
+        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 400 => Err(Error::Failed {
+            reason: Reason::InvalidExercise,
             message: format!(
                 "the API server refused the exercise Job {namespace}/{name}: {}",
                 e.message
@@ -517,7 +518,10 @@ mod tests {
                 "{run:?}: an owner that is not the controller"
             );
             let err = adopt(foreign, &ours, run).unwrap_err();
-            assert_eq!(err.permanent_reason(), Some("ExerciseJobConflict"));
+            assert_eq!(
+                err.permanent_reason().map(Reason::as_str),
+                Some("ExerciseJobConflict")
+            );
             let text = err.to_string();
             assert!(
                 text.contains(&format!("Job shop/web-{} exists", run.as_str()))

@@ -10,9 +10,10 @@ use kube::{Api, Client};
 use serde_json::{Map, Value};
 
 use super::error::{Error, Result};
+use super::reason::Reason;
 use crate::api::HardeningWorkflow;
 use crate::image::distribution::credentials::Credentials;
-use crate::image::distribution::registry::RegistryOptions;
+use crate::image::distribution::registry::{Hints, RegistryOptions};
 use crate::image::distribution::store::{Location, Store};
 use crate::image::harden::{self, HardenOptions, Summary};
 use crate::image::instrument::{self, Instrumented};
@@ -39,22 +40,22 @@ pub async fn store(
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut auths = Map::new();
     for name in secrets {
-        let secret = api.get_opt(name).await?.ok_or_else(|| Error::Spec {
-            reason: "CredentialsNotFound",
+        let secret = api.get_opt(name).await?.ok_or_else(|| Error::Failed {
+            reason: Reason::CredentialsNotFound,
             message: format!("registry credentials Secret {namespace}/{name} does not exist"),
         })?;
         let bytes = secret
             .data
             .as_ref()
             .and_then(|d| d.get(DOCKER_CONFIG_KEY))
-            .ok_or_else(|| Error::Spec {
-                reason: "CredentialsInvalid",
+            .ok_or_else(|| Error::Failed {
+                reason: Reason::CredentialsInvalid,
                 message: format!(
                     "Secret {namespace}/{name} has no {DOCKER_CONFIG_KEY} key: it must be of type kubernetes.io/dockerconfigjson"
                 ),
             })?;
-        let config: Value = serde_json::from_slice(&bytes.0).map_err(|e| Error::Spec {
-            reason: "CredentialsInvalid",
+        let config: Value = serde_json::from_slice(&bytes.0).map_err(|e| Error::Failed {
+            reason: Reason::CredentialsInvalid,
             message: format!("Secret {namespace}/{name}: {DOCKER_CONFIG_KEY} is not JSON: {e}"),
         })?;
         if let Some(entries) = config.get("auths").and_then(Value::as_object) {
@@ -74,11 +75,18 @@ pub async fn store(
     };
     Ok(Store::new(
         credentials,
-        RegistryOptions {
-            insecure_registries,
-            ..Default::default()
-        },
+        registry_options(insecure_registries),
     ))
+}
+
+/// The engine's registry options for a workflow: its messages name the workflow's fields
+/// (`spec.registry.credentialsSecret`, `spec.registry.insecure`), not the CLI's flags.
+fn registry_options(insecure_registries: Vec<String>) -> RegistryOptions {
+    RegistryOptions {
+        insecure_registries,
+        hints: Hints::Workflow,
+        ..Default::default()
+    }
 }
 
 /// Where the instrumented and the hardened images go: the spec's names, else the source's
@@ -93,8 +101,8 @@ pub struct Destinations {
 pub fn destinations(workflow: &HardeningWorkflow, container_image: &str) -> Result<Destinations> {
     let spec = &workflow.spec;
     let parse = |field: &'static str, value: &str| {
-        Location::parse(value).map_err(|e| Error::Spec {
-            reason: "InvalidImage",
+        Location::parse(value).map_err(|e| Error::Failed {
+            reason: Reason::InvalidImage,
             message: format!("{field}: {e}"),
         })
     };
@@ -117,8 +125,8 @@ pub fn destinations(workflow: &HardeningWorkflow, container_image: &str) -> Resu
             if let Some(named) = named
                 && !dest.same_place(&source)
             {
-                return Err(Error::Spec {
-                    reason: "DestinationNotAllowed",
+                return Err(Error::Failed {
+                    reason: Reason::DestinationNotAllowed,
                     message: format!(
                         "spec.{field} names {named}, but without spec.registry.credentialsSecret images go only to the source's repository {}: name a tag there, or set spec.registry.credentialsSecret to a Secret with credentials for the destination",
                         source.repository()
@@ -132,8 +140,8 @@ pub fn destinations(workflow: &HardeningWorkflow, container_image: &str) -> Resu
         .map(|l| l.to_string())
         .collect();
     if distinct.len() < 3 {
-        return Err(Error::Spec {
-            reason: "InvalidImage",
+        return Err(Error::Failed {
+            reason: Reason::InvalidImage,
             message: format!(
                 "the source ({source}), instrumented ({instrumented}) and hardened ({hardened}) images must differ: whittle never overwrites an image"
             ),
@@ -214,7 +222,8 @@ mod tests {
     fn a_resolved_source_equal_to_the_hardened_image_is_refused() {
         let w = workflow(serde_json::json!({"target": {"name": "web"},
             "hardenedImage": "127.0.0.1:5000/shop/web:1"}));
-        let Err(Error::Spec { message, .. }) = destinations(&w, "127.0.0.1:5000/shop/web:1") else {
+        let Err(Error::Failed { message, .. }) = destinations(&w, "127.0.0.1:5000/shop/web:1")
+        else {
             panic!("accepted an overwrite of the source");
         };
         assert!(message.contains("must differ"), "{message}");
@@ -228,7 +237,7 @@ mod tests {
             ("hardenedImage", "127.0.0.1:5001/shop/web:slim"),
         ] {
             let w = workflow(serde_json::json!({"target": {"name": "web"}, field: other}));
-            let Err(Error::Spec { reason, message }) =
+            let Err(Error::Failed { reason, message }) =
                 destinations(&w, "127.0.0.1:5000/shop/web:1")
             else {
                 panic!("{field}: {other} accepted without spec.registry.credentialsSecret");
@@ -254,6 +263,71 @@ mod tests {
             "hardenedImage": "registry.example/other:1"}));
         let d = destinations(&w, "127.0.0.1:5000/shop/web:1").expect("credentialsSecret set");
         assert_eq!(d.registries(), ["127.0.0.1:5000", "registry.example"]);
+    }
+
+    /// A registry on loopback answering every request with 401.
+    fn refusing_registry() -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        host
+    }
+
+    async fn refusal(credentials: Credentials, options: RegistryOptions, image: &str) -> String {
+        let store = Store::new(credentials, options);
+        let location = Location::parse(image).unwrap();
+        match store.resolve(&location).await {
+            Ok(_) => panic!("{image} resolved"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn registry_errors_name_the_workflows_fields_not_the_clis_flags() {
+        let host = refusing_registry();
+        let image = format!("{host}/shop/web:1");
+        let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "u:p");
+        let config = serde_json::json!({"auths": {&host: {"auth": auth}}}).to_string();
+        let with_credentials = Credentials::from_docker_config_json(config.as_bytes(), "test");
+        let cases = [
+            (
+                Credentials::anonymous(),
+                image.clone(),
+                "spec.registry.credentialsSecret",
+            ),
+            (
+                with_credentials.unwrap(),
+                image.clone(),
+                "spec.registry.credentialsSecret",
+            ),
+            // Nothing listens there; not declared insecure, so the hint is about plain HTTP.
+            (
+                Credentials::anonymous(),
+                "127.0.0.1:1/shop/web:1".into(),
+                "spec.registry.insecure",
+            ),
+        ];
+        for (credentials, image, field) in cases {
+            let operator = refusal(credentials, registry_options(vec![host.clone()]), &image).await;
+            assert!(operator.contains(field), "{field} not in {operator}");
+            assert!(!operator.contains("--"), "a CLI flag in {operator}");
+        }
+        // The command line keeps its flags.
+        let cli = RegistryOptions {
+            insecure_registries: vec![host.clone()],
+            ..Default::default()
+        };
+        let e = refusal(Credentials::anonymous(), cli, &image).await;
+        assert!(e.contains("--registry-config"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod evidence;
 pub mod exercise;
 pub mod images;
 pub mod phase;
+pub mod reason;
 pub mod reconcile;
 pub mod template;
 

@@ -31,6 +31,7 @@ use super::Context;
 use super::error::{Error, Result};
 use super::exercise::{self, Run};
 use super::phase::{self, Collect, POLL};
+use super::reason::Reason;
 use super::template::{self, Instrumentation, Saved};
 use super::{deployment, evidence, images};
 use crate::api::names::{FIELD_MANAGER, FINALIZER};
@@ -108,12 +109,17 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
                     before.phase(),
                     workflow.spec.harden.timeout.as_str()
                 );
-                s.fail("Timeout", &message).await?;
+                s.fail(Reason::Timeout, &message).await?;
                 Action::await_change()
             }
             None => {
-                ctx.event(workflow, EventType::Warning, "Retrying", &e.to_string())
-                    .await;
+                ctx.event(
+                    workflow,
+                    EventType::Warning,
+                    Reason::Retrying,
+                    &e.to_string(),
+                )
+                .await;
                 return Err(e);
             }
         },
@@ -142,7 +148,7 @@ async fn cleanup(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> 
         let note = format!(
             "the workflow was deleted: Deployment {namespace}/{target} runs its original pod template again"
         );
-        ctx.event(workflow, EventType::Normal, "Restored", &note)
+        ctx.event(workflow, EventType::Normal, Reason::Restored, &note)
             .await;
     }
     reports::delete_all(&ctx.client, workflow).await?;
@@ -177,7 +183,7 @@ async fn restore(ctx: &Context, workflow: &HardeningWorkflow, d: &Deployment) ->
                     "Deployment {namespace}/{name} was changed by {} while whittle held it; whittle put back only the fields it had changed (image, command, its env entries, capabilities, grace period), so those changes are kept",
                     editors.join(", ")
                 );
-                ctx.event(workflow, EventType::Normal, "UserChangesKept", &note)
+                ctx.event(workflow, EventType::Normal, Reason::UserChangesKept, &note)
                     .await;
             }
             Ok(true)
@@ -219,7 +225,7 @@ async fn announce(ctx: &Context, workflow: &HardeningWorkflow, status: &Hardenin
     };
     let note = status.message.clone().unwrap_or_default();
     info!(workflow = %workflow.name_any(), namespace = %workflow.namespace().unwrap_or_default(), %phase, %note, "phase changed");
-    ctx.event(workflow, kind, phase.as_str(), &note).await;
+    ctx.publish(workflow, kind, phase.as_str(), &note).await;
 }
 
 /// The state one step works on.
@@ -265,26 +271,41 @@ impl Step<'_> {
             .unwrap_or(Duration::MAX)
     }
 
-    fn condition(&mut self, type_: ConditionType, ok: bool, reason: &str, message: &str) {
+    fn condition(&mut self, type_: ConditionType, ok: bool, reason: Reason, message: &str) {
         let status = if ok {
             ConditionStatus::True
         } else {
             ConditionStatus::False
         };
+        self.set_condition(type_, status, reason.as_str(), message);
+    }
+
+    fn set_condition(
+        &mut self,
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: &str,
+        message: &str,
+    ) {
         let generation = self.workflow.metadata.generation;
         self.status
             .set_condition(type_, status, reason, message, &self.now, generation);
     }
 
+    /// A new phase, which is the `Ready` reason while it runs.
     fn enter(&mut self, phase: Phase, message: String) {
         self.status.set_phase(phase, &self.now);
-        let ready = phase == Phase::Succeeded;
-        self.condition(ConditionType::Ready, ready, phase.as_str(), &message);
+        let ready = if phase == Phase::Succeeded {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        self.set_condition(ConditionType::Ready, ready, phase.as_str(), &message);
         self.status.message = Some(message);
     }
 
     /// Pending with a reason: nothing has been changed, the user may still edit the spec.
-    fn wait(&mut self, reason: &str, message: String) -> Action {
+    fn wait(&mut self, reason: Reason, message: String) -> Action {
         // Shown in `kubectl get hw`'s Phase column, which would be blank otherwise.
         self.status.set_phase(Phase::Pending, &self.now);
         self.condition(ConditionType::Ready, false, reason, &message);
@@ -295,8 +316,8 @@ impl Step<'_> {
     async fn deployment(&self) -> Result<Deployment> {
         deployment::get(&self.ctx.client, &self.namespace(), self.target())
             .await?
-            .ok_or_else(|| Error::Spec {
-                reason: "TargetDeleted",
+            .ok_or_else(|| Error::Failed {
+                reason: Reason::TargetDeleted,
                 message: format!(
                     "Deployment {}/{} was deleted while the workflow ran",
                     self.namespace(),
@@ -310,8 +331,8 @@ impl Step<'_> {
         d: &'d Deployment,
     ) -> Result<&'d k8s_openapi::api::core::v1::Container> {
         template::target_container(d, self.workflow.spec.target.container.as_deref()).map_err(
-            |message| Error::Spec {
-                reason: "ContainerNotFound",
+            |message| Error::Failed {
+                reason: Reason::ContainerNotFound,
                 message,
             },
         )
@@ -323,8 +344,8 @@ impl Step<'_> {
         match Saved::on(d) {
             None => Ok(None),
             Some(Ok(saved)) if saved.belongs_to(self.workflow) => Ok(Some(saved)),
-            Some(Ok(saved)) => Err(Error::Spec {
-                reason: "TargetBusy",
+            Some(Ok(saved)) => Err(Error::Failed {
+                reason: Reason::TargetBusy,
                 message: format!(
                     "Deployment {}/{} was taken by workflow {} while this one ran",
                     self.namespace(),
@@ -332,8 +353,8 @@ impl Step<'_> {
                     saved.workflow
                 ),
             }),
-            Some(Err(e)) => Err(Error::Spec {
-                reason: "AnnotationCorrupt",
+            Some(Err(e)) => Err(Error::Failed {
+                reason: Reason::AnnotationCorrupt,
                 message: format!(
                     "the {} annotation on Deployment {}/{} is not whittle's: {e}",
                     template::ORIGINAL_ANNOTATION,
@@ -358,24 +379,24 @@ impl Step<'_> {
                 "Deployment {namespace}/{} does not exist (yet)",
                 self.target()
             );
-            return Ok(self.wait("TargetNotFound", message));
+            return Ok(self.wait(Reason::TargetNotFound, message));
         };
         if let Err(message) =
             template::target_container(&d, self.workflow.spec.target.container.as_deref())
         {
-            return Ok(self.wait("ContainerNotFound", message));
+            return Ok(self.wait(Reason::ContainerNotFound, message));
         }
         if let Some(holder) = other_holder(self.workflow, &d) {
             let message = format!(
                 "Deployment {namespace}/{} is being hardened by workflow {holder}: waiting until it is restored",
                 self.target()
             );
-            return Ok(self.wait("TargetBusy", message));
+            return Ok(self.wait(Reason::TargetBusy, message));
         }
         self.condition(
             ConditionType::Instrumented,
             false,
-            "Instrumenting",
+            Reason::Instrumenting,
             "pushing the instrumented image",
         );
         self.enter(
@@ -416,7 +437,12 @@ impl Step<'_> {
                 join(&running)
             );
             self.status.reports = Some(ReportsStatus::new(&running, &BTreeSet::new()));
-            self.condition(ConditionType::Instrumented, true, "RolledOut", &message);
+            self.condition(
+                ConditionType::Instrumented,
+                true,
+                Reason::RolledOut,
+                &message,
+            );
             let duration = self.observe_text();
             self.enter(
                 Phase::Observing,
@@ -434,8 +460,8 @@ impl Step<'_> {
         if self.since_phase_start() > limit {
             let why =
                 phase::pod_trouble(&pods).unwrap_or_else(|| "no pod reported a reason".into());
-            return Err(Error::Spec {
-                reason: "RolloutFailed",
+            return Err(Error::Failed {
+                reason: Reason::RolloutFailed,
                 message: format!(
                     "the instrumented pods did not become ready within {}: {why}",
                     self.workflow.spec.verify.timeout.as_str()
@@ -459,10 +485,20 @@ impl Step<'_> {
         self.status.source_image = Some(inst.source.to_string());
         self.status.instrumented_image = Some(inst.image.to_string());
         let message = format!("pushed the instrumented image {}", inst.pushed);
-        self.condition(ConditionType::Instrumented, false, "ImagePushed", &message);
+        self.condition(
+            ConditionType::Instrumented,
+            false,
+            Reason::ImagePushed,
+            &message,
+        );
         self.status.message = Some(message.clone());
         self.ctx
-            .event(self.workflow, EventType::Normal, "ImagePushed", &message)
+            .event(
+                self.workflow,
+                EventType::Normal,
+                Reason::ImagePushed,
+                &message,
+            )
             .await;
         Ok(Action::requeue(SOON))
     }
@@ -499,10 +535,20 @@ impl Step<'_> {
             self.target(),
             self.workflow.spec.observe.sensor_mode.as_str()
         );
-        self.condition(ConditionType::Instrumented, false, "RollingOut", &message);
+        self.condition(
+            ConditionType::Instrumented,
+            false,
+            Reason::RollingOut,
+            &message,
+        );
         self.status.message = Some(message.clone());
         self.ctx
-            .event(self.workflow, EventType::Normal, "Instrumented", &message)
+            .event(
+                self.workflow,
+                EventType::Normal,
+                Reason::Instrumented,
+                &message,
+            )
             .await;
         Ok(Action::requeue(POLL))
     }
@@ -533,8 +579,8 @@ impl Step<'_> {
                     let limit = self.workflow.spec.exercise.as_ref().map(|e| &e.timeout);
                     let limit = limit.and_then(|t| t.get().ok()).unwrap_or_default();
                     if self.since_phase_start() > limit {
-                        return Err(Error::Spec {
-                            reason: "ServiceNotRouting",
+                        return Err(Error::Failed {
+                            reason: Reason::ServiceNotRouting,
                             message: format!(
                                 "Service {service} did not route to the instrumented pods alone ({}) within the exercise's timeout: does its selector pick other pods too?",
                                 join(&running)
@@ -545,8 +591,8 @@ impl Step<'_> {
                 }
                 exercising::Outcome::Running => return Ok(Action::requeue(POLL * 6)),
                 exercising::Outcome::Failed(why) => {
-                    return Err(Error::Spec {
-                        reason: "ExerciseFailed",
+                    return Err(Error::Failed {
+                        reason: Reason::ExerciseFailed,
                         message: format!(
                             "the exercise failed against the original workload, so the exercise is at fault, not the image: {why}"
                         ),
@@ -564,7 +610,12 @@ impl Step<'_> {
             "restored the original pod template; waiting for the reports of {}",
             join(&expected)
         );
-        self.condition(ConditionType::Observed, true, "ObservationEnded", &message);
+        self.condition(
+            ConditionType::Observed,
+            true,
+            Reason::ObservationEnded,
+            &message,
+        );
         self.enter(Phase::Collecting, message);
         Ok(Action::requeue(SOON))
     }
@@ -606,7 +657,12 @@ impl Step<'_> {
                         silent.join(", ")
                     );
                     self.ctx
-                        .event(self.workflow, EventType::Warning, "ReportsMissing", &note)
+                        .event(
+                            self.workflow,
+                            EventType::Warning,
+                            Reason::ReportsMissing,
+                            &note,
+                        )
                         .await;
                 }
                 self.enter(
@@ -615,8 +671,8 @@ impl Step<'_> {
                 );
                 Ok(Action::requeue(SOON))
             }
-            Collect::Fail { silent, received } => Err(Error::Spec {
-                reason: "ReportsMissing",
+            Collect::Fail { silent, received } => Err(Error::Failed {
+                reason: Reason::ReportsMissing,
                 message: format!(
                     "{received} report(s) arrived within {} and {min} are needed; no report from {}",
                     observe.collect_timeout.as_str(),
@@ -635,8 +691,8 @@ impl Step<'_> {
             .status
             .source_image
             .clone()
-            .ok_or_else(|| Error::Spec {
-                reason: "StatusIncomplete",
+            .ok_or_else(|| Error::Failed {
+                reason: Reason::StatusIncomplete,
                 message: "status.sourceImage is missing: was the status edited by hand?".into(),
             })?;
         let dest = images::destinations(
@@ -709,12 +765,12 @@ impl Step<'_> {
             .seal(&self.sealed(&source, &summary.hardened_image));
         self.status.seal = Some(seal);
         self.status.result = Some(result);
-        self.condition(ConditionType::Hardened, true, "Pushed", &message);
+        self.condition(ConditionType::Hardened, true, Reason::Pushed, &message);
         if self.workflow.spec.verify.enabled {
             self.condition(
                 ConditionType::Verified,
                 false,
-                "Verifying",
+                Reason::Verifying,
                 "rolling out the hardened image",
             );
             self.enter(
@@ -747,8 +803,8 @@ impl Step<'_> {
             .report_key
             .opens(&self.sealed(&source, &hardened), seal)
         {
-            return Err(Error::Spec {
-                reason: "StatusTampered",
+            return Err(Error::Failed {
+                reason: Reason::StatusTampered,
                 message: format!(
                     "status.hardenedImage {hardened} (or status.sourceImage or the report materials) is not what this workflow's harden produced: it was edited, so it is not signed"
                 ),
@@ -829,12 +885,15 @@ impl Step<'_> {
 
     /// Failed: the Deployment gets its original template back (if whittle still holds it),
     /// the reason goes into status and a Warning Event.
-    async fn fail(&mut self, reason: &str, message: &str) -> Result<()> {
+    async fn fail(&mut self, reason: Reason, message: &str) -> Result<()> {
         if let Some(d) = deployment::get(&self.ctx.client, &self.namespace(), self.target()).await?
             && restore(self.ctx, self.workflow, &d).await?
         {
             let metrics = &self.ctx.metrics;
-            metrics.rollbacks.with_label_values(&[reason]).inc();
+            metrics
+                .rollbacks
+                .with_label_values(&[reason.as_str()])
+                .inc();
         }
         if self.status.phase() == Phase::Verifying {
             let metrics = &self.ctx.metrics;
@@ -865,6 +924,17 @@ fn join(names: &BTreeSet<String>) -> String {
 impl Context {
     /// Publishes an Event on the workflow; a failure to publish is logged, never fatal.
     pub async fn event(
+        &self,
+        workflow: &HardeningWorkflow,
+        kind: EventType,
+        reason: Reason,
+        note: &str,
+    ) {
+        self.publish(workflow, kind, reason.as_str(), note).await;
+    }
+
+    /// An Event whose reason is a [`Reason`] or, for a phase change, the phase's name.
+    async fn publish(
         &self,
         workflow: &HardeningWorkflow,
         kind: EventType,

@@ -11,15 +11,13 @@ pub enum ImageError {
     #[error("registry credentials from {origin}: {reason}")]
     Credentials { origin: String, reason: String },
 
-    #[error(
-        "registry {registry} refused credentials for {repository}: {status}{hint}",
-        hint = auth_hint(*.anonymous)
-    )]
+    #[error("registry {registry} refused credentials for {repository}: {status}{hint}")]
     Unauthorized {
         registry: String,
         repository: String,
         status: u16,
-        anonymous: bool,
+        /// Where to give credentials (`Hints`): none were found, or those found are wrong.
+        hint: &'static str,
     },
 
     #[error("registry {registry} has no {what} in {repository}")]
@@ -53,13 +51,12 @@ pub enum ImageError {
         detail: String,
     },
 
-    #[error(
-        "{reference} is an image index with no {wanted} image (it has: {available}); pick one with --platform"
-    )]
+    #[error("{reference} is an image index with no {wanted} image (it has: {available}){hint}")]
     NoPlatform {
         reference: String,
         wanted: String,
         available: String,
+        hint: &'static str,
     },
 
     #[error("--platform {0:?}: expected os/arch or os/arch/variant, e.g. linux/amd64")]
@@ -101,14 +98,6 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
-}
-
-fn auth_hint(anonymous: bool) -> &'static str {
-    if anonymous {
-        " (no credentials were found for it: pass --registry-config, set DOCKER_CONFIG, or log in)"
-    } else {
-        " (check the user and password in the docker config)"
-    }
 }
 
 impl ImageError {

@@ -12,6 +12,7 @@ use super::Step;
 use crate::controller::deployment;
 use crate::controller::error::{Error, Result};
 use crate::controller::exercise::{self, JobState, Run};
+use crate::controller::reason::Reason;
 
 /// What the run's Job says.
 pub(super) enum Outcome {
@@ -39,8 +40,8 @@ impl Step<'_> {
         pods: &BTreeSet<String>,
     ) -> Result<Outcome> {
         let Some(spec) = &self.workflow.spec.exercise else {
-            return Err(Error::Spec {
-                reason: "NoExercise",
+            return Err(Error::Failed {
+                reason: Reason::NoExercise,
                 message: "spec.exercise is not set".into(),
             });
         };
@@ -58,8 +59,8 @@ impl Step<'_> {
                     .unwrap_or_default();
                 let (service, target) =
                     exercise::target_address(&services, spec.service.as_deref(), &labels).map_err(
-                        |message| Error::Spec {
-                            reason: "ServiceNotFound",
+                        |message| Error::Failed {
+                            reason: Reason::ServiceNotFound,
                             message,
                         },
                     )?;
@@ -78,7 +79,12 @@ impl Step<'_> {
                     }
                 );
                 self.ctx
-                    .event(self.workflow, EventType::Normal, "ExerciseStarted", &note)
+                    .event(
+                        self.workflow,
+                        EventType::Normal,
+                        Reason::ExerciseStarted,
+                        &note,
+                    )
                     .await;
                 job
             }

@@ -15,6 +15,7 @@ use crate::controller::deployment;
 use crate::controller::error::{Error, Result};
 use crate::controller::exercise::Run;
 use crate::controller::phase::{self, Trouble};
+use crate::controller::reason::Reason;
 use crate::controller::template::{self, Saved};
 
 impl Step<'_> {
@@ -23,8 +24,8 @@ impl Step<'_> {
             .status
             .hardened_image
             .clone()
-            .ok_or_else(|| Error::Spec {
-                reason: "StatusIncomplete",
+            .ok_or_else(|| Error::Failed {
+                reason: Reason::StatusIncomplete,
                 message: "status.hardenedImage is missing: was the status edited by hand?".into(),
             })?;
         let d = self.deployment().await?;
@@ -46,13 +47,13 @@ impl Step<'_> {
                 self.namespace(),
                 self.target()
             );
-            self.condition(ConditionType::Verified, false, "RollingOut", &message);
+            self.condition(ConditionType::Verified, false, Reason::RollingOut, &message);
             self.status.message = Some(message.clone());
             self.ctx
                 .event(
                     self.workflow,
                     EventType::Normal,
-                    "RolledOutHardened",
+                    Reason::RolledOutHardened,
                     &message,
                 )
                 .await;
@@ -73,7 +74,7 @@ impl Step<'_> {
                 "pod {} container {} keeps crashing on the hardened image ({}); last lines: {logs}",
                 t.pod, t.container, t.detail
             );
-            return Err(self.verification_failed("CrashLooping", message, Some(t)));
+            return Err(self.verification_failed(Reason::CrashLooping, message, Some(t)));
         }
         let running = phase::pods_running(&pods, &container.name, &hardened);
         let rolled_out = phase::rollout_complete(&d) && !running.is_empty();
@@ -94,7 +95,7 @@ impl Step<'_> {
                         t.container,
                         limit.as_str()
                     );
-                    self.verification_failed("ReadinessFailed", message, Some(t))
+                    self.verification_failed(Reason::ReadinessFailed, message, Some(t))
                 }
                 None => {
                     let why = phase::pod_trouble(&pods)
@@ -103,7 +104,7 @@ impl Step<'_> {
                         "the hardened image did not roll out within {}: {why}",
                         limit.as_str()
                     );
-                    self.verification_failed("RolloutFailed", message, None)
+                    self.verification_failed(Reason::RolloutFailed, message, None)
                 }
             });
         }
@@ -116,13 +117,13 @@ impl Step<'_> {
                         "the exercise did not finish against the hardened image within {}",
                         limit.as_str()
                     );
-                    return Err(self.verification_failed("Timeout", message, None));
+                    return Err(self.verification_failed(Reason::Timeout, message, None));
                 }
                 Outcome::Starting { .. } => return Ok(Action::requeue(ROUTING)),
                 Outcome::Running => return Ok(Action::requeue(POLL * 6)),
                 Outcome::Failed(why) => {
                     let message = format!("the exercise failed against the hardened image: {why}");
-                    return Err(self.verification_failed("ExerciseFailed", message, None));
+                    return Err(self.verification_failed(Reason::ExerciseFailed, message, None));
                 }
                 Outcome::Passed { .. } => {
                     "the hardened pods became ready and the exercise passed against them".into()
@@ -131,19 +132,19 @@ impl Step<'_> {
         };
         self.status.verification = Some(Verification {
             result: VerificationResult::Passed,
-            reason: "Passed".into(),
+            reason: Reason::Passed.as_str().into(),
             message: passed.clone(),
             pod: None,
             container: None,
         });
-        self.condition(ConditionType::Verified, true, "Passed", &passed);
+        self.condition(ConditionType::Verified, true, Reason::Passed, &passed);
         self.ctx
             .metrics
             .verifications
             .with_label_values(&["passed"])
             .inc();
         self.ctx
-            .event(self.workflow, EventType::Normal, "Verified", &passed)
+            .event(self.workflow, EventType::Normal, Reason::Verified, &passed)
             .await;
         Ok(Action::requeue(SOON))
     }
@@ -180,19 +181,19 @@ impl Step<'_> {
     /// workflow (and restores the original).
     fn verification_failed(
         &mut self,
-        reason: &'static str,
+        reason: Reason,
         message: String,
         trouble: Option<Trouble>,
     ) -> Error {
         let (pod, container) = trouble.map(|t| (t.pod, t.container)).unzip();
         self.status.verification = Some(Verification {
             result: VerificationResult::Failed,
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             message: message.clone(),
             pod,
             container,
         });
-        Error::Spec { reason, message }
+        Error::Failed { reason, message }
     }
 
     async fn logs(&self, t: &Trouble, previous: bool) -> String {

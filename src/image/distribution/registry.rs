@@ -140,6 +140,55 @@ pub enum Transfer {
     Copied,
 }
 
+/// Where the user tells whittle how to reach registries, so that error messages point there:
+/// the command line's flags, or a workflow's fields when the operator drives the engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Hints {
+    #[default]
+    CommandLine,
+    Workflow,
+}
+
+impl Hints {
+    /// After "refused credentials …": no credentials were found for the registry.
+    pub fn no_credentials(self) -> &'static str {
+        match self {
+            Hints::CommandLine => {
+                " (no credentials were found for it: pass --registry-config, set DOCKER_CONFIG, or log in)"
+            }
+            Hints::Workflow => {
+                " (no credentials were found for it: set spec.registry.credentialsSecret, or add a Secret with an auths entry for this registry to the pod template's imagePullSecrets)"
+            }
+        }
+    }
+
+    /// After "refused credentials …": the credentials found were refused.
+    pub fn wrong_credentials(self) -> &'static str {
+        match self {
+            Hints::CommandLine => " (check the user and password in the docker config)",
+            Hints::Workflow => {
+                " (check the user and password in the Secret's .dockerconfigjson: spec.registry.credentialsSecret, else the pod template's imagePullSecrets; pushing needs write access)"
+            }
+        }
+    }
+
+    /// After "could not be reached …", for a registry not declared insecure.
+    pub fn plain_http(self) -> &'static str {
+        match self {
+            Hints::CommandLine => "; if it serves plain HTTP, pass --insecure",
+            Hints::Workflow => "; if it serves plain HTTP, set spec.registry.insecure",
+        }
+    }
+
+    /// After "an image index with no … image".
+    pub fn platform(self) -> &'static str {
+        match self {
+            Hints::CommandLine => "; pick one with --platform",
+            Hints::Workflow => "; the operator hardens images of that platform only",
+        }
+    }
+}
+
 /// Options that apply to every registry whittle talks to in one command.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
@@ -150,6 +199,8 @@ pub struct RegistryOptions {
     pub platform: Platform,
     /// The budgets of every image read, from registries and layouts alike.
     pub limits: Limits,
+    /// What error messages tell the user to change.
+    pub hints: Hints,
 }
 
 pub struct Registry {
@@ -294,7 +345,12 @@ impl Registry {
         let mut index_digest = None;
         let mut manifest_digest = digest;
         if is_index(&value) {
-            let chosen = choose_platform(&r.to_string(), &value, &self.options.platform)?;
+            let chosen = choose_platform(
+                &r.to_string(),
+                &value,
+                &self.options.platform,
+                self.options.hints,
+            )?;
             index_digest = Some(manifest_digest);
             let pinned = r.at_digest(&chosen);
             self.within_cap(&pinned, "manifest", entry_size(&value, &chosen))?;
@@ -628,12 +684,17 @@ impl Registry {
     fn error(&self, r: &ImageRef, action: &str, what: &str, e: OciDistributionError) -> ImageError {
         let registry = r.registry().to_string();
         let repository = r.repository().to_string();
-        let anonymous = self.credentials.get(r.registry()).is_none();
+        let hints = self.options.hints;
+        let hint = if self.credentials.get(r.registry()).is_none() {
+            hints.no_credentials()
+        } else {
+            hints.wrong_credentials()
+        };
         let unauthorized = |status| ImageError::Unauthorized {
             registry: registry.clone(),
             repository: repository.clone(),
             status,
-            anonymous,
+            hint,
         };
         let not_found = || ImageError::NotFound {
             registry: registry.clone(),
@@ -687,7 +748,7 @@ impl Registry {
                     hint: if self.plain_http(r.oci().resolve_registry()) {
                         ""
                     } else {
-                        "; if it serves plain HTTP, pass --insecure"
+                        hints.plain_http()
                     },
                 },
                 _ => other(chain(&e)),
@@ -698,7 +759,12 @@ impl Registry {
 }
 
 /// The digest of the `want` image in an image index; the error lists what the index offers.
-pub fn choose_platform(reference: &str, index: &Value, want: &Platform) -> Result<String> {
+pub fn choose_platform(
+    reference: &str,
+    index: &Value,
+    want: &Platform,
+    hints: Hints,
+) -> Result<String> {
     let mut available = Vec::new();
     for entry in index["manifests"].as_array().into_iter().flatten() {
         let p = &entry["platform"];
@@ -734,6 +800,7 @@ pub fn choose_platform(reference: &str, index: &Value, want: &Platform) -> Resul
         } else {
             available.join(", ")
         },
+        hint: hints.platform(),
     })
 }
 
@@ -1167,11 +1234,13 @@ mod tests {
         assert!(is_index(&index));
         let r = r.to_string();
         assert_eq!(
-            choose_platform(&r, &index, &Platform::default()).unwrap(),
+            choose_platform(&r, &index, &Platform::default(), Hints::CommandLine).unwrap(),
             "sha256:amd"
         );
         let s390x: Platform = "linux/s390x".parse().unwrap();
-        let e = choose_platform(&r, &index, &s390x).unwrap_err().to_string();
+        let e = choose_platform(&r, &index, &s390x, Hints::CommandLine)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("linux/s390x") && e.contains("linux/arm64/v8, linux/amd64"),
             "{e}"

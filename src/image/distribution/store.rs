@@ -179,10 +179,12 @@ impl Store {
         let mut value = json(&l.to_string(), "manifest", &body)?;
         let mut index_digest = None;
         if value.get("manifests").is_some() {
+            let options = self.registry.options();
             let chosen = registry::choose_platform(
                 &l.to_string(),
                 &value,
-                &self.registry.options().platform,
+                &options.platform,
+                options.hints,
             )?;
             index_digest = Some(manifest_digest);
             body = l.read_blob(&chosen, cap)?;
