@@ -15,6 +15,9 @@
 //! on the synthetic image; peak RSS ≤ 128 MiB on the
 //! synthetic image. `make bench-image` runs it; `WHITTLE_BENCH_RUNS` (default 3) sets the runs.
 
+// wait4(2), for the child's peak RSS, has no safe wrapper in std.
+#![allow(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};

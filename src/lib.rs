@@ -1,7 +1,8 @@
 //! whittle: hardens container images to what the application really uses.
 //!
-//! The library holds the engine behind the `whittle` binary; see DESIGN.md for
-//! how the stages (instrument, observe, harden) fit together.
+//! The library holds the engine behind the `whittle` binary; docs/image-engine.md tells how
+//! the stages (instrument, observe, harden) fit together, docs/operator.md how the operator
+//! drives them.
 
 /// The version stamped into provenance labels and reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

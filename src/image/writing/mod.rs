@@ -4,6 +4,10 @@
 
 pub mod assemble;
 pub mod compression;
+// Lowers its compressing threads' priority (setpriority on a thread id).
+#[allow(unsafe_code)]
 pub mod early;
+// Drives zlib's stream API directly, with an allocator of its own.
+#[allow(unsafe_code)]
 pub mod pgzip;
 pub mod write;
