@@ -6,6 +6,7 @@
 //! the report ([`deliver`]). See docs/sensor.md.
 
 pub mod caps;
+pub mod codec;
 pub mod deliver;
 pub mod monitor;
 pub mod mounts;

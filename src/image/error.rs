@@ -80,7 +80,7 @@ pub enum ImageError {
     Report {
         path: PathBuf,
         #[source]
-        source: whittle_sensor::report::ReportError,
+        source: whittle_sensor::codec::ReadReportError,
     },
 
     #[error("sensor binary {path}: {reason}")]

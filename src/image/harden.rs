@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use flate2::read::MultiGzDecoder;
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use serde::Serialize;
-use whittle_sensor::report::Report;
+use whittle_sensor::codec::{self, GunzipError};
+use whittle_sensor::report::{MAX_JSON_BYTES, Report};
 
 use super::analysis::select::{Patterns, Selection, Wanted, select};
 use super::analysis::surface;
@@ -30,8 +30,6 @@ use crate::evidence::packages::Inventory;
 /// How many targeted re-reads may follow the first pass before giving up (each fetches what
 /// the previous analysis newly asked for; ELF chains are shallow).
 const MAX_PASSES: usize = 4;
-/// A report is a few megabytes at most; a larger one is refused rather than read.
-const MAX_REPORT_BYTES: u64 = 256 << 20;
 
 pub struct HardenOptions {
     pub reports: Vec<Report>,
@@ -79,26 +77,25 @@ pub struct Summary {
     pub packages: Inventory,
 }
 
-/// Reads a report file (JSON, or gzip-compressed JSON as the sensor posts it).
+/// Reads a report file (JSON, or gzip-compressed JSON as the sensor posts it), within the
+/// limit the operator's intake keeps too ([`codec::read_report`]).
 pub fn load_report(path: &Path) -> Result<Report> {
     let io = ImageError::io(format!("reading report {}", path.display()));
     let file = std::fs::File::open(path).map_err(io)?;
     let mut bytes = Vec::new();
-    file.take(MAX_REPORT_BYTES)
+    // One byte past the limit tells a file that is too large from one that just fits.
+    file.take(MAX_JSON_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(ImageError::io(format!("reading report {}", path.display())))?;
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut plain = Vec::new();
-        MultiGzDecoder::new(&bytes[..])
-            .take(MAX_REPORT_BYTES)
-            .read_to_end(&mut plain)
-            .map_err(ImageError::io(format!(
-                "decompressing report {}",
-                path.display()
-            )))?;
-        bytes = plain;
-    }
-    Report::from_json_slice(&bytes).map_err(|source| ImageError::Report {
+    let read = if bytes.len() > MAX_JSON_BYTES {
+        Err(GunzipError::TooLarge {
+            limit: MAX_JSON_BYTES,
+        }
+        .into())
+    } else {
+        codec::read_report(&bytes)
+    };
+    read.map_err(|source| ImageError::Report {
         path: path.to_path_buf(),
         source,
     })

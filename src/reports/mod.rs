@@ -4,21 +4,20 @@
 //! ([`reported_pods`]), folds them into one at harden time ([`fold`]) and clears them
 //! ([`delete_all`]).
 
-pub mod compression;
 pub mod key;
 pub mod merge;
 pub mod store;
 
-pub use compression::{GunzipError, ReadReportError, gzip_json, read_gzip_report};
 pub use key::ReportKey;
 pub use store::{
     Folded, Outcome, Reporter, Saved, delete_all, fold, material, materials, reported_pods, save,
 };
+pub use whittle_sensor::codec::{GunzipError, ReadReportError, gzip_json, read_gzip_report};
 
 /// Largest report JSON accepted, decompressed. A sensor's report of a big application is a
 /// few MiB (the sensor bounds what it records); the limit is what stops a small gzip body from
 /// inflating without bound, and what one report may cost the operator's memory.
-pub const MAX_REPORT_JSON: usize = 16 << 20;
+pub const MAX_REPORT_JSON: usize = whittle_sensor::report::MAX_JSON_BYTES;
 
 /// Most pods whose reports one workflow stores. Every report comes from a real pod of the
 /// workflow, so this bounds a Deployment whose pods are replaced over and over while observed.

@@ -33,7 +33,7 @@ use crate::reports::{
 
 /// Largest request body, compressed or not. The sensor sends gzip; a maximal report
 /// ([`MAX_REPORT_JSON`]) of paths compresses far below this.
-pub const MAX_BODY: usize = 4 << 20;
+pub const MAX_BODY: usize = whittle_sensor::report::MAX_GZIP_BYTES;
 /// A body that takes longer than this to arrive is refused with 408 (the sensor retries).
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The one answer to a request without a valid report token, whatever was wrong with it.

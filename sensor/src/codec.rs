@@ -1,8 +1,10 @@
-//! gzip both ways, streamed, with a ceiling on what decompression may produce (a gzip bomb of a
-//! few KiB would otherwise inflate to gigabytes). Reports are parsed straight from the inflating
-//! stream and serialized straight into the compressor, so the operator never holds a report's
-//! JSON (up to 16 MiB) next to its parsed form: with several reports in flight that is what
-//! decides its peak memory (`make bench-intake`).
+//! The one way reports are read (by the operator's intake and store, `whittle harden` and
+//! `whittle local`) and written compressed: gzip streamed both ways, with a ceiling on what
+//! decompression may produce (a gzip bomb of a few KiB would otherwise inflate to gigabytes),
+//! and one limit, [`MAX_JSON_BYTES`]. Reports are parsed straight from the inflating stream and
+//! serialized straight into the compressor, so the operator never holds a report's JSON next to
+//! its parsed form: with several reports in flight that is what decides its peak memory
+//! (`make bench-intake`).
 
 use std::io::{self, Read};
 
@@ -10,10 +12,12 @@ use flate2::Compression;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use serde::Serialize;
-use whittle_sensor::report::{Report, ReportError};
+
+use crate::report::{MAX_JSON_BYTES, Report, ReportError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GunzipError {
+    /// Also for plain JSON past the limit.
     #[error("decompresses to more than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("not valid gzip: {0}")]
@@ -27,6 +31,21 @@ pub enum ReadReportError {
     Gzip(#[from] GunzipError),
     #[error(transparent)]
     Report(#[from] ReportError),
+}
+
+/// A report as a file or a body holds it: gzip-compressed (as the sensor posts it) or plain
+/// JSON, either way at most [`MAX_JSON_BYTES`] of JSON.
+pub fn read_report(data: &[u8]) -> Result<Report, ReadReportError> {
+    if data.starts_with(&[0x1f, 0x8b]) {
+        return read_gzip_report(data, MAX_JSON_BYTES);
+    }
+    if data.len() > MAX_JSON_BYTES {
+        return Err(GunzipError::TooLarge {
+            limit: MAX_JSON_BYTES,
+        }
+        .into());
+    }
+    Ok(Report::from_json_slice(data)?)
 }
 
 /// `value` as gzip-compressed JSON, serialized into the compressor as it goes, with the best
@@ -98,7 +117,7 @@ pub fn read_gzip_report(data: &[u8], limit: usize) -> Result<Report, ReadReportE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use whittle_sensor::deliver::gzip;
+    use crate::deliver::gzip;
 
     /// Decompresses all of `data`, refusing to produce more than `limit` bytes.
     fn gunzip_limited(data: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
@@ -191,5 +210,22 @@ mod tests {
         let mut trailing = json.clone();
         trailing.extend(b" x");
         assert!(read_gzip_report(&gzip(&trailing), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn a_file_is_read_as_gzip_or_json_within_one_limit() {
+        let json = report_json();
+        let plain = read_report(&json).unwrap();
+        assert_eq!(read_report(&gzip(&json)).unwrap(), plain);
+        let mut padded = json.clone();
+        padded.resize(MAX_JSON_BYTES + 1, b' ');
+        assert!(matches!(
+            read_report(&padded),
+            Err(ReadReportError::Gzip(GunzipError::TooLarge { .. }))
+        ));
+        assert!(matches!(
+            read_report(&gzip(&padded)),
+            Err(ReadReportError::Gzip(GunzipError::TooLarge { .. }))
+        ));
     }
 }
