@@ -32,7 +32,7 @@ use super::error::{Error, Result};
 use super::exercise::{self, Run};
 use super::phase::{self, Collect, POLL};
 use super::reason::Reason;
-use super::template::{self, Instrumentation, Saved};
+use super::template::{self, Instrumentation, Original};
 use super::{deployment, evidence, images};
 use crate::api::names::{FIELD_MANAGER, FINALIZER};
 use crate::api::{
@@ -165,7 +165,7 @@ async fn release(ctx: &Context, workflow: &HardeningWorkflow) -> Result<()> {
 /// Changes others made to the Deployment meanwhile are kept (only whittle's fields go back),
 /// and an Event says whose they were.
 async fn restore(ctx: &Context, workflow: &HardeningWorkflow, d: &Deployment) -> Result<bool> {
-    match Saved::on(d) {
+    match Original::on(d) {
         Some(Ok(saved)) if saved.belongs_to(workflow) => {
             let name = d.name_any();
             let namespace = d.namespace().unwrap_or_default();
@@ -340,8 +340,8 @@ impl Step<'_> {
 
     /// The saved original when this workflow holds the Deployment, None when no workflow does;
     /// an error when another workflow took it or the annotation is unreadable.
-    fn holds(&self, d: &Deployment) -> Result<Option<Saved>> {
-        match Saved::on(d) {
+    fn holds(&self, d: &Deployment) -> Result<Option<Original>> {
+        match Original::on(d) {
             None => Ok(None),
             Some(Ok(saved)) if saved.belongs_to(self.workflow) => Ok(Some(saved)),
             Some(Ok(saved)) => Err(Error::Failed {
@@ -514,7 +514,7 @@ impl Step<'_> {
             &self.workflow.name_any(),
             self.workflow.metadata.uid.as_deref().unwrap_or_default(),
         );
-        let saved = Saved::of(self.workflow, d, container);
+        let saved = Original::of(self.workflow, d, container);
         let report_url = self
             .ctx
             .report_url(&self.namespace(), &self.workflow.name_any());
@@ -910,7 +910,7 @@ impl Step<'_> {
 
 /// The workflow holding the Deployment, when it is not `workflow`.
 fn other_holder(workflow: &HardeningWorkflow, d: &Deployment) -> Option<String> {
-    match Saved::on(d)? {
+    match Original::on(d)? {
         Ok(saved) if !saved.belongs_to(workflow) => Some(saved.workflow),
         Ok(_) => None,
         Err(_) => Some("unknown (the annotation is unreadable)".into()),

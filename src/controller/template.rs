@@ -22,7 +22,7 @@ use crate::api::names::{
 use crate::api::{HardeningWorkflow, SensorMode};
 use crate::image::config::SENSOR_PATH;
 
-/// The Deployment annotation holding [`Saved`]: what restoring needs, whatever happens to the
+/// The Deployment annotation holding [`Original`]: what restoring needs, whatever happens to the
 /// operator. It also marks the Deployment as taken by one workflow.
 pub const ORIGINAL_ANNOTATION: &str = "whittle.dev/original";
 
@@ -35,10 +35,11 @@ const DEFAULT_GRACE_SECONDS: i64 = 30;
 /// The env the sensor reads for its identity (the report server refuses reports without a pod).
 const IDENTITY_ENV: [&str; 3] = ["POD_NAME", "POD_NAMESPACE", "CONTAINER_NAME"];
 
-/// The user's container as it was before whittle changed it, and who changed it.
+/// The user's container as it was before whittle changed it, and who changed it: the
+/// `whittle.dev/original` annotation on the Deployment.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct Saved {
+pub struct Original {
     pub workflow: String,
     pub workflow_uid: String,
     pub container: String,
@@ -60,13 +61,13 @@ pub struct Saved {
     pub takes_capabilities: bool,
 }
 
-impl Saved {
+impl Original {
     pub fn of(
         workflow: &HardeningWorkflow,
         deployment: &Deployment,
         container: &Container,
-    ) -> Saved {
-        Saved {
+    ) -> Original {
+        Original {
             workflow: workflow.metadata.name.clone().unwrap_or_default(),
             workflow_uid: workflow.metadata.uid.clone().unwrap_or_default(),
             container: container.name.clone(),
@@ -84,7 +85,7 @@ impl Saved {
     }
 
     /// The saved original on a Deployment, if whittle has changed it.
-    pub fn on(deployment: &Deployment) -> Option<Result<Saved, serde_json::Error>> {
+    pub fn on(deployment: &Deployment) -> Option<Result<Original, serde_json::Error>> {
         deployment
             .metadata
             .annotations
@@ -177,7 +178,7 @@ fn names(containers: &[Container]) -> String {
 /// the pod overrides the entrypoint, the sensor's env, the capability fanotify needs, the pod's
 /// own token for the report server (a projected ServiceAccount token, audience `whittle`), a
 /// grace period long enough to report, a pod label naming the workflow, and the saved original.
-pub fn instrumented(deployment_name: &str, saved: &Saved, inst: &Instrumentation<'_>) -> Value {
+pub fn instrumented(deployment_name: &str, saved: &Original, inst: &Instrumentation<'_>) -> Value {
     let mut container = json!({"name": saved.container, "image": inst.instrumented_image});
     if let Some(command) = saved.wrapped_command() {
         container["command"] = json!(command);
@@ -206,19 +207,19 @@ pub fn instrumented(deployment_name: &str, saved: &Saved, inst: &Instrumentation
 /// only the image changed (the hardened image keeps the original entrypoint, so the pod's own
 /// command still fits), and the Deployment held again, its pods labelled, until verification
 /// ends.
-pub fn hardened(deployment_name: &str, saved: &Saved, hardened_image: &str) -> Value {
+pub fn hardened(deployment_name: &str, saved: &Original, hardened_image: &str) -> Value {
     held(deployment_name, saved, original_spec(saved, hardened_image))
 }
 
 /// The apply configuration of a promoted Deployment: the original pod on the hardened image,
 /// and nothing else of whittle's (the pod label and the annotation go; the Deployment is free).
-pub fn promoted(deployment_name: &str, saved: &Saved, hardened_image: &str) -> Value {
+pub fn promoted(deployment_name: &str, saved: &Original, hardened_image: &str) -> Value {
     free(deployment_name, original_spec(saved, hardened_image))
 }
 
 /// A configuration that changes the pod `spec` as given, labels the pods with the workflow and
 /// saves the original in the annotation: the Deployment is held by the workflow.
-fn held(deployment_name: &str, saved: &Saved, spec: Value) -> Value {
+fn held(deployment_name: &str, saved: &Original, spec: Value) -> Value {
     let saved_text = serde_json::to_string(saved).unwrap_or_default();
     json!({
         "apiVersion": "apps/v1",
@@ -272,7 +273,7 @@ pub fn edited_by_others(deployment: &Deployment) -> Vec<String> {
 
 /// The env entries whittle adds: where and how to report, and the pod's identity (unless the
 /// user's container already defines those names, which then stay the user's).
-fn sensor_env(saved: &Saved, inst: &Instrumentation<'_>) -> Vec<Value> {
+fn sensor_env(saved: &Original, inst: &Instrumentation<'_>) -> Vec<Value> {
     let defined = |name: &str| {
         saved
             .env
@@ -342,7 +343,7 @@ fn grants_sys_admin(capability: &str) -> bool {
 /// The apply configuration that puts the original back: the original image, command and grace
 /// period (fields whittle had taken over), nothing else (what whittle added goes away), and no
 /// annotation.
-pub fn restore(deployment_name: &str, saved: &Saved) -> Value {
+pub fn restore(deployment_name: &str, saved: &Original) -> Value {
     free(deployment_name, original_spec(saved, &saved.image))
 }
 
@@ -351,7 +352,7 @@ pub fn restore(deployment_name: &str, saved: &Saved) -> Value {
 /// instrumentation whittle owns them, so every later apply must name them all — a field an
 /// apply leaves out is removed when whittle is its only manager (the pod's command would fall
 /// back to the image's, a lowered grace period to 30 s).
-fn original_spec(saved: &Saved, image: &str) -> Value {
+fn original_spec(saved: &Original, image: &str) -> Value {
     let mut container = json!({"name": saved.container, "image": image});
     if saved.wrapped_command().is_some() {
         container["command"] = json!(saved.command);
@@ -415,10 +416,10 @@ mod tests {
         }
     }
 
-    fn saved(container: Value, grace: Option<i64>) -> Saved {
+    fn saved(container: Value, grace: Option<i64>) -> Original {
         let d = deployment(container, grace);
         let c = target_container(&d, None).unwrap().clone();
-        Saved::of(&workflow(), &d, &c)
+        Original::of(&workflow(), &d, &c)
     }
 
     #[test]
@@ -540,7 +541,7 @@ mod tests {
             None,
         );
         let c = target_container(&d, None).unwrap().clone();
-        let s = Saved::of(&fanotify_workflow(), &d, &c);
+        let s = Original::of(&fanotify_workflow(), &d, &c);
         let patch = instrumented("web", &s, &inst(SensorMode::Fanotify));
         assert_eq!(
             patch["spec"]["template"]["spec"]["containers"][0]["securityContext"],
@@ -558,7 +559,7 @@ mod tests {
                 "{what}: whittle owns the list since it instrumented, so it applies the original"
             );
         }
-        let back: Saved = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let back: Original = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(
             restore("web", &back),
             restore("web", &s),
@@ -573,7 +574,7 @@ mod tests {
                 None,
             );
             let c = target_container(&d, None).unwrap().clone();
-            let s = Saved::of(&fanotify_workflow(), &d, &c);
+            let s = Original::of(&fanotify_workflow(), &d, &c);
             let patch = instrumented("web", &s, &inst(SensorMode::Fanotify));
             assert_eq!(
                 patch["spec"]["template"]["spec"]["containers"][0]["securityContext"],
@@ -603,7 +604,7 @@ mod tests {
                 "a field whittle never took stays the user's alone"
             );
         }
-        let fanotify_without_own = Saved::of(
+        let fanotify_without_own = Original::of(
             &fanotify_workflow(),
             &deployment(json!({"name": "web", "image": "r/web:1"}), None),
             &serde_json::from_value(json!({"name": "web", "image": "r/web:1"})).unwrap(),
@@ -668,7 +669,7 @@ mod tests {
             "metadata": patch["metadata"].clone(), "spec": {"selector": {}, "template": {}}
         }))
         .unwrap();
-        let back = Saved::on(&d).unwrap().unwrap();
+        let back = Original::on(&d).unwrap().unwrap();
         assert_eq!(back, s);
         assert!(back.belongs_to(&workflow()));
         let restore = restore("web", &s);

@@ -16,7 +16,7 @@ use crate::controller::error::{Error, Result};
 use crate::controller::exercise::Run;
 use crate::controller::phase::{self, Trouble};
 use crate::controller::reason::Reason;
-use crate::controller::template::{self, Saved};
+use crate::controller::template::{self, Original};
 
 impl Step<'_> {
     pub(super) async fn verifying(&mut self) -> Result<Action> {
@@ -39,7 +39,7 @@ impl Step<'_> {
             return self.finish_verified(&d, &hardened).await;
         }
         if self.holds(&d)?.is_none() {
-            let saved = Saved::of(self.workflow, &d, &container);
+            let saved = Original::of(self.workflow, &d, &container);
             let config = template::hardened(&d.name_any(), &saved, &hardened);
             deployment::apply(&self.ctx.client, &self.namespace(), &d.name_any(), &config).await?;
             let message = format!(
