@@ -421,8 +421,13 @@ mod tests {
             }
             zip.finish().expect("zip");
         }
+        serve("/Debian/all.zip", bytes).await
+    }
+
+    /// `bytes` served at `path` over HTTP on loopback; the server's base URL.
+    async fn serve(path: &'static str, bytes: Vec<u8>) -> String {
         let app = axum::Router::new().route(
-            "/Debian/all.zip",
+            path,
             axum::routing::get(move || {
                 let bytes = bytes.clone();
                 async move { bytes }
@@ -690,19 +695,7 @@ mod tests {
             }
             zip.finish().expect("zip");
         }
-        let app = axum::Router::new().route(
-            "/all.zip",
-            axum::routing::get(move || {
-                let bomb = bomb.clone();
-                async move { bomb }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let bomb_url = format!("http://{addr}/all.zip");
+        let bomb_url = format!("{}/all.zip", serve("/all.zip", bomb).await);
         let limits = VulnDbLimits {
             entry_bytes: 1 << 20,
             ..VulnDbLimits::default()

@@ -1086,6 +1086,17 @@ mod tests {
             .collect()
     }
 
+    /// A client that talks plain HTTP to `host` only, with a user and password for it.
+    fn plain_http_with_credentials(host: &str) -> Registry {
+        Registry::new(
+            basic_for(host),
+            RegistryOptions {
+                insecure_registries: vec![host.to_string()],
+                ..Default::default()
+            },
+        )
+    }
+
     fn basic_for(host: &str) -> Credentials {
         let auth =
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "user:secret");
@@ -1131,13 +1142,7 @@ mod tests {
                 "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{challenge}\",service=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             )
         });
-        let registry = Registry::new(
-            basic_for(&registry_host),
-            RegistryOptions {
-                insecure_registries: vec![registry_host.clone()],
-                ..Default::default()
-            },
-        );
+        let registry = plain_http_with_credentials(&registry_host);
         let r = ImageRef::parse(&format!("{registry_host}/shop/web:1")).unwrap();
         let e = registry.resolve(&r).await.expect_err("refused").to_string();
         for text in realm_requests(&realm_log) {
@@ -1183,13 +1188,7 @@ mod tests {
                 )
             }
         });
-        let registry = Registry::new(
-            basic_for(&registry_host),
-            RegistryOptions {
-                insecure_registries: vec![registry_host.clone()],
-                ..Default::default()
-            },
-        );
+        let registry = plain_http_with_credentials(&registry_host);
         let r = ImageRef::parse(&format!("{registry_host}/shop/web:1")).unwrap();
         let _ = registry.resolve(&r).await;
         assert!(
