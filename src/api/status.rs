@@ -9,8 +9,6 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::image::harden::Summary;
-
 /// Where the workflow is, what it made, and why it stopped. Written by the operator only.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -305,24 +303,6 @@ pub struct SeverityCounts {
     pub unknown: u64,
 }
 
-impl VulnerabilitiesStatus {
-    pub fn from_summary(v: &crate::evidence::vulns::VulnSummary) -> VulnerabilitiesStatus {
-        let counts = |c: &crate::evidence::vulns::Counts| SeverityCounts {
-            total: c.total as u64,
-            critical: c.critical as u64,
-            high: c.high as u64,
-            medium: c.medium as u64,
-            low: c.low as u64,
-            unknown: c.unknown as u64,
-        };
-        VulnerabilitiesStatus {
-            before: counts(&v.before),
-            after: counts(&v.after),
-            removed: v.removed.len() as u64,
-        }
-    }
-}
-
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HardenResult {
@@ -343,22 +323,6 @@ pub struct HardenResult {
     pub removed_package_managers: u64,
     /// Setuid or setgid files left out, e.g. `11`.
     pub removed_setuid: u64,
-}
-
-impl HardenResult {
-    pub fn from_summary(summary: &Summary) -> HardenResult {
-        let count = |v: &Vec<String>| v.len() as u64;
-        HardenResult {
-            source_bytes: summary.source_bytes,
-            hardened_bytes: summary.hardened_bytes,
-            reduction_percent: reduction_percent(summary.source_bytes, summary.hardened_bytes),
-            files_kept: summary.files_kept,
-            files_removed: summary.files_removed,
-            removed_shells: count(&summary.removed_shells),
-            removed_package_managers: count(&summary.removed_package_managers),
-            removed_setuid: count(&summary.removed_setuid),
-        }
-    }
 }
 
 /// `100 × (1 − hardened / source)`, rounded to the nearest integer; 0 for an empty source.

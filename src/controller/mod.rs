@@ -8,6 +8,9 @@
 //! - `phase`, `template`: pure decisions and the pod-template changes, unit-tested
 //! - `deployment`, `exercise`, `images`, `token`: I/O against the API server and registries
 
+// Each phase reads as gather → verdict → act; a long function is a phase doing too much.
+#![warn(clippy::too_many_lines)]
+
 pub mod deployment;
 pub mod error;
 pub mod evidence;

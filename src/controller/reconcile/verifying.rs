@@ -1,20 +1,23 @@
 //! Verifying: the hardened image is trusted only once it has run. One step per reconcile, each
 //! recognisable after a restart: roll the Deployment to the hardened image (held again, the
-//! original saved), wait for the rollout within `verify.timeout` (readiness probes included,
-//! a crash loop fails at once), run the exercise Job against it, record the verdict, then
-//! promote or restore. Any failure restores the original (through `fail`).
+//! original saved), wait for the rollout within `verify.timeout` (`phase::rollout`, strict:
+//! readiness probes included, a crash loop fails at once), run the exercise Job against it
+//! (`phase::exercised`), record the verdict, then promote or restore. Any failure restores the
+//! original (through `fail`).
 
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 
-use super::exercising::Outcome;
-use super::{POLL, ROUTING, SOON, Step, restore};
+use super::restore;
+use super::step::{SOON, Step};
 use crate::api::{ConditionType, Phase, Verification, VerificationResult};
 use crate::controller::deployment;
 use crate::controller::error::{Error, Result};
 use crate::controller::exercise::Run;
-use crate::controller::phase::{self, Trouble};
+use crate::controller::phase::{self, Exercised, POLL, Rollout, RolloutWatch, Trouble};
 use crate::controller::reason::Reason;
 use crate::controller::template::{self, Original};
 
@@ -30,132 +33,102 @@ impl Step<'_> {
             })?;
         let d = self.deployment().await?;
         let container = self.container(&d)?.clone();
-        if self
-            .status
-            .verification
-            .as_ref()
-            .is_some_and(|v| v.result == VerificationResult::Passed)
-        {
+        let passed = self.status.verification.as_ref();
+        if passed.is_some_and(|v| v.result == VerificationResult::Passed) {
             return self.finish_verified(&d, &hardened).await;
         }
         if self.holds(&d)?.is_none() {
             let saved = Original::of(self.workflow, &d, &container);
-            let config = template::hardened(&d.name_any(), &saved, &hardened);
-            deployment::apply(&self.ctx.client, &self.namespace(), &d.name_any(), &config).await?;
-            let message = format!(
-                "Deployment {}/{} runs the hardened image {hardened}; waiting for its pods to become ready",
-                self.namespace(),
-                self.target()
-            );
-            self.condition(ConditionType::Verified, false, Reason::RollingOut, &message);
-            self.status.message = Some(message.clone());
-            self.ctx
-                .event(
-                    self.workflow,
-                    EventType::Normal,
-                    Reason::RolledOutHardened,
-                    &message,
-                )
-                .await;
-            return Ok(Action::requeue(POLL));
+            return self.roll_out_hardened(&d, &saved, &hardened).await;
         }
-
-        let limit = &self.workflow.spec.verify.timeout;
-        let out_of_time = self.since_phase_start() > limit.get().unwrap_or_default();
+        let limit = self.workflow.spec.verify.timeout.get().unwrap_or_default();
+        let out_of_time = self.since_phase_start() > limit;
         let pods = deployment::instrumented_pods(
             &self.ctx.client,
             &self.namespace(),
             &self.workflow.name_any(),
         )
         .await?;
-        if let Some(t) = phase::crash_looping(&pods, &container.name, &hardened) {
-            let logs = self.logs(&t, true).await;
-            let message = format!(
-                "pod {} container {} keeps crashing on the hardened image ({}); last lines: {logs}",
-                t.pod, t.container, t.detail
-            );
-            return Err(self.verification_failed(Reason::CrashLooping, message, Some(t)));
-        }
-        let running = phase::pods_running(&pods, &container.name, &hardened);
-        let rolled_out = phase::rollout_complete(&d) && !running.is_empty();
-        if !rolled_out {
-            if !out_of_time {
-                return Ok(Action::requeue(POLL));
-            }
-            return Err(match phase::not_ready(&pods, &container.name, &hardened) {
-                Some(t) => {
-                    let probe =
-                        deployment::probe_failure(&self.ctx.client, &self.namespace(), &t.pod)
-                            .await
-                            .unwrap_or_else(|| "kubelet recorded no probe failure".into());
-                    let logs = self.logs(&t, false).await;
-                    let message = format!(
-                        "pod {} container {} did not become ready on the hardened image within {}: {probe}; last lines: {logs}",
-                        t.pod,
-                        t.container,
-                        limit.as_str()
-                    );
-                    self.verification_failed(Reason::ReadinessFailed, message, Some(t))
-                }
-                None => {
-                    let why = phase::pod_trouble(&pods)
-                        .unwrap_or_else(|| "no pod of the hardened image came up".into());
-                    let message = format!(
-                        "the hardened image did not roll out within {}: {why}",
-                        limit.as_str()
-                    );
-                    self.verification_failed(Reason::RolloutFailed, message, None)
-                }
-            });
-        }
-
-        let passed = match &self.workflow.spec.exercise {
-            None => "the hardened pods rolled out and passed their readiness probes".to_string(),
-            Some(_) => match self.exercise(Run::Verify, &d, &running).await? {
-                Outcome::Starting { .. } | Outcome::Running if out_of_time => {
-                    let message = format!(
-                        "the exercise did not finish against the hardened image within {}",
-                        limit.as_str()
-                    );
-                    return Err(self.verification_failed(Reason::Timeout, message, None));
-                }
-                Outcome::Starting { .. } => return Ok(Action::requeue(ROUTING)),
-                Outcome::Running => return Ok(Action::requeue(POLL * 6)),
-                Outcome::Failed(why) => {
-                    let message = format!("the exercise failed against the hardened image: {why}");
-                    return Err(self.verification_failed(Reason::ExerciseFailed, message, None));
-                }
-                Outcome::Passed { .. } => {
-                    "the hardened pods became ready and the exercise passed against them".into()
-                }
-            },
+        let watch = RolloutWatch {
+            container: &container.name,
+            image: &hardened,
+            out_of_time,
+            crash_loops_fail: true,
         };
-        self.status.verification = Some(Verification {
-            result: VerificationResult::Passed,
-            reason: Reason::Passed.as_str().into(),
-            message: passed.clone(),
-            pod: None,
-            container: None,
-        });
-        self.condition(ConditionType::Verified, true, Reason::Passed, &passed);
-        self.ctx
-            .metrics
-            .verifications
-            .with_label_values(&["passed"])
-            .inc();
-        self.ctx
-            .event(self.workflow, EventType::Normal, Reason::Verified, &passed)
+        match phase::rollout(&d, &pods, watch) {
+            Rollout::Ready(running) => self.exercise_hardened(&d, &running, out_of_time).await,
+            Rollout::Waiting => Ok(Action::requeue(POLL)),
+            Rollout::CrashLooping(t) => Err(self.crash_looping(t).await),
+            Rollout::NotReady { trouble, .. } => Err(self.not_ready(trouble).await),
+            Rollout::Stuck { why } => {
+                let why = why.unwrap_or_else(|| "no pod of the hardened image came up".into());
+                let message = format!(
+                    "the hardened image did not roll out within {}: {why}",
+                    self.workflow.spec.verify.timeout.as_str()
+                );
+                Err(self.verification_failed(Reason::RolloutFailed, message, None))
+            }
+        }
+    }
+
+    /// Holds the Deployment again (the original saved) and rolls it to the hardened image.
+    async fn roll_out_hardened(
+        &mut self,
+        d: &Deployment,
+        saved: &Original,
+        hardened: &str,
+    ) -> Result<Action> {
+        let config = template::hardened(&d.name_any(), saved, hardened);
+        deployment::apply(&self.ctx.client, &self.namespace(), &d.name_any(), &config).await?;
+        let message = format!(
+            "Deployment {}/{} runs the hardened image {hardened}; waiting for its pods to become ready",
+            self.namespace(),
+            self.target()
+        );
+        let condition = (ConditionType::Verified, false, Reason::RollingOut);
+        self.progress(condition, Reason::RolledOutHardened, message)
             .await;
-        Ok(Action::requeue(SOON))
+        Ok(Action::requeue(POLL))
+    }
+
+    /// The hardened pods are ready: the exercise (if any) runs against them; its verdict is
+    /// the verification's.
+    async fn exercise_hardened(
+        &mut self,
+        d: &Deployment,
+        running: &BTreeSet<String>,
+        out_of_time: bool,
+    ) -> Result<Action> {
+        let exercise = match &self.workflow.spec.exercise {
+            Some(_) => Some(self.exercise(Run::Verify, d, running).await?),
+            None => None,
+        };
+        let limit = self.workflow.spec.verify.timeout.as_str();
+        match phase::exercised(exercise.as_ref(), out_of_time, limit) {
+            Exercised::Wait(after) => Ok(Action::requeue(after)),
+            Exercised::Failed { reason, message } => {
+                Err(self.verification_failed(reason, message, None))
+            }
+            Exercised::Passed(how) => {
+                self.status.verification = Some(Verification {
+                    result: VerificationResult::Passed,
+                    reason: Reason::Passed.as_str().into(),
+                    message: how.into(),
+                    pod: None,
+                    container: None,
+                });
+                let condition = (ConditionType::Verified, true, Reason::Passed);
+                self.progress(condition, Reason::Verified, how.into()).await;
+                let metrics = &self.ctx.metrics;
+                metrics.verifications.with_label_values(&["passed"]).inc();
+                Ok(Action::requeue(SOON))
+            }
+        }
     }
 
     /// Verification passed (recorded in status): keep the hardened image (`promote`) or give
     /// the Deployment its original back, then Succeeded.
-    async fn finish_verified(
-        &mut self,
-        d: &k8s_openapi::api::apps::v1::Deployment,
-        hardened: &str,
-    ) -> Result<Action> {
+    async fn finish_verified(&mut self, d: &Deployment, hardened: &str) -> Result<Action> {
         let (namespace, name) = (self.namespace(), d.name_any());
         let message = if self.workflow.spec.promote {
             if let Some(saved) = self.holds(d)? {
@@ -175,6 +148,29 @@ impl Step<'_> {
         self.sign(&store).await?;
         self.enter(Phase::Succeeded, message);
         Ok(Action::await_change())
+    }
+
+    async fn crash_looping(&mut self, t: Trouble) -> Error {
+        let logs = self.logs(&t, true).await;
+        let message = format!(
+            "pod {} container {} keeps crashing on the hardened image ({}); last lines: {logs}",
+            t.pod, t.container, t.detail
+        );
+        self.verification_failed(Reason::CrashLooping, message, Some(t))
+    }
+
+    async fn not_ready(&mut self, t: Trouble) -> Error {
+        let probe = deployment::probe_failure(&self.ctx.client, &self.namespace(), &t.pod)
+            .await
+            .unwrap_or_else(|| "kubelet recorded no probe failure".into());
+        let logs = self.logs(&t, false).await;
+        let message = format!(
+            "pod {} container {} did not become ready on the hardened image within {}: {probe}; last lines: {logs}",
+            t.pod,
+            t.container,
+            self.workflow.spec.verify.timeout.as_str()
+        );
+        self.verification_failed(Reason::ReadinessFailed, message, Some(t))
     }
 
     /// Records what failed in `status.verification` and returns the error that fails the

@@ -1,23 +1,14 @@
-//! Pure: the decisions of each phase, from what the controller observed. No I/O here, so every
-//! rule is unit-tested.
-
-use std::collections::BTreeSet;
-use std::time::Duration;
+//! A rollout, instrumented or hardened, as the pods show it: ready, still coming, crash-looping,
+//! or out of time with a pod that is not ready or with no pod at all. One verdict serves both
+//! rollouts; each phase says what a verdict means for it.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-
-/// How often a phase that waits looks again when no watch event wakes it first.
-pub const POLL: Duration = Duration::from_secs(5);
-
-/// Time left of a `limit` that began `elapsed` ago; None once it has run out.
-pub fn remaining(elapsed: Duration, limit: Duration) -> Option<Duration> {
-    limit.checked_sub(elapsed).filter(|d| !d.is_zero())
-}
+use std::collections::BTreeSet;
 
 /// True when the Deployment has rolled out its current template: the controller saw the
 /// latest generation, every replica is updated and available, and no old pod is left.
-pub fn rollout_complete(deployment: &Deployment) -> bool {
+fn rollout_complete(deployment: &Deployment) -> bool {
     let wanted = deployment.spec.replicas.unwrap_or(1);
     let Some(status) = deployment.status.as_ref() else {
         return false;
@@ -46,7 +37,7 @@ pub fn pods_running(pods: &[Pod], container: &str, image: &str) -> BTreeSet<Stri
 
 /// Why the pods of a rollout are not ready, for a failure message: the first container that
 /// waits or was terminated, with the reason kubelet gives (CrashLoopBackOff, ErrImagePull, …).
-pub fn pod_trouble(pods: &[Pod]) -> Option<String> {
+fn pod_trouble(pods: &[Pod]) -> Option<String> {
     pods.iter().find_map(|p| {
         let name = p.metadata.name.as_deref().unwrap_or("?");
         let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
@@ -93,7 +84,7 @@ const CRASH_RESTARTS: i32 = 2;
 
 /// The first pod running `image` in `container` whose container keeps crashing: kubelet backs
 /// it off, or it has restarted [`CRASH_RESTARTS`] times.
-pub fn crash_looping(pods: &[Pod], container: &str, image: &str) -> Option<Trouble> {
+fn crash_looping(pods: &[Pod], container: &str, image: &str) -> Option<Trouble> {
     running_image(pods, container, image).find_map(|(pod, status)| {
         let waiting = status.state.as_ref()?.waiting.as_ref();
         let backing_off = waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff");
@@ -124,7 +115,7 @@ pub fn crash_looping(pods: &[Pod], container: &str, image: &str) -> Option<Troub
 }
 
 /// The first pod running `image` whose `container` is not ready.
-pub fn not_ready(pods: &[Pod], container: &str, image: &str) -> Option<Trouble> {
+fn not_ready(pods: &[Pod], container: &str, image: &str) -> Option<Trouble> {
     running_image(pods, container, image)
         .find(|(_, status)| !status.ready)
         .map(|(pod, status)| Trouble {
@@ -161,101 +152,64 @@ fn running_image<'p>(
             Some((name, status))
         })
 }
-
-/// What the Collecting phase does next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Collect {
-    /// Harden with what arrived; `silent` names the pods that never reported.
-    Harden { silent: Vec<String> },
-    /// Wait for more reports, at most this long before looking again.
-    Wait(Duration),
-    /// Too few reports when the time ran out.
-    Fail {
-        silent: Vec<String>,
-        received: usize,
+/// What a rollout looks like now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    /// Every replica runs the image and is available: these pods.
+    Ready(BTreeSet<String>),
+    /// Still rolling out, and there is time left.
+    Waiting,
+    /// A pod's container keeps crashing (only when the watch says crash loops fail).
+    CrashLooping(Trouble),
+    /// Out of time, and this pod runs the image but is not ready; `why` is the first trouble
+    /// any pod shows.
+    NotReady {
+        trouble: Trouble,
+        why: Option<String>,
     },
+    /// Out of time, and no pod of the image is running but not ready: none came up.
+    Stuck { why: Option<String> },
 }
 
-/// Every instrumented pod reported → harden now. Otherwise wait until `timeout` has passed
-/// since collection began; then harden with at least `min_reports`, or fail naming the pods that
-/// stayed silent.
-pub fn collect(
-    expected: &BTreeSet<String>,
-    reported: &BTreeSet<String>,
-    min_reports: usize,
-    elapsed: Duration,
-    timeout: Duration,
-) -> Collect {
-    let silent: Vec<String> = expected.difference(reported).cloned().collect();
-    if silent.is_empty() && reported.len() >= min_reports {
-        return Collect::Harden { silent };
+/// Which rollout is watched, and how strictly.
+#[derive(Debug, Clone, Copy)]
+pub struct RolloutWatch<'a> {
+    pub container: &'a str,
+    pub image: &'a str,
+    /// The rollout's time (`verify.timeout`) has run out.
+    pub out_of_time: bool,
+    /// A crash loop fails at once (the hardened image); otherwise it is waited out like any
+    /// pod that is not ready (the instrumented original, whose app may restart while a
+    /// dependency comes up).
+    pub crash_loops_fail: bool,
+}
+
+/// The verdict on a rollout of `watch.image` in the Deployment `d` with these pods.
+pub fn rollout(d: &Deployment, pods: &[Pod], watch: RolloutWatch) -> Rollout {
+    if watch.crash_loops_fail
+        && let Some(t) = crash_looping(pods, watch.container, watch.image)
+    {
+        return Rollout::CrashLooping(t);
     }
-    match remaining(elapsed, timeout) {
-        Some(left) => Collect::Wait(left.min(POLL)),
-        None if reported.len() >= min_reports => Collect::Harden { silent },
-        None => Collect::Fail {
-            silent,
-            received: reported.len(),
-        },
+    let running = pods_running(pods, watch.container, watch.image);
+    if rollout_complete(d) && !running.is_empty() {
+        return Rollout::Ready(running);
+    }
+    if !watch.out_of_time {
+        return Rollout::Waiting;
+    }
+    let why = pod_trouble(pods);
+    match not_ready(pods, watch.container, watch.image) {
+        Some(trouble) => Rollout::NotReady { trouble, why },
+        None => Rollout::Stuck { why },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn set(names: &[&str]) -> BTreeSet<String> {
-        names.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn collection_hardens_when_every_pod_reported() {
-        assert_eq!(
-            collect(
-                &set(&["a", "b"]),
-                &set(&["a", "b"]),
-                1,
-                Duration::ZERO,
-                Duration::from_secs(60)
-            ),
-            Collect::Harden { silent: vec![] }
-        );
-    }
-
-    #[test]
-    fn collection_waits_then_hardens_with_enough_or_fails_naming_the_silent() {
-        let expected = set(&["a", "b"]);
-        let timeout = Duration::from_secs(60);
-        assert_eq!(
-            collect(&expected, &set(&["a"]), 1, Duration::from_secs(58), timeout),
-            Collect::Wait(Duration::from_secs(2))
-        );
-        assert_eq!(
-            collect(&expected, &set(&["a"]), 1, Duration::from_secs(10), timeout),
-            Collect::Wait(POLL)
-        );
-        assert_eq!(
-            collect(&expected, &set(&["a"]), 1, timeout, timeout),
-            Collect::Harden {
-                silent: vec!["b".into()]
-            }
-        );
-        assert_eq!(
-            collect(&expected, &set(&["a"]), 2, timeout, timeout),
-            Collect::Fail {
-                silent: vec!["b".into()],
-                received: 1
-            }
-        );
-        assert_eq!(
-            collect(&expected, &set(&[]), 1, Duration::from_secs(61), timeout),
-            Collect::Fail {
-                silent: vec!["a".into(), "b".into()],
-                received: 0
-            }
-        );
-    }
+    use crate::controller::phase::tests::set;
+    use serde_json::{Value, json};
 
     #[test]
     fn a_rollout_is_complete_when_every_replica_is_new_and_available() {
@@ -322,17 +276,6 @@ mod tests {
     }
 
     #[test]
-    fn remaining_time_runs_out() {
-        let m = Duration::from_secs(60);
-        assert_eq!(
-            remaining(Duration::from_secs(20), m),
-            Some(Duration::from_secs(40))
-        );
-        assert_eq!(remaining(m, m), None);
-        assert_eq!(remaining(Duration::from_secs(90), m), None);
-    }
-
-    #[test]
     fn a_container_that_keeps_restarting_is_crash_looping_one_that_is_not_ready_is_named() {
         let pod = |name: &str, restarts: i32, waiting: Option<&str>, ready: bool| -> Pod {
             let state = match waiting {
@@ -374,5 +317,112 @@ mod tests {
             not_ready(&pods, "web", "h@1").map(|t| t.pod),
             Some("b".into())
         );
+    }
+
+    /// A Deployment of `replicas` replicas, rolled out or not, and its pods.
+    fn world(rolled_out: bool, pods: &[Value]) -> (Deployment, Vec<Pod>) {
+        let available = if rolled_out { 2 } else { 1 };
+        let d = serde_json::from_value(json!({
+            "metadata": {"generation": 2},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+                       "availableReplicas": available}
+        }))
+        .unwrap();
+        let pods = pods
+            .iter()
+            .map(|p| serde_json::from_value(p.clone()).unwrap())
+            .collect();
+        (d, pods)
+    }
+
+    fn pod(name: &str, image: &str, ready: bool, restarts: i32, waiting: Option<&str>) -> Value {
+        let state = match waiting {
+            Some(r) => json!({"waiting": {"reason": r}}),
+            None => json!({"running": {}}),
+        };
+        json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "web", "image": image}]},
+            "status": {"containerStatuses": [{"name": "web", "image": image, "imageID": "",
+                "ready": ready, "restartCount": restarts, "state": state}]}
+        })
+    }
+
+    fn kind(r: &Rollout) -> &'static str {
+        match r {
+            Rollout::Ready(_) => "ready",
+            Rollout::Waiting => "waiting",
+            Rollout::CrashLooping(_) => "crash-looping",
+            Rollout::NotReady { .. } => "not ready",
+            Rollout::Stuck { .. } => "stuck",
+        }
+    }
+
+    #[test]
+    fn one_rollout_verdict_for_the_instrumented_and_the_hardened_rollout() {
+        let fixture = |name: &str| match name {
+            "ok" => pod("a", "h@1", true, 0, None),
+            "restarted" => pod("a", "h@1", true, 3, None),
+            "backing-off" => pod("b", "h@1", false, 1, Some("CrashLoopBackOff")),
+            "unready" => pod("b", "h@1", false, 0, None),
+            "pulling" => pod("c", "h@1", false, 0, Some("ImagePullBackOff")),
+            _ => pod("d", "old@0", true, 0, None),
+        };
+        // (rolled out, pods, out of time, crash loops fail) → verdict
+        let cases: [(bool, &[&str], bool, bool, &str); 12] = [
+            (true, &["ok"], false, true, "ready"),
+            (true, &["old"], false, true, "waiting"),
+            (false, &["ok", "unready"], false, true, "waiting"),
+            (false, &["ok", "backing-off"], false, true, "crash-looping"),
+            (false, &["ok", "backing-off"], false, false, "waiting"),
+            (true, &["restarted"], false, true, "crash-looping"),
+            (true, &["restarted"], false, false, "ready"),
+            (false, &["ok", "unready"], true, true, "not ready"),
+            (false, &["ok", "backing-off"], true, false, "not ready"),
+            (false, &["old"], true, true, "stuck"),
+            (false, &[], true, false, "stuck"),
+            (false, &["pulling"], true, true, "not ready"),
+        ];
+        for (i, (rolled_out, names, out_of_time, crash_loops_fail, want)) in
+            cases.into_iter().enumerate()
+        {
+            let pods: Vec<Value> = names.iter().map(|n| fixture(n)).collect();
+            let (d, pods) = world(rolled_out, &pods);
+            let watch = RolloutWatch {
+                container: "web",
+                image: "h@1",
+                out_of_time,
+                crash_loops_fail,
+            };
+            assert_eq!(kind(&rollout(&d, &pods, watch)), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_stuck_or_unready_rollout_says_which_pod_and_why() {
+        let (d, pods) = world(
+            false,
+            &[pod("c", "h@1", false, 0, Some("ImagePullBackOff"))],
+        );
+        let watch = RolloutWatch {
+            container: "web",
+            image: "h@1",
+            out_of_time: true,
+            crash_loops_fail: true,
+        };
+        assert_eq!(
+            rollout(&d, &pods, watch),
+            Rollout::NotReady {
+                trouble: Trouble {
+                    pod: "c".into(),
+                    container: "web".into(),
+                    detail: "not ready".into()
+                },
+                why: Some("pod c container web: ImagePullBackOff".into())
+            }
+        );
+        let (d, pods) = world(false, &[]);
+        assert_eq!(rollout(&d, &pods, watch), Rollout::Stuck { why: None });
     }
 }

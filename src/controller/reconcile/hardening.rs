@@ -1,0 +1,184 @@
+//! Hardening: build and push the hardened image from the stored reports, within what is left
+//! of `harden.timeout`; describe it (SBOM, vulnerabilities), seal what was produced, then
+//! verify it or (verification off) sign it and succeed.
+
+use std::time::Instant;
+
+use kube::runtime::controller::Action;
+
+use super::step::{SOON, Step};
+use crate::api::status::reduction_percent;
+use crate::api::{
+    ConditionType, HardenResult, Phase, ReportMaterial, SeverityCounts, VulnerabilitiesStatus,
+};
+use crate::controller::error::{Error, Result};
+use crate::controller::images;
+use crate::controller::phase;
+use crate::controller::reason::Reason;
+use crate::evidence::produce::{self, EvidenceOptions};
+use crate::evidence::vulns::{Counts, VulnSummary};
+use crate::image::distribution::store::Store;
+use crate::image::harden::Summary;
+use crate::reports;
+use whittle_sensor::report::Report;
+
+impl Step<'_> {
+    pub(super) async fn hardening(&mut self) -> Result<Action> {
+        let d = self.deployment().await?;
+        let container = self.container(&d)?.clone();
+        let source = self
+            .status
+            .source_image
+            .clone()
+            .ok_or_else(|| Error::Failed {
+                reason: Reason::StatusIncomplete,
+                message: "status.sourceImage is missing: was the status edited by hand?".into(),
+            })?;
+        let image = container.image.as_deref().unwrap_or_default();
+        let dest = images::destinations(self.workflow, image)?;
+        let store = self.store(&d).await?;
+        let profile = self.profile().await?;
+        let summary = self.harden(&store, &source, &dest, profile).await?;
+        self.describe(&store, &summary).await?;
+        let message = self.record(&source, &summary);
+        if self.workflow.spec.verify.enabled {
+            self.condition(
+                ConditionType::Verified,
+                false,
+                Reason::Verifying,
+                "rolling out the hardened image",
+            );
+            self.enter(
+                Phase::Verifying,
+                format!("{message}; verifying it: rolling it out"),
+            );
+            return Ok(Action::requeue(SOON));
+        }
+        self.sign(&store).await?;
+        self.enter(Phase::Succeeded, message);
+        Ok(Action::await_change())
+    }
+
+    /// The stored reports folded into one profile; which reports (the materials) and which
+    /// sensor modes went into it is recorded in status.
+    async fn profile(&mut self) -> Result<Vec<Report>> {
+        let folded = reports::fold(&self.ctx.client, self.workflow).await?;
+        let materials = folded
+            .materials
+            .iter()
+            .map(|(name, sha256)| ReportMaterial {
+                name: name.clone(),
+                sha256: sha256.clone(),
+            })
+            .collect();
+        let status = self.status.reports.get_or_insert_with(Default::default);
+        status.modes = folded.modes.into_iter().collect();
+        status.materials = materials;
+        Ok(folded.profile.into_iter().collect())
+    }
+
+    /// The harden itself, within what is left of `harden.timeout`.
+    async fn harden(
+        &self,
+        store: &Store,
+        source: &str,
+        dest: &images::Destinations,
+        profile: Vec<Report>,
+    ) -> Result<Summary> {
+        let left =
+            phase::remaining(self.since_phase_start(), self.harden_limit()).unwrap_or_default();
+        let started = Instant::now();
+        let summary = tokio::time::timeout(
+            left,
+            images::harden(store, source, dest, profile, self.workflow),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("hardening {source}"),
+            limit: self.workflow.spec.harden.timeout.as_str().to_string(),
+        })??;
+        let metrics = &self.ctx.metrics;
+        metrics
+            .harden_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .bytes_saved
+            .inc_by(summary.source_bytes.saturating_sub(summary.hardened_bytes));
+        Ok(summary)
+    }
+
+    /// The hardened image's SBOM (attached when `harden.sbom`) and vulnerability counts
+    /// (when `vulnerabilities.db` names a database).
+    async fn describe(&mut self, store: &Store, summary: &Summary) -> Result<()> {
+        let vuln_db = match &self.workflow.spec.vulnerabilities.db {
+            Some(db) => Some(self.ctx.vuln_dbs.get(db).await?),
+            None => None,
+        };
+        let options = EvidenceOptions {
+            sbom_dir: None,
+            attach_sbom: self.workflow.spec.harden.sbom,
+            vuln_db,
+            sign_key: None,
+        };
+        let evidence = produce::describe(store, summary, &options).await?;
+        self.status.sbom = evidence.sbom.map(|a| a.reference);
+        self.status.vulnerabilities = evidence.vulnerabilities.as_ref().map(vulnerabilities);
+        Ok(())
+    }
+
+    /// The result in status, sealed so that signing can tell it was not edited; the message
+    /// says what the harden achieved.
+    fn record(&mut self, source: &str, summary: &Summary) -> String {
+        let result = harden_result(summary);
+        let message = format!(
+            "hardened image {}: {} bytes instead of {} ({}% smaller), {} files kept, {} removed",
+            summary.hardened_image,
+            result.hardened_bytes,
+            result.source_bytes,
+            result.reduction_percent,
+            result.files_kept,
+            result.files_removed
+        );
+        self.status.hardened_image = Some(summary.hardened_image.clone());
+        let seal = self
+            .ctx
+            .report_key
+            .seal(&self.sealed(source, &summary.hardened_image));
+        self.status.seal = Some(seal);
+        self.status.result = Some(result);
+        self.condition(ConditionType::Hardened, true, Reason::Pushed, &message);
+        message
+    }
+}
+
+/// `status.result` from what the image engine reports.
+fn harden_result(summary: &Summary) -> HardenResult {
+    let count = |v: &Vec<String>| v.len() as u64;
+    HardenResult {
+        source_bytes: summary.source_bytes,
+        hardened_bytes: summary.hardened_bytes,
+        reduction_percent: reduction_percent(summary.source_bytes, summary.hardened_bytes),
+        files_kept: summary.files_kept,
+        files_removed: summary.files_removed,
+        removed_shells: count(&summary.removed_shells),
+        removed_package_managers: count(&summary.removed_package_managers),
+        removed_setuid: count(&summary.removed_setuid),
+    }
+}
+
+/// `status.vulnerabilities` from what the vulnerability match found.
+fn vulnerabilities(v: &VulnSummary) -> VulnerabilitiesStatus {
+    let counts = |c: &Counts| SeverityCounts {
+        total: c.total as u64,
+        critical: c.critical as u64,
+        high: c.high as u64,
+        medium: c.medium as u64,
+        low: c.low as u64,
+        unknown: c.unknown as u64,
+    };
+    VulnerabilitiesStatus {
+        before: counts(&v.before),
+        after: counts(&v.after),
+        removed: v.removed.len() as u64,
+    }
+}

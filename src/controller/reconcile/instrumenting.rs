@@ -1,0 +1,141 @@
+//! Instrumenting: push the instrumented image, then apply the instrumented template, then wait
+//! until its pods are ready (`phase::rollout`, lenient: the original app may restart while a
+//! dependency comes up) and record them.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Container;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use super::join;
+use super::step::{SOON, Step};
+use crate::api::{ConditionType, Phase, ReportsStatus};
+use crate::controller::error::{Error, Result};
+use crate::controller::phase::{self, POLL, Rollout, RolloutWatch};
+use crate::controller::reason::Reason;
+use crate::controller::template::{self, Instrumentation, Original};
+use crate::controller::{deployment, images};
+
+impl Step<'_> {
+    pub(super) async fn instrumenting(&mut self) -> Result<Action> {
+        let d = self.deployment().await?;
+        let container = self.container(&d)?.clone();
+        let Some(image) = self.status.instrumented_image.clone() else {
+            return self.push_instrumented(&d, &container).await;
+        };
+        if self.holds(&d)?.is_none() {
+            return self.apply_instrumented(&d, &container, &image).await;
+        }
+        let pods = deployment::instrumented_pods(
+            &self.ctx.client,
+            &self.namespace(),
+            &self.workflow.name_any(),
+        )
+        .await?;
+        let limit = self
+            .workflow
+            .spec
+            .verify
+            .timeout
+            .get()
+            .unwrap_or(std::time::Duration::MAX);
+        let watch = RolloutWatch {
+            container: &container.name,
+            image: &image,
+            out_of_time: self.since_phase_start() > limit,
+            crash_loops_fail: false,
+        };
+        match phase::rollout(&d, &pods, watch) {
+            Rollout::Ready(running) => Ok(self.observe(&running)),
+            Rollout::Waiting | Rollout::CrashLooping(_) => Ok(Action::requeue(POLL)),
+            Rollout::NotReady { why, .. } | Rollout::Stuck { why } => Err(Error::Failed {
+                reason: Reason::RolloutFailed,
+                message: format!(
+                    "the instrumented pods did not become ready within {}: {}",
+                    self.workflow.spec.verify.timeout.as_str(),
+                    why.as_deref().unwrap_or("no pod reported a reason")
+                ),
+            }),
+        }
+    }
+
+    /// The instrumented pods are ready: they are the ones expected to report.
+    fn observe(&mut self, running: &BTreeSet<String>) -> Action {
+        let message = format!(
+            "{} pod(s) run the instrumented image: {}",
+            running.len(),
+            join(running)
+        );
+        self.status.reports = Some(ReportsStatus::new(running, &BTreeSet::new()));
+        self.condition(
+            ConditionType::Instrumented,
+            true,
+            Reason::RolledOut,
+            &message,
+        );
+        let duration = self.observe_text();
+        self.enter(
+            Phase::Observing,
+            format!("observing {} pod(s): {duration}", running.len()),
+        );
+        Action::requeue(SOON)
+    }
+
+    async fn push_instrumented(&mut self, d: &Deployment, container: &Container) -> Result<Action> {
+        let dest = images::destinations(
+            self.workflow,
+            container.image.as_deref().unwrap_or_default(),
+        )?;
+        let store = self.store(d).await?;
+        let inst = images::instrument(&store, &dest, &self.ctx.sensor).await?;
+        self.status.source_image = Some(inst.source.to_string());
+        self.status.instrumented_image = Some(inst.image.to_string());
+        let message = format!("pushed the instrumented image {}", inst.pushed);
+        let condition = (ConditionType::Instrumented, false, Reason::ImagePushed);
+        self.progress(condition, Reason::ImagePushed, message).await;
+        Ok(Action::requeue(SOON))
+    }
+
+    async fn apply_instrumented(
+        &mut self,
+        d: &Deployment,
+        container: &Container,
+        instrumented_image: &str,
+    ) -> Result<Action> {
+        let (namespace, name) = (self.namespace(), self.workflow.name_any());
+        let uid = self.workflow.metadata.uid.as_deref().unwrap_or_default();
+        let report_token = self.ctx.report_key.token(&namespace, &name, uid);
+        let report_url = self.ctx.report_url(&namespace, &name);
+        let sensor_mode = self.workflow.spec.observe.sensor_mode;
+        let saved = Original::of(self.workflow, d, container);
+        let instrumentation = Instrumentation {
+            instrumented_image,
+            report_url: &report_url,
+            report_token: &report_token,
+            sensor_mode,
+        };
+        let config = template::instrumented(&d.name_any(), &saved, &instrumentation);
+        deployment::apply(&self.ctx.client, &namespace, &d.name_any(), &config).await?;
+        let message = format!(
+            "Deployment {namespace}/{} runs the instrumented image (sensor mode {}); waiting for its pods",
+            self.target(),
+            sensor_mode.as_str()
+        );
+        let condition = (ConditionType::Instrumented, false, Reason::RollingOut);
+        self.progress(condition, Reason::Instrumented, message)
+            .await;
+        Ok(Action::requeue(POLL))
+    }
+
+    /// How long observation lasts, for messages.
+    fn observe_text(&self) -> String {
+        let exercised = self.workflow.spec.exercise.is_some();
+        let text = self.workflow.spec.observe.duration_text(exercised);
+        match (exercised, &self.workflow.spec.observe.duration) {
+            (true, Some(_)) => format!("until the exercise Job succeeds, then {text}"),
+            _ => text,
+        }
+    }
+}

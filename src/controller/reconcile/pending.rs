@@ -1,0 +1,40 @@
+//! Pending: start once the target is there and free (`phase::pending` decides); until then
+//! wait, changing nothing.
+
+use kube::runtime::controller::Action;
+
+use super::step::{SOON, Step};
+use crate::api::{ConditionType, Phase};
+use crate::controller::deployment;
+use crate::controller::error::Result;
+use crate::controller::phase::{self, Pending};
+use crate::controller::reason::Reason;
+
+impl Step<'_> {
+    pub(super) async fn pending(&mut self) -> Result<Action> {
+        // Before anything is changed: a database the operator does not have would only fail
+        // the workflow after observation.
+        if let Some(db) = &self.workflow.spec.vulnerabilities.db {
+            self.ctx.vuln_dbs.check(db)?;
+        }
+        let d = deployment::get(&self.ctx.client, &self.namespace(), self.target()).await?;
+        match phase::pending(self.workflow, d.as_ref()) {
+            Pending::Wait { reason, message } => Ok(self.wait(reason, message)),
+            Pending::Start => {
+                self.condition(
+                    ConditionType::Instrumented,
+                    false,
+                    Reason::Instrumenting,
+                    "pushing the instrumented image",
+                );
+                let message = format!(
+                    "instrumenting the image of Deployment {}/{}",
+                    self.namespace(),
+                    self.target()
+                );
+                self.enter(Phase::Instrumenting, message);
+                Ok(Action::requeue(SOON))
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! What every phase's step shares: the workflow, its status being written, the clock, and the
+//! helpers that record progress (conditions, phase changes, Events), find the target, open the
+//! registries with the workflow's credentials, and fail the workflow (restoring the target).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use tracing::warn;
+
+use super::restore;
+use crate::api::{
+    ConditionStatus, ConditionType, HardeningWorkflow, HardeningWorkflowStatus, Phase,
+};
+use crate::controller::error::{Error, Result};
+use crate::controller::phase::{self, POLL};
+use crate::controller::reason::Reason;
+use crate::controller::template::{self, Original};
+use crate::controller::{Context, deployment, images};
+use crate::image::distribution::store::Store;
+
+/// A step that changed status without waiting for anything: look again at once (the status
+/// write also wakes the controller).
+pub(super) const SOON: Duration = Duration::from_millis(200);
+
+/// The state one step works on.
+pub(super) struct Step<'a> {
+    pub(super) workflow: &'a HardeningWorkflow,
+    pub(super) ctx: &'a Context,
+    pub(super) status: &'a mut HardeningWorkflowStatus,
+    pub(super) now: Time,
+}
+
+impl Step<'_> {
+    pub(super) fn namespace(&self) -> String {
+        self.workflow.namespace().unwrap_or_default()
+    }
+
+    pub(super) fn target(&self) -> &str {
+        &self.workflow.spec.target.name
+    }
+
+    pub(super) fn since_phase_start(&self) -> Duration {
+        let start = self
+            .status
+            .phase_started_at
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(self.now.0);
+        Duration::try_from(self.now.0.duration_since(start)).unwrap_or_default()
+    }
+
+    /// Registry work (instrument, harden) has `harden.timeout` before a transient failure
+    /// becomes final.
+    pub(super) fn out_of_time(&self) -> bool {
+        phase::gives_up(
+            self.status.phase(),
+            self.since_phase_start(),
+            self.harden_limit(),
+        )
+    }
+
+    pub(super) fn harden_limit(&self) -> Duration {
+        self.workflow
+            .spec
+            .harden
+            .timeout
+            .get()
+            .unwrap_or(Duration::MAX)
+    }
+
+    pub(super) fn condition(
+        &mut self,
+        type_: ConditionType,
+        ok: bool,
+        reason: Reason,
+        message: &str,
+    ) {
+        let status = if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        self.set_condition(type_, status, reason.as_str(), message);
+    }
+
+    pub(super) fn set_condition(
+        &mut self,
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: &str,
+        message: &str,
+    ) {
+        let generation = self.workflow.metadata.generation;
+        self.status
+            .set_condition(type_, status, reason, message, &self.now, generation);
+    }
+
+    /// A step forward inside a phase: the condition says it, `status.message` repeats it, and
+    /// an Event announces it.
+    pub(super) async fn progress(
+        &mut self,
+        condition: (ConditionType, bool, Reason),
+        event: Reason,
+        message: String,
+    ) {
+        let (type_, ok, reason) = condition;
+        self.condition(type_, ok, reason, &message);
+        self.ctx
+            .event(self.workflow, EventType::Normal, event, &message)
+            .await;
+        self.status.message = Some(message);
+    }
+
+    /// A new phase, which is the `Ready` reason while it runs.
+    pub(super) fn enter(&mut self, phase: Phase, message: String) {
+        self.status.set_phase(phase, &self.now);
+        let ready = if phase == Phase::Succeeded {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        self.set_condition(ConditionType::Ready, ready, phase.as_str(), &message);
+        self.status.message = Some(message);
+    }
+
+    /// Pending with a reason: nothing has been changed, the user may still edit the spec.
+    pub(super) fn wait(&mut self, reason: Reason, message: String) -> Action {
+        // Shown in `kubectl get hw`'s Phase column, which would be blank otherwise.
+        self.status.set_phase(Phase::Pending, &self.now);
+        self.condition(ConditionType::Ready, false, reason, &message);
+        self.status.message = Some(message);
+        Action::requeue(POLL * 2)
+    }
+
+    pub(super) async fn deployment(&self) -> Result<Deployment> {
+        deployment::get(&self.ctx.client, &self.namespace(), self.target())
+            .await?
+            .ok_or_else(|| Error::Failed {
+                reason: Reason::TargetDeleted,
+                message: format!(
+                    "Deployment {}/{} was deleted while the workflow ran",
+                    self.namespace(),
+                    self.target()
+                ),
+            })
+    }
+
+    pub(super) fn container<'d>(&self, d: &'d Deployment) -> Result<&'d Container> {
+        template::target_container(d, self.workflow.spec.target.container.as_deref()).map_err(
+            |message| Error::Failed {
+                reason: Reason::ContainerNotFound,
+                message,
+            },
+        )
+    }
+
+    /// The saved original when this workflow holds the Deployment, None when no workflow does;
+    /// an error when another workflow took it or the annotation is unreadable.
+    pub(super) fn holds(&self, d: &Deployment) -> Result<Option<Original>> {
+        match Original::on(d) {
+            None => Ok(None),
+            Some(Ok(saved)) if saved.belongs_to(self.workflow) => Ok(Some(saved)),
+            Some(Ok(saved)) => Err(Error::Failed {
+                reason: Reason::TargetBusy,
+                message: format!(
+                    "Deployment {}/{} was taken by workflow {} while this one ran",
+                    self.namespace(),
+                    self.target(),
+                    saved.workflow
+                ),
+            }),
+            Some(Err(e)) => Err(Error::Failed {
+                reason: Reason::AnnotationCorrupt,
+                message: format!(
+                    "the {} annotation on Deployment {}/{} is not whittle's: {e}",
+                    template::ORIGINAL_ANNOTATION,
+                    self.namespace(),
+                    self.target()
+                ),
+            }),
+        }
+    }
+
+    pub(super) fn expected(&self) -> BTreeSet<String> {
+        self.status
+            .reports
+            .as_ref()
+            .map(|r| r.expected.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) async fn store(&self, d: &Deployment) -> Result<Store> {
+        let pull: Vec<String> = template::pod_spec(d)
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .map(|s| s.iter().map(|r| r.name.clone()).collect())
+            .unwrap_or_default();
+        // Plain HTTP only to this workflow's own registries: the source's (as first resolved,
+        // since a promoted Deployment runs the hardened image) and the destinations'.
+        let insecure = if self.workflow.spec.registry.insecure {
+            let image = match &self.status.source_image {
+                Some(source) => source.clone(),
+                None => self.container(d)?.image.clone().unwrap_or_default(),
+            };
+            images::destinations(self.workflow, &image)?.registries()
+        } else {
+            Vec::new()
+        };
+        let store = images::store(
+            &self.ctx.client,
+            &self.namespace(),
+            &images::credential_secrets(self.workflow, &pull),
+            insecure,
+        )
+        .await?;
+        Ok(store.with_limits(self.ctx.limits))
+    }
+
+    /// Failed: the Deployment gets its original template back (if whittle still holds it),
+    /// the reason goes into status and a Warning Event.
+    pub(super) async fn fail(&mut self, reason: Reason, message: &str) -> Result<()> {
+        if let Some(d) = deployment::get(&self.ctx.client, &self.namespace(), self.target()).await?
+            && restore(self.ctx, self.workflow, &d).await?
+        {
+            let metrics = &self.ctx.metrics;
+            metrics
+                .rollbacks
+                .with_label_values(&[reason.as_str()])
+                .inc();
+        }
+        if self.status.phase() == Phase::Verifying {
+            let metrics = &self.ctx.metrics;
+            metrics.verifications.with_label_values(&["failed"]).inc();
+            self.condition(ConditionType::Verified, false, reason, message);
+        }
+        warn!(workflow = %self.workflow.name_any(), %reason, %message, "workflow failed");
+        self.status.set_phase(Phase::Failed, &self.now);
+        self.condition(ConditionType::Ready, false, reason, message);
+        self.status.message = Some(message.to_string());
+        Ok(())
+    }
+}
