@@ -3,7 +3,7 @@
 //! secrets, which are no ticket to copy its image elsewhere. A `spec.hardenedImage` outside the
 //! source's repository fails the workflow with `DestinationNotAllowed` before anything is
 //! pushed or the Deployment is touched. (Which names are allowed is unit-tested in
-//! `controller::images`.)
+//! `controller::engine`.)
 
 mod support;
 

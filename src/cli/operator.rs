@@ -14,7 +14,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::info;
 
-use whittle::controller::evidence::{VulnDbLimits, VulnDbSource, VulnDbs, parse_vuln_db};
+use whittle::controller::vuln_dbs::{VulnDbLimits, VulnDbSource, VulnDbs, parse_vuln_db};
 use whittle::controller::{self, Context};
 use whittle::image::instrument::find_sensor;
 use whittle::image::limits::{self, Limits};

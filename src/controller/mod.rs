@@ -4,22 +4,26 @@
 //! Deployment: garbage collection would delete it with the workflow. With `--watch-namespace`,
 //! one such controller per namespace, each watching only its own.
 //!
-//! - `reconcile`: the pipeline (observe → decide → act → record status)
-//! - `phase`, `template`: pure decisions and the pod-template changes, unit-tested
-//! - `deployment`, `exercise`, `images`, `token`: I/O against the API server and registries
+//! - `reconcile`: the pipeline; `reconcile/<phase>.rs` gathers and acts for one phase
+//! - `phase/<phase>.rs`: what that phase decides (pure, table-tested); `reason`: every reason a
+//!   workflow can carry; `template`: the pod-template changes (pure)
+//! - `deployment`, `exercise`: I/O against the API server (the target, its pods, exercise Jobs)
+//! - `engine`: the image engine driven for a workflow (its credentials, its destinations)
+//! - `vuln_dbs`, `signing_key`: the vulnerability databases and signing key workflows name
 
 // Each phase reads as gather → verdict → act; a long function is a phase doing too much.
 #![warn(clippy::too_many_lines)]
 
 pub mod deployment;
+pub mod engine;
 pub mod error;
-pub mod evidence;
 pub mod exercise;
-pub mod images;
 pub mod phase;
 pub mod reason;
 pub mod reconcile;
+pub mod signing_key;
 pub mod template;
+pub mod vuln_dbs;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -55,7 +59,7 @@ pub struct Context {
     /// The static sensor binary put into instrumented images.
     pub sensor: PathBuf,
     /// Vulnerability databases workflows name, loaded once for all of them.
-    pub vuln_dbs: evidence::VulnDbs,
+    pub vuln_dbs: vuln_dbs::VulnDbs,
     /// Derives each workflow's report token and seals what harden produced.
     pub report_key: ReportKey,
     /// The budgets of every image read (`whittle operator --spool-limit` and the like).
@@ -83,7 +87,7 @@ impl Context {
             metrics,
             report_base,
             sensor,
-            vuln_dbs: evidence::VulnDbs::default(),
+            vuln_dbs: vuln_dbs::VulnDbs::default(),
             report_key,
             limits: Default::default(),
             failures: Mutex::default(),

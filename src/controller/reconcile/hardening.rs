@@ -11,8 +11,8 @@ use crate::api::status::reduction_percent;
 use crate::api::{
     ConditionType, HardenResult, Phase, ReportMaterial, SeverityCounts, VulnerabilitiesStatus,
 };
+use crate::controller::engine;
 use crate::controller::error::{Error, Result};
-use crate::controller::images;
 use crate::controller::phase;
 use crate::controller::reason::Reason;
 use crate::evidence::produce::{self, EvidenceOptions};
@@ -35,7 +35,7 @@ impl Step<'_> {
                 message: "status.sourceImage is missing: was the status edited by hand?".into(),
             })?;
         let image = container.image.as_deref().unwrap_or_default();
-        let dest = images::destinations(self.workflow, image)?;
+        let dest = engine::destinations(self.workflow, image)?;
         let store = self.store(&d).await?;
         let profile = self.profile().await?;
         let summary = self.harden(&store, &source, &dest, profile).await?;
@@ -82,7 +82,7 @@ impl Step<'_> {
         &self,
         store: &Store,
         source: &str,
-        dest: &images::Destinations,
+        dest: &engine::Destinations,
         profile: Vec<Report>,
     ) -> Result<Summary> {
         let left =
@@ -90,7 +90,7 @@ impl Step<'_> {
         let started = Instant::now();
         let summary = tokio::time::timeout(
             left,
-            images::harden(store, source, dest, profile, self.workflow),
+            engine::harden(store, source, dest, profile, self.workflow),
         )
         .await
         .map_err(|_| Error::Timeout {

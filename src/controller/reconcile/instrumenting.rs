@@ -16,7 +16,7 @@ use crate::controller::error::{Error, Result};
 use crate::controller::phase::{self, POLL, Rollout, RolloutWatch};
 use crate::controller::reason::Reason;
 use crate::controller::template::{self, Instrumentation, Original};
-use crate::controller::{deployment, images};
+use crate::controller::{deployment, engine};
 
 impl Step<'_> {
     pub(super) async fn instrumenting(&mut self) -> Result<Action> {
@@ -84,12 +84,12 @@ impl Step<'_> {
     }
 
     async fn push_instrumented(&mut self, d: &Deployment, container: &Container) -> Result<Action> {
-        let dest = images::destinations(
+        let dest = engine::destinations(
             self.workflow,
             container.image.as_deref().unwrap_or_default(),
         )?;
         let store = self.store(d).await?;
-        let inst = images::instrument(&store, &dest, &self.ctx.sensor).await?;
+        let inst = engine::instrument(&store, &dest, &self.ctx.sensor).await?;
         self.status.source_image = Some(inst.source.to_string());
         self.status.instrumented_image = Some(inst.image.to_string());
         let message = format!("pushed the instrumented image {}", inst.pushed);

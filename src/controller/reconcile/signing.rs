@@ -4,8 +4,8 @@
 
 use super::step::Step;
 use crate::controller::error::{Error, Result};
-use crate::controller::evidence::signing_key;
 use crate::controller::reason::Reason;
+use crate::controller::signing_key::signing_key;
 use crate::evidence::produce::{self, HardenInputs};
 use crate::image::distribution::store::Store;
 

@@ -21,7 +21,7 @@ use crate::controller::error::{Error, Result};
 use crate::controller::phase::{self, POLL};
 use crate::controller::reason::Reason;
 use crate::controller::template::{self, Original};
-use crate::controller::{Context, deployment, images};
+use crate::controller::{Context, deployment, engine};
 use crate::image::distribution::store::Store;
 
 /// A step that changed status without waiting for anything: look again at once (the status
@@ -207,14 +207,14 @@ impl Step<'_> {
                 Some(source) => source.clone(),
                 None => self.container(d)?.image.clone().unwrap_or_default(),
             };
-            images::destinations(self.workflow, &image)?.registries()
+            engine::destinations(self.workflow, &image)?.registries()
         } else {
             Vec::new()
         };
-        let store = images::store(
+        let store = engine::store(
             &self.ctx.client,
             &self.namespace(),
-            &images::credential_secrets(self.workflow, &pull),
+            &engine::credential_secrets(self.workflow, &pull),
             insecure,
         )
         .await?;

@@ -1,6 +1,5 @@
-//! The supply-chain evidence a workflow asks for: its vulnerability database (one the
-//! operator's admin configured by name: a URL downloaded once an hour at most, or a path in the
-//! operator's pod) and its signing key (a Secret).
+//! The vulnerability databases workflows name: each one the operator's admin configured by
+//! name, a URL downloaded once an hour at most, or a path in the operator's pod.
 //!
 //! A workflow only names a database; it never makes the operator fetch a URL or open a path of
 //! its choosing. Each database loads on its own (a slow download of one never holds up
@@ -12,21 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
-
 use super::error::{Error, Result};
 use super::reason::Reason;
-use crate::evidence::sign::SigningKey;
 use crate::evidence::vulns::{DEFAULT_ENTRY_BYTES, LoadLimits, MemoryBudget, VulnDb, VulnDbError};
 use crate::image::limits::{duration_text, size_text};
 
 /// How long a downloaded database is used before it is fetched again.
 const DB_MAX_AGE: Duration = Duration::from_secs(3600);
-
-/// The Secret keys `cosign generate-key-pair k8s://NS/NAME` writes.
-pub const KEY: &str = "cosign.key";
-pub const PASSWORD: &str = "cosign.password";
 
 /// Where a database the admin configured comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,29 +358,6 @@ impl VulnDbs {
         }
         Ok(file)
     }
-}
-
-/// The signing key in Secret `name` of `namespace` (`cosign.key`, and `cosign.password` for a
-/// cosign-encrypted key).
-pub async fn signing_key(client: &Client, namespace: &str, name: &str) -> Result<SigningKey> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets.get_opt(name).await?.ok_or_else(|| Error::Failed {
-        reason: Reason::SigningKeyMissing,
-        message: format!("spec.sign.keySecret: Secret {namespace}/{name} does not exist"),
-    })?;
-    let data = secret.data.unwrap_or_default();
-    let key = data.get(KEY).ok_or_else(|| Error::Failed {
-        reason: Reason::SigningKeyMissing,
-        message: format!("spec.sign.keySecret: Secret {namespace}/{name} has no {KEY:?} key"),
-    })?;
-    let text = String::from_utf8_lossy(&key.0);
-    let password = data.get(PASSWORD).map(|p| p.0.as_slice());
-    SigningKey::from_pem(&text, &format!("Secret {namespace}/{name}"), password).map_err(|e| {
-        Error::Failed {
-            reason: Reason::InvalidSigningKey,
-            message: e.to_string(),
-        }
-    })
 }
 
 #[cfg(test)]
