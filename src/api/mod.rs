@@ -15,8 +15,8 @@ use kube::Resource;
 pub use crd::{crd, crd_yaml};
 pub use duration::DurationString;
 pub use spec::{
-    Exercise, Harden, HardeningWorkflow, HardeningWorkflowSpec, Observe, Registry, SensorMode,
-    Sign, Target, TargetKind, Verify, Vulnerabilities,
+    Compression, Exercise, Harden, HardeningWorkflow, HardeningWorkflowSpec, Observe, Registry,
+    SensorMode, Sign, Target, TargetKind, Verify, Vulnerabilities,
 };
 pub use status::{
     ConditionStatus, ConditionType, HardenResult, HardeningWorkflowStatus, Phase, ReportMaterial,

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::{self, DurationString};
 use super::status::HardeningWorkflowStatus;
-use crate::image::writing::compression::LayerCompression;
 
 /// The message of the rule that freezes the spec; tests and docs quote it.
 pub const IMMUTABLE_MESSAGE: &str =
@@ -377,7 +376,18 @@ pub struct Harden {
     /// and registry tool; `zstd` (OCI `tar+zstd`, which containerd 1.5 and later, CRI-O and
     /// podman run) is smaller and unpacks faster, and gives the image OCI media types.
     #[serde(default)]
-    pub compression: LayerCompression,
+    pub compression: Compression,
+}
+
+/// The hardened layer's codec (the image engine's `LayerCompression`, which the API does not
+/// import so that it never changes with the engine). Its variants carry no doc comments:
+/// schemars would turn them into a `oneOf` that a CRD's structural schema does not want.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
 }
 
 /// The longest `harden.timeout`: a workflow holds one of the operator's reconcile slots and a
@@ -401,7 +411,7 @@ impl Default for Harden {
             exclude: Vec::new(),
             timeout: Harden::default_timeout(),
             sbom: false,
-            compression: LayerCompression::Gzip,
+            compression: Compression::Gzip,
         }
     }
 }

@@ -11,12 +11,13 @@ use serde_json::{Map, Value};
 
 use super::error::{Error, Result};
 use super::reason::Reason;
-use crate::api::HardeningWorkflow;
+use crate::api::{Compression, HardeningWorkflow};
 use crate::image::distribution::credentials::Credentials;
 use crate::image::distribution::registry::{Hints, RegistryOptions};
 use crate::image::distribution::store::{Location, Store};
 use crate::image::harden::{self, HardenOptions, Summary};
 use crate::image::instrument::{self, Instrumented};
+use crate::image::writing::compression::LayerCompression;
 use whittle_sensor::report::Report;
 
 const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
@@ -189,7 +190,10 @@ pub async fn harden(
         dst: Some(dest.hardened.clone()),
         include: workflow.spec.harden.include.clone(),
         exclude: workflow.spec.harden.exclude.clone(),
-        compression: workflow.spec.harden.compression,
+        compression: match workflow.spec.harden.compression {
+            Compression::Gzip => LayerCompression::Gzip,
+            Compression::Zstd => LayerCompression::Zstd,
+        },
         progress: None,
     };
     Ok(harden::harden(store, &source, options).await?)
