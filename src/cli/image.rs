@@ -12,11 +12,13 @@ use whittle::evidence::produce::{Evidence, HardenInputs, lines, produce};
 use whittle::image::distribution::store::Location;
 use whittle::image::harden::{self, HardenOptions, Summary};
 use whittle::image::limits::Limits;
-use whittle::image::writing::compression::LayerCompression;
 use whittle::image::{inspect as inspection, instrument as instrumenting};
 use whittle::local::progress::Progress;
 
-use super::{CliResult, EvidenceArgs, ReadArgs, RegistryArgs, parse_duration, parse_location};
+use super::{
+    CliResult, EvidenceArgs, HardenOutputArgs, ReadArgs, RegistryArgs, parse_duration,
+    parse_location,
+};
 
 #[derive(Args, Debug)]
 pub struct InstrumentArgs {
@@ -45,22 +47,8 @@ pub struct HardenArgs {
     /// A sensor report (JSON, or gzip JSON); repeat to merge several runs.
     #[arg(long = "report", value_name = "R", required = true)]
     reports: Vec<PathBuf>,
-    /// Where to push it (default: <repo>:<tag>-whittle-hardened).
-    #[arg(long, value_parser = parse_location, value_name = "DST")]
-    hardened_image: Option<Location>,
-    /// Also keep this path (a directory with everything below it) or glob; repeatable.
-    #[arg(long, value_name = "P")]
-    include: Vec<String>,
-    /// Drop paths matching this glob (`/usr/share/doc/**`, or `*.pyc` anywhere); repeatable.
-    #[arg(long, value_name = "GLOB")]
-    exclude: Vec<String>,
-    /// The hardened layer's codec: gzip (read everywhere) or zstd (OCI tar+zstd: smaller, for
-    /// containerd 1.5+, CRI-O and podman; the image gets OCI media types).
-    #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]
-    compression: LayerCompression,
-    /// Write the summary as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    summary: Option<PathBuf>,
+    #[command(flatten)]
+    output: HardenOutputArgs,
     #[command(flatten)]
     evidence: EvidenceArgs,
     #[command(flatten)]
@@ -163,28 +151,28 @@ pub async fn harden(a: HardenArgs) -> CliResult {
     // Reports first: a bad one fails before anything is fetched or pushed.
     let reports = harden::load_reports(&a.reports)?;
     a.evidence
-        .check(a.hardened_image.as_ref().unwrap_or(&a.src))?;
+        .check(a.output.hardened_image.as_ref().unwrap_or(&a.src))?;
     let evidence_options = a.evidence.options()?;
     let store = a.registry.store(
         a.budgets.apply(Limits::default()),
-        &[Some(&a.src), a.hardened_image.as_ref()],
+        &[Some(&a.src), a.output.hardened_image.as_ref()],
     )?;
     let progress = bar("layers");
     let started_on = Timestamp::now();
     let opts = HardenOptions {
         reports: reports.clone(),
-        dst: a.hardened_image,
-        include: a.include.clone(),
-        exclude: a.exclude.clone(),
-        compression: a.compression,
+        dst: a.output.hardened_image,
+        include: a.output.include.clone(),
+        exclude: a.output.exclude.clone(),
+        compression: a.output.compression,
         progress: Some(progress.clone()),
     };
     let summary = harden::harden(&store, &a.src, opts).await?;
     progress.finish_and_clear();
     let inputs = HardenInputs {
         materials: &whittle::reports::materials(&reports),
-        include: &a.include,
-        exclude: &a.exclude,
+        include: &a.output.include,
+        exclude: &a.output.exclude,
         started_on: Some(started_on),
     };
     let evidence = produce(&store, &summary, &inputs, &evidence_options).await?;
@@ -192,7 +180,7 @@ pub async fn harden(a: HardenArgs) -> CliResult {
     for (label, value) in lines(&summary, &evidence) {
         eprintln!("{label}: {value}");
     }
-    if let Some(path) = &a.summary {
+    if let Some(path) = &a.output.summary {
         let both = HardenSummary {
             harden: &summary,
             evidence: &evidence,

@@ -9,12 +9,11 @@ use clap::Args;
 use whittle::image::distribution::store::Location;
 use whittle::image::instrument::find_sensor;
 use whittle::image::limits::Limits;
-use whittle::image::writing::compression::LayerCompression;
 use whittle::local::progress::Progress;
 use whittle::local::workflow::{self, LocalOptions};
 
 use super::image::write_json;
-use super::{CliResult, EvidenceArgs, ReadArgs, RegistryArgs, parse_location};
+use super::{CliResult, EvidenceArgs, HardenOutputArgs, ReadArgs, RegistryArgs, parse_location};
 
 #[derive(Args, Debug)]
 pub struct LocalArgs {
@@ -38,22 +37,6 @@ pub struct LocalArgs {
     /// ptrace, seccomp, both.
     #[arg(long, default_value = "auto", value_parser = ["auto", "fanotify", "ptrace", "seccomp", "both"])]
     mode: String,
-    /// Also keep this path (a directory with everything below it) or glob; repeatable.
-    #[arg(long, value_name = "P")]
-    include: Vec<String>,
-    /// Drop paths matching this glob; repeatable.
-    #[arg(long, value_name = "GLOB")]
-    exclude: Vec<String>,
-    /// The hardened layer's codec: gzip (read everywhere) or zstd (OCI tar+zstd: smaller, for
-    /// containerd 1.5+, CRI-O and podman; the image gets OCI media types).
-    #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]
-    compression: LayerCompression,
-    /// Where to put the hardened image (default: <repo>:<tag>-whittle-hardened).
-    #[arg(long, value_parser = parse_location, value_name = "DST")]
-    hardened_image: Option<Location>,
-    /// Write the summary as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    summary: Option<PathBuf>,
     /// The static sensor binary (default: $WHITTLE_SENSOR_BIN, then whittle-sensor beside whittle).
     #[arg(long, value_name = "PATH")]
     sensor: Option<PathBuf>,
@@ -70,6 +53,8 @@ pub struct LocalArgs {
     /// How long instrumenting may take in all (e.g. 30m, 90s).
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "30m")]
     instrument_timeout: Duration,
+    #[command(flatten)]
+    output: HardenOutputArgs,
     #[command(flatten)]
     evidence: EvidenceArgs,
     #[command(flatten)]
@@ -97,14 +82,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub async fn local(a: LocalArgs) -> CliResult {
     a.evidence
-        .check(a.hardened_image.as_ref().unwrap_or(&a.src))?;
+        .check(a.output.hardened_image.as_ref().unwrap_or(&a.src))?;
     let evidence = a.evidence.options()?;
     let store = a.registry.store(
         a.budgets.apply(Limits {
             instrument_timeout: a.instrument_timeout,
             ..Limits::default()
         }),
-        &[Some(&a.src), a.hardened_image.as_ref()],
+        &[Some(&a.src), a.output.hardened_image.as_ref()],
     )?;
     let opts = LocalOptions {
         evidence,
@@ -115,10 +100,10 @@ pub async fn local(a: LocalArgs) -> CliResult {
         ready: a.ready,
         observe_for: a.observe_for,
         mode: a.mode,
-        include: a.include,
-        exclude: a.exclude,
-        compression: a.compression,
-        hardened_image: a.hardened_image,
+        include: a.output.include,
+        exclude: a.output.exclude,
+        compression: a.output.compression,
+        hardened_image: a.output.hardened_image,
         ready_timeout: a.ready_timeout,
         exercise_timeout: a.exercise_timeout,
         stop_timeout: a.stop_timeout,
@@ -126,7 +111,7 @@ pub async fn local(a: LocalArgs) -> CliResult {
     let progress = Progress::new();
     let summary = workflow::run(&store, &opts, &progress).await?;
     println!("\n{}", workflow::table(&summary));
-    if let Some(path) = &a.summary {
+    if let Some(path) = &a.output.summary {
         write_json(path, &summary)?;
     }
     if summary.verified {

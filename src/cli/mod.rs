@@ -12,6 +12,7 @@ use whittle::image::distribution::credentials::Credentials;
 use whittle::image::distribution::registry::{Hints, Platform, RegistryOptions};
 use whittle::image::distribution::store::{Location, Store};
 use whittle::image::limits::{self, Limits};
+use whittle::image::writing::compression::LayerCompression;
 
 mod crdgen;
 mod image;
@@ -105,6 +106,27 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Ok(std::time::Duration::from_secs(seconds));
     }
     whittle::api::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// What a harden keeps and where it puts the result: `harden` and `local` take the same.
+#[derive(Args, Debug, Clone)]
+pub struct HardenOutputArgs {
+    /// Also keep this path (a directory with everything below it) or glob; repeatable.
+    #[arg(long, value_name = "P")]
+    pub include: Vec<String>,
+    /// Drop paths matching this glob (`/usr/share/doc/**`, or `*.pyc` anywhere); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// The hardened layer's codec: gzip (read everywhere) or zstd (OCI tar+zstd: smaller, for
+    /// containerd 1.5+, CRI-O and podman; the image gets OCI media types).
+    #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]
+    pub compression: LayerCompression,
+    /// Where to put the hardened image (default: <repo>:<tag>-whittle-hardened).
+    #[arg(long, value_parser = parse_location, value_name = "DST")]
+    pub hardened_image: Option<Location>,
+    /// Write the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
 }
 
 /// The supply-chain evidence `harden` and `local` produce besides the image.
