@@ -13,6 +13,7 @@ use whittle_sensor::report::{MAX_JSON_BYTES, Report};
 
 use super::analysis::select::{Patterns, Selection, Wanted, select};
 use super::analysis::surface;
+use super::codec::compression::LayerCompression;
 use super::config;
 use super::distribution::registry::{Compression, layer_compression};
 use super::distribution::store::{Image, Location, Store};
@@ -22,7 +23,6 @@ use super::reading::scan::{LayerStats, Pass, Retain, read_ahead, scan_layer};
 use super::reading::spool::Spool;
 use super::reading::tree::{Tree, ancestors};
 use super::reading::whole::decompressed;
-use super::writing::compression::LayerCompression;
 use super::writing::write::write_layer;
 use crate::evidence::database::Database;
 use crate::evidence::packages::Inventory;

@@ -10,6 +10,7 @@
 //!   assembled from scratch.
 
 pub mod analysis;
+pub mod codec;
 pub mod config;
 pub mod distribution;
 pub mod error;

@@ -13,12 +13,12 @@ use super::forward::Forward;
 use super::progress::Progress;
 use super::{LocalError, last_lines};
 use crate::evidence::produce::{Evidence, EvidenceOptions, HardenInputs, lines, produce};
+use crate::image::codec::compression::LayerCompression;
 use crate::image::config::{argv, strings};
 use crate::image::distribution::store::{Image, Location, Store};
 use crate::image::harden::{self, HardenOptions, Summary};
 use crate::image::instrument::instrument;
 use crate::image::unpack::unpack;
-use crate::image::writing::compression::LayerCompression;
 use k8s_openapi::jiff::Timestamp;
 
 /// Where the sensor writes its report inside the container.

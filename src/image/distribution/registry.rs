@@ -120,7 +120,7 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
         | mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE
         | mt::IMAGE_LAYER_NONDISTRIBUTABLE_GZIP_MEDIA_TYPE
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
-        crate::image::writing::compression::OCI_LAYER_ZSTD
+        crate::image::codec::compression::OCI_LAYER_ZSTD
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Some(Compression::Zstd),
         mt::IMAGE_LAYER_MEDIA_TYPE
         | mt::IMAGE_DOCKER_LAYER_TAR_MEDIA_TYPE
