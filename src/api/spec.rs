@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::{self, DurationString};
 use super::status::HardeningWorkflowStatus;
-use crate::image::codec::compression::LayerCompression;
+use crate::image::media::LayerCompression;
 
 /// The message of the rule that freezes the spec; tests and docs quote it.
 pub const IMMUTABLE_MESSAGE: &str =

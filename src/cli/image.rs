@@ -9,10 +9,10 @@ use indicatif::ProgressBar;
 
 use k8s_openapi::jiff::Timestamp;
 use whittle::evidence::produce::{Evidence, HardenInputs, lines, produce};
-use whittle::image::codec::compression::LayerCompression;
 use whittle::image::distribution::store::Location;
 use whittle::image::harden::{self, HardenOptions, Summary};
 use whittle::image::limits::Limits;
+use whittle::image::media::LayerCompression;
 use whittle::image::{inspect as inspection, instrument as instrumenting};
 use whittle::local::progress::Progress;
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use whittle::image::codec::compression::LayerCompression;
 use whittle::image::distribution::store::Location;
 use whittle::image::instrument::find_sensor;
 use whittle::image::limits::Limits;
+use whittle::image::media::LayerCompression;
 use whittle::local::progress::Progress;
 use whittle::local::workflow::{self, LocalOptions};
 

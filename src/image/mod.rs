@@ -18,6 +18,7 @@ pub mod harden;
 pub mod inspect;
 pub mod instrument;
 pub mod limits;
+pub mod media;
 pub mod reading;
 pub mod unpack;
 pub mod writing;

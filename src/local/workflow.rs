@@ -13,11 +13,11 @@ use super::forward::Forward;
 use super::progress::Progress;
 use super::{LocalError, last_lines};
 use crate::evidence::produce::{Evidence, EvidenceOptions, HardenInputs, lines, produce};
-use crate::image::codec::compression::LayerCompression;
 use crate::image::config::{argv, strings};
 use crate::image::distribution::store::{Image, Location, Store};
 use crate::image::harden::{self, HardenOptions, Summary};
 use crate::image::instrument::instrument;
+use crate::image::media::LayerCompression;
 use crate::image::unpack::unpack;
 use k8s_openapi::jiff::Timestamp;
 

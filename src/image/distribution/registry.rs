@@ -26,6 +26,7 @@ use super::reference::{ImageRef, is_sha256_digest};
 use super::store::{Image, Location};
 use crate::image::error::{ImageError, Result};
 use crate::image::limits::{Exceeded, Limits, MANIFEST_FLAG};
+use crate::image::media::{Flavor, MANIFEST_TYPES, is_index, layer_compression};
 
 /// An `os/arch[/variant]` platform, `linux/amd64` unless told otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,58 +75,6 @@ impl std::fmt::Display for Platform {
             write!(f, "/{v}")?;
         }
         Ok(())
-    }
-}
-
-/// How layer bytes are packed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    Zstd,
-    None,
-}
-
-/// Whether an image uses Docker's or OCI's media types; whittle writes what it read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
-    Docker,
-    Oci,
-}
-
-impl Flavor {
-    pub fn manifest_type(self) -> &'static str {
-        match self {
-            Flavor::Docker => mt::IMAGE_MANIFEST_MEDIA_TYPE,
-            Flavor::Oci => mt::OCI_IMAGE_MEDIA_TYPE,
-        }
-    }
-    pub fn config_type(self) -> &'static str {
-        match self {
-            Flavor::Docker => mt::IMAGE_DOCKER_CONFIG_MEDIA_TYPE,
-            Flavor::Oci => mt::IMAGE_CONFIG_MEDIA_TYPE,
-        }
-    }
-    pub fn gzip_layer_type(self) -> &'static str {
-        match self {
-            Flavor::Docker => mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE,
-            Flavor::Oci => mt::IMAGE_LAYER_GZIP_MEDIA_TYPE,
-        }
-    }
-}
-
-/// How a layer of this media type is compressed, if whittle can read it.
-pub fn layer_compression(media_type: &str) -> Option<Compression> {
-    match media_type {
-        mt::IMAGE_LAYER_GZIP_MEDIA_TYPE
-        | mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE
-        | mt::IMAGE_LAYER_NONDISTRIBUTABLE_GZIP_MEDIA_TYPE
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
-        crate::image::codec::compression::OCI_LAYER_ZSTD
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Some(Compression::Zstd),
-        mt::IMAGE_LAYER_MEDIA_TYPE
-        | mt::IMAGE_DOCKER_LAYER_TAR_MEDIA_TYPE
-        | mt::IMAGE_LAYER_NONDISTRIBUTABLE_MEDIA_TYPE => Some(Compression::None),
-        _ => None,
     }
 }
 
@@ -213,13 +162,6 @@ pub struct Registry {
     /// Registries whose authentication challenge names no cleartext realm (`auth`).
     challenges_checked: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
-
-const MANIFEST_TYPES: &[&str] = &[
-    mt::OCI_IMAGE_MEDIA_TYPE,
-    mt::IMAGE_MANIFEST_MEDIA_TYPE,
-    mt::OCI_IMAGE_INDEX_MEDIA_TYPE,
-    mt::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-];
 
 /// Attempts for one registry request before a transient failure is reported.
 const ATTEMPTS: u32 = 5;
@@ -843,14 +785,6 @@ fn entry_size(index: &Value, digest: &str) -> Option<u64> {
         .as_u64()
 }
 
-fn is_index(v: &Value) -> bool {
-    match v["mediaType"].as_str() {
-        Some(mt::OCI_IMAGE_INDEX_MEDIA_TYPE) | Some(mt::IMAGE_MANIFEST_LIST_MEDIA_TYPE) => true,
-        Some(_) => false,
-        None => v.get("manifests").is_some() && v.get("layers").is_none(),
-    }
-}
-
 /// True for failures worth another try: 5xx, 429, dropped or refused connections, timeouts.
 pub fn is_transient(e: &OciDistributionError) -> bool {
     match e {
@@ -1243,26 +1177,6 @@ mod tests {
         assert!(
             e.contains("linux/s390x") && e.contains("linux/arm64/v8, linux/amd64"),
             "{e}"
-        );
-    }
-
-    #[test]
-    fn layer_media_types() {
-        assert_eq!(
-            layer_compression(mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE),
-            Some(Compression::Gzip)
-        );
-        assert_eq!(
-            layer_compression(mt::IMAGE_LAYER_MEDIA_TYPE),
-            Some(Compression::None)
-        );
-        assert_eq!(
-            layer_compression("application/vnd.oci.image.layer.v1.tar+zstd"),
-            Some(Compression::Zstd)
-        );
-        assert_eq!(
-            layer_compression("application/vnd.oci.image.layer.v1.tar+lz4"),
-            None
         );
     }
 }

@@ -13,9 +13,10 @@ use sha2::{Digest, Sha256};
 use super::credentials::Credentials;
 use super::layout::LayoutRef;
 use super::reference::{ImageRef, derived_tag};
-use super::registry::{self, Flavor, Registry, RegistryOptions, Transfer};
+use super::registry::{self, Registry, RegistryOptions, Transfer};
 use crate::image::error::{ImageError, Result};
 use crate::image::limits::Limits;
+use crate::image::media::{self, Flavor};
 
 /// An image's place: `registry/repo:tag`, `registry/repo@sha256:...`, or `oci:DIR[:TAG]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +203,7 @@ impl Store {
                 detail: format!("not an image manifest: {e}"),
             })?;
         for layer in &manifest.layers {
-            if registry::layer_compression(&layer.media_type).is_none() {
+            if media::layer_compression(&layer.media_type).is_none() {
                 return Err(ImageError::MediaType {
                     reference: pinned.to_string(),
                     what: format!("layer {}", layer.digest),
@@ -364,11 +365,7 @@ impl Store {
         })?;
         let size = bytes.len() as u64;
         let digest = self.put_blob(dst, Bytes::from(bytes)).await?;
-        Ok(crate::image::config::descriptor(
-            flavor.config_type(),
-            &digest,
-            size,
-        ))
+        Ok(media::descriptor(flavor.config_type(), &digest, size))
     }
 
     /// Stores the manifest naming `config` and `layers` (all already stored) under `dst`'s
@@ -380,7 +377,7 @@ impl Store {
         config: &OciDescriptor,
         layers: &[OciDescriptor],
     ) -> Result<(String, u64)> {
-        let manifest = crate::image::config::manifest(flavor, config, layers);
+        let manifest = media::manifest(flavor, config, layers);
         let manifest_size = manifest.len() as u64;
         let digest = self
             .put_manifest(dst, manifest, flavor.manifest_type())

@@ -12,9 +12,10 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use crate::image::codec::compression::{Encoder, LayerCompression};
+use crate::image::codec::compression::Encoder;
 use crate::image::codec::early::EARLY_MIN;
 use crate::image::codec::pgzip::BLOCK;
+use crate::image::media::LayerCompression;
 use crate::image::reading::spool::{Range, Spool};
 use crate::image::reading::tree::{Kind, Node, Tree};
 
