@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::distribution::store::Image;
+use super::distribution::location::Image;
 use super::error::{ImageError, Result};
 
 /// Where the sensor sits in an instrumented image.

@@ -5,6 +5,7 @@ mod capped;
 mod cleartext;
 pub mod credentials;
 pub mod layout;
+pub mod location;
 pub mod reference;
 pub mod registry;
 pub mod store;
