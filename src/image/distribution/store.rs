@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use super::credentials::Credentials;
 use super::layout::LayoutRef;
 pub use super::location::{Image, Location};
-use super::registry::{self, Registry, RegistryOptions, Transfer};
+use super::platform::choose_platform;
+use super::registry::{Registry, RegistryOptions, Transfer};
 use crate::image::error::{ImageError, Result};
 use crate::image::limits::Limits;
 use crate::image::media::{self, Flavor};
@@ -74,12 +75,7 @@ impl Store {
         let mut index_digest = None;
         if value.get("manifests").is_some() {
             let options = self.registry.options();
-            let chosen = registry::choose_platform(
-                &l.to_string(),
-                &value,
-                &options.platform,
-                options.hints,
-            )?;
+            let chosen = choose_platform(&l.to_string(), &value, &options.platform, options.hints)?;
             index_digest = Some(manifest_digest);
             body = l.read_blob(&chosen, cap)?;
             value = json(&l.to_string(), "manifest", &body)?;
