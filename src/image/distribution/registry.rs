@@ -328,8 +328,8 @@ impl Registry {
     }
 
     /// A blob as a byte stream. A connection that drops mid-way is resumed with a Range request
-    /// (up to [`super::retry::ATTEMPTS`] times); the whole blob is checked against its digest and size at the
-    /// end, so a corrupt or truncated blob is an error, never silently used.
+    /// (up to [`super::retry::ATTEMPTS`] times); the whole blob is checked against its digest
+    /// and size at the end, so a corrupt or truncated blob is an error, never silently used.
     pub async fn blob_stream(
         &self,
         r: &ImageRef,
