@@ -9,10 +9,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use bytes::Bytes;
-use whittle::image::config::descriptor;
 use whittle::image::distribution::credentials::Credentials;
-use whittle::image::distribution::registry::{Flavor, RegistryOptions};
+use whittle::image::distribution::registry::RegistryOptions;
 use whittle::image::distribution::store::{Location, Store};
+use whittle::image::media::{Flavor, descriptor};
 use whittle::image::unpack::unpack;
 
 const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";

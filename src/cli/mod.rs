@@ -9,10 +9,12 @@ use whittle::evidence::produce::EvidenceOptions;
 use whittle::evidence::sign::SigningKey;
 use whittle::evidence::vulns::VulnDb;
 use whittle::image::distribution::credentials::Credentials;
-use whittle::image::distribution::registry::{Hints, Platform, RegistryOptions};
+use whittle::image::distribution::hints::Hints;
+use whittle::image::distribution::platform::Platform;
+use whittle::image::distribution::registry::RegistryOptions;
 use whittle::image::distribution::store::{Location, Store};
 use whittle::image::limits::{self, Limits};
-use whittle::image::writing::compression::LayerCompression;
+use whittle::image::media::LayerCompression;
 
 mod crdgen;
 mod image;

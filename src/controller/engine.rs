@@ -13,11 +13,12 @@ use super::error::{Error, Result};
 use super::reason::Reason;
 use crate::api::{Compression, HardeningWorkflow};
 use crate::image::distribution::credentials::Credentials;
-use crate::image::distribution::registry::{Hints, RegistryOptions};
+use crate::image::distribution::hints::Hints;
+use crate::image::distribution::registry::RegistryOptions;
 use crate::image::distribution::store::{Location, Store};
 use crate::image::harden::{self, HardenOptions, Summary};
 use crate::image::instrument::{self, Instrumented};
-use crate::image::writing::compression::LayerCompression;
+use crate::image::media::LayerCompression;
 use whittle_sensor::report::Report;
 
 const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";

@@ -2,11 +2,9 @@
 //! changes (entrypoint, layers, history) and provenance labels added; every other field, known
 //! to whittle or not, kept as it was.
 
-use oci_client::manifest::OciDescriptor;
 use serde_json::{Value, json};
 
-use super::distribution::registry::Flavor;
-use super::distribution::store::Image;
+use super::distribution::location::Image;
 use super::error::{ImageError, Result};
 
 /// Where the sensor sits in an instrumented image.
@@ -105,27 +103,4 @@ pub fn hardened(src: &Image, diff_id: &str, comment: String) -> Value {
         comment
     )]);
     config
-}
-
-/// A manifest of `flavor` naming `config` and `layers`.
-pub fn manifest(flavor: Flavor, config: &OciDescriptor, layers: &[OciDescriptor]) -> Vec<u8> {
-    let descriptor =
-        |d: &OciDescriptor| json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size});
-    let value = json!({
-        "schemaVersion": 2,
-        "mediaType": flavor.manifest_type(),
-        "config": descriptor(config),
-        "layers": layers.iter().map(descriptor).collect::<Vec<_>>(),
-    });
-    // Serialising a Value built here cannot fail.
-    serde_json::to_vec(&value).unwrap_or_default()
-}
-
-pub fn descriptor(media_type: &str, digest: &str, size: u64) -> OciDescriptor {
-    OciDescriptor {
-        media_type: media_type.to_string(),
-        digest: digest.to_string(),
-        size: size as i64,
-        ..Default::default()
-    }
 }

@@ -14,15 +14,14 @@ use whittle_sensor::report::{MAX_JSON_BYTES, Report};
 use super::analysis::select::{Patterns, Selection, Wanted, select};
 use super::analysis::surface;
 use super::config;
-use super::distribution::registry::{Compression, layer_compression};
 use super::distribution::store::{Image, Location, Store};
 use super::error::{ImageError, Result};
 use super::limits::Exceeded;
+use super::media::{self, Compression, LayerCompression, layer_compression};
 use super::reading::scan::{LayerStats, Pass, Retain, read_ahead, scan_layer};
 use super::reading::spool::Spool;
 use super::reading::tree::{Tree, ancestors};
 use super::reading::whole::decompressed;
-use super::writing::compression::LayerCompression;
 use super::writing::write::write_layer;
 use crate::evidence::database::Database;
 use crate::evidence::packages::Inventory;
@@ -293,7 +292,7 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
         store.put_blob_file(&dst, &layer.file, &layer.digest, layer.size),
         store.put_config(&dst, flavor, &cfg),
     )?;
-    let layers = [config::descriptor(layer_type, &layer.digest, layer.size)];
+    let layers = [media::descriptor(layer_type, &layer.digest, layer.size)];
     let (digest, manifest_size) = store
         .put_image_manifest(&dst, flavor, &config_desc, &layers)
         .await?;

@@ -13,6 +13,7 @@ use super::distribution::registry::Transfer;
 use super::distribution::store::{Location, Store};
 use super::error::{ImageError, Result};
 use super::limits::{Exceeded, INSTRUMENT_FLAG, duration_text};
+use super::media;
 use super::writing::assemble::{self, Entry};
 
 /// What instrument made.
@@ -131,7 +132,7 @@ async fn instrument_now(
     let layer_size = layer.len() as u64;
     let layer_digest = store.put_blob(&dst, Bytes::from(layer)).await?;
     let mut layers = image.layers.clone();
-    layers.push(config::descriptor(
+    layers.push(media::descriptor(
         image.flavor.gzip_layer_type(),
         &layer_digest,
         layer_size,

@@ -2,14 +2,19 @@
 //!
 //! The commands (`harden`, `instrument`, `inspect`, `unpack`) sit here; what they are built
 //! from is grouped by concern:
+//! - `media`: media types, layer compression, descriptors and manifests; a leaf that imports
+//!   nothing else of the engine;
 //! - `distribution`: where images live and how they are named (registries, OCI layouts,
 //!   credentials, references), behind `store::Store`;
 //! - `reading`: the source layers streamed once into a merged tree, with kept contents spooled;
 //! - `analysis`: what to keep (selection, ELF dependencies, the attack surface removed);
-//! - `writing`: the hardened layer (deterministic tar, parallel gzip or zstd) and images
-//!   assembled from scratch.
+//! - `codec`: parallel gzip, early compression and the layer encoder, for reading and writing;
+//! - `writing`: the hardened layer (a deterministic tar) and images assembled from scratch.
+//!
+//! docs/image-engine.md has a table of where things are.
 
 pub mod analysis;
+pub mod codec;
 pub mod config;
 pub mod distribution;
 pub mod error;
@@ -17,6 +22,7 @@ pub mod harden;
 pub mod inspect;
 pub mod instrument;
 pub mod limits;
+pub mod media;
 pub mod reading;
 pub mod unpack;
 pub mod writing;

@@ -17,8 +17,8 @@ use crate::image::config::{argv, strings};
 use crate::image::distribution::store::{Image, Location, Store};
 use crate::image::harden::{self, HardenOptions, Summary};
 use crate::image::instrument::instrument;
+use crate::image::media::LayerCompression;
 use crate::image::unpack::unpack;
-use crate::image::writing::compression::LayerCompression;
 use k8s_openapi::jiff::Timestamp;
 
 /// Where the sensor writes its report inside the container.

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::elf;
+use crate::image::codec::early::{EARLY_MIN, Likely};
 use crate::image::error::{ImageError, Result};
 use crate::image::reading::scan::Retain;
 use crate::image::reading::spool::{Range, Spool};
 use crate::image::reading::tree::{Kind, Resolved, Tree, ancestors, normalize};
-use crate::image::writing::early::{EARLY_MIN, Likely};
 
 /// Always kept when present, so that user and group names resolve (getpwnam, `USER name`).
 pub const ALWAYS: &[&str] = &["etc/passwd", "etc/group"];

@@ -1,133 +1,33 @@
-//! Registry access on oci-client: resolving a reference (tag, digest, image index) to one image
-//! manifest and its config, streaming blobs (resumed with a Range request after a dropped
-//! connection and verified against their digest), mounting, pushing, and errors that say which
-//! registry, which repository and what status.
+//! The registry client, on oci-client: resolving a reference (tag, digest, image index) to one
+//! image manifest and its config, streaming blobs (`blob`'s resumable, verified stream),
+//! mounting, pushing, and errors that say which registry, which repository and what status.
+//! Which image of an index is `platform`'s choice; when to try again, `retry`'s.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
-use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
+use oci_client::Client;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{self as mt, OciDescriptor};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::blob::{self, BoxByteStream, open_at};
 use super::capped;
 use super::cleartext;
 use super::credentials::Credentials;
+use super::hints::Hints;
+use super::location::{Image, Location};
+use super::platform::{Platform, choose_platform};
 use super::reference::{ImageRef, is_sha256_digest};
-use super::store::{Image, Location};
+use super::retry::{chain, retry};
 use crate::image::error::{ImageError, Result};
 use crate::image::limits::{Exceeded, Limits, MANIFEST_FLAG};
-
-/// An `os/arch[/variant]` platform, `linux/amd64` unless told otherwise.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Default for Platform {
-    fn default() -> Self {
-        Platform {
-            os: "linux".into(),
-            architecture: "amd64".into(),
-            variant: None,
-        }
-    }
-}
-
-impl FromStr for Platform {
-    type Err = ImageError;
-    fn from_str(s: &str) -> Result<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok =
-            |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: Some(variant.to_string()),
-            }),
-            _ => Err(ImageError::Platform(s.to_string())),
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-/// How layer bytes are packed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    Zstd,
-    None,
-}
-
-/// Whether an image uses Docker's or OCI's media types; whittle writes what it read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
-    Docker,
-    Oci,
-}
-
-impl Flavor {
-    pub fn manifest_type(self) -> &'static str {
-        match self {
-            Flavor::Docker => mt::IMAGE_MANIFEST_MEDIA_TYPE,
-            Flavor::Oci => mt::OCI_IMAGE_MEDIA_TYPE,
-        }
-    }
-    pub fn config_type(self) -> &'static str {
-        match self {
-            Flavor::Docker => mt::IMAGE_DOCKER_CONFIG_MEDIA_TYPE,
-            Flavor::Oci => mt::IMAGE_CONFIG_MEDIA_TYPE,
-        }
-    }
-    pub fn gzip_layer_type(self) -> &'static str {
-        match self {
-            Flavor::Docker => mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE,
-            Flavor::Oci => mt::IMAGE_LAYER_GZIP_MEDIA_TYPE,
-        }
-    }
-}
-
-/// How a layer of this media type is compressed, if whittle can read it.
-pub fn layer_compression(media_type: &str) -> Option<Compression> {
-    match media_type {
-        mt::IMAGE_LAYER_GZIP_MEDIA_TYPE
-        | mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE
-        | mt::IMAGE_LAYER_NONDISTRIBUTABLE_GZIP_MEDIA_TYPE
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
-        crate::image::writing::compression::OCI_LAYER_ZSTD
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Some(Compression::Zstd),
-        mt::IMAGE_LAYER_MEDIA_TYPE
-        | mt::IMAGE_DOCKER_LAYER_TAR_MEDIA_TYPE
-        | mt::IMAGE_LAYER_NONDISTRIBUTABLE_MEDIA_TYPE => Some(Compression::None),
-        _ => None,
-    }
-}
+use crate::image::media::{Flavor, MANIFEST_TYPES, is_index, layer_compression};
 
 /// What happened to a source layer when it was made available in another repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,55 +38,6 @@ pub enum Transfer {
     Mounted,
     /// Another registry: streamed from one to the other.
     Copied,
-}
-
-/// Where the user tells whittle how to reach registries, so that error messages point there:
-/// the command line's flags, or a workflow's fields when the operator drives the engine.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Hints {
-    #[default]
-    CommandLine,
-    Workflow,
-}
-
-impl Hints {
-    /// After "refused credentials …": no credentials were found for the registry.
-    pub fn no_credentials(self) -> &'static str {
-        match self {
-            Hints::CommandLine => {
-                " (no credentials were found for it: pass --registry-config, set DOCKER_CONFIG, or log in)"
-            }
-            Hints::Workflow => {
-                " (no credentials were found for it: set spec.registry.credentialsSecret, or add a Secret with an auths entry for this registry to the pod template's imagePullSecrets)"
-            }
-        }
-    }
-
-    /// After "refused credentials …": the credentials found were refused.
-    pub fn wrong_credentials(self) -> &'static str {
-        match self {
-            Hints::CommandLine => " (check the user and password in the docker config)",
-            Hints::Workflow => {
-                " (check the user and password in the Secret's .dockerconfigjson: spec.registry.credentialsSecret, else the pod template's imagePullSecrets; pushing needs write access)"
-            }
-        }
-    }
-
-    /// After "could not be reached …", for a registry not declared insecure.
-    pub fn plain_http(self) -> &'static str {
-        match self {
-            Hints::CommandLine => "; if it serves plain HTTP, pass --insecure",
-            Hints::Workflow => "; if it serves plain HTTP, set spec.registry.insecure",
-        }
-    }
-
-    /// After "an image index with no … image".
-    pub fn platform(self) -> &'static str {
-        match self {
-            Hints::CommandLine => "; pick one with --platform",
-            Hints::Workflow => "; the operator hardens images of that platform only",
-        }
-    }
 }
 
 /// Options that apply to every registry whittle talks to in one command.
@@ -213,18 +64,6 @@ pub struct Registry {
     /// Registries whose authentication challenge names no cleartext realm (`auth`).
     challenges_checked: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
-
-const MANIFEST_TYPES: &[&str] = &[
-    mt::OCI_IMAGE_MEDIA_TYPE,
-    mt::IMAGE_MANIFEST_MEDIA_TYPE,
-    mt::OCI_IMAGE_INDEX_MEDIA_TYPE,
-    mt::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-];
-
-/// Attempts for one registry request before a transient failure is reported.
-const ATTEMPTS: u32 = 5;
-/// First backoff; it doubles on each retry (0.25 s, 0.5 s, 1 s, 2 s).
-const BACKOFF: Duration = Duration::from_millis(250);
 
 /// Connecting may take this long, and so may the wait for any read.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -489,8 +328,8 @@ impl Registry {
     }
 
     /// A blob as a byte stream. A connection that drops mid-way is resumed with a Range request
-    /// (up to [`ATTEMPTS`] times); the whole blob is checked against its digest and size at the
-    /// end, so a corrupt or truncated blob is an error, never silently used.
+    /// (up to [`super::retry::ATTEMPTS`] times); the whole blob is checked against its digest
+    /// and size at the end, so a corrupt or truncated blob is an error, never silently used.
     pub async fn blob_stream(
         &self,
         r: &ImageRef,
@@ -498,17 +337,12 @@ impl Registry {
     ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static + use<>> {
         self.authorize(r).await?;
         let first = self.open_blob(r, desc, 0).await?;
-        let state = BlobState {
-            client: self.client.clone(),
-            reference: r.clone(),
-            desc: desc.clone(),
-            offset: 0,
-            hasher: Sha256::new(),
-            inner: Some(first),
-            resumes: 0,
-            done: false,
-        };
-        Ok(futures::stream::unfold(state, BlobState::next))
+        Ok(blob::resumable(
+            self.client.clone(),
+            r.clone(),
+            desc.clone(),
+            first,
+        ))
     }
 
     async fn open_blob(
@@ -758,67 +592,6 @@ impl Registry {
     }
 }
 
-/// The digest of the `want` image in an image index; the error lists what the index offers.
-pub fn choose_platform(
-    reference: &str,
-    index: &Value,
-    want: &Platform,
-    hints: Hints,
-) -> Result<String> {
-    let mut available = Vec::new();
-    for entry in index["manifests"].as_array().into_iter().flatten() {
-        let p = &entry["platform"];
-        let (Some(os), Some(arch)) = (p["os"].as_str(), p["architecture"].as_str()) else {
-            continue;
-        };
-        let variant = p["variant"].as_str();
-        if os == "unknown" {
-            // Attestations and signatures, not images.
-            continue;
-        }
-        available.push(match variant {
-            Some(v) => format!("{os}/{arch}/{v}"),
-            None => format!("{os}/{arch}"),
-        });
-        let variant_ok = match &want.variant {
-            Some(w) => variant == Some(w.as_str()),
-            None => true,
-        };
-        if os == want.os
-            && arch == want.architecture
-            && variant_ok
-            && let Some(d) = entry["digest"].as_str()
-        {
-            return Ok(d.to_string());
-        }
-    }
-    Err(ImageError::NoPlatform {
-        reference: reference.to_string(),
-        wanted: want.to_string(),
-        available: if available.is_empty() {
-            "no platforms".into()
-        } else {
-            available.join(", ")
-        },
-        hint: hints.platform(),
-    })
-}
-
-/// The error and its causes on one line (reqwest hides the useful part in `source()`).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 fn what_manifest(r: &ImageRef) -> String {
     match (r.tag(), r.digest()) {
         (_, Some(d)) => format!("manifest {d}"),
@@ -841,204 +614,6 @@ fn entry_size(index: &Value, digest: &str) -> Option<u64> {
         .iter()
         .find(|m| m["digest"].as_str() == Some(digest))?["size"]
         .as_u64()
-}
-
-fn is_index(v: &Value) -> bool {
-    match v["mediaType"].as_str() {
-        Some(mt::OCI_IMAGE_INDEX_MEDIA_TYPE) | Some(mt::IMAGE_MANIFEST_LIST_MEDIA_TYPE) => true,
-        Some(_) => false,
-        None => v.get("manifests").is_some() && v.get("layers").is_none(),
-    }
-}
-
-/// True for failures worth another try: 5xx, 429, dropped or refused connections, timeouts.
-pub fn is_transient(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
-        OciDistributionError::RequestError(re) => match re.status() {
-            Some(s) => s.is_server_error() || s.as_u16() == 429,
-            None => re.is_connect() || re.is_timeout() || re.is_request() || re.is_body(),
-        },
-        OciDistributionError::IoError(io) => is_transient_io(io),
-        _ => false,
-    }
-}
-
-fn is_transient_io(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    if matches!(
-        e.kind(),
-        ConnectionReset | ConnectionAborted | BrokenPipe | TimedOut | UnexpectedEof | Interrupted
-    ) {
-        return true;
-    }
-    // reqwest body errors arrive wrapped in io::Error::other.
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
-        .is_some_and(|re| re.is_body() || re.is_request() || re.is_timeout() || re.is_decode())
-}
-
-/// Runs `op` until it succeeds, fails for good, or [`ATTEMPTS`] transient failures happened.
-pub async fn retry<T, F, Fut>(mut op: F) -> std::result::Result<T, OciDistributionError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<T, OciDistributionError>>,
-{
-    let mut delay = BACKOFF;
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
-                tracing::warn!(attempt, error = %chain(&e), "transient registry error; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-type BoxByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
-
-/// Opens the blob at `offset`; when the registry ignores the Range and sends it whole, the
-/// bytes before `offset` are skipped.
-async fn open_at(
-    client: &Client,
-    r: &Reference,
-    desc: &OciDescriptor,
-    offset: u64,
-) -> std::result::Result<BoxByteStream, OciDistributionError> {
-    // A body longer than the manifest says is refused before it is read.
-    let size = desc.size.max(0) as u64;
-    let longer = |announced: Option<u64>, left: u64| match announced {
-        Some(len) if len > left => Err(OciDistributionError::SpecViolationError(format!(
-            "the registry announced {len} bytes of blob {} from offset {offset}; the manifest says it has {size}",
-            desc.digest
-        ))),
-        _ => Ok(()),
-    };
-    if offset == 0 {
-        let s = client.pull_blob_stream(r, desc).await?;
-        longer(s.content_length, size)?;
-        return Ok(Box::pin(s.stream));
-    }
-    match client
-        .pull_blob_stream_partial(r, desc, offset, None)
-        .await?
-    {
-        BlobResponse::Partial(s) => {
-            longer(s.content_length, size.saturating_sub(offset))?;
-            Ok(Box::pin(s.stream))
-        }
-        BlobResponse::Full(s) => {
-            longer(s.content_length, size)?;
-            let mut skip = offset;
-            Ok(Box::pin(s.stream.filter_map(move |chunk| {
-                let out = match chunk {
-                    Ok(mut b) if skip > 0 => {
-                        let n = skip.min(b.len() as u64) as usize;
-                        skip -= n as u64;
-                        let rest = b.split_off(n);
-                        (!rest.is_empty()).then_some(Ok(rest))
-                    }
-                    other => Some(other),
-                };
-                futures::future::ready(out)
-            })))
-        }
-    }
-}
-
-struct BlobState {
-    client: Client,
-    reference: ImageRef,
-    desc: OciDescriptor,
-    offset: u64,
-    hasher: Sha256,
-    inner: Option<BoxByteStream>,
-    resumes: u32,
-    done: bool,
-}
-
-impl BlobState {
-    /// The error for a blob whose bytes so far are all there is, when they are not what the
-    /// manifest says.
-    fn mismatch(&self) -> Option<std::io::Error> {
-        let digest = format!("sha256:{:x}", self.hasher.clone().finalize());
-        let size = self.desc.size.max(0) as u64;
-        (digest != self.desc.digest || self.offset != size).then(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "the registry sent {} bytes with digest {digest}; the manifest says {size} bytes with digest {}",
-                    self.offset, self.desc.digest
-                ),
-            )
-        })
-    }
-
-    async fn next(mut self) -> Option<(std::io::Result<Bytes>, BlobState)> {
-        if self.done {
-            return None;
-        }
-        loop {
-            let Some(inner) = self.inner.as_mut() else {
-                self.done = true;
-                return Some((Err(std::io::Error::other("blob stream closed")), self));
-            };
-            match inner.next().await {
-                Some(Ok(chunk)) => {
-                    self.hasher.update(&chunk);
-                    self.offset += chunk.len() as u64;
-                    // More than the manifest's size is a different blob: no need to read on.
-                    if self.offset > self.desc.size.max(0) as u64 {
-                        self.done = true;
-                        let e = self.mismatch();
-                        return e.map(|e| (Err(e), self));
-                    }
-                    return Some((Ok(chunk), self));
-                }
-                // oci-client compares the digest at the end too; say it the same way as below.
-                Some(Err(e))
-                    if e.get_ref()
-                        .is_some_and(|inner| inner.downcast_ref::<DigestError>().is_some()) =>
-                {
-                    self.done = true;
-                    let e = self.mismatch().unwrap_or(e);
-                    return Some((Err(e), self));
-                }
-                Some(Err(e)) if self.resumes + 1 < ATTEMPTS && is_transient_io(&e) => {
-                    self.resumes += 1;
-                    tracing::warn!(digest = %self.desc.digest, offset = self.offset, error = %e,
-                        "layer download interrupted; resuming");
-                    tokio::time::sleep(BACKOFF * 2u32.pow(self.resumes)).await;
-                    self.inner = None;
-                    match retry(|| {
-                        open_at(&self.client, self.reference.oci(), &self.desc, self.offset)
-                    })
-                    .await
-                    {
-                        Ok(s) => self.inner = Some(s),
-                        Err(e) => {
-                            self.done = true;
-                            return Some((Err(std::io::Error::other(chain(&e))), self));
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Some((Err(e), self));
-                }
-                None => {
-                    self.done = true;
-                    let e = self.mismatch();
-                    return e.map(|e| (Err(e), self));
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1206,63 +781,5 @@ mod tests {
                 "credentials followed a redirect to {elsewhere}: {text}"
             );
         }
-    }
-
-    #[test]
-    fn platforms_parse_and_print() {
-        let p: Platform = "linux/arm64/v8".parse().unwrap();
-        assert_eq!(p.variant.as_deref(), Some("v8"));
-        assert_eq!(p.to_string(), "linux/arm64/v8");
-        assert_eq!(Platform::default().to_string(), "linux/amd64");
-        for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/am d64"] {
-            assert!(bad.parse::<Platform>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn index_choice_names_what_is_available() {
-        let r = ImageRef::parse("127.0.0.1:5000/a/b:1").unwrap();
-        let index = serde_json::json!({
-            "mediaType": mt::OCI_IMAGE_INDEX_MEDIA_TYPE,
-            "manifests": [
-                {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-                {"digest": "sha256:att", "platform": {"os": "unknown", "architecture": "unknown"}},
-                {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}}
-            ]
-        });
-        assert!(is_index(&index));
-        let r = r.to_string();
-        assert_eq!(
-            choose_platform(&r, &index, &Platform::default(), Hints::CommandLine).unwrap(),
-            "sha256:amd"
-        );
-        let s390x: Platform = "linux/s390x".parse().unwrap();
-        let e = choose_platform(&r, &index, &s390x, Hints::CommandLine)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("linux/s390x") && e.contains("linux/arm64/v8, linux/amd64"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn layer_media_types() {
-        assert_eq!(
-            layer_compression(mt::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE),
-            Some(Compression::Gzip)
-        );
-        assert_eq!(
-            layer_compression(mt::IMAGE_LAYER_MEDIA_TYPE),
-            Some(Compression::None)
-        );
-        assert_eq!(
-            layer_compression("application/vnd.oci.image.layer.v1.tar+zstd"),
-            Some(Compression::Zstd)
-        );
-        assert_eq!(
-            layer_compression("application/vnd.oci.image.layer.v1.tar+lz4"),
-            None
-        );
     }
 }

@@ -1,7 +1,6 @@
 //! Where images live — a registry or an OCI layout directory — behind one set of operations,
 //! so instrument and harden are written once for both.
 
-use std::fmt;
 use std::pin::Pin;
 
 use bytes::Bytes;
@@ -12,116 +11,12 @@ use sha2::{Digest, Sha256};
 
 use super::credentials::Credentials;
 use super::layout::LayoutRef;
-use super::reference::{ImageRef, derived_tag};
-use super::registry::{self, Flavor, Registry, RegistryOptions, Transfer};
+pub use super::location::{Image, Location};
+use super::platform::choose_platform;
+use super::registry::{Registry, RegistryOptions, Transfer};
 use crate::image::error::{ImageError, Result};
 use crate::image::limits::Limits;
-
-/// An image's place: `registry/repo:tag`, `registry/repo@sha256:...`, or `oci:DIR[:TAG]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    Registry(ImageRef),
-    Layout(LayoutRef),
-}
-
-impl Location {
-    pub fn parse(input: &str) -> Result<Location> {
-        match input.strip_prefix("oci:") {
-            Some(rest) => Ok(Location::Layout(LayoutRef::parse(input, rest)?)),
-            None => Ok(Location::Registry(ImageRef::parse(input)?)),
-        }
-    }
-
-    /// `<repo>:<tag>-<suffix>` in the same registry repository or layout directory.
-    pub fn derived(&self, suffix: &str) -> Location {
-        match self {
-            Location::Registry(r) => Location::Registry(r.derived(suffix)),
-            Location::Layout(l) => Location::Layout(l.at_tag(&derived_tag(
-                l.tag.as_deref(),
-                l.digest.as_deref(),
-                suffix,
-            ))),
-        }
-    }
-
-    pub fn at_digest(&self, digest: &str) -> Location {
-        match self {
-            Location::Registry(r) => Location::Registry(r.at_digest(digest)),
-            Location::Layout(l) => Location::Layout(l.at_digest(digest)),
-        }
-    }
-
-    /// What to print for an image pushed here as `digest`: the name as given, pinned
-    /// (`registry/repo:tag@sha256:...`, `oci:DIR:TAG@sha256:...`).
-    pub fn pushed(&self, digest: &str) -> String {
-        match self {
-            Location::Registry(r) if r.digest().is_none() => format!("{r}@{digest}"),
-            Location::Layout(l) if l.digest.is_none() => format!("{l}@{digest}"),
-            other => other.at_digest(digest).to_string(),
-        }
-    }
-
-    /// The repository or layout directory, without tag or digest: `registry/repo`, `oci:DIR`.
-    pub fn repository(&self) -> String {
-        match self {
-            Location::Registry(r) => format!("{}/{}", r.registry(), r.repository()),
-            Location::Layout(l) => format!("oci:{}", l.dir.display()),
-        }
-    }
-
-    /// The registry's host (and port) as requests address it (`index.docker.io` for Docker
-    /// Hub); None for a layout.
-    pub fn registry_host(&self) -> Option<&str> {
-        match self {
-            Location::Registry(r) => Some(r.oci().resolve_registry()),
-            Location::Layout(_) => None,
-        }
-    }
-
-    /// True when both are the same place (so a layer of one is already in the other).
-    pub fn same_place(&self, other: &Location) -> bool {
-        match (self, other) {
-            (Location::Registry(a), Location::Registry(b)) => a.same_repository(b),
-            (Location::Layout(a), Location::Layout(b)) => a.dir == b.dir,
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Location::Registry(r) => r.fmt(f),
-            Location::Layout(l) => l.fmt(f),
-        }
-    }
-}
-
-/// One image: the manifest a reference resolved to, and its config.
-#[derive(Debug, Clone)]
-pub struct Image {
-    /// The reference as the user gave it.
-    pub reference: Location,
-    /// The same place at the image manifest's digest.
-    pub pinned: Location,
-    pub manifest_digest: String,
-    /// The index the manifest was chosen from, when the reference named one.
-    pub index_digest: Option<String>,
-    pub flavor: Flavor,
-    pub config_descriptor: OciDescriptor,
-    pub layers: Vec<OciDescriptor>,
-    /// The config JSON as stored: whittle edits a copy and keeps every field it does not know.
-    pub config: Value,
-    /// The config's bytes as stored.
-    pub config_bytes: Bytes,
-}
-
-impl Image {
-    /// Sum of the compressed layer sizes, as the manifest states them.
-    pub fn compressed_size(&self) -> u64 {
-        self.layers.iter().map(|l| l.size.max(0) as u64).sum()
-    }
-}
+use crate::image::media::{self, Flavor};
 
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
@@ -180,12 +75,7 @@ impl Store {
         let mut index_digest = None;
         if value.get("manifests").is_some() {
             let options = self.registry.options();
-            let chosen = registry::choose_platform(
-                &l.to_string(),
-                &value,
-                &options.platform,
-                options.hints,
-            )?;
+            let chosen = choose_platform(&l.to_string(), &value, &options.platform, options.hints)?;
             index_digest = Some(manifest_digest);
             body = l.read_blob(&chosen, cap)?;
             value = json(&l.to_string(), "manifest", &body)?;
@@ -202,7 +92,7 @@ impl Store {
                 detail: format!("not an image manifest: {e}"),
             })?;
         for layer in &manifest.layers {
-            if registry::layer_compression(&layer.media_type).is_none() {
+            if media::layer_compression(&layer.media_type).is_none() {
                 return Err(ImageError::MediaType {
                     reference: pinned.to_string(),
                     what: format!("layer {}", layer.digest),
@@ -364,11 +254,7 @@ impl Store {
         })?;
         let size = bytes.len() as u64;
         let digest = self.put_blob(dst, Bytes::from(bytes)).await?;
-        Ok(crate::image::config::descriptor(
-            flavor.config_type(),
-            &digest,
-            size,
-        ))
+        Ok(media::descriptor(flavor.config_type(), &digest, size))
     }
 
     /// Stores the manifest naming `config` and `layers` (all already stored) under `dst`'s
@@ -380,7 +266,7 @@ impl Store {
         config: &OciDescriptor,
         layers: &[OciDescriptor],
     ) -> Result<(String, u64)> {
-        let manifest = crate::image::config::manifest(flavor, config, layers);
+        let manifest = media::manifest(flavor, config, layers);
         let manifest_size = manifest.len() as u64;
         let digest = self
             .put_manifest(dst, manifest, flavor.manifest_type())
@@ -559,4 +445,113 @@ fn json(reference: &str, what: &str, body: &[u8]) -> Result<Value> {
         reference: reference.to_string(),
         detail: format!("the {what} is not JSON: {e}"),
     })
+}
+
+// The manifest cap (`capped.rs`) as every command meets it: through the store, from a
+// registry that sends too much or too slowly.
+#[cfg(test)]
+mod fake_registry {
+    use super::*;
+    use crate::image::limits::{Exceeded, MANIFEST_FLAG};
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A registry that answers `/v2/` and then the manifest request with `manifest`'s bytes
+    /// (headers and a body start), keeping the connection open afterwards.
+    async fn serve(manifest: fn(&mut Vec<u8>)) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    loop {
+                        let mut request = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !request.ends_with(b"\r\n\r\n") {
+                            if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            request.push(byte[0]);
+                        }
+                        let mut out = Vec::new();
+                        if request.starts_with(b"GET /v2/ ") {
+                            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                            if conn.write_all(&out).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        manifest(&mut out);
+                        if conn.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        // An endless body, for the response that has no length.
+                        if out.ends_with(b"chunked\r\n\r\n") {
+                            let chunk = format!("{:x}\r\n{}\r\n", 1 << 16, "x".repeat(1 << 16));
+                            while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                            return;
+                        }
+                        // Otherwise the body never comes.
+                        tokio::time::sleep(Duration::from_secs(600)).await;
+                    }
+                });
+            }
+        });
+        host
+    }
+
+    /// Resolves an image at `host` as every command does, with a manifest cap of 1 MiB;
+    /// the error, and how long it took to come.
+    async fn fetch(host: &str) -> (ImageError, Duration) {
+        let options = RegistryOptions {
+            insecure_registries: vec![host.to_string()],
+            limits: Limits {
+                manifest_bytes: 1 << 20,
+                ..Limits::default()
+            },
+            ..Default::default()
+        };
+        let store = Store::new(Credentials::anonymous(), options);
+        let at = Location::parse(&format!("{host}/big/manifest:1")).unwrap();
+        let started = Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(30), store.resolve(&at))
+            .await
+            .expect("still reading the manifest after 30 s");
+        (got.expect_err("refused"), started.elapsed())
+    }
+
+    fn exceeded(e: ImageError) -> Exceeded {
+        match e {
+            ImageError::Limit(e) => e,
+            other => panic!("not a budget refused: {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_content_length_over_the_cap_is_refused_before_the_body_is_read() {
+        let host = serve(|out| {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n{");
+        })
+        .await;
+        let (e, took) = fetch(&host).await;
+        let e = exceeded(e);
+        assert!(e.what.contains("10000000000 bytes"), "{e}");
+        assert_eq!(e.flag, MANIFEST_FLAG);
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_without_a_length_stops_at_the_cap() {
+        let host = serve(|out| {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        })
+        .await;
+        let (e, _) = fetch(&host).await;
+        let e = exceeded(e);
+        assert!(e.what.contains("runs past"), "{e}");
+        assert!(e.to_string().contains("1 MiB, 1048576 bytes"), "{e}");
+    }
 }

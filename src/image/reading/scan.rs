@@ -7,8 +7,8 @@ use tar::EntryType;
 
 use super::spool::Spool;
 use super::tree::{Applied, Kind, Node, Tree, normalize};
+use crate::image::codec::early::Likely;
 use crate::image::limits::{Exceeded, TREE_FLAG};
-use crate::image::writing::early::Likely;
 
 /// Which file contents to set aside while a layer streams past.
 pub trait Retain {

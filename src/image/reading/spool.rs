@@ -11,9 +11,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
+use crate::image::codec::early::{Early, Likely, Shelf};
+use crate::image::codec::pgzip::{BLOCK, Piece};
 use crate::image::limits::{Exceeded, SPOOL_FLAG};
-use crate::image::writing::early::{Early, Likely, Shelf};
-use crate::image::writing::pgzip::{BLOCK, Piece};
 
 /// A byte range of the spool file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

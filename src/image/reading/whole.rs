@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use flate2::read::MultiGzDecoder;
 
-use crate::image::distribution::registry::Compression;
+use crate::image::media::Compression;
 
 /// The compressed bytes, and the first error reading them met. The error is kept because the
 /// decompressor runs on a read-ahead thread whose last error nobody may receive once the tar

@@ -10,10 +10,9 @@ use flate2::{Compression, GzBuilder};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::image::config;
-use crate::image::distribution::registry::Flavor;
 use crate::image::distribution::store::{Location, Store};
 use crate::image::error::{ImageError, Result};
+use crate::image::media::{self, Flavor};
 
 /// One file or directory of the image, owned by root and dated 0 so the same inputs always
 /// give the same layer digest.
@@ -75,7 +74,7 @@ pub async fn assemble(store: &Store, dst: &Location, recipe: &Recipe) -> Result<
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": recipe.created_by}],
     });
-    let layers = [config::descriptor(
+    let layers = [media::descriptor(
         flavor.gzip_layer_type(),
         &layer_digest,
         layer_bytes,

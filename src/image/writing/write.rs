@@ -2,7 +2,7 @@
 //! source entry had, as one gzip tar in a temporary file. The same tree, spool contents and kept
 //! set always give the same bytes: no timestamps but the sources', no host names or ids. The
 //! gzip is one stream whose 1 MiB blocks are compressed in parallel ([`ParallelGz`]); the
-//! contents of a large file start a block of their own, so the blocks [`super::early`]
+//! contents of a large file start a block of their own, so the blocks [`crate::image::codec::early`]
 //! compressed during the read fit in unchanged. zstd is one frame from libzstd's workers.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,9 +12,10 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use super::compression::{Encoder, LayerCompression};
-use super::early::EARLY_MIN;
-use super::pgzip::BLOCK;
+use crate::image::codec::compression::Encoder;
+use crate::image::codec::early::EARLY_MIN;
+use crate::image::codec::pgzip::BLOCK;
+use crate::image::media::LayerCompression;
 use crate::image::reading::spool::{Range, Spool};
 use crate::image::reading::tree::{Kind, Node, Tree};
 
@@ -247,8 +248,8 @@ fn hardlink_heads(tree: &Tree, keep: &BTreeSet<String>) -> BTreeMap<String, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::codec::early::Likely;
     use crate::image::reading::scan::{Pass, Retain, scan_layer};
-    use crate::image::writing::early::Likely;
     use flate2::read::GzDecoder;
     use std::time::{Duration, Instant};
 

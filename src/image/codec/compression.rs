@@ -1,48 +1,19 @@
-//! How the hardened layer is compressed. gzip is what every runtime and registry tool reads;
-//! zstd (OCI's `tar+zstd`, read by containerd 1.5 and later, CRI-O and podman) makes a
-//! smaller layer that unpacks faster, at the cost of tools that only know gzip.
+//! The hardened layer's encoder, of either codec ([`LayerCompression`]): gzip through
+//! `pgzip`, zstd through libzstd's workers.
 
 use std::io::{self, Write};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use super::pgzip::{ParallelGz, Piece};
-use crate::image::distribution::registry::Flavor;
-
-/// The codec of the hardened layer. (Its variants carry no doc comments: schemars would turn
-/// them into a `oneOf` that a CRD's structural schema does not want.)
-#[derive(
-    Serialize, Deserialize, JsonSchema, clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum LayerCompression {
-    // gzip, one stream compressed in parallel (ParallelGz).
-    #[default]
-    Gzip,
-    // zstd level 7, one frame compressed in parallel by libzstd's workers.
-    Zstd,
-}
-
-/// OCI's media type of a zstd-compressed tar layer (image-spec 1.1). Docker's manifest format
-/// has none, so a zstd image is always written with OCI media types.
-pub(in crate::image) const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+use crate::image::media::LayerCompression;
 
 /// Level 7: at zstd's default (3) the hardened nginx layer came out 2.2% larger than
 /// `gzip -6` of its tar; at 7 it is 2.6% smaller, and libzstd's workers still compress it as
 /// fast as the parallel gzip (docs/benchmarks.md).
 const ZSTD_LEVEL: i32 = 7;
 
+// The encoder is the codec's side of `LayerCompression`; the type itself, with its media
+// types, is in `media`.
 impl LayerCompression {
-    /// The flavour and layer media type of an image whose source had `source`'s: gzip keeps
-    /// the source's flavour; zstd exists only in OCI's.
-    pub fn media(self, source: Flavor) -> (Flavor, &'static str) {
-        match self {
-            LayerCompression::Gzip => (source, source.gzip_layer_type()),
-            LayerCompression::Zstd => (Flavor::Oci, OCI_LAYER_ZSTD),
-        }
-    }
-
     /// An encoder writing the compressed stream to `inner`.
     pub fn encoder<W: Write>(self, inner: W) -> io::Result<Encoder<W>> {
         Ok(match self {
