@@ -203,6 +203,25 @@ async fn include_example(c: &Cluster, registry: &str) {
         assert!(files.contains(kept), "{kept} is included: {files:?}");
     }
     assert!(!files.contains("etc/nginx/koi-utf"), "excluded: {files:?}");
+
+    // The tools admins wait with see success at once.
+    let started = Instant::now();
+    let (ok, out) = kstatus::kubectl(
+        c,
+        &ns,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=10s",
+            "hardeningworkflow/nginx-include",
+        ],
+    );
+    assert!(ok, "kubectl wait --for=condition=Ready: {out}");
+    eprintln!(
+        "kubectl wait --for=condition=Ready returned in {:.1?}",
+        started.elapsed()
+    );
+    assert_eq!(kstatus::kstatus(c, &ns, "nginx-include").0, "Current");
 }
 
 /// `examples/supply-chain`: SBOM referrer, vulnerability counts and a cosign signature in the
@@ -314,6 +333,23 @@ async fn unknown_vulnerability_database(c: &Cluster) {
         .find(|c| c.type_ == "Ready")
         .expect("Ready condition");
     assert_eq!(ready.reason, "VulnerabilityDatabaseUnknown", "{failed:?}");
+
+    // kstatus (Flux's `wait: true`, kpt) sees a failure, not a run in progress forever, and
+    // `kubectl wait` can wait for it.
+    let (status, message) = kstatus::kstatus(c, &ns, "web");
+    assert_eq!(status, "Failed", "{message}");
+    assert!(message.starts_with("spec.vulnerabilities.db:"), "{message}");
+    let (ok, out) = kstatus::kubectl(
+        c,
+        &ns,
+        &[
+            "wait",
+            "--for=condition=Stalled",
+            "--timeout=10s",
+            "hardeningworkflow/web",
+        ],
+    );
+    assert!(ok, "kubectl wait --for=condition=Stalled: {out}");
 }
 
 /// `examples/promote`: the Deployment stays on the hardened image and serves from it.
@@ -830,6 +866,7 @@ async fn deleted_mid_observation(c: &Cluster, busybox: &str) {
     )
     .await;
     wait_phase(&client, &ns, "web", Phase::Observing).await;
+    assert_eq!(kstatus::kstatus(c, &ns, "web").0, "InProgress");
     let during = template(&client, &ns, "web").await;
     assert_ne!(during, before, "instrumented");
     // capabilities.add is an atomic list: applied with fanotify's SYS_ADMIN alone, it would

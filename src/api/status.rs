@@ -23,8 +23,10 @@ pub struct HardeningWorkflowStatus {
     pub observed_generation: Option<i64>,
     /// The conditions whittle sets, one per type: `Ready` (True once Succeeded; until then
     /// False, its reason the current phase, what Pending waits for, or why the workflow
-    /// failed), `Instrumented`, `Observed`, `Hardened` and `Verified`, e.g. `{type: Ready,
-    /// status: "False", reason: TargetNotFound, message: ...}`.
+    /// failed), `Reconciling` (True while a run is in progress or waiting, absent once it
+    /// ended) and `Stalled` (True once it Failed, absent otherwise) as kstatus, `kubectl wait`
+    /// and Flux read them, `Instrumented`, `Observed`, `Hardened` and `Verified`, e.g.
+    /// `{type: Ready, status: "False", reason: TargetNotFound, message: ...}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -143,6 +145,10 @@ impl fmt::Display for Phase {
 pub enum ConditionType {
     /// The workflow finished successfully (False with the reason while waiting or on failure).
     Ready,
+    /// kstatus's "in progress": present (True) only while a run is under way or waiting.
+    Reconciling,
+    /// kstatus's "failed, needs a person": present (True) only once the workflow Failed.
+    Stalled,
     Instrumented,
     Observed,
     Hardened,
@@ -153,6 +159,8 @@ impl ConditionType {
     pub fn as_str(&self) -> &'static str {
         match self {
             ConditionType::Ready => "Ready",
+            ConditionType::Reconciling => "Reconciling",
+            ConditionType::Stalled => "Stalled",
             ConditionType::Instrumented => "Instrumented",
             ConditionType::Observed => "Observed",
             ConditionType::Hardened => "Hardened",
@@ -367,6 +375,42 @@ impl HardeningWorkflowStatus {
         self.condition(type_).is_some_and(|c| c.status == "True")
     }
 
+    /// `Reconciling` and `Stalled` from the phase and `Ready`, as kstatus expects them: a run
+    /// in progress (or waiting in Pending) is Reconciling with Ready's reason and message, a
+    /// Failed one is Stalled with its failure's, and a finished one has neither. True when
+    /// anything changed.
+    pub fn set_kstatus_conditions(&mut self, now: &Time, generation: Option<i64>) -> bool {
+        let (reason, message) = match self.condition(ConditionType::Ready) {
+            Some(ready) => (ready.reason.clone(), ready.message.clone()),
+            None => (self.phase().as_str().to_string(), String::new()),
+        };
+        let (reconciling, stalled) = match self.phase() {
+            Phase::Succeeded => (false, false),
+            Phase::Failed => (false, true),
+            _ => (true, false),
+        };
+        let mut changed = false;
+        for (type_, present) in [
+            (ConditionType::Reconciling, reconciling),
+            (ConditionType::Stalled, stalled),
+        ] {
+            changed |= if present {
+                let status = ConditionStatus::True;
+                self.set_condition(type_, status, &reason, &message, now, generation)
+            } else {
+                self.remove_condition(type_)
+            };
+        }
+        changed
+    }
+
+    /// Removes the condition of `type_`; true if there was one.
+    pub fn remove_condition(&mut self, type_: ConditionType) -> bool {
+        let before = self.conditions.len();
+        self.conditions.retain(|c| c.type_ != type_.as_str());
+        self.conditions.len() != before
+    }
+
     /// Sets a condition. `lastTransitionTime` moves to `now` only when the status changes (or
     /// the condition is new), as the Kubernetes API conventions ask; reason, message and
     /// observedGeneration always take the new values. Returns whether anything changed.
@@ -484,6 +528,78 @@ mod tests {
         );
         let types: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Observed", "Ready"]);
+    }
+
+    #[test]
+    fn kstatus_sees_a_run_in_progress_as_reconciling_a_failure_as_stalled_a_success_as_neither() {
+        let kinds = |s: &HardeningWorkflowStatus| -> Vec<(String, String, String)> {
+            let mut v: Vec<_> = s
+                .conditions
+                .iter()
+                .filter(|c| c.type_ == "Reconciling" || c.type_ == "Stalled")
+                .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        let row = |t: &str, r: &str| (t.to_string(), "True".to_string(), r.to_string());
+        let mut s = HardeningWorkflowStatus::default();
+        assert!(
+            s.set_kstatus_conditions(&at(1), Some(1)),
+            "a new workflow is in progress"
+        );
+        assert_eq!(kinds(&s), [row("Reconciling", "Pending")]);
+
+        s.set_phase(Phase::Pending, &at(2));
+        s.set_condition(
+            ConditionType::Ready,
+            false.into(),
+            "TargetNotFound",
+            "no web",
+            &at(2),
+            Some(1),
+        );
+        assert!(s.set_kstatus_conditions(&at(2), Some(1)));
+        assert_eq!(kinds(&s), [row("Reconciling", "TargetNotFound")]);
+        assert_eq!(
+            s.condition(ConditionType::Reconciling).unwrap().message,
+            "no web"
+        );
+        assert!(
+            !s.set_kstatus_conditions(&at(3), Some(1)),
+            "nothing new, nothing changes"
+        );
+
+        s.set_phase(Phase::Failed, &at(4));
+        s.set_condition(
+            ConditionType::Ready,
+            false.into(),
+            "ReadinessFailed",
+            "pod web-1",
+            &at(4),
+            Some(1),
+        );
+        assert!(s.set_kstatus_conditions(&at(4), Some(1)));
+        assert_eq!(kinds(&s), [row("Stalled", "ReadinessFailed")]);
+        assert_eq!(
+            s.condition(ConditionType::Stalled).unwrap().message,
+            "pod web-1"
+        );
+
+        let mut ok = HardeningWorkflowStatus::default();
+        ok.set_kstatus_conditions(&at(1), Some(1));
+        ok.set_phase(Phase::Succeeded, &at(5));
+        ok.set_condition(
+            ConditionType::Ready,
+            true.into(),
+            "Succeeded",
+            "verified",
+            &at(5),
+            Some(1),
+        );
+        assert!(ok.set_kstatus_conditions(&at(5), Some(1)));
+        assert_eq!(kinds(&ok), []);
+        assert!(ok.is_true(ConditionType::Ready));
     }
 
     #[test]

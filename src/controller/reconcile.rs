@@ -78,11 +78,12 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
     let before = workflow.status.clone().unwrap_or_default();
     let mut status = before.clone();
     status.observed_generation = workflow.metadata.generation;
+    let now = Time(Timestamp::now());
     let mut s = Step {
         workflow,
         ctx,
         status: &mut status,
-        now: Time(Timestamp::now()),
+        now: now.clone(),
     };
     let outcome = match before.phase() {
         Phase::Pending => s.pending().await,
@@ -93,7 +94,7 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
         Phase::Verifying => s.verifying().await,
         Phase::Succeeded | Phase::Failed => {
             release(ctx, workflow).await?;
-            return Ok(Action::await_change());
+            Ok(Action::await_change())
         }
     };
     let action = match outcome {
@@ -114,6 +115,8 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
             }
         }
     };
+    // Also on a finished workflow: one from before these conditions existed gets them.
+    status.set_kstatus_conditions(&now, workflow.metadata.generation);
     if status != before {
         write_status(ctx, workflow, &status).await?;
         if status.phase() != before.phase() {

@@ -71,6 +71,16 @@ if [ ! -x "$cosign_dir/cosign" ]; then
   rm -rf "$cosign_dir" && mv "$cosign_dir.tmp" "$cosign_dir"
 fi
 
+# kstatus: how Flux and kpt read a workflow's status (tests/kstatus.rs). Seconds to build.
+kstatus_dir=$cache/kstatus-$CLI_UTILS_VERSION
+if [ ! -x "$kstatus_dir/kstatus" ]; then
+  echo "setup: building kstatus (cli-utils $CLI_UTILS_VERSION)"
+  grep -q "sigs.k8s.io/cli-utils $CLI_UTILS_VERSION" "$here/gotools/kstatus/go.mod"
+  rm -rf "$kstatus_dir.tmp" && mkdir -p "$kstatus_dir.tmp"
+  (cd "$here/gotools/kstatus" && go build -trimpath -ldflags "-s -w" -o "$kstatus_dir.tmp/kstatus" .)
+  rm -rf "$kstatus_dir" && mv "$kstatus_dir.tmp" "$kstatus_dir"
+fi
+
 # syft reads the package inventory of hardened images, as scanners see it. 5 to 7 minutes.
 syft_dir=$cache/syft-$SYFT_VERSION
 if [ ! -x "$syft_dir/syft" ]; then

@@ -59,6 +59,13 @@ pub fn syft_binary() -> Result<PathBuf> {
     cached(&dir, "syft")
 }
 
+/// `kstatus`: reads an object as JSON on stdin and prints how kstatus (cli-utils, as Flux and
+/// kpt use it) sees it: `Current`, `InProgress` or `Failed`, a tab, and its message.
+pub fn kstatus_binary() -> Result<PathBuf> {
+    let dir = format!("kstatus-{}", pinned_version("CLI_UTILS_VERSION")?);
+    cached(&dir, "kstatus")
+}
+
 fn cached(dir: &str, name: &str) -> Result<PathBuf> {
     let path = cache_root().join("tools").join(dir).join(name);
     if path.is_file() {

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod cosign;
+pub mod kstatus;
 pub mod layers;
 pub mod scanners;
 
