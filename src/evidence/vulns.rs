@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::packages::{Inventory, Manager, OsRelease, Package, State};
+use crate::image::packages::{Inventory, Manager, OsRelease, Package, State};
 
 /// How serious a vulnerability is, worst first (a sort puts critical findings at the top).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

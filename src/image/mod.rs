@@ -17,6 +17,7 @@ pub mod harden;
 pub mod inspect;
 pub mod instrument;
 pub mod limits;
+pub mod packages;
 pub mod reading;
 pub mod unpack;
 pub mod writing;
