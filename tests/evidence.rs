@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use whittle::evidence::packages::{Inventory, Manager, OsRelease, Package};
 use whittle::evidence::sbom::{self, Subject};
 use whittle::evidence::sign::SigningKey;
+use whittle::image::packages::{Inventory, Manager, OsRelease, Package};
 use whittle_testbed::images::fixtures;
 use whittle_testbed::images::registry::Registry;
 

@@ -2,8 +2,6 @@
 //! their SBOMs, the vulnerabilities hardening removed, and signatures and provenance a
 //! verifier (cosign, an admission controller) can check.
 
-pub mod database;
-pub mod packages;
 pub mod produce;
 pub mod provenance;
 pub mod sbom;

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use super::packages::State;
 use super::provenance::{ProvenanceInput, SlsaVersion, attest_provenance};
 use super::sbom::{self, Subject};
 use super::sign::{SignError, SigningKey, sign_image};
@@ -17,6 +16,7 @@ use super::vulns::{VulnDb, VulnSummary, compare};
 use crate::image::ImageError;
 use crate::image::distribution::store::{Attached, Location, Store};
 use crate::image::harden::Summary;
+use crate::image::packages::State;
 
 /// What evidence to produce; all of it is off by default.
 #[derive(Clone, Default)]

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::packages::{Inventory, Manager, OsRelease, Package, State};
+use crate::image::packages::{Inventory, Manager, OsRelease, Package, State};
 
 /// The media type of a CycloneDX JSON document, and the artifactType of its OCI referrer.
 pub const MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";

@@ -18,13 +18,13 @@ use super::distribution::store::{Image, Location, Store};
 use super::error::{ImageError, Result};
 use super::limits::Exceeded;
 use super::media::{self, Compression, LayerCompression, layer_compression};
+use super::packages::Inventory;
+use super::packages::database::Database;
 use super::reading::scan::{LayerStats, Pass, Retain, read_ahead, scan_layer};
 use super::reading::spool::Spool;
 use super::reading::tree::{Tree, ancestors};
 use super::reading::whole::decompressed;
 use super::writing::write::write_layer;
-use crate::evidence::database::Database;
-use crate::evidence::packages::Inventory;
 
 /// How many targeted re-reads may follow the first pass before giving up (each fetches what
 /// the previous analysis newly asked for; ELF chains are shallow).

@@ -47,13 +47,13 @@ pub enum Flavor {
 }
 
 impl Flavor {
-    pub fn manifest_type(self) -> &'static str {
+    pub const fn manifest_type(self) -> &'static str {
         match self {
             Flavor::Docker => mt::IMAGE_MANIFEST_MEDIA_TYPE,
             Flavor::Oci => mt::OCI_IMAGE_MEDIA_TYPE,
         }
     }
-    pub fn config_type(self) -> &'static str {
+    pub const fn config_type(self) -> &'static str {
         match self {
             Flavor::Docker => mt::IMAGE_DOCKER_CONFIG_MEDIA_TYPE,
             Flavor::Oci => mt::IMAGE_CONFIG_MEDIA_TYPE,

@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod instrument;
 pub mod limits;
 pub mod media;
+pub mod packages;
 pub mod reading;
 pub mod unpack;
 pub mod writing;

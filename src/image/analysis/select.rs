@@ -177,7 +177,7 @@ impl FirstPass {
             || ALWAYS.contains(&path)
             || LOADER_CONFIG.contains(&path)
             || path.starts_with(LOADER_CONFIG_DIR)
-            || crate::evidence::database::is_database(path)
+            || crate::image::packages::database::is_database(path)
             || self.patterns.included(path)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::packages::{Inventory, Manager, OsRelease, Package};
+use super::{Inventory, Manager, OsRelease, Package};
 use crate::image::reading::spool::Spool;
 use crate::image::reading::tree::{Kind, Tree};
 
@@ -431,7 +431,7 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::packages::State;
+    use crate::image::packages::State;
     use crate::image::reading::tree::Node;
 
     fn node(kind: Kind) -> Node {

@@ -5,6 +5,8 @@
 //! still have files: a scanner then reports what is really left, neither the removed packages nor
 //! (with no database at all) nothing.
 
+pub mod database;
+
 use serde::Serialize;
 
 /// Which database a package came from.
