@@ -790,3 +790,70 @@ async fn helm_upgrade_updates_the_crd_and_uninstall_keeps_it_and_the_workflows()
         .await
         .expect("the workflow outlives helm uninstall");
 }
+
+/// A release of the chart as it was, with the CRD in `crds/` (helm's, installed once, owned by no
+/// release): the first `helm upgrade` to this chart is refused until the release takes the CRD
+/// over with `--take-ownership`, as charts/whittle/README.md says; then the CRD is current.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_with_the_crd_in_crds_is_upgraded_with_take_ownership() {
+    use whittle_testbed::cluster::control_plane::ControlPlane;
+
+    let plane = ControlPlane::start().await.expect("control plane");
+    let client = plane.client();
+    let helm = Helm::with_kubeconfig(&plane.kubeconfig()).expect("helm");
+
+    let mut older = serde_json::to_value(whittle::api::crd().expect("crd")).expect("json");
+    older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        .as_object_mut()
+        .expect("spec properties")
+        .remove("sign")
+        .expect("the current CRD has spec.sign");
+    let old_chart = tempfile::tempdir().expect("chart copy");
+    copy_dir(Path::new(&chart()), old_chart.path());
+    std::fs::remove_file(old_chart.path().join("templates/crds.yaml")).expect("no CRD template");
+    std::fs::create_dir_all(old_chart.path().join("crds")).expect("crds/");
+    std::fs::write(
+        old_chart.path().join("crds/hardeningworkflow.yaml"),
+        serde_saphyr::to_string(&older).expect("yaml"),
+    )
+    .expect("the older CRD in crds/");
+
+    let base = [
+        "--namespace",
+        "whittle-system",
+        "--set",
+        "replicaCount=0",
+        "--set",
+        "leaderElection.enabled=false",
+        "--wait",
+    ];
+    let old = old_chart.path().to_str().expect("utf-8");
+    let mut install = vec!["install", "whittle", old, "--create-namespace"];
+    install.extend(base);
+    helm.run(&install).expect("helm install the crds/ chart");
+    assert!(
+        !spec_fields_in_cluster(&client)
+            .await
+            .iter()
+            .any(|f| f == "sign")
+    );
+
+    let chart = chart();
+    let mut upgrade = vec!["upgrade", "whittle", chart.as_str()];
+    upgrade.extend(base);
+    let refused = helm
+        .run(&upgrade)
+        .expect_err("helm cannot adopt a CRD no release owns");
+    assert!(
+        refused.to_string().contains("cannot be imported"),
+        "{refused}"
+    );
+    upgrade.push("--take-ownership");
+    helm.run(&upgrade).expect("helm upgrade --take-ownership");
+    assert!(
+        spec_fields_in_cluster(&client)
+            .await
+            .iter()
+            .any(|f| f == "sign")
+    );
+}
