@@ -81,6 +81,7 @@ fn the_default_install_is_locked_down_and_elects_a_leader() {
         [
             "ClusterRole",
             "ClusterRoleBinding",
+            "CustomResourceDefinition",
             "Deployment",
             "NetworkPolicy",
             "Role",
@@ -613,4 +614,246 @@ fn vulnerability_databases_are_the_admins_named_flags() {
         .expect("Deployment");
     let volumes = d["spec"]["template"]["spec"]["volumes"].to_string();
     assert!(!volumes.contains("\"osv\""), "{volumes}");
+}
+
+/// The CRD is a template (Helm applies templates on every upgrade, never what is in `crds/`),
+/// kept on uninstall, and left out with `crds.install=false`.
+#[test]
+fn the_crd_is_a_kept_template_unless_turned_off() {
+    let objects = render(&[]);
+    let crd = find(&objects, "CustomResourceDefinition").expect("the CRD is rendered");
+    assert_eq!(crd["metadata"]["name"], "hardeningworkflows.whittle.dev");
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+        "helm uninstall must leave the CRD, and with it every workflow: {}",
+        crd["metadata"]
+    );
+    assert_eq!(
+        crd["metadata"]["labels"]["app.kubernetes.io/name"],
+        "whittle"
+    );
+    // What is rendered is the generated CRD: nothing lost or added on the way but metadata.
+    let mut rendered = crd.clone();
+    let metadata = rendered["metadata"].as_object_mut().expect("metadata");
+    metadata.remove("annotations");
+    metadata.remove("labels");
+    let generated = serde_json::to_value(whittle::api::crd().expect("crd")).expect("json");
+    assert_eq!(rendered, generated);
+    let off = render(&["crds.install=false"]);
+    assert!(find(&off, "CustomResourceDefinition").is_none(), "{off:?}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read chart dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Replaces, in the chart at `dir`, every copy of the generated CRD by `yaml`; returns how many.
+fn replace_crd(dir: &Path, current: &str, yaml: &str) -> usize {
+    let mut replaced = 0;
+    for entry in std::fs::read_dir(dir).expect("read chart dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            replaced += replace_crd(&path, current, yaml);
+        } else if std::fs::read_to_string(&path).is_ok_and(|text| text == current) {
+            std::fs::write(&path, yaml).expect("write the older CRD");
+            replaced += 1;
+        }
+    }
+    replaced
+}
+
+/// The schema's `spec` properties of the CRD in the cluster.
+async fn spec_fields_in_cluster(client: &kube::Client) -> Vec<String> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let crd = crds
+        .get("hardeningworkflows.whittle.dev")
+        .await
+        .expect("the CRD is in the cluster");
+    let crd = serde_json::to_value(crd).expect("json");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// A release installed with an older CRD (one without `spec.sign`), upgraded with `helm upgrade`
+/// to this chart, has this chart's CRD in the cluster; `helm uninstall` then leaves the CRD and
+/// the workflows where they are.
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_upgrade_updates_the_crd_and_uninstall_keeps_it_and_the_workflows() {
+    use whittle_testbed::cluster::control_plane::ControlPlane;
+
+    let plane = ControlPlane::start().await.expect("control plane");
+    let client = plane.client();
+    let helm = Helm::with_kubeconfig(&plane.kubeconfig()).expect("helm");
+
+    let current = whittle::api::crd_yaml().expect("crd yaml");
+    let mut older = serde_json::to_value(whittle::api::crd().expect("crd")).expect("json");
+    older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        .as_object_mut()
+        .expect("spec properties")
+        .remove("sign")
+        .expect("the current CRD has spec.sign");
+    let older = serde_saphyr::to_string(&older).expect("yaml");
+    let header: String = current.lines().take(2).map(|l| format!("{l}\n")).collect();
+    let older_chart = tempfile::tempdir().expect("chart copy");
+    copy_dir(Path::new(&chart()), older_chart.path());
+    let copies = replace_crd(older_chart.path(), &current, &format!("{header}{older}"));
+    assert!(copies > 0, "the chart holds no copy of the generated CRD");
+
+    let install = |chart: &str, verb: &str| {
+        helm.run(&[
+            verb,
+            "whittle",
+            chart,
+            "--namespace",
+            "whittle-system",
+            "--create-namespace",
+            "--set",
+            "replicaCount=0",
+            "--set",
+            "leaderElection.enabled=false",
+            "--wait",
+        ])
+        .unwrap_or_else(|e| panic!("helm {verb}: {e}"))
+    };
+    install(older_chart.path().to_str().expect("utf-8"), "install");
+    let before = spec_fields_in_cluster(&client).await;
+    assert!(
+        !before.iter().any(|f| f == "sign"),
+        "the older CRD is installed: {before:?}"
+    );
+
+    let ns = plane.namespace("upgrade").await.expect("namespace");
+    let workflows: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::erase::<whittle::api::HardeningWorkflow>(&()),
+    );
+    let workflow: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "whittle.dev/v1alpha1",
+        "kind": "HardeningWorkflow",
+        "metadata": {"name": "web"},
+        "spec": {"target": {"name": "web"}},
+    }))
+    .expect("workflow");
+    // The CRD may take a moment to be served after `helm install` returns.
+    let started = std::time::Instant::now();
+    while let Err(e) = workflows.create(&Default::default(), &workflow).await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "creating a workflow: {e}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+
+    install(&chart(), "upgrade");
+    let after = spec_fields_in_cluster(&client).await;
+    let generated = serde_json::to_value(whittle::api::crd().expect("crd")).expect("json");
+    let expected: Vec<String> = generated["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        ["properties"]["spec"]["properties"]
+        .as_object()
+        .expect("spec properties")
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        after, expected,
+        "helm upgrade left the older CRD in the cluster"
+    );
+
+    helm.run(&[
+        "uninstall",
+        "whittle",
+        "--namespace",
+        "whittle-system",
+        "--wait",
+    ])
+    .expect("helm uninstall");
+    assert_eq!(
+        spec_fields_in_cluster(&client).await,
+        expected,
+        "helm uninstall removed the CRD"
+    );
+    workflows
+        .get("web")
+        .await
+        .expect("the workflow outlives helm uninstall");
+}
+
+/// A release of the chart as it was, with the CRD in `crds/` (helm's, installed once, owned by no
+/// release): the first `helm upgrade` to this chart is refused until the release takes the CRD
+/// over with `--take-ownership`, as charts/whittle/README.md says; then the CRD is current.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_with_the_crd_in_crds_is_upgraded_with_take_ownership() {
+    use whittle_testbed::cluster::control_plane::ControlPlane;
+
+    let plane = ControlPlane::start().await.expect("control plane");
+    let client = plane.client();
+    let helm = Helm::with_kubeconfig(&plane.kubeconfig()).expect("helm");
+
+    let mut older = serde_json::to_value(whittle::api::crd().expect("crd")).expect("json");
+    older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        .as_object_mut()
+        .expect("spec properties")
+        .remove("sign")
+        .expect("the current CRD has spec.sign");
+    let old_chart = tempfile::tempdir().expect("chart copy");
+    copy_dir(Path::new(&chart()), old_chart.path());
+    std::fs::remove_file(old_chart.path().join("templates/crds.yaml")).expect("no CRD template");
+    std::fs::create_dir_all(old_chart.path().join("crds")).expect("crds/");
+    std::fs::write(
+        old_chart.path().join("crds/hardeningworkflow.yaml"),
+        serde_saphyr::to_string(&older).expect("yaml"),
+    )
+    .expect("the older CRD in crds/");
+
+    let base = [
+        "--namespace",
+        "whittle-system",
+        "--set",
+        "replicaCount=0",
+        "--set",
+        "leaderElection.enabled=false",
+        "--wait",
+    ];
+    let old = old_chart.path().to_str().expect("utf-8");
+    let mut install = vec!["install", "whittle", old, "--create-namespace"];
+    install.extend(base);
+    helm.run(&install).expect("helm install the crds/ chart");
+    assert!(
+        !spec_fields_in_cluster(&client)
+            .await
+            .iter()
+            .any(|f| f == "sign")
+    );
+
+    let chart = chart();
+    let mut upgrade = vec!["upgrade", "whittle", chart.as_str()];
+    upgrade.extend(base);
+    let refused = helm
+        .run(&upgrade)
+        .expect_err("helm cannot adopt a CRD no release owns");
+    assert!(
+        refused.to_string().contains("cannot be imported"),
+        "{refused}"
+    );
+    upgrade.push("--take-ownership");
+    helm.run(&upgrade).expect("helm upgrade --take-ownership");
+    assert!(
+        spec_fields_in_cluster(&client)
+            .await
+            .iter()
+            .any(|f| f == "sign")
+    );
 }

@@ -776,3 +776,76 @@ async fn reports_are_bound_to_their_pods() {
     }
     server.stop().await;
 }
+
+/// An operator upgraded while a workflow observes gets the reports of the sensor its previous
+/// version injected, and a newer sensor's: fields this whittle does not know are ignored, an
+/// unknown monitor is taken by its name; the report is stored and counts like any other.
+/// An unknown mode is still a short name: one that is not is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_sensor_versions_report_is_accepted() {
+    let plane = ControlPlane::start().await.expect("control plane");
+    plane
+        .install_crds(&[whittle::api::crd().expect("crd")])
+        .await
+        .expect("install CRD");
+    let client = plane.client();
+    let ns = plane.namespace("versions").await.expect("namespace");
+    let workflow = workflow_in(&client, &ns, "web", "Observing").await;
+    let key = ReportKey::generate().expect("key");
+    let token = key.token(&ns, "web", workflow.metadata.uid.as_deref().expect("uid"));
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let server = serve(client.clone(), metrics, key).await;
+    let path = names::report_path(&ns, "web");
+    let pod = "web-5d8f7c9b6-newer";
+    let (_, pod_token) = pod_with_token(
+        &client,
+        &ns,
+        pod,
+        Some("web"),
+        INSTRUMENTED,
+        REPORT_AUDIENCE,
+    )
+    .await;
+
+    let newer = |mode: &str| {
+        let mut v =
+            serde_json::to_value(sensor_report(&ns, pod, &["/usr/sbin/nginx"])).expect("json");
+        v["mode"] = mode.into();
+        v["kernelVersion"] = "7.1.0".into();
+        v["paths"]["/usr/sbin/nginx"]["inode"] = 42.into();
+        whittle_sensor::deliver::gzip(&serde_json::to_vec(&v).expect("json"))
+    };
+    let reply = post_report(
+        server.addr,
+        &path,
+        Some(&token),
+        Some(&pod_token),
+        true,
+        &newer("ebpf"),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(report_config_maps(&client, &ns).await.len(), 1);
+    let folded = reports::fold(&client, &workflow).await.expect("fold");
+    assert_eq!(folded.modes, BTreeSet::from(["ebpf".to_string()]));
+    let profile = folded.profile.expect("a profile");
+    assert!(profile.paths.contains_key("/usr/sbin/nginx"), "{profile:?}");
+
+    let long = "e".repeat(100);
+    let reply = post_report(
+        server.addr,
+        &path,
+        Some(&token),
+        Some(&pod_token),
+        true,
+        &newer(&long),
+    )
+    .await;
+    assert_refused(&reply, 400, "mode", "a mode that is no short name");
+    assert_eq!(
+        report_config_maps(&client, &ns).await.len(),
+        1,
+        "the refused report stored nothing"
+    );
+    server.stop().await;
+}

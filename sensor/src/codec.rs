@@ -228,4 +228,20 @@ mod tests {
             Err(ReadReportError::Gzip(GunzipError::TooLarge { .. }))
         ));
     }
+
+    /// A newer sensor's report is read with what this whittle does not know ignored, and
+    /// within the same limit: an unknown field is JSON like any other.
+    #[test]
+    fn another_sensor_versions_report_is_read_within_the_same_limit() {
+        let mut v: serde_json::Value = serde_json::from_slice(&report_json()).unwrap();
+        v["mode"] = "ebpf".into();
+        v["future"] = "x".repeat(1000).into();
+        let report = read_report(&gzip(&serde_json::to_vec(&v).unwrap())).unwrap();
+        assert_eq!(report.mode, crate::report::Mode::Other("ebpf".into()));
+        v["future"] = "x".repeat(MAX_JSON_BYTES).into();
+        assert!(matches!(
+            read_report(&gzip(&serde_json::to_vec(&v).unwrap())),
+            Err(ReadReportError::Gzip(GunzipError::TooLarge { .. }))
+        ));
+    }
 }

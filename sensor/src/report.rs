@@ -37,23 +37,70 @@ pub struct Report {
     pub loss: Loss,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// The monitor a report was recorded with. A sensor of another release may name one this
+/// whittle does not know ([`Mode::Other`]): an operator upgraded while a workflow observes still
+/// takes the reports of the sensor its previous version injected, and an older operator a newer
+/// sensor's. Only `status.reports.modes` shows the mode; harden reads the paths alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Fanotify,
     Ptrace,
     Seccomp,
     Both,
+    /// A monitor of another sensor release, by its name: lowercase ASCII letters, digits and
+    /// `-`, at most [`MAX_MODE_LEN`] bytes (it ends up in the workflow's status).
+    Other(String),
 }
 
+/// The longest monitor name a report may give.
+pub const MAX_MODE_LEN: usize = 32;
+
 impl Mode {
-    pub fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Mode::Fanotify => "fanotify",
             Mode::Ptrace => "ptrace",
             Mode::Seccomp => "seccomp",
             Mode::Both => "both",
+            Mode::Other(name) => name,
         }
+    }
+
+    fn from_name(name: &str) -> Result<Mode, String> {
+        Ok(match name {
+            "fanotify" => Mode::Fanotify,
+            "ptrace" => Mode::Ptrace,
+            "seccomp" => Mode::Seccomp,
+            "both" => Mode::Both,
+            other
+                if !other.is_empty()
+                    && other.len() <= MAX_MODE_LEN
+                    && other
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                Mode::Other(other.to_string())
+            }
+            other => {
+                let shown: String = other.chars().take(MAX_MODE_LEN).collect();
+                return Err(format!(
+                    "report mode {shown:?} is not a monitor name (lowercase letters, digits and '-', at most {MAX_MODE_LEN} bytes)"
+                ));
+            }
+        })
+    }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Mode, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Mode::from_name(&name).map_err(serde::de::Error::custom)
     }
 }
 
@@ -297,6 +344,46 @@ mod tests {
         r.created_files.push("etc/../x".into());
         let e = Report::from_json_slice(&serde_json::to_vec(&r).unwrap()).unwrap_err();
         assert!(e.to_string().contains("etc/../x"), "{e}");
+    }
+
+    /// A report as a newer sensor may send it: a field this whittle does not know at the top,
+    /// in a path record and in `loss`, and a monitor it has never heard of.
+    fn from_a_newer_sensor(mode: &str) -> Vec<u8> {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["mode"] = mode.into();
+        v["kernelVersion"] = "7.1.0".into();
+        v["paths"]["/etc/nginx/nginx.conf"]["inode"] = 42.into();
+        v["loss"]["ebpfLost"] = 3.into();
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn a_newer_sensors_unknown_fields_and_mode_are_accepted() {
+        let r = Report::from_json_slice(&from_a_newer_sensor("ebpf")).unwrap();
+        assert_eq!(r.mode, Mode::Other("ebpf".into()));
+        assert_eq!(r.mode.as_str(), "ebpf");
+        assert_eq!(r.paths, sample().paths, "unknown fields are ignored");
+        // Written back (the operator re-serializes what it stores) the name is kept.
+        let back = Report::from_json_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(back.mode, Mode::Other("ebpf".into()));
+        for known in ["fanotify", "ptrace", "seccomp", "both"] {
+            let r = Report::from_json_slice(&from_a_newer_sensor(known)).unwrap();
+            assert_eq!(r.mode.as_str(), known);
+            assert!(!matches!(r.mode, Mode::Other(_)), "{known}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_mode_is_a_short_name_or_refused() {
+        let long = "e".repeat(MAX_MODE_LEN + 1);
+        for bad in ["", "Ebpf", "e bpf", "ebpf\n", long.as_str()] {
+            let e = Report::from_json_slice(&from_a_newer_sensor(bad)).unwrap_err();
+            assert!(e.to_string().contains("mode"), "{bad:?}: {e}");
+        }
+        let longest = "e".repeat(MAX_MODE_LEN);
+        assert!(Report::from_json_slice(&from_a_newer_sensor(&longest)).is_ok());
+        let e = Report::from_json_slice(br#"{"mode": 7}"#).unwrap_err();
+        assert!(e.to_string().contains("not a whittle report"), "{e}");
     }
 
     #[test]

@@ -8,8 +8,9 @@ use super::HardeningWorkflow;
 
 /// Where the generated CRD is checked in, relative to the repository root.
 pub const CHECKED_IN_PATH: &str = "crds/hardeningworkflow.yaml";
-/// The Helm chart's copy (helm installs what is in a chart's `crds/`).
-pub const CHART_COPY_PATH: &str = "charts/whittle/crds/hardeningworkflow.yaml";
+/// The Helm chart's copy, which its template `crds.yaml` renders: not in the chart's `crds/`,
+/// whose files helm never upgrades.
+pub const CHART_COPY_PATH: &str = "charts/whittle/files/hardeningworkflow.yaml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrdError {
