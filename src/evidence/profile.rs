@@ -470,6 +470,12 @@ mod tests {
                     let line = String::from_utf8_lossy(&request).into_owned();
                     let (kind, body): (&str, &[u8]) = if line.starts_with("GET /v2/ ") {
                         ("application/json", b"{}")
+                    } else if line.contains("/referrers/") {
+                        // A listing that says it is 10 GB long, and never comes.
+                        let head = "HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n{";
+                        let _ = conn.write_all(head.as_bytes()).await;
+                        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                        return;
                     } else if line.contains("/manifests/") {
                         (ARTIFACT_MANIFEST_TYPE, &manifest)
                     } else if line.contains("/blobs/") {
@@ -555,5 +561,25 @@ mod tests {
         assert!(matches!(e, ProfileError::TooLarge { .. }), "{e}");
         assert!(e.to_string().contains("16 MiB"), "{e}");
         assert_eq!(requests.load(Ordering::SeqCst), 0, "the blob was requested");
+    }
+
+    #[tokio::test]
+    async fn a_referrers_listing_over_the_manifest_cap_is_refused_before_it_is_read() {
+        // An image manifest (not a profile): its referrers are listed.
+        let image = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": ARTIFACT_MANIFEST_TYPE,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": format!("sha256:{}", "b".repeat(64)), "size": 2},
+            "layers": [],
+        }))
+        .unwrap();
+        let (host, _) = serve(image, Vec::new()).await;
+        let e = tokio::time::timeout(std::time::Duration::from_secs(30), fetch_from(&host))
+            .await
+            .expect("still reading the listing after 30 s")
+            .expect_err("refused");
+        assert!(e.to_string().contains("10000000000 bytes"), "{e}");
+        assert!(e.to_string().contains("--max-manifest-size"), "{e}");
     }
 }
