@@ -9,6 +9,7 @@ use indicatif::ProgressBar;
 
 use k8s_openapi::jiff::Timestamp;
 use whittle::evidence::produce::{Evidence, HardenInputs, lines, produce};
+use whittle::evidence::profile;
 use whittle::image::distribution::store::Location;
 use whittle::image::harden::{self, HardenOptions, Summary};
 use whittle::image::limits::Limits;
@@ -45,8 +46,12 @@ pub struct HardenArgs {
     #[arg(value_parser = parse_location)]
     src: Location,
     /// A sensor report (JSON, or gzip JSON); repeat to merge several runs.
-    #[arg(long = "report", value_name = "R", required = true)]
+    #[arg(long = "report", value_name = "R", required_unless_present = "profile")]
     reports: Vec<PathBuf>,
+    /// Harden from the profile attached to this earlier hardened image (or from this profile
+    /// artifact, registry/repo@sha256:...), merged with any --report: no observation needed.
+    #[arg(long, value_name = "IMAGE", value_parser = parse_location)]
+    profile: Option<Location>,
     #[command(flatten)]
     output: HardenOutputArgs,
     #[command(flatten)]
@@ -149,14 +154,31 @@ pub fn write_json(
 
 pub async fn harden(a: HardenArgs) -> CliResult {
     // Reports first: a bad one fails before anything is fetched or pushed.
-    let reports = harden::load_reports(&a.reports)?;
+    let mut reports = harden::load_reports(&a.reports)?;
     a.evidence
         .check(a.output.hardened_image.as_ref().unwrap_or(&a.src))?;
     let evidence_options = a.evidence.options()?;
     let store = a.registry.store(
         a.budgets.apply(Limits::default()),
-        &[Some(&a.src), a.output.hardened_image.as_ref()],
+        &[
+            Some(&a.src),
+            a.output.hardened_image.as_ref(),
+            a.profile.as_ref(),
+        ],
     )?;
+    let mut materials = whittle::reports::materials(&reports);
+    if let Some(image) = &a.profile {
+        let fetched = profile::fetch(&store, image).await?;
+        eprintln!(
+            "profile: {} ({} paths), attached to {}",
+            fetched.artifact,
+            fetched.profile.paths.len(),
+            fetched.image
+        );
+        let (_, digest) = whittle::reports::material(&fetched.profile);
+        materials.push((format!("profile:{}", fetched.artifact), digest));
+        reports.push(fetched.profile);
+    }
     let progress = bar("layers");
     let started_on = Timestamp::now();
     let opts = HardenOptions {
@@ -170,12 +192,17 @@ pub async fn harden(a: HardenArgs) -> CliResult {
     let summary = harden::harden(&store, &a.src, opts).await?;
     progress.finish_and_clear();
     let inputs = HardenInputs {
-        materials: &whittle::reports::materials(&reports),
+        materials: &materials,
         include: &a.output.include,
         exclude: &a.output.exclude,
         started_on: Some(started_on),
     };
-    let evidence = produce(&store, &summary, &inputs, &evidence_options).await?;
+    let mut evidence = produce(&store, &summary, &inputs, &evidence_options).await?;
+    if !a.evidence.no_profile
+        && let Some(merged) = profile::merged(reports)
+    {
+        evidence.profile = profile::attach(&store, &summary, &merged).await?;
+    }
     print_summary(&summary);
     for (label, value) in lines(&summary, &evidence) {
         eprintln!("{label}: {value}");

@@ -93,6 +93,7 @@ pub async fn local(a: LocalArgs) -> CliResult {
     )?;
     let opts = LocalOptions {
         evidence,
+        attach_profile: !a.evidence.no_profile,
         sensor: find_sensor(a.sensor.as_deref())?,
         src: a.src,
         exercises: a.exercises,

@@ -143,6 +143,12 @@ pub struct EvidenceArgs {
     /// Debian/all.zip): report the vulnerabilities before and after, and which hardening removed.
     #[arg(long, value_name = "PATH")]
     pub vuln_db: Option<PathBuf>,
+    /// Do not attach the profile (the merged sensor reports: which files the app opened and
+    /// ran) to the hardened image. By default it is attached as an OCI referrer whenever the
+    /// hardened image is in a registry, so `whittle harden --profile` can re-harden a new
+    /// source from it; whoever can read the registry can read it.
+    #[arg(long)]
+    pub no_profile: bool,
     /// Sign the hardened image and its SLSA provenance with this EC P-256 key (PKCS#8 PEM, or a
     /// cosign key with COSIGN_PASSWORD set), where `cosign verify --key` finds them.
     #[arg(long, value_name = "FILE")]

@@ -3,6 +3,7 @@
 //! verifier (cosign, an admission controller) can check.
 
 pub mod produce;
+pub mod profile;
 pub mod provenance;
 pub mod sbom;
 pub mod sign;

@@ -53,6 +53,9 @@ pub struct Evidence {
     pub sbom: Option<Attached>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vulnerabilities: Option<VulnSummary>,
+    /// The profile the image was hardened from, as an OCI referrer ([`super::profile`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Attached>,
     /// The cosign signature: `registry/repo:sha256-<hex>.sig@sha256:...`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
@@ -272,6 +275,9 @@ pub fn lines(summary: &Summary, evidence: &Evidence) -> Vec<(&'static str, Strin
     }
     if let Some(a) = &evidence.sbom {
         out.push(("sbom", format!("{} ({})", a.reference, a.via)));
+    }
+    if let Some(a) = &evidence.profile {
+        out.push(("profile", format!("{} ({})", a.reference, a.via)));
     }
     if let Some(s) = &evidence.signature {
         out.push(("signature", s.clone()));

@@ -19,7 +19,7 @@ pub(in crate::image) const MANIFEST_TYPES: &[&str] = &[
 
 /// True for an image index (OCI) or manifest list (Docker), by media type or, without one,
 /// by shape.
-pub(in crate::image) fn is_index(v: &Value) -> bool {
+pub fn is_index(v: &Value) -> bool {
     match v["mediaType"].as_str() {
         Some(mt::OCI_IMAGE_INDEX_MEDIA_TYPE) | Some(mt::IMAGE_MANIFEST_LIST_MEDIA_TYPE) => true,
         Some(_) => false,

@@ -64,6 +64,8 @@ pub enum LocalError {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Evidence(#[from] crate::evidence::produce::EvidenceError),
+    #[error(transparent)]
+    Profile(#[from] Box<crate::evidence::profile::ProfileError>),
     #[error("{image} exposes no port: pass --port N")]
     NoPort { image: String },
     #[error(

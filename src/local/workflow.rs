@@ -13,6 +13,7 @@ use super::forward::Forward;
 use super::progress::Progress;
 use super::{LocalError, last_lines};
 use crate::evidence::produce::{Evidence, EvidenceOptions, HardenInputs, lines, produce};
+use crate::evidence::profile;
 use crate::image::config::{argv, strings};
 use crate::image::distribution::store::{Image, Location, Store};
 use crate::image::harden::{self, HardenOptions, Summary};
@@ -48,6 +49,9 @@ pub struct LocalOptions {
     pub stop_timeout: Duration,
     /// SBOMs, vulnerabilities, signature; the image is signed only once it verified.
     pub evidence: EvidenceOptions,
+    /// Attach the report to the hardened image as its profile (`evidence::profile`), once it
+    /// verified: a profile is what a later harden trusts without observing.
+    pub attach_profile: bool,
 }
 
 /// One exercise against both images.
@@ -386,7 +390,15 @@ pub async fn run(
         exclude: &opts.exclude,
         started_on: Some(started_on),
     };
-    let evidence = produce(store, &summary, &inputs, &evidence_options).await?;
+    let mut evidence = produce(store, &summary, &inputs, &evidence_options).await?;
+    if verified
+        && opts.attach_profile
+        && let Some(merged) = profile::merged(reports)
+    {
+        evidence.profile = profile::attach(store, &summary, &merged)
+            .await
+            .map_err(Box::new)?;
+    }
     let mut produced: Vec<&str> = lines(&summary, &evidence)
         .into_iter()
         .map(|(label, _)| label)

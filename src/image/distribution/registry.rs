@@ -507,11 +507,58 @@ impl Registry {
     /// The manifests that name `r` (at a digest) as their subject: the registry's referrers
     /// API, or where it has none, the referrers tag (`sha256-<hex>`) the OCI 1.1 specification
     /// falls back to.
+    /// Either listing is read within the manifest cap: anyone who can push to the repository
+    /// can make it long.
     pub async fn referrers(&self, r: &ImageRef) -> Result<mt::OciImageIndex> {
+        let auth = self.auth(r).await?;
+        let Some(digest) = r.digest() else {
+            return Err(ImageError::Manifest {
+                reference: r.to_string(),
+                detail: "internal: referrers are listed for a manifest digest".into(),
+            });
+        };
+        let scheme = if self.plain_http(r.oci().resolve_registry()) {
+            "http"
+        } else {
+            "https"
+        };
+        let cap = self.options.limits.manifest_bytes;
+        let api =
+            retry(|| capped::referrers(&self.client, &self.http, scheme, &auth, r, cap)).await;
+        let body = match api {
+            Ok(fetched) => fetched?.0,
+            // No referrers API: the referrers tag, which is absent until something is attached.
+            Err(OciDistributionError::ServerError { code: 404, .. }) => {
+                match self
+                    .pull_manifest(&r.at_tag(&digest.replacen(':', "-", 1)))
+                    .await
+                {
+                    Ok((body, _)) => body,
+                    Err(ImageError::NotFound { .. }) => {
+                        return Ok(mt::OciImageIndex {
+                            schema_version: 2,
+                            media_type: Some(mt::OCI_IMAGE_INDEX_MEDIA_TYPE.to_string()),
+                            manifests: Vec::new(),
+                            annotations: None,
+                            artifact_type: None,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(self.error(r, "list the referrers", &what_manifest(r), e)),
+        };
+        serde_json::from_slice(&body).map_err(|e| ImageError::Manifest {
+            reference: r.to_string(),
+            detail: format!("the referrers listing is not an image index: {e}"),
+        })
+    }
+
+    /// The manifest (or index) `r` names as the registry serves it, within the manifest cap,
+    /// and its digest (checked against the one `r` names).
+    pub async fn manifest(&self, r: &ImageRef) -> Result<(Bytes, String)> {
         self.authorize(r).await?;
-        retry(|| self.client.pull_referrers(r.oci(), None))
-            .await
-            .map_err(|e| self.error(r, "list the referrers", &what_manifest(r), e))
+        self.pull_manifest(r).await
     }
 
     /// Turns an oci-client error into one that names the registry, repository and status.

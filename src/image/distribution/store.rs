@@ -178,6 +178,34 @@ impl Store {
         }
     }
 
+    /// The manifest (or index) `location` names as its registry serves it, within the
+    /// manifest cap, and its digest. Registries only: what is attached lives there.
+    pub async fn manifest(&self, location: &Location) -> Result<(Bytes, String)> {
+        match location {
+            Location::Registry(r) => self.registry.manifest(r).await,
+            Location::Layout(_) => Err(layout_has_no_referrers(location)),
+        }
+    }
+
+    /// The manifests that name `subject` (a registry location at a digest) as theirs
+    /// (`Registry::referrers`).
+    pub async fn referrers(&self, subject: &Location) -> Result<mt::OciImageIndex> {
+        match subject {
+            Location::Registry(r) => self.registry.referrers(r).await,
+            Location::Layout(_) => Err(layout_has_no_referrers(subject)),
+        }
+    }
+
+    /// Blob `desc` of the repository `at` names, as a stream verified against its digest and
+    /// size: it fails as soon as more bytes come than `desc` says, and at the end when they
+    /// do not hash to its digest. Callers bound `desc.size` before they call.
+    pub async fn blob_stream(&self, at: &Location, desc: &OciDescriptor) -> Result<ByteStream> {
+        match at {
+            Location::Registry(r) => Ok(Box::pin(self.registry.blob_stream(r, desc).await?)),
+            Location::Layout(l) => Ok(Box::pin(verified(l.blob_stream(desc).await?, desc))),
+        }
+    }
+
     /// Stores a small blob (a config, the sensor layer); returns its digest.
     pub async fn put_blob(&self, dst: &Location, data: Bytes) -> Result<String> {
         let digest = format!("sha256:{:x}", Sha256::digest(&data));
@@ -302,6 +330,14 @@ pub struct Attached {
     pub via: String,
 }
 
+/// The one blob of an attached artifact.
+pub struct Blob<'a> {
+    pub media_type: &'a str,
+    /// Its `org.opencontainers.image.title`: the file name `oras pull` writes it to.
+    pub title: &'a str,
+    pub content: Bytes,
+}
+
 /// The OCI 1.1 empty config (`{}`) that artifacts without a config of their own name.
 const EMPTY_CONFIG: &[u8] = b"{}";
 const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -318,11 +354,29 @@ impl Store {
         title: &str,
         content: Bytes,
     ) -> Result<Attached> {
+        let blob = Blob {
+            media_type: artifact_type,
+            title,
+            content,
+        };
+        self.attach_blob(subject, subject_size, artifact_type, blob)
+            .await
+    }
+
+    /// [`Store::attach`] for a blob whose media type is not the artifact's (a compressed one).
+    pub async fn attach_blob(
+        &self,
+        subject: &Location,
+        subject_size: u64,
+        artifact_type: &str,
+        Blob {
+            media_type,
+            title,
+            content,
+        }: Blob<'_>,
+    ) -> Result<Attached> {
         let Location::Registry(r) = subject else {
-            return Err(ImageError::Manifest {
-                reference: subject.to_string(),
-                detail: "an oci: layout has no referrers; attach artifacts in a registry".into(),
-            });
+            return Err(layout_has_no_referrers(subject));
         };
         let Some(subject_digest) = r.digest().map(str::to_string) else {
             return Err(ImageError::Manifest {
@@ -341,7 +395,7 @@ impl Store {
             "artifactType": artifact_type,
             "config": {"mediaType": EMPTY_CONFIG_TYPE, "digest": config, "size": EMPTY_CONFIG.len()},
             "layers": [{
-                "mediaType": artifact_type,
+                "mediaType": media_type,
                 "digest": blob,
                 "size": size,
                 "annotations": {"org.opencontainers.image.title": title},
@@ -388,6 +442,13 @@ impl Store {
             reference: at.to_string(),
             via: format!("referrers tag {tag}"),
         })
+    }
+}
+
+fn layout_has_no_referrers(at: &Location) -> ImageError {
+    ImageError::Manifest {
+        reference: at.to_string(),
+        detail: "an oci: layout has no referrers; artifacts are attached in a registry".into(),
     }
 }
 
