@@ -789,6 +789,97 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_run_gives_the_good_result_back_and_the_history_keeps_both() {
+        let mut s = HardeningWorkflowStatus {
+            phase: Some(Phase::Succeeded),
+            source_image: Some("r/web@sha256:01".into()),
+            hardened_image: Some("r/web@sha256:h1".into()),
+            seal: Some("seal-1".into()),
+            signature: Some("r/web:sha256-h1.sig".into()),
+            trigger: Some(Trigger::Initial),
+            started_at: Some(at(1)),
+            ..Default::default()
+        };
+        s.record_run(Phase::Succeeded, None, &at(2));
+        let good = s.good_result();
+
+        s.start_run(
+            Trigger::NewDigest,
+            "r/web@sha256:02".into(),
+            Some("sha256:i2".into()),
+            Some(1),
+            &at(3),
+        );
+        assert_eq!(s.source_image.as_deref(), Some("r/web@sha256:02"));
+        assert_eq!(
+            (
+                s.hardened_image.clone(),
+                s.seal.clone(),
+                s.signature.clone()
+            ),
+            (None, None, None)
+        );
+        assert_eq!(
+            (s.started_at.clone(), s.completed_at.clone()),
+            (Some(at(3)), None)
+        );
+        s.hardened_image = Some("r/web@sha256:h2".into());
+
+        s.record_run(Phase::Failed, Some("ReadinessFailed"), &at(4));
+        assert!(s.restore_previous());
+        assert!(!s.restore_previous(), "once");
+        assert_eq!(s.good_result().hardened_image, good.hardened_image);
+        assert_eq!(
+            (s.seal.as_deref(), s.signature.as_deref()),
+            (Some("seal-1"), Some("r/web:sha256-h1.sig"))
+        );
+        let runs: Vec<_> = s
+            .history
+            .iter()
+            .map(|r| {
+                (
+                    r.trigger,
+                    r.verdict,
+                    r.reason.as_deref(),
+                    r.hardened_image.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (
+                    Trigger::NewDigest,
+                    Phase::Failed,
+                    Some("ReadinessFailed"),
+                    Some("r/web@sha256:h2")
+                ),
+                (
+                    Trigger::Initial,
+                    Phase::Succeeded,
+                    None,
+                    Some("r/web@sha256:h1")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_history_keeps_the_newest_runs() {
+        let mut s = HardeningWorkflowStatus::default();
+        for i in 0..(HISTORY_LIMIT as i64 + 5) {
+            s.started_at = Some(at(i));
+            s.record_run(Phase::Succeeded, None, &at(i));
+        }
+        assert_eq!(s.history.len(), HISTORY_LIMIT);
+        assert_eq!(
+            s.history[0].completed_at,
+            at(HISTORY_LIMIT as i64 + 4),
+            "newest first"
+        );
+    }
+
+    #[test]
     fn phases_record_start_phase_start_and_completion() {
         let mut s = HardeningWorkflowStatus::default();
         assert_eq!(s.phase(), Phase::Pending);
