@@ -88,6 +88,9 @@ pub struct Metrics {
     pub verifications: IntCounterVec,
     /// `whittle_rollbacks_total{reason}`: the original template restored after a failure.
     pub rollbacks: IntCounterVec,
+    /// `whittle_runs_total{trigger,result}`: runs that ended, by what started them (`Initial`,
+    /// `NewDigest`, `SpecChange`) and how (`Succeeded`, `Failed`).
+    pub runs: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -162,7 +165,15 @@ impl Metrics {
         registry.register(Box::new(harden_duration.clone()))?;
         registry.register(Box::new(bytes_saved.clone()))?;
         registry.register(Box::new(verifications.clone()))?;
+        let runs = IntCounterVec::new(
+            Opts::new(
+                "runs_total",
+                "Runs of workflows that ended, by trigger and result",
+            ),
+            &["trigger", "result"],
+        )?;
         registry.register(Box::new(rollbacks.clone()))?;
+        registry.register(Box::new(runs.clone()))?;
         // Every series exists from the start, so a dashboard shows 0 rather than "no data".
         for phase in Phase::ALL {
             workflows.with_label_values(&[phase.as_str()]).set(0);
@@ -184,6 +195,7 @@ impl Metrics {
             bytes_saved,
             verifications,
             rollbacks,
+            runs,
         })
     }
 

@@ -146,6 +146,18 @@ pub fn bounded_schema(generator: &mut SchemaGenerator, max: &str) -> Schema {
     schema
 }
 
+/// Schema for a duration of at least `min` (intervals that cost a request each time).
+pub fn at_least_schema(generator: &mut SchemaGenerator, min: &str) -> Schema {
+    let mut schema = DurationString::json_schema(generator);
+    if let Some(serde_json::Value::Array(rules)) = schema.get_mut("x-kubernetes-validations") {
+        rules.push(serde_json::json!({
+            "rule": format!("!self.matches('{PATTERN}') || duration(self) >= duration('{min}')"),
+            "message": format!("must be at least {min}"),
+        }));
+    }
+    schema
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

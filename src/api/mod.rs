@@ -15,12 +15,13 @@ use kube::Resource;
 pub use crd::{crd, crd_yaml};
 pub use duration::DurationString;
 pub use spec::{
-    Compression, Exercise, Harden, HardeningWorkflow, HardeningWorkflowSpec, Observe, Registry,
-    SensorMode, Sign, Target, TargetKind, Verify, Vulnerabilities,
+    Compression, Continuous, Exercise, Harden, HardeningWorkflow, HardeningWorkflowSpec, Observe,
+    Registry, SensorMode, Sign, Target, TargetKind, Verify, Vulnerabilities,
 };
 pub use status::{
-    ConditionStatus, ConditionType, HardenResult, HardeningWorkflowStatus, Phase, ReportMaterial,
-    ReportsStatus, SeverityCounts, Verification, VerificationResult, VulnerabilitiesStatus,
+    ConditionStatus, ConditionType, GoodResult, HISTORY_LIMIT, HardenResult,
+    HardeningWorkflowStatus, Phase, ReportMaterial, ReportsStatus, Run, SeverityCounts, Trigger,
+    Verification, VerificationResult, VulnerabilitiesStatus,
 };
 
 impl HardeningWorkflow {

@@ -47,12 +47,19 @@ pub const IMMUTABLE_MESSAGE: &str =
         description = "Known vulnerabilities whose package hardening removed (with vulnerabilities.db)"
     ),
     printcolumn(name = "Hardened Image", type_ = "string", json_path = ".status.hardenedImage"),
+    printcolumn(
+        name = "Checked",
+        type_ = "date",
+        json_path = ".status.checkedAt",
+        description = "When continuous hardening last checked the source for a new digest"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     // Editing the spec is allowed until the controller leaves Pending: before that it has
     // changed nothing in the cluster, so a typo can be fixed in place. Afterwards the pods,
-    // images and reports all derive from the spec they were made with.
+    // images and reports all derive from the spec they were made with — except between the
+    // runs of a continuous workflow (Succeeded), where a spec change starts the next run.
     validation = Rule::new(
-        "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || self.spec == oldSelf.spec"
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || (oldSelf.status.phase == 'Succeeded' && has(self.spec.continuous)) || self.spec == oldSelf.spec"
     )
     .message(IMMUTABLE_MESSAGE)
     .field_path(".spec")
@@ -126,6 +133,42 @@ pub struct HardeningWorkflowSpec {
     /// `{keySecret: cosign-key}`.
     #[serde(default)]
     pub sign: Sign,
+    /// Keep the result current once the workflow has Succeeded, e.g. `{checkInterval: 1h}`:
+    /// every `checkInterval` the operator asks the registry (one manifest HEAD) whether the
+    /// source reference names a new digest, and hardens a new one from the stored profile (no
+    /// new observation), verifies, signs and promotes it as the first run did. A run that fails
+    /// leaves the last good hardened image in place. A spec change of a Succeeded continuous
+    /// workflow starts a run too. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<Continuous>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Continuous {
+    /// How often the source reference is checked for a new digest, e.g. `1h` (at least `10s`;
+    /// each check is one manifest HEAD, spread by up to a tenth of the interval so that many
+    /// workflows do not ask at once).
+    #[serde(default = "Continuous::default_check_interval")]
+    #[schemars(schema_with = "Continuous::interval_schema")]
+    pub check_interval: DurationString,
+    /// Stop starting new runs, e.g. `true` (as a CronJob's `suspend`): the result and the
+    /// history stay; a run under way finishes.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// The shortest `continuous.checkInterval`: a registry is asked once per interval per workflow.
+pub const MIN_CHECK_INTERVAL: &str = "10s";
+
+impl Continuous {
+    fn default_check_interval() -> DurationString {
+        DurationString::new("1h")
+    }
+
+    fn interval_schema(generator: &mut SchemaGenerator) -> Schema {
+        duration::at_least_schema(generator, MIN_CHECK_INTERVAL)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

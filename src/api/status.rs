@@ -78,13 +78,116 @@ pub struct HardeningWorkflowStatus {
     /// What is happening or what went wrong, for people, e.g. `observing 1 pod(s): 10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// When the workflow left Pending, e.g. `2026-11-23T10:00:00Z`.
+    /// When the current run started: the first when the workflow left Pending, a continuous
+    /// one when its trigger came, e.g. `2026-11-23T10:00:00Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     /// When the current phase began (timeouts count from here), e.g. `2026-11-23T10:00:05Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase_started_at: Option<Time>,
     /// When the workflow reached Succeeded or Failed, e.g. `2026-11-23T10:25:40Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// The source as the workload named it before whittle changed anything (a tag, as in
+    /// `spec.image` or the container), which continuous hardening resolves again, e.g.
+    /// `registry.example.com/shop/web:1.4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_reference: Option<String>,
+    /// The digest the registry answers for `sourceReference` (the index's, for a
+    /// multi-platform image) when `sourceImage` was resolved, e.g. `sha256:4842…`; a check
+    /// compares it with one manifest HEAD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
+    /// When continuous hardening last asked the registry for a new digest, e.g.
+    /// `2026-11-23T11:25:40Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Time>,
+    /// Why the current (or last) run started, e.g. `NewDigest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    /// The metadata.generation the current (or last) run started with, e.g. `1`: a
+    /// continuous workflow whose spec changed since starts a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_generation: Option<i64>,
+    /// The result of the last good run while a continuous run is under way: put back if the
+    /// run fails, so that a failed refresh never replaces a good result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<GoodResult>>,
+    /// The last runs, newest first (at most 10), e.g. `[{trigger: NewDigest, verdict:
+    /// Succeeded, sourceImage: …, hardenedImage: …, startedAt: …, completedAt: …}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Run>,
+}
+
+/// How many runs `status.history` keeps.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// Why a run started.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Trigger {
+    Initial,
+    NewDigest,
+    SpecChange,
+}
+
+impl Trigger {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Trigger::Initial => "Initial",
+            Trigger::NewDigest => "NewDigest",
+            Trigger::SpecChange => "SpecChange",
+        }
+    }
+}
+
+/// One run of the workflow, as `status.history` records it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    /// `Initial`, `NewDigest` or `SpecChange`.
+    pub trigger: Trigger,
+    /// `Succeeded` or `Failed`.
+    pub verdict: Phase,
+    /// The reason the run failed (a `Ready` reason), e.g. `ReadinessFailed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardened_image: Option<String>,
+    /// Known vulnerabilities in the hardened image (with `spec.vulnerabilities.db`), e.g. `9`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vulnerabilities_after: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    pub completed_at: Time,
+}
+
+/// What a good run produced: the status fields a failed continuous run puts back.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GoodResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardened_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<HardenResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vulnerabilities: Option<VulnerabilitiesStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
+    /// When that run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
 }
@@ -149,6 +252,9 @@ pub enum ConditionType {
     Reconciling,
     /// kstatus's "failed, needs a person": present (True) only once the workflow Failed.
     Stalled,
+    /// Continuous hardening: True when the hardened image is built from the source's current
+    /// digest; False with the reason when the last refresh failed.
+    UpToDate,
     Instrumented,
     Observed,
     Hardened,
@@ -161,6 +267,7 @@ impl ConditionType {
             ConditionType::Ready => "Ready",
             ConditionType::Reconciling => "Reconciling",
             ConditionType::Stalled => "Stalled",
+            ConditionType::UpToDate => "UpToDate",
             ConditionType::Instrumented => "Instrumented",
             ConditionType::Observed => "Observed",
             ConditionType::Hardened => "Hardened",
@@ -364,6 +471,85 @@ impl HardeningWorkflowStatus {
             self.completed_at = Some(now.clone());
         }
         true
+    }
+
+    /// The result of the current run, as a failed later run would need it back.
+    pub fn good_result(&self) -> GoodResult {
+        GoodResult {
+            source_image: self.source_image.clone(),
+            source_digest: self.source_digest.clone(),
+            hardened_image: self.hardened_image.clone(),
+            seal: self.seal.clone(),
+            result: self.result.clone(),
+            verification: self.verification.clone(),
+            vulnerabilities: self.vulnerabilities.clone(),
+            sbom: self.sbom.clone(),
+            signature: self.signature.clone(),
+            provenance: self.provenance.clone(),
+            completed_at: self.completed_at.clone(),
+        }
+    }
+
+    /// A new run of a Succeeded workflow from `source_image` (its registry digest
+    /// `source_digest`): the good result is kept aside, the run's own fields start empty.
+    pub fn start_run(
+        &mut self,
+        trigger: Trigger,
+        source_image: String,
+        source_digest: Option<String>,
+        generation: Option<i64>,
+        now: &Time,
+    ) {
+        self.previous = Some(Box::new(self.good_result()));
+        self.started_at = Some(now.clone());
+        self.completed_at = None;
+        self.trigger = Some(trigger);
+        self.run_generation = generation;
+        self.source_image = Some(source_image);
+        self.source_digest = source_digest;
+        for field in [&mut self.hardened_image, &mut self.seal, &mut self.sbom] {
+            *field = None;
+        }
+        self.signature = None;
+        self.provenance = None;
+        self.result = None;
+        self.verification = None;
+        self.vulnerabilities = None;
+    }
+
+    /// The run that failed gives way to the good result it was to replace.
+    pub fn restore_previous(&mut self) -> bool {
+        let Some(good) = self.previous.take() else {
+            return false;
+        };
+        let good = *good;
+        self.source_image = good.source_image;
+        self.source_digest = good.source_digest;
+        self.hardened_image = good.hardened_image;
+        self.seal = good.seal;
+        self.result = good.result;
+        self.verification = good.verification;
+        self.vulnerabilities = good.vulnerabilities;
+        self.sbom = good.sbom;
+        self.signature = good.signature;
+        self.provenance = good.provenance;
+        true
+    }
+
+    /// Records the run that just ended (newest first, at most [`HISTORY_LIMIT`]).
+    pub fn record_run(&mut self, verdict: Phase, reason: Option<&str>, now: &Time) {
+        let run = Run {
+            trigger: self.trigger.unwrap_or(Trigger::Initial),
+            verdict,
+            reason: reason.map(str::to_string),
+            source_image: self.source_image.clone(),
+            hardened_image: self.hardened_image.clone(),
+            vulnerabilities_after: self.vulnerabilities.as_ref().map(|v| v.after.total),
+            started_at: self.started_at.clone(),
+            completed_at: now.clone(),
+        };
+        self.history.insert(0, run);
+        self.history.truncate(HISTORY_LIMIT);
     }
 
     pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
@@ -600,6 +786,97 @@ mod tests {
         assert!(ok.set_kstatus_conditions(&at(5), Some(1)));
         assert_eq!(kinds(&ok), []);
         assert!(ok.is_true(ConditionType::Ready));
+    }
+
+    #[test]
+    fn a_failed_run_gives_the_good_result_back_and_the_history_keeps_both() {
+        let mut s = HardeningWorkflowStatus {
+            phase: Some(Phase::Succeeded),
+            source_image: Some("r/web@sha256:01".into()),
+            hardened_image: Some("r/web@sha256:h1".into()),
+            seal: Some("seal-1".into()),
+            signature: Some("r/web:sha256-h1.sig".into()),
+            trigger: Some(Trigger::Initial),
+            started_at: Some(at(1)),
+            ..Default::default()
+        };
+        s.record_run(Phase::Succeeded, None, &at(2));
+        let good = s.good_result();
+
+        s.start_run(
+            Trigger::NewDigest,
+            "r/web@sha256:02".into(),
+            Some("sha256:i2".into()),
+            Some(1),
+            &at(3),
+        );
+        assert_eq!(s.source_image.as_deref(), Some("r/web@sha256:02"));
+        assert_eq!(
+            (
+                s.hardened_image.clone(),
+                s.seal.clone(),
+                s.signature.clone()
+            ),
+            (None, None, None)
+        );
+        assert_eq!(
+            (s.started_at.clone(), s.completed_at.clone()),
+            (Some(at(3)), None)
+        );
+        s.hardened_image = Some("r/web@sha256:h2".into());
+
+        s.record_run(Phase::Failed, Some("ReadinessFailed"), &at(4));
+        assert!(s.restore_previous());
+        assert!(!s.restore_previous(), "once");
+        assert_eq!(s.good_result().hardened_image, good.hardened_image);
+        assert_eq!(
+            (s.seal.as_deref(), s.signature.as_deref()),
+            (Some("seal-1"), Some("r/web:sha256-h1.sig"))
+        );
+        let runs: Vec<_> = s
+            .history
+            .iter()
+            .map(|r| {
+                (
+                    r.trigger,
+                    r.verdict,
+                    r.reason.as_deref(),
+                    r.hardened_image.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (
+                    Trigger::NewDigest,
+                    Phase::Failed,
+                    Some("ReadinessFailed"),
+                    Some("r/web@sha256:h2")
+                ),
+                (
+                    Trigger::Initial,
+                    Phase::Succeeded,
+                    None,
+                    Some("r/web@sha256:h1")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_history_keeps_the_newest_runs() {
+        let mut s = HardeningWorkflowStatus::default();
+        for i in 0..(HISTORY_LIMIT as i64 + 5) {
+            s.started_at = Some(at(i));
+            s.record_run(Phase::Succeeded, None, &at(i));
+        }
+        assert_eq!(s.history.len(), HISTORY_LIMIT);
+        assert_eq!(
+            s.history[0].completed_at,
+            at(HISTORY_LIMIT as i64 + 4),
+            "newest first"
+        );
     }
 
     #[test]

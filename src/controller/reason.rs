@@ -142,6 +142,23 @@ reasons! {
     RolledOutHardened,
     /// Event: verification passed.
     Verified,
+
+    // Continuous hardening (`spec.continuous`): the UpToDate condition and its Events.
+    /// UpToDate is True: the hardened image is built from the source's current digest.
+    Current,
+    /// Event, and the new run's trigger: the source reference names a new digest.
+    NewDigest,
+    /// Event, and the new run's trigger: the spec of a Succeeded continuous workflow changed.
+    SpecChanged,
+    /// UpToDate is False, Warning Event: a run to refresh the result failed; the last good
+    /// hardened image stays in place and in status.
+    RefreshFailed,
+    /// UpToDate is Unknown, Warning Event: the registry could not be asked for the source's
+    /// digest (it is asked again after `checkInterval`).
+    CheckFailed,
+    /// UpToDate is Unknown: the workflow has no `status.sourceReference` (it succeeded before
+    /// continuous hardening existed); recreate it to keep its result current.
+    SourceUnknown,
 }
 
 impl std::fmt::Display for Reason {

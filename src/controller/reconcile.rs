@@ -15,6 +15,7 @@
 //! holds what every phase shares (the status helpers, failing, the registry store).
 
 mod collecting;
+mod continuous;
 mod exercising;
 mod hardening;
 mod instrumenting;
@@ -92,7 +93,9 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
         Phase::Collecting => s.collecting().await,
         Phase::Hardening => s.hardening().await,
         Phase::Verifying => s.verifying().await,
-        Phase::Succeeded | Phase::Failed => {
+        // A finished workflow's errors (a check is already reported) are retried, never fatal.
+        Phase::Succeeded => Ok(s.succeeded().await?),
+        Phase::Failed => {
             release(ctx, workflow).await?;
             Ok(Action::await_change())
         }

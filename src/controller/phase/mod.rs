@@ -8,8 +8,10 @@
 //! - `collecting`: harden now, wait for more reports, or fail?
 //! - `verifying`: did the exercise against the hardened image pass?
 //! - `retry`: does an error fail the workflow, or is it retried?
+//! - `continuous`: once Succeeded, when to look for a new source digest, or run again now?
 
 mod collecting;
+mod continuous;
 mod observing;
 mod pending;
 mod retry;
@@ -17,6 +19,7 @@ mod rollout;
 mod verifying;
 
 pub use collecting::{Collect, collect};
+pub use continuous::{Refresh, Schedule, refresh, spread_seed};
 pub use observing::{Observation, observation};
 pub use pending::{Pending, other_holder, pending};
 pub use retry::{AfterError, after_error, gives_up};

@@ -25,7 +25,7 @@ use whittle_sensor::report::Report;
 impl Step<'_> {
     pub(super) async fn hardening(&mut self) -> Result<Action> {
         let d = self.deployment().await?;
-        let container = self.container(&d)?.clone();
+        self.container(&d)?;
         let source = self
             .status
             .source_image
@@ -34,8 +34,8 @@ impl Step<'_> {
                 reason: Reason::StatusIncomplete,
                 message: "status.sourceImage is missing: was the status edited by hand?".into(),
             })?;
-        let image = container.image.as_deref().unwrap_or_default();
-        let dest = engine::destinations(self.workflow, image)?;
+        let reference = self.source_reference(&d)?;
+        let dest = engine::destinations(self.workflow, &reference)?;
         let store = self.store(&d).await?;
         let profile = self.profile().await?;
         let summary = self.harden(&store, &source, &dest, profile).await?;
@@ -55,8 +55,8 @@ impl Step<'_> {
             return Ok(Action::requeue(SOON));
         }
         self.sign(&store).await?;
-        self.enter(Phase::Succeeded, message);
-        Ok(Action::await_change())
+        self.succeed(message);
+        Ok(Action::requeue(SOON))
     }
 
     /// The stored reports folded into one profile; which reports (the materials) and which

@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 
 use super::join;
 use super::step::{SOON, Step};
-use crate::api::{ConditionType, Phase, ReportsStatus};
+use crate::api::{ConditionType, Phase, ReportsStatus, Trigger};
 use crate::controller::error::{Error, Result};
 use crate::controller::phase::{self, POLL, Rollout, RolloutWatch};
 use crate::controller::reason::Reason;
@@ -91,6 +91,9 @@ impl Step<'_> {
         let store = self.store(d).await?;
         let inst = engine::instrument(&store, &dest, &self.ctx.sensor).await?;
         self.status.source_image = Some(inst.source.to_string());
+        self.status.source_reference = Some(dest.source.to_string());
+        self.status.trigger = Some(Trigger::Initial);
+        self.status.run_generation = self.workflow.metadata.generation;
         self.status.instrumented_image = Some(inst.image.to_string());
         let message = format!("pushed the instrumented image {}", inst.pushed);
         let condition = (ConditionType::Instrumented, false, Reason::ImagePushed);

@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::restore;
 use crate::api::{
-    ConditionStatus, ConditionType, HardeningWorkflow, HardeningWorkflowStatus, Phase,
+    ConditionStatus, ConditionType, HardeningWorkflow, HardeningWorkflowStatus, Phase, Trigger,
 };
 use crate::controller::error::{Error, Result};
 use crate::controller::phase::{self, POLL};
@@ -238,10 +238,73 @@ impl Step<'_> {
             metrics.verifications.with_label_values(&["failed"]).inc();
             self.condition(ConditionType::Verified, false, reason, message);
         }
+        self.status
+            .record_run(Phase::Failed, Some(reason.as_str()), &self.now);
+        self.count_run("Failed");
+        if self.status.restore_previous() {
+            self.refresh_failed(reason, message).await;
+            return Ok(());
+        }
         warn!(workflow = %self.workflow.name_any(), %reason, %message, "workflow failed");
         self.status.set_phase(Phase::Failed, &self.now);
         self.condition(ConditionType::Ready, false, reason, message);
         self.status.message = Some(message.to_string());
         Ok(())
+    }
+
+    /// A continuous run failed: the good result it was to replace is back in status (and on
+    /// the Deployment, through the restore), the workflow Succeeded still, not up to date.
+    async fn refresh_failed(&mut self, reason: Reason, message: &str) {
+        let kept = self.status.hardened_image.clone().unwrap_or_default();
+        let note = format!("{reason}: {message}; {kept} stays in place");
+        warn!(workflow = %self.workflow.name_any(), %reason, %message, "a refresh failed");
+        self.status.set_phase(Phase::Succeeded, &self.now);
+        let ready = format!("{kept} is verified; the last refresh failed ({reason})");
+        let succeeded = Phase::Succeeded.as_str();
+        self.set_condition(
+            ConditionType::Ready,
+            ConditionStatus::True,
+            succeeded,
+            &ready,
+        );
+        self.condition(ConditionType::UpToDate, false, Reason::RefreshFailed, &note);
+        self.status.message = Some(ready);
+        let kind = EventType::Warning;
+        (self.ctx)
+            .event(self.workflow, kind, Reason::RefreshFailed, &note)
+            .await;
+    }
+
+    /// The run succeeded: Succeeded with `message`, the run in the history, and (continuous)
+    /// the result current.
+    pub(super) fn succeed(&mut self, message: String) {
+        self.status.previous = None;
+        self.enter(Phase::Succeeded, message);
+        self.status.record_run(Phase::Succeeded, None, &self.now);
+        self.count_run("Succeeded");
+        if self.workflow.spec.continuous.is_some() {
+            let current = format!(
+                "{} is built from {}",
+                self.status.hardened_image.as_deref().unwrap_or_default(),
+                self.status.source_image.as_deref().unwrap_or_default()
+            );
+            self.condition(ConditionType::UpToDate, true, Reason::Current, &current);
+        }
+    }
+
+    fn count_run(&self, result: &str) {
+        let trigger = self.status.trigger.unwrap_or(Trigger::Initial);
+        let runs = &self.ctx.metrics.runs;
+        runs.with_label_values(&[trigger.as_str(), result]).inc();
+    }
+
+    /// The source as the workload named it before whittle changed anything: what destinations
+    /// derive from and what continuous hardening resolves again. A promoted Deployment runs
+    /// the hardened image, so the container is asked only before the first push recorded it.
+    pub(super) fn source_reference(&self, d: &Deployment) -> Result<String> {
+        match &self.status.source_reference {
+            Some(reference) => Ok(reference.clone()),
+            None => Ok(self.container(d)?.image.clone().unwrap_or_default()),
+        }
     }
 }

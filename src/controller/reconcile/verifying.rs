@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 
 use super::restore;
 use super::step::{SOON, Step};
-use crate::api::{ConditionType, Phase, Verification, VerificationResult};
+use crate::api::{ConditionType, Verification, VerificationResult};
 use crate::controller::deployment;
 use crate::controller::error::{Error, Result};
 use crate::controller::exercise::Run;
@@ -146,8 +146,8 @@ impl Step<'_> {
         };
         let store = self.store(d).await?;
         self.sign(&store).await?;
-        self.enter(Phase::Succeeded, message);
-        Ok(Action::await_change())
+        self.succeed(message);
+        Ok(Action::requeue(SOON))
     }
 
     async fn crash_looping(&mut self, t: Trouble) -> Error {

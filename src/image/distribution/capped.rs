@@ -11,7 +11,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
 use sha2::{Digest, Sha256};
 
-use super::reference::ImageRef;
+use super::reference::{ImageRef, is_sha256_digest};
 use crate::image::limits::{Exceeded, MANIFEST_FLAG};
 
 type Fetched = std::result::Result<(Bytes, String), Exceeded>;
@@ -165,6 +165,44 @@ async fn get(
         }
     }
     Ok(Ok((body, digest)))
+}
+
+/// The digest the registry answers for `r` to a manifest HEAD (its `Docker-Content-Digest`),
+/// without the body: what a check for a new digest costs. None when the registry sends no
+/// digest (then only a GET tells).
+pub async fn manifest_digest(
+    client: &Client,
+    http: &reqwest::Client,
+    scheme: &str,
+    auth: &RegistryAuth,
+    r: &ImageRef,
+    accept: &[&str],
+) -> std::result::Result<Option<String>, OciDistributionError> {
+    let token = client.auth(r.oci(), auth, RegistryOperation::Pull).await?;
+    let url = url(scheme, r);
+    let mut request = http
+        .head(&url)
+        .header(reqwest::header::ACCEPT, accept.join(", "));
+    request = match (token, auth) {
+        (Some(token), _) => request.bearer_auth(token),
+        (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+        (None, _) => request,
+    };
+    let response = request.send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(OciDistributionError::ServerError {
+            code: status.as_u16(),
+            url,
+            message: String::new(),
+        });
+    }
+    Ok(response
+        .headers()
+        .get("Docker-Content-Digest")
+        .and_then(|v| v.to_str().ok())
+        .filter(|d| is_sha256_digest(d))
+        .map(str::to_string))
 }
 
 #[cfg(test)]

@@ -307,6 +307,21 @@ impl Registry {
         Ok(fetched?)
     }
 
+    /// The digest `r` names now, from one manifest HEAD; None when the registry does not say.
+    pub async fn head_digest(&self, r: &ImageRef) -> Result<Option<String>> {
+        let auth = self.auth(r).await?;
+        let scheme = if self.plain_http(r.oci().resolve_registry()) {
+            "http"
+        } else {
+            "https"
+        };
+        retry(|| {
+            capped::manifest_digest(&self.client, &self.http, scheme, &auth, r, MANIFEST_TYPES)
+        })
+        .await
+        .map_err(|e| self.error(r, "fetch the manifest", &what_manifest(r), e))
+    }
+
     /// A blob small enough to hold in memory (a config), verified against its digest and
     /// size, which must be within the manifest cap: a longer body is refused as it arrives.
     pub async fn pull_small_blob(&self, r: &ImageRef, desc: &OciDescriptor) -> Result<Vec<u8>> {

@@ -66,6 +66,15 @@ impl Store {
         }
     }
 
+    /// The digest `location` names now, as cheaply as the store can tell: one manifest HEAD
+    /// for a registry (None when it does not say), the index entry for a layout.
+    pub async fn head_digest(&self, location: &Location) -> Result<Option<String>> {
+        match location {
+            Location::Registry(r) => self.registry.head_digest(r).await,
+            Location::Layout(l) => Ok(Some(l.find()?.digest)),
+        }
+    }
+
     fn resolve_layout(&self, l: &LayoutRef) -> Result<Image> {
         let cap = self.limits().manifest_bytes;
         let desc = l.find()?;

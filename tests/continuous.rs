@@ -1,0 +1,201 @@
+//! Continuous hardening on the real node with the real registry: a new digest pushed under the
+//! source tag is hardened from the stored profile (no second observation), verified and
+//! promoted; a new digest that fails verification leaves the last good hardened image in place;
+//! the history records every run.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use serde_json::json;
+use whittle::api::{HardeningWorkflowStatus, Phase, Trigger};
+use whittle_testbed::cluster::Cluster;
+use whittle_testbed::images::{fixtures, oci_layout};
+
+use support::*;
+
+/// The image the Deployment's container runs now.
+async fn running_image(client: &kube::Client, ns: &str) -> String {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = api.get("web").await.expect("Deployment web");
+    let spec = d.spec.template.spec;
+    let spec = spec.expect("pod spec");
+    spec.containers[0].image.clone().unwrap_or_default()
+}
+
+/// Waits until the workflow's history holds `runs` runs and it is Succeeded again.
+async fn wait_runs(client: &kube::Client, ns: &str, runs: usize) -> HardeningWorkflowStatus {
+    let start = std::time::Instant::now();
+    loop {
+        let last = status(client, ns, "web").await;
+        if last.history.len() >= runs && last.phase() == Phase::Succeeded {
+            return last;
+        }
+        assert!(
+            last.phase() != Phase::Failed,
+            "the workflow failed: {last:?}"
+        );
+        assert!(
+            start.elapsed() < WAIT,
+            "not {runs} runs after {WAIT:?}: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The busybox fixture with `files` (relative path → content; a `.wh.NAME` entry deletes NAME)
+/// as one more layer, pushed under `repo_tag`: a rebuilt source under the same tag.
+fn push_rebuilt(c: &Cluster, files: &[(&str, &str)], repo_tag: &str) -> String {
+    let fixture = fixtures::busybox(None).expect("busybox fixture");
+    let copy = tempfile::tempdir().expect("temp dir");
+    let layout = copy.path().join("layout");
+    let status = Command::new("cp")
+        .args(["-a"])
+        .arg(&fixture.layout)
+        .arg(&layout)
+        .status()
+        .expect("cp");
+    assert!(status.success(), "copy the fixture layout");
+    let layer = tempfile::tempdir().expect("layer dir");
+    for (path, content) in files {
+        let path = layer.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/"))).expect("mkdir");
+        std::fs::write(&path, content).expect("write a layer file");
+    }
+    oci_layout::append_layer(&layout, &fixture.tag, layer.path(), "a rebuild").expect("layer");
+    let rebuilt = fixtures::Fixture {
+        name: "busybox-rebuilt".into(),
+        layout,
+        tag: fixture.tag.clone(),
+    };
+    rebuilt
+        .push(c.registry(), repo_tag)
+        .expect("push the rebuilt source")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_digest_is_hardened_from_the_profile_and_a_bad_one_never_replaces_the_good() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = install_chart_rbac(&cluster, dir.path()).await;
+    let busybox = fixtures::busybox(None)
+        .expect("busybox fixture")
+        .push(cluster.registry(), "shop/busybox:1")
+        .expect("push busybox");
+    let operator = Operator::start_as(&cluster, kubeconfig, &[], None);
+    let c = &cluster;
+    let (client, ns) = namespace(c, "continuous", &[]).await;
+    deploy_busybox_web(&client, &ns, &busybox, 1).await;
+    apply_workflow(
+        &client,
+        &ns,
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
+               "observe": {"duration": "5s", "collectTimeout": "1m"},
+               "verify": {"timeout": "30s"}, "promote": true,
+               "continuous": {"checkInterval": "10s"}}),
+    )
+    .await;
+
+    // The first run observes, hardens, verifies and promotes.
+    let first = wait_runs(&client, &ns, 1).await;
+    assert_eq!(first.source_reference.as_deref(), Some(busybox.as_str()));
+    assert_eq!(first.history[0].trigger, Trigger::Initial);
+    let h1 = first.hardened_image.clone().expect("hardened image");
+    assert_eq!(running_image(&client, &ns).await, h1, "promoted");
+    let reports = first.reports.clone().expect("reports").received;
+
+    // A rebuilt source under the same tag: hardened from the stored profile, verified, promoted.
+    push_rebuilt(c, &[("www/release.txt", "2")], "shop/busybox:1");
+    let second = wait_runs(&client, &ns, 2).await;
+    let run = &second.history[0];
+    assert_eq!(
+        (run.trigger, run.verdict),
+        (Trigger::NewDigest, Phase::Succeeded),
+        "{run:?}"
+    );
+    let h2 = second.hardened_image.clone().expect("hardened image");
+    assert_ne!(h2, h1, "a new hardened image");
+    assert_ne!(
+        second.source_image, first.source_image,
+        "from the new source digest"
+    );
+    assert_eq!(
+        running_image(&client, &ns).await,
+        h2,
+        "the new one is promoted"
+    );
+    assert_eq!(
+        second.instrumented_image, first.instrumented_image,
+        "no new instrumentation"
+    );
+    assert_eq!(
+        second.reports.clone().expect("reports").received,
+        reports,
+        "no new observation"
+    );
+    let up_to_date = second.conditions.iter().find(|c| c.type_ == "UpToDate");
+    assert_eq!(
+        up_to_date.map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("True", "Current"))
+    );
+
+    // A rebuild without the page the readiness probe asks for fails verification: the good
+    // hardened image stays on the Deployment and in status, and the status says why.
+    push_rebuilt(c, &[("www/.wh.index.html", "")], "shop/busybox:1");
+    let third = wait_runs(&client, &ns, 3).await;
+    let run = &third.history[0];
+    assert_eq!(
+        (run.trigger, run.verdict),
+        (Trigger::NewDigest, Phase::Failed),
+        "{run:?}"
+    );
+    assert_eq!(run.reason.as_deref(), Some("ReadinessFailed"), "{run:?}");
+    assert_eq!(
+        third.hardened_image.as_deref(),
+        Some(h2.as_str()),
+        "the good result stays"
+    );
+    assert_eq!(third.source_image, second.source_image);
+    assert_eq!(
+        running_image(&client, &ns).await,
+        h2,
+        "the good image stays in place"
+    );
+    let up_to_date = third
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "UpToDate")
+        .expect("UpToDate");
+    assert_eq!(
+        (up_to_date.status.as_str(), up_to_date.reason.as_str()),
+        ("False", "RefreshFailed")
+    );
+    assert!(
+        up_to_date.message.contains("ReadinessFailed"),
+        "{up_to_date:?}"
+    );
+    let reasons: Vec<String> = events(&client, &ns, "web")
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    for wanted in ["NewDigest", "RefreshFailed"] {
+        assert!(reasons.iter().any(|r| r == wanted), "{wanted}: {reasons:?}");
+    }
+
+    // The same broken digest is not tried again at every check.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let later = status(&client, &ns, "web").await;
+    assert_eq!(
+        later.history.len(),
+        3,
+        "no run for a digest that already failed: {:?}",
+        later.history
+    );
+    assert!(later.checked_at > third.checked_at, "still checking");
+    drop(operator);
+}
