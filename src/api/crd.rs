@@ -123,6 +123,7 @@ pub(super) mod tests {
                 "Reduction %",
                 "Vulns Removed",
                 "Hardened Image",
+                "Checked",
                 "Age"
             ]
         );

@@ -110,7 +110,8 @@ pub struct HardeningWorkflowStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_generation: Option<i64>,
     /// The result of the last good run while a continuous run is under way: put back if the
-    /// run fails, so that a failed refresh never replaces a good result.
+    /// run fails, so that a failed refresh never replaces a good result, e.g.
+    /// `{hardenedImage: registry.example.com/shop/web@sha256:cc66…, ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<Box<GoodResult>>,
     /// The last runs, newest first (at most 10), e.g. `[{trigger: NewDigest, verdict:
@@ -144,50 +145,65 @@ impl Trigger {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
-    /// `Initial`, `NewDigest` or `SpecChange`.
+    /// What started it: `Initial`, `NewDigest` or `SpecChange`, e.g. `NewDigest`.
     pub trigger: Trigger,
-    /// `Succeeded` or `Failed`.
+    /// How it ended: `Succeeded` or `Failed`, e.g. `Succeeded`.
     pub verdict: Phase,
     /// The reason the run failed (a `Ready` reason), e.g. `ReadinessFailed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The source it hardened, pinned, e.g. `registry.example.com/shop/web@sha256:4842…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_image: Option<String>,
+    /// The hardened image it made, pinned, e.g. `registry.example.com/shop/web@sha256:cc66…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardened_image: Option<String>,
     /// Known vulnerabilities in the hardened image (with `spec.vulnerabilities.db`), e.g. `9`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vulnerabilities_after: Option<u64>,
+    /// When it started, e.g. `2026-11-23T11:00:00Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// When it ended, e.g. `2026-11-23T11:04:10Z`.
     pub completed_at: Time,
 }
 
-/// What a good run produced: the status fields a failed continuous run puts back.
+/// What a good run produced: the status fields a failed continuous run puts back, each as the
+/// field of the same name in `status`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GoodResult {
+    /// As `status.sourceImage`, e.g. `registry.example.com/shop/web@sha256:4842…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_image: Option<String>,
+    /// As `status.sourceDigest`, e.g. `sha256:4842…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_digest: Option<String>,
+    /// As `status.hardenedImage`, e.g. `registry.example.com/shop/web@sha256:cc66…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardened_image: Option<String>,
+    /// As `status.seal`, e.g. `3c1f9a…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<String>,
+    /// As `status.result`, e.g. `{sourceBytes: 55700000, hardenedBytes: 4200000, ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<HardenResult>,
+    /// As `status.verification`, e.g. `{result: Passed, reason: Passed, message: ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// As `status.vulnerabilities`, e.g. `{before: {total: 41, ...}, after: {total: 9, ...}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vulnerabilities: Option<VulnerabilitiesStatus>,
+    /// As `status.sbom`, e.g. `registry.example.com/shop/web@sha256:…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbom: Option<String>,
+    /// As `status.signature`, e.g. `registry.example.com/shop/web:sha256-….sig@sha256:…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// As `status.provenance`, e.g. `registry.example.com/shop/web:sha256-….att@sha256:…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<String>,
-    /// When that run ended.
+    /// When that run ended, e.g. `2026-11-23T10:25:40Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
 }
