@@ -1,6 +1,7 @@
 //! What can stop a reconcile, and which failures retrying cannot fix.
 
 use crate::evidence::produce::EvidenceError;
+use crate::evidence::profile::ProfileError;
 use crate::evidence::sign::SignError;
 use crate::image::ImageError;
 use crate::reports::ReportStoreError;
@@ -27,6 +28,8 @@ pub enum Error {
     Transient { what: String, detail: String },
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
+    #[error(transparent)]
+    Profile(#[from] Box<ProfileError>),
 }
 
 /// Whether a registry failure is permanent, and why.
@@ -69,6 +72,10 @@ impl Error {
                 EvidenceError::Write { .. } => None,
                 EvidenceError::Unpinned(_) => Some(Reason::InvalidImage),
             },
+            Error::Profile(e) => match e.as_ref() {
+                ProfileError::Attach { source, .. } => image_reason(source),
+                _ => None,
+            },
             Error::Transient { .. } => None,
             Error::Kube(kube::Error::Api(status)) if status.code == 403 => Some(Reason::Forbidden),
             Error::Kube(_) | Error::Reports(_) => None,
@@ -85,7 +92,7 @@ impl Error {
             Error::Reports(_) => "reports",
             Error::Timeout { .. } => "timeout",
             Error::Transient { .. } => "download",
-            Error::Evidence(_) => "evidence",
+            Error::Evidence(_) | Error::Profile(_) => "evidence",
         }
     }
 }

@@ -46,7 +46,7 @@ pub enum ProfileError {
     )]
     NotInRegistry { image: String },
     #[error(
-        "hardened image {image} has no whittle profile attached (was it hardened by a whittle before 0.2, or with --no-profile?); harden from the sensor reports instead, or re-harden with them to attach one"
+        "hardened image {image} has no whittle profile attached (was it hardened by an older whittle, or with --no-profile?); harden from the sensor reports instead, or re-harden with them to attach one"
     )]
     NotAttached { image: String },
     #[error(

@@ -15,6 +15,7 @@ use crate::controller::engine;
 use crate::controller::error::{Error, Result};
 use crate::controller::phase;
 use crate::controller::reason::Reason;
+use crate::evidence;
 use crate::evidence::produce::{self, EvidenceOptions};
 use crate::evidence::vulns::{Counts, VulnSummary};
 use crate::image::distribution::store::Store;
@@ -38,8 +39,15 @@ impl Step<'_> {
         let dest = engine::destinations(self.workflow, &reference)?;
         let store = self.store(&d).await?;
         let profile = self.profile().await?;
-        let summary = self.harden(&store, &source, &dest, profile).await?;
+        let summary = self.harden(&store, &source, &dest, profile.clone()).await?;
         self.describe(&store, &summary).await?;
+        // The profile travels with the image, so that `whittle harden --profile` can harden a
+        // later source from it with no cluster.
+        if let Some(merged) = profile.first() {
+            evidence::profile::attach(&store, &summary, merged)
+                .await
+                .map_err(Box::new)?;
+        }
         let message = self.record(&source, &summary);
         if self.workflow.spec.verify.enabled {
             self.condition(
