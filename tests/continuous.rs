@@ -1,7 +1,8 @@
 //! Continuous hardening on the real node with the real registry: a new digest pushed under the
 //! source tag is hardened from the stored profile (no second observation), verified and
-//! promoted; a new digest that fails verification leaves the last good hardened image in place;
-//! the history records every run.
+//! promoted; a new digest whose profile-only image fails verification is observed once more and
+//! then succeeds, or (when even the re-observed one fails) leaves the last good hardened image
+//! in place; the history records every run.
 
 mod support;
 
@@ -78,7 +79,7 @@ fn push_rebuilt(c: &Cluster, files: &[(&str, &str)], repo_tag: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_new_digest_is_hardened_from_the_profile_and_a_bad_one_never_replaces_the_good() {
+async fn new_digests_are_hardened_from_the_profile_observed_again_or_refused() {
     let cluster = Cluster::start().await.expect("cluster");
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = install_chart_rbac(&cluster, dir.path()).await;
@@ -88,8 +89,29 @@ async fn a_new_digest_is_hardened_from_the_profile_and_a_bad_one_never_replaces_
         .expect("push busybox");
     let operator = Operator::start_as(&cluster, kubeconfig, &[], None);
     let c = &cluster;
+    let outcome = tokio::time::timeout(Duration::from_secs(900), async {
+        tokio::join!(
+            timed(
+                "from the profile, then refused",
+                Box::pin(profile_then_refused(c, &busybox))
+            ),
+            timed("observed again", Box::pin(observed_again(c, &busybox))),
+        )
+    })
+    .await;
+    assert!(
+        outcome.is_ok(),
+        "the scenarios did not finish; operator log:\n{}",
+        operator.log()
+    );
+}
+
+/// A rebuild under the same tag is hardened from the stored profile and promoted; a rebuild
+/// without the page the readiness probe asks for fails even after a new observation, and the
+/// good image stays.
+async fn profile_then_refused(c: &Cluster, busybox: &str) {
     let (client, ns) = namespace(c, "continuous", &[]).await;
-    deploy_busybox_web(&client, &ns, &busybox, 1).await;
+    deploy_busybox_web(&client, &ns, busybox, 1).await;
     apply_workflow(
         &client,
         &ns,
@@ -102,8 +124,11 @@ async fn a_new_digest_is_hardened_from_the_profile_and_a_bad_one_never_replaces_
 
     // The first run observes, hardens, verifies and promotes.
     let first = wait_runs(&client, &ns, 1).await;
-    assert_eq!(first.source_reference.as_deref(), Some(busybox.as_str()));
-    assert_eq!(first.history[0].trigger, Trigger::Initial);
+    assert_eq!(first.source_reference.as_deref(), Some(busybox));
+    assert_eq!(
+        (first.history[0].trigger, first.history[0].observed),
+        (Trigger::Initial, true)
+    );
     let h1 = first.hardened_image.clone().expect("hardened image");
     assert_eq!(running_image(&client, &ns).await, h1, "promoted");
     let reports = first.reports.clone().expect("reports").received;
@@ -113,8 +138,8 @@ async fn a_new_digest_is_hardened_from_the_profile_and_a_bad_one_never_replaces_
     let second = wait_runs(&client, &ns, 2).await;
     let run = &second.history[0];
     assert_eq!(
-        (run.trigger, run.verdict),
-        (Trigger::NewDigest, Phase::Succeeded),
+        (run.trigger, run.verdict, run.observed),
+        (Trigger::NewDigest, Phase::Succeeded, false),
         "{run:?}"
     );
     let h2 = second.hardened_image.clone().expect("hardened image");
@@ -143,17 +168,18 @@ async fn a_new_digest_is_hardened_from_the_profile_and_a_bad_one_never_replaces_
         Some(("True", "Current"))
     );
 
-    // A rebuild without the page the readiness probe asks for fails verification: the good
-    // hardened image stays on the Deployment and in status, and the status says why.
+    // A rebuild without the page the readiness probe asks for: the profile-only image fails
+    // verification, the new source is observed again (its instrumented pods never become
+    // ready either), and the good hardened image stays on the Deployment and in status.
     push_rebuilt(c, &[("www/.wh.index.html", "")], "shop/busybox:1");
     let third = wait_runs(&client, &ns, 3).await;
     let run = &third.history[0];
     assert_eq!(
-        (run.trigger, run.verdict),
-        (Trigger::NewDigest, Phase::Failed),
+        (run.trigger, run.verdict, run.observed),
+        (Trigger::NewDigest, Phase::Failed, true),
         "{run:?}"
     );
-    assert_eq!(run.reason.as_deref(), Some("ReadinessFailed"), "{run:?}");
+    assert_eq!(run.reason.as_deref(), Some("RolloutFailed"), "{run:?}");
     assert_eq!(
         third.hardened_image.as_deref(),
         Some(h2.as_str()),
@@ -175,7 +201,7 @@ async fn a_new_digest_is_hardened_from_the_profile_and_a_bad_one_never_replaces_
         ("False", "RefreshFailed")
     );
     assert!(
-        up_to_date.message.contains("ReadinessFailed"),
+        up_to_date.message.contains("RolloutFailed"),
         "{up_to_date:?}"
     );
     let reasons: Vec<String> = events(&client, &ns, "web")
@@ -183,7 +209,7 @@ async fn a_new_digest_is_hardened_from_the_profile_and_a_bad_one_never_replaces_
         .into_iter()
         .map(|(r, _)| r)
         .collect();
-    for wanted in ["NewDigest", "RefreshFailed"] {
+    for wanted in ["NewDigest", "ObservingAgain", "RefreshFailed"] {
         assert!(reasons.iter().any(|r| r == wanted), "{wanted}: {reasons:?}");
     }
 
@@ -197,5 +223,61 @@ async fn a_new_digest_is_hardened_from_the_profile_and_a_bad_one_never_replaces_
         later.history
     );
     assert!(later.checked_at > third.checked_at, "still checking");
-    drop(operator);
+}
+
+/// The exercise fetches the files `list.txt` names. A rebuild lists a new file: the image
+/// hardened from the old profile lacks it and fails the exercise; observing the new source
+/// once sees it, and the run succeeds with it kept.
+async fn observed_again(c: &Cluster, busybox: &str) {
+    let (client, ns) = namespace(c, "again", &[]).await;
+    let v1 = push_rebuilt(
+        c,
+        &[("www/list.txt", "a.txt\n"), ("www/a.txt", "a")],
+        "shop/listed:1",
+    );
+    deploy_busybox_web(&client, &ns, &v1, 1).await;
+    let fetch = "wget -q -O - http://$WHITTLE_TARGET/list.txt | while read f; do wget -q -O /dev/null http://$WHITTLE_TARGET/$f || exit 1; done";
+    apply_workflow(
+        &client,
+        &ns,
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
+               "observe": {"collectTimeout": "1m"},
+               "exercise": {"timeout": "1m", "template": {"spec": {"containers": [
+                   {"name": "fetch", "image": busybox, "command": ["sh", "-c", fetch]}]}}},
+               "verify": {"timeout": "1m"}, "promote": true,
+               "continuous": {"checkInterval": "10s"}}),
+    )
+    .await;
+    let first = wait_runs(&client, &ns, 1).await;
+    let h1 = first.hardened_image.clone().expect("hardened image");
+    assert!(hardened_files(&h1).contains("www/a.txt"));
+
+    push_rebuilt(
+        c,
+        &[("www/list.txt", "b.txt\n"), ("www/b.txt", "b")],
+        "shop/listed:1",
+    );
+    let second = wait_runs(&client, &ns, 2).await;
+    let run = &second.history[0];
+    assert_eq!(
+        (run.trigger, run.verdict, run.observed),
+        (Trigger::NewDigest, Phase::Succeeded, true),
+        "{run:?}"
+    );
+    let h2 = second.hardened_image.clone().expect("hardened image");
+    assert!(
+        hardened_files(&h2).contains("www/b.txt"),
+        "the re-observed file is kept"
+    );
+    assert_eq!(running_image(&client, &ns).await, h2, "promoted");
+    assert_ne!(
+        second.instrumented_image, first.instrumented_image,
+        "instrumented again"
+    );
+    let reasons: Vec<String> = events(&client, &ns, "web")
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "ObservingAgain"), "{reasons:?}");
 }

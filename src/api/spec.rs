@@ -51,7 +51,8 @@ pub const IMMUTABLE_MESSAGE: &str =
         name = "Checked",
         type_ = "date",
         json_path = ".status.checkedAt",
-        description = "When continuous hardening last checked the source for a new digest"
+        description = "When continuous hardening last checked the source for a new digest",
+        priority = 1
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     // Editing the spec is allowed until the controller leaves Pending: before that it has

@@ -109,6 +109,11 @@ pub struct HardeningWorkflowStatus {
     /// continuous workflow whose spec changed since starts a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_generation: Option<i64>,
+    /// True while a continuous run observes the workload again: its image, hardened from the
+    /// stored profile, failed verification, so the new source is observed once before the
+    /// run fails for good, e.g. `true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observing_again: bool,
     /// The result of the last good run while a continuous run is under way: put back if the
     /// run fails, so that a failed refresh never replaces a good result, e.g.
     /// `{hardenedImage: registry.example.com/shop/web@sha256:cc66…, ...}`.
@@ -161,6 +166,11 @@ pub struct Run {
     /// Known vulnerabilities in the hardened image (with `spec.vulnerabilities.db`), e.g. `9`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vulnerabilities_after: Option<u64>,
+    /// Whether the run observed the workload (the first run, and a continuous one whose
+    /// profile-only image failed verification) rather than hardening from the stored profile
+    /// alone, e.g. `false`.
+    #[serde(default)]
+    pub observed: bool,
     /// When it started, e.g. `2026-11-23T11:00:00Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
@@ -561,11 +571,13 @@ impl HardeningWorkflowStatus {
             source_image: self.source_image.clone(),
             hardened_image: self.hardened_image.clone(),
             vulnerabilities_after: self.vulnerabilities.as_ref().map(|v| v.after.total),
+            observed: self.trigger.is_none_or(|t| t == Trigger::Initial) || self.observing_again,
             started_at: self.started_at.clone(),
             completed_at: now.clone(),
         };
         self.history.insert(0, run);
         self.history.truncate(HISTORY_LIMIT);
+        self.observing_again = false;
     }
 
     pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {

@@ -357,6 +357,20 @@ pub fn failed_container(pod: &Pod) -> Option<String> {
 /// test hammering a workload it gave back), with their pods. Only Jobs it owns: a label is
 /// anyone's to set.
 pub async fn stop_running(client: &Client, workflow: &HardeningWorkflow) -> Result<()> {
+    delete(client, workflow, |j| state(j) == JobState::Running).await
+}
+
+/// Every exercise Job of the workflow goes, finished or not: a new run (continuous hardening)
+/// exercises a new image, so the last run's verdicts must not be read as its own.
+pub async fn delete_all(client: &Client, workflow: &HardeningWorkflow) -> Result<()> {
+    delete(client, workflow, |_| true).await
+}
+
+async fn delete(
+    client: &Client,
+    workflow: &HardeningWorkflow,
+    which: impl Fn(&Job) -> bool,
+) -> Result<()> {
     let api: Api<Job> = Api::namespaced(client.clone(), &workflow.namespace().unwrap_or_default());
     let jobs = api
         .list(&ListParams::default().labels(&workflow_selector(&workflow.name_any())))
@@ -366,12 +380,7 @@ pub async fn stop_running(client: &Client, workflow: &HardeningWorkflow) -> Resu
         ..Default::default()
     };
     let ours = |j: &&Job| workflow.owns(j.metadata.owner_references.as_deref());
-    for job in jobs
-        .items
-        .iter()
-        .filter(ours)
-        .filter(|j| state(j) == JobState::Running)
-    {
+    for job in jobs.items.iter().filter(ours).filter(|j| which(j)) {
         match api.delete(&job.name_any(), &params).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}

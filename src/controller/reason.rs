@@ -153,6 +153,9 @@ reasons! {
     /// UpToDate is False, Warning Event: a run to refresh the result failed; the last good
     /// hardened image stays in place and in status.
     RefreshFailed,
+    /// UpToDate is False, Warning Event: a continuous run's image, hardened from the stored
+    /// profile, failed verification; the new source is observed once, then hardened again.
+    ObservingAgain,
     /// UpToDate is Unknown, Warning Event: the registry could not be asked for the source's
     /// digest (it is asked again after `checkInterval`).
     CheckFailed,

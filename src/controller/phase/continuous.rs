@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::api::Continuous;
+use crate::api::{Continuous, Phase};
 
 /// What a Succeeded workflow does next.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,6 +50,28 @@ pub fn refresh(s: Schedule) -> Refresh {
     match due.checked_sub(s.since_last).filter(|left| !left.is_zero()) {
         Some(left) => Refresh::CheckIn(left),
         None => Refresh::CheckNow,
+    }
+}
+
+/// What a failure ends: the workflow, a continuous run, or only the profile-only attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// The first run failed: the workflow is Failed.
+    Fail,
+    /// A continuous run failed for good: the last good result comes back.
+    RollBack,
+    /// A continuous run's image, hardened from the stored profile, failed verification: the
+    /// new source may use files the profile never saw, so observe it once, then try again.
+    ObserveAgain,
+}
+
+/// The verdict on a failure in `phase` of a run that replaces a good result (`continuous`) and
+/// has or has not already observed again.
+pub fn after_failure(phase: Phase, continuous: bool, observed_again: bool) -> AfterFailure {
+    match (continuous, phase, observed_again) {
+        (false, _, _) => AfterFailure::Fail,
+        (true, Phase::Verifying, false) => AfterFailure::ObserveAgain,
+        (true, _, _) => AfterFailure::RollBack,
     }
 }
 
@@ -115,6 +137,27 @@ mod tests {
         ];
         for (i, (c, generations, since, want)) in cases.into_iter().enumerate() {
             assert_eq!(refresh(schedule(c, generations, since)), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_that_fails_verification_observes_once_then_rolls_back() {
+        use AfterFailure::*;
+        let cases = [
+            (Phase::Verifying, false, false, Fail),
+            (Phase::Hardening, false, false, Fail),
+            (Phase::Verifying, true, false, ObserveAgain),
+            (Phase::Verifying, true, true, RollBack),
+            (Phase::Hardening, true, false, RollBack),
+            (Phase::Observing, true, true, RollBack),
+            (Phase::Collecting, true, true, RollBack),
+        ];
+        for (phase, continuous, again, want) in cases {
+            assert_eq!(
+                after_failure(phase, continuous, again),
+                want,
+                "{phase} {continuous} {again}"
+            );
         }
     }
 

@@ -19,7 +19,7 @@ mod rollout;
 mod verifying;
 
 pub use collecting::{Collect, collect};
-pub use continuous::{Refresh, Schedule, refresh, spread_seed};
+pub use continuous::{AfterFailure, Refresh, Schedule, after_failure, refresh, spread_seed};
 pub use observing::{Observation, observation};
 pub use pending::{Pending, other_holder, pending};
 pub use retry::{AfterError, after_error, gives_up};

@@ -13,6 +13,7 @@ use super::release;
 use super::step::{SOON, Step};
 use crate::api::{ConditionType, Phase, Trigger};
 use crate::controller::error::Result;
+use crate::controller::exercise;
 use crate::controller::phase::{self, Refresh, Schedule};
 use crate::controller::reason::Reason;
 use crate::image::distribution::store::Location;
@@ -129,6 +130,7 @@ impl Step<'_> {
         digest: Option<String>,
         reference: &str,
     ) -> Result<Action> {
+        exercise::delete_all(&self.ctx.client, self.workflow).await?;
         let generation = self.workflow.metadata.generation;
         self.status
             .start_run(trigger, pinned.clone(), digest, generation, &self.now);

@@ -34,6 +34,8 @@ impl Step<'_> {
             });
         };
         let job = match exercise::get(&self.ctx.client, self.workflow, run).await? {
+            // The last run's Job, deleted when this run started, is not gone yet.
+            Some(job) if job.metadata.deletion_timestamp.is_some() => return Ok(Exercise::Running),
             Some(job) => job,
             None => match self.start_exercise(spec, run, d, pods).await? {
                 Ok(job) => job,

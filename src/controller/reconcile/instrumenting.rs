@@ -23,7 +23,7 @@ impl Step<'_> {
         let d = self.deployment().await?;
         let container = self.container(&d)?.clone();
         let Some(image) = self.status.instrumented_image.clone() else {
-            return self.push_instrumented(&d, &container).await;
+            return self.push_instrumented(&d).await;
         };
         if self.holds(&d)?.is_none() {
             return self.apply_instrumented(&d, &container, &image).await;
@@ -83,17 +83,19 @@ impl Step<'_> {
         Action::requeue(SOON)
     }
 
-    async fn push_instrumented(&mut self, d: &Deployment, container: &Container) -> Result<Action> {
-        let dest = engine::destinations(
-            self.workflow,
-            container.image.as_deref().unwrap_or_default(),
-        )?;
+    async fn push_instrumented(&mut self, d: &Deployment) -> Result<Action> {
+        // The source as first named, not the container's image: a continuous run observing
+        // again finds the Deployment on the promoted hardened image.
+        let reference = self.source_reference(d)?;
+        let dest = engine::destinations(self.workflow, &reference)?;
         let store = self.store(d).await?;
         let inst = engine::instrument(&store, &dest, &self.ctx.sensor).await?;
         self.status.source_image = Some(inst.source.to_string());
-        self.status.source_reference = Some(dest.source.to_string());
-        self.status.trigger = Some(Trigger::Initial);
-        self.status.run_generation = self.workflow.metadata.generation;
+        if self.status.source_reference.is_none() {
+            self.status.source_reference = Some(dest.source.to_string());
+            self.status.trigger = Some(Trigger::Initial);
+            self.status.run_generation = self.workflow.metadata.generation;
+        }
         self.status.instrumented_image = Some(inst.image.to_string());
         let message = format!("pushed the instrumented image {}", inst.pushed);
         let condition = (ConditionType::Instrumented, false, Reason::ImagePushed);

@@ -18,10 +18,10 @@ use crate::api::{
     ConditionStatus, ConditionType, HardeningWorkflow, HardeningWorkflowStatus, Phase, Trigger,
 };
 use crate::controller::error::{Error, Result};
-use crate::controller::phase::{self, POLL};
+use crate::controller::phase::{self, AfterFailure, POLL};
 use crate::controller::reason::Reason;
 use crate::controller::template::{self, Original};
-use crate::controller::{Context, deployment, engine};
+use crate::controller::{Context, deployment, engine, exercise};
 use crate::image::distribution::store::Store;
 
 /// A step that changed status without waiting for anything: look again at once (the status
@@ -238,10 +238,17 @@ impl Step<'_> {
             metrics.verifications.with_label_values(&["failed"]).inc();
             self.condition(ConditionType::Verified, false, reason, message);
         }
+        let (continuous, again) = (self.status.previous.is_some(), self.status.observing_again);
+        let verdict = phase::after_failure(self.status.phase(), continuous, again);
+        if verdict == AfterFailure::ObserveAgain {
+            exercise::delete_all(&self.ctx.client, self.workflow).await?;
+            self.observe_again(reason, message).await;
+            return Ok(());
+        }
         self.status
             .record_run(Phase::Failed, Some(reason.as_str()), &self.now);
         self.count_run("Failed");
-        if self.status.restore_previous() {
+        if verdict == AfterFailure::RollBack && self.status.restore_previous() {
             self.refresh_failed(reason, message).await;
             return Ok(());
         }
@@ -250,6 +257,39 @@ impl Step<'_> {
         self.condition(ConditionType::Ready, false, reason, message);
         self.status.message = Some(message.to_string());
         Ok(())
+    }
+
+    /// A continuous run's image, hardened from the stored profile alone, failed verification:
+    /// the new source is instrumented and observed (its reports join the stored ones), then
+    /// hardened and verified once more. The Deployment is back on the good image meanwhile.
+    async fn observe_again(&mut self, reason: Reason, message: &str) {
+        let source = self.status.source_image.clone().unwrap_or_default();
+        let note = format!(
+            "{source} hardened from the stored profile failed verification ({reason}: {message}); observing it again"
+        );
+        warn!(workflow = %self.workflow.name_any(), %reason, %message, "observing again");
+        self.status.observing_again = true;
+        self.status.instrumented_image = None;
+        self.status.hardened_image = None;
+        self.status.verification = None;
+        self.status.seal = None;
+        let kind = EventType::Warning;
+        (self.ctx)
+            .event(self.workflow, kind, Reason::ObservingAgain, &note)
+            .await;
+        self.condition(
+            ConditionType::UpToDate,
+            false,
+            Reason::ObservingAgain,
+            &note,
+        );
+        self.condition(
+            ConditionType::Instrumented,
+            false,
+            Reason::Instrumenting,
+            "pushing the instrumented image",
+        );
+        self.enter(Phase::Instrumenting, note);
     }
 
     /// A continuous run failed: the good result it was to replace is back in status (and on
