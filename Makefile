@@ -14,7 +14,7 @@ SENSOR_BIN := $(STATIC_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle-sens
 STATIC_WHITTLE := $(STATIC_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle
 export WHITTLE_SENSOR_BIN := $(SENSOR_BIN)
 
-.PHONY: setup test demo lint sensor build install image cluster-bin cluster cluster-install demo-cluster bench-sensor bench-image bench-intake
+.PHONY: setup test demo lint sensor build install image cluster-bin cluster cluster-install demo-cluster bench-sensor bench-image bench-intake bench-continuous
 
 setup:
 	@bash testbed/scripts/setup.sh
@@ -96,6 +96,11 @@ bench-sensor: setup sensor
 # whittle instrument uploads -> target/bench/image.json. See docs/benchmarks.md.
 bench-image: setup sensor
 	$(CARGO) bench --quiet --bench image
+
+# Continuous hardening on the real node: a new digest to a verified, promoted hardened image,
+# and the registry requests of idle checks -> target/bench/continuous.json.
+bench-continuous: setup sensor
+	$(CARGO) bench --quiet --bench continuous
 
 # The operator's peak memory while 8 maximal reports arrive at once -> target/bench/intake.json.
 bench-intake: setup sensor
