@@ -39,7 +39,7 @@ impl ControlPlane {
     /// Starts every component on the host's loopback and returns once the API answers and the
     /// controller-manager has created the `default` service account (so Pods can be admitted).
     pub async fn start() -> Result<ControlPlane> {
-        Self::launch(None).await
+        Self::launch_retrying(None).await
     }
 
     /// Starts every component inside a cluster's namespace, where a node can join it: the
@@ -48,7 +48,24 @@ impl ControlPlane {
     /// kubelet's API with a client certificate. The host reaches it on `127.0.0.1:<port>`
     /// through a forward, the same address as inside, so one kubeconfig serves both.
     pub async fn start_in(ns: &NodeNamespace) -> Result<ControlPlane> {
-        Self::launch(Some(ns)).await
+        Self::launch_retrying(Some(ns)).await
+    }
+
+    /// The ports are probed free, then bound by etcd and the apiserver a moment later: another
+    /// test starting in parallel may take one in between. Such a start is tried again, with new
+    /// ports, a few times.
+    async fn launch_retrying(ns: Option<&NodeNamespace>) -> Result<ControlPlane> {
+        let mut attempt = 1;
+        loop {
+            match Self::launch(ns).await {
+                Err(Error::NotReady { detail, .. })
+                    if attempt < 3 && detail.contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn launch(ns: Option<&NodeNamespace>) -> Result<ControlPlane> {
