@@ -16,8 +16,8 @@
 
 mod archive;
 pub mod budget;
-pub mod gate;
 pub mod database;
+pub mod gate;
 pub mod matching;
 mod osv;
 pub mod severity;
