@@ -132,6 +132,8 @@ impl Step<'_> {
             attach_sbom: self.workflow.spec.harden.sbom,
             vuln_db,
             sign_key: None,
+            // The gate runs below, on what describe counted.
+            gate: None,
         };
         let evidence = produce::describe(store, summary, &options).await?;
         self.status.sbom = evidence.sbom.map(|a| a.reference);
@@ -147,7 +149,10 @@ impl Step<'_> {
             if !blocking.is_empty() {
                 return Err(Error::Failed {
                     reason: Reason::VulnerabilityGate,
-                    message: refusal(&summary.hardened_image, &gate, &blocking),
+                    message: format!(
+                        "{}; it is not signed or promoted",
+                        refusal(&summary.hardened_image, FAIL_ON, &gate, &blocking)
+                    ),
                 });
             }
         }
@@ -239,6 +244,8 @@ fn severity(s: Severity) -> VulnerabilitySeverity {
         Severity::Unknown => VulnerabilitySeverity::Unknown,
     }
 }
+
+const FAIL_ON: &str = "spec.vulnerabilities.failOn";
 
 /// The evidence's gate for `spec.vulnerabilities.failOn`.
 fn gate(fail_on: &FailOn) -> Gate {

@@ -51,9 +51,9 @@ pub fn worst_first(findings: &[Finding]) -> Vec<&Finding> {
     sorted
 }
 
-/// What the gate refused, for a condition message: how many, and the worst few as `id in
-/// package installed → fixed (severity)`.
-pub fn refusal(image: &str, gate: &Gate, blocking: &[&Finding]) -> String {
+/// What the gate refused, for a message: how many, under which `setting`, and the worst few
+/// as `id in package installed → fixed (severity)`.
+pub fn refusal(image: &str, setting: &str, gate: &Gate, blocking: &[&Finding]) -> String {
     let named: Vec<String> = blocking
         .iter()
         .take(NAMED_IN_MESSAGE)
@@ -76,7 +76,7 @@ pub fn refusal(image: &str, gate: &Gate, blocking: &[&Finding]) -> String {
     };
     let which = if gate.fixable { " with a fix" } else { "" };
     format!(
-        "{image} keeps {} vulnerabilit{} of severity {} or worse{which} (spec.vulnerabilities.failOn): {}{rest}; it is not signed or promoted",
+        "{image} keeps {} vulnerabilit{} of severity {} or worse{which} ({setting}): {}{rest}",
         blocking.len(),
         if blocking.len() == 1 { "y" } else { "ies" },
         severity_word(gate.severity),
@@ -184,8 +184,8 @@ mod tests {
         };
         let blocking = gate.blocking(&kept);
         assert_eq!(
-            refusal("reg/web@sha256:cc", &gate, &blocking),
-            "reg/web@sha256:cc keeps 5 vulnerabilities of severity Low or worse (spec.vulnerabilities.failOn): A in a-pkg 1.0-1 → 1.0-2 (Critical), C in c-pkg 1.0-1 → 1.0-3 (High), B in b-pkg 1.0-1 → no fix yet (High) and 2 more; it is not signed or promoted"
+            refusal("reg/web@sha256:cc", "failOn", &gate, &blocking),
+            "reg/web@sha256:cc keeps 5 vulnerabilities of severity Low or worse (failOn): A in a-pkg 1.0-1 → 1.0-2 (Critical), C in c-pkg 1.0-1 → 1.0-3 (High), B in b-pkg 1.0-1 → no fix yet (High) and 2 more"
         );
         let fixable = Gate {
             severity: Severity::Critical,
@@ -193,8 +193,8 @@ mod tests {
         };
         let one = fixable.blocking(&kept);
         assert_eq!(
-            refusal("img", &fixable, &one),
-            "img keeps 1 vulnerability of severity Critical or worse with a fix (spec.vulnerabilities.failOn): A in a-pkg 1.0-1 → 1.0-2 (Critical); it is not signed or promoted"
+            refusal("img", "failOn", &fixable, &one),
+            "img keeps 1 vulnerability of severity Critical or worse with a fix (failOn): A in a-pkg 1.0-1 → 1.0-2 (Critical)"
         );
     }
 }
