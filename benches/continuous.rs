@@ -123,7 +123,10 @@ async fn main() -> ExitCode {
                "continuous": {"checkInterval": format!("{INTERVAL_SECONDS}s")}}),
     )
     .await;
-    until(&client, &ns, |s| s.history.len() == 1 && s.phase() == Phase::Succeeded).await;
+    until(&client, &ns, |s| {
+        s.history.len() == 1 && s.phase() == Phase::Succeeded
+    })
+    .await;
     let first_run = started.elapsed().as_secs_f64();
     println!("first run (with observation): {first_run:.1} s");
 
@@ -135,7 +138,10 @@ async fn main() -> ExitCode {
     let after = tag_requests(&cluster.registry().log());
     let (heads, gets) = (after.0 - before.0, after.1 - before.1);
     let checks = (idle.as_secs() / INTERVAL_SECONDS) as usize;
-    assert!(status(&client, &ns, "web").await.checked_at > checked, "checks ran");
+    assert!(
+        status(&client, &ns, "web").await.checked_at > checked,
+        "checks ran"
+    );
     println!("idle checks: about {checks}: {heads} manifest HEAD(s), {gets} GET(s) of the tag");
 
     let mut refreshes = Vec::new();
@@ -143,9 +149,15 @@ async fn main() -> ExitCode {
         let pushed = Instant::now();
         push_rebuild(&cluster, &i.to_string());
         let n = i + 1;
-        until(&client, &ns, |s| s.history.len() == n - 1 && s.phase() == Phase::Hardening).await;
+        until(&client, &ns, |s| {
+            s.history.len() == n - 1 && s.phase() == Phase::Hardening
+        })
+        .await;
         let detected = pushed.elapsed().as_secs_f64();
-        until(&client, &ns, |s| s.phase() == Phase::Verifying || s.history.len() == n).await;
+        until(&client, &ns, |s| {
+            s.phase() == Phase::Verifying || s.history.len() == n
+        })
+        .await;
         let hardened = pushed.elapsed().as_secs_f64();
         let done = until(&client, &ns, |s| s.history.len() == n).await;
         let image = done.hardened_image.clone().expect("hardened image");
@@ -158,8 +170,10 @@ async fn main() -> ExitCode {
         println!(
             "refresh {i}: run started after {detected:.1} s, hardened image pushed at {hardened:.1} s, verified and promoted at {promoted:.1} s"
         );
-        refreshes.push(json!({"startedAfterSeconds": detected, "hardenedAtSeconds": hardened,
-                              "promotedAtSeconds": promoted, "observed": done.history[0].observed}));
+        refreshes.push(
+            json!({"startedAfterSeconds": detected, "hardenedAtSeconds": hardened,
+                              "promotedAtSeconds": promoted, "observed": done.history[0].observed}),
+        );
     }
     drop(operator);
 

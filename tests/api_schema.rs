@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use serde_json::{Value, json};
-use whittle::api::spec::{IMMUTABLE_MESSAGE, VULN_DB_MESSAGE};
+use whittle::api::spec::{FAIL_ON_MESSAGE, IMMUTABLE_MESSAGE, VULN_DB_MESSAGE};
 use whittle::api::{HardeningWorkflow, HardeningWorkflowStatus, Phase};
 use whittle_testbed::cluster::control_plane::ControlPlane;
 
@@ -268,6 +268,38 @@ async fn the_api_server_enforces_the_schema() {
     )
     .await
     .expect("a database name is accepted");
+    // The gate needs a database: without one nothing is known and every image would pass.
+    refused(
+        &api,
+        "fail-on-no-db",
+        spec_with(json!({"vulnerabilities": {"failOn": {"severity": "High"}}})),
+        &["spec.vulnerabilities.failOn", FAIL_ON_MESSAGE],
+    )
+    .await;
+    refused(
+        &api,
+        "fail-on-unknown",
+        spec_with(json!({"vulnerabilities": {"db": "debian", "failOn": {"severity": "Unknown"}}})),
+        &["spec.vulnerabilities.failOn.severity", "Unsupported value"],
+    )
+    .await;
+    let gated = api
+        .create(
+            &PostParams::default(),
+            &workflow(
+                "fail-on",
+                spec_with(
+                    json!({"vulnerabilities": {"db": "debian", "failOn": {"severity": "High"}}}),
+                ),
+            ),
+        )
+        .await
+        .expect("a gate with a database is accepted");
+    assert_eq!(
+        gated.data["spec"]["vulnerabilities"]["failOn"],
+        json!({"severity": "High", "fixable": true}),
+        "fixable defaults to true"
+    );
 
     // Before the controller starts, a typo can be fixed in place.
     api.patch(

@@ -224,6 +224,38 @@ fn the_hardened_nginx_tells_scanners_what_remains() {
     );
     assert!(printed.contains("provenance "), "{printed}");
 
+    // The gate: the fixture's kept glibc Criticals have no fix, so only `critical,any` trips
+    // it, and the image it refuses is not signed.
+    let gated = format!("{}/evidence/gated:1", registry.host());
+    let out = whittle(&[
+        "local",
+        &src,
+        "--insecure",
+        "--exercise",
+        HOME_PAGE,
+        "--hardened-image",
+        &gated,
+        "--vuln-db",
+        db.to_str().unwrap(),
+        "--sign-key",
+        key_path.to_str().unwrap(),
+        "--fail-on",
+        "critical,any",
+    ]);
+    let refused = text(&out);
+    assert!(!out.status.success(), "{refused}");
+    for part in [
+        "keeps 2 vulnerabilities of severity Critical or worse (--fail-on): WHITTLE-TEST-GLIBC in libc-bin ",
+        "→ no fix yet (Critical)",
+        "; it is not signed",
+    ] {
+        assert!(refused.contains(part), "{part:?} not in {refused}");
+    }
+    assert!(
+        !cosign.verify(&public, &gated).status.success(),
+        "a refused image is not signed"
+    );
+
     // whittle inspect now sees the distribution and the remaining packages.
     let out = whittle(&["inspect", "--insecure", hardened]);
     let inspected = text(&out);
@@ -352,4 +384,8 @@ fn bad_evidence_options_fail_before_any_work() {
     let printed = text(&out);
     assert!(!out.status.success());
     assert!(printed.contains("signing key /no/key.pem"), "{printed}");
+    let out = whittle(&["local", reg, "--exercise", "true", "--fail-on", "high"]);
+    let printed = text(&out);
+    assert!(!out.status.success());
+    assert!(printed.contains("--fail-on needs --vuln-db"), "{printed}");
 }

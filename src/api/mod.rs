@@ -15,13 +15,15 @@ use kube::Resource;
 pub use crd::{crd, crd_yaml};
 pub use duration::DurationString;
 pub use spec::{
-    Compression, Continuous, Exercise, Harden, HardeningWorkflow, HardeningWorkflowSpec, Observe,
-    Registry, SensorMode, Sign, Target, TargetKind, Verify, Vulnerabilities,
+    Compression, Continuous, Exercise, FailOn, GateSeverity, Harden, HardeningWorkflow,
+    HardeningWorkflowSpec, Observe, Registry, SensorMode, Sign, Target, TargetKind, Verify,
+    Vulnerabilities,
 };
 pub use status::{
     ConditionStatus, ConditionType, GoodResult, HISTORY_LIMIT, HardenResult,
-    HardeningWorkflowStatus, Phase, ReportMaterial, ReportsStatus, Run, SeverityCounts, Trigger,
-    Verification, VerificationResult, VulnerabilitiesStatus,
+    HardeningWorkflowStatus, KeptVulnerability, Phase, ReportMaterial, ReportsStatus, Run,
+    SeverityCounts, Trigger, Verification, VerificationResult, VulnerabilitiesStatus,
+    VulnerabilitySeverity,
 };
 
 impl HardeningWorkflow {

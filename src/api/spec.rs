@@ -78,7 +78,10 @@ pub const IMMUTABLE_MESSAGE: &str =
         .field_path(".instrumentedImage"),
     validation = Rule::new("!self.promote || !has(self.verify) || !has(self.verify.enabled) || self.verify.enabled")
         .message("promote needs verify.enabled: whittle only rolls out a hardened image that passed verification")
-        .field_path(".promote")
+        .field_path(".promote"),
+    validation = Rule::new("!has(self.vulnerabilities) || !has(self.vulnerabilities.failOn) || has(self.vulnerabilities.db)")
+        .message(FAIL_ON_MESSAGE)
+        .field_path(".vulnerabilities.failOn")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HardeningWorkflowSpec {
@@ -126,8 +129,9 @@ pub struct HardeningWorkflowSpec {
     /// (by default the original image comes back). Needs `verify.enabled`.
     #[serde(default)]
     pub promote: bool,
-    /// Where known vulnerabilities come from, to count those hardening removes, e.g.
-    /// `{db: debian}`.
+    /// Where known vulnerabilities come from, to count those hardening removes and those the
+    /// hardened image keeps, and which of them refuse the image, e.g. `{db: debian, failOn:
+    /// {severity: High}}`.
     #[serde(default)]
     pub vulnerabilities: Vulnerabilities,
     /// How the hardened image is signed once it has passed verification, e.g.
@@ -182,6 +186,42 @@ pub struct Vulnerabilities {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "vuln_db_schema")]
     pub db: Option<String>,
+    /// Refuse a hardened image that still keeps a vulnerability at or above a severity, e.g.
+    /// `{severity: High, fixable: true}`: the run fails (`VulnerabilityGate`) and the image is
+    /// not verified, signed or promoted (a continuous run leaves the last good one in place).
+    /// Needs `db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_on: Option<FailOn>,
+}
+
+/// The message of the rule that ties `failOn` to `db`; tests and docs quote it.
+pub const FAIL_ON_MESSAGE: &str = "vulnerabilities.failOn needs vulnerabilities.db: without a database no vulnerability is known, and every image would pass the gate";
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailOn {
+    /// The least severity that fails the run, e.g. `High` (High and Critical do). Records that
+    /// rate no severity never do.
+    pub severity: GateSeverity,
+    /// Only vulnerabilities whose record names a fixed version count, e.g. `true` (the
+    /// default): those a rebuild of the source can remove. `false` counts every one.
+    #[serde(default = "FailOn::default_fixable")]
+    pub fixable: bool,
+}
+
+impl FailOn {
+    fn default_fixable() -> bool {
+        true
+    }
+}
+
+/// A severity `failOn` can name.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum GateSeverity {
+    Critical,
+    High,
+    Medium,
+    Low,
 }
 
 /// What a database name looks like: a DNS-1123 label, so neither a URL nor a path.

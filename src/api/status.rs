@@ -425,6 +425,45 @@ pub struct VulnerabilitiesStatus {
     pub after: SeverityCounts,
     /// How many hardening removed (no file of their package is left), e.g. `32`.
     pub removed: u64,
+    /// Of those the hardened image keeps (`after`), the ones whose record names a fixed
+    /// version, by severity: a rebuild of the source with the fix removes them, e.g. `{total:
+    /// 3, critical: 1, high: 2, ...}`.
+    #[serde(default)]
+    pub fixable: SeverityCounts,
+    /// What the hardened image keeps, most severe first and, within a severity, those with a
+    /// fix first (at most 20; `after` counts them all), e.g. `[{id: DSA-5514-1, package:
+    /// libc6, version: 2.36-9+deb12u1, fixedVersion: 2.36-9+deb12u3, severity: High}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<KeptVulnerability>,
+}
+
+/// One vulnerability the hardened image keeps (a file of its package is still there).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptVulnerability {
+    /// The record's id in the database, e.g. `DSA-5514-1`.
+    pub id: String,
+    /// The installed (binary) package, e.g. `libc6`.
+    pub package: String,
+    /// Its installed version, e.g. `2.36-9+deb12u1`.
+    pub version: String,
+    /// The version of its source package that fixes it, when the record names one, e.g.
+    /// `2.36-9+deb12u3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_version: Option<String>,
+    /// How serious it is, e.g. `High`.
+    pub severity: VulnerabilitySeverity,
+}
+
+/// A severity as the status names it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum VulnerabilitySeverity {
+    Critical,
+    High,
+    Medium,
+    Low,
+    /// The record rates no severity.
+    Unknown,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

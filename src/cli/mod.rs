@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use whittle::evidence::produce::EvidenceOptions;
 use whittle::evidence::sign::SigningKey;
-use whittle::evidence::vulns::VulnDb;
+use whittle::evidence::vulns::severity::Severity;
+use whittle::evidence::vulns::{Gate, VulnDb};
 use whittle::image::distribution::credentials::Credentials;
 use whittle::image::distribution::hints::Hints;
 use whittle::image::distribution::platform::Platform;
@@ -143,6 +144,11 @@ pub struct EvidenceArgs {
     /// Debian/all.zip): report the vulnerabilities before and after, and which hardening removed.
     #[arg(long, value_name = "PATH")]
     pub vuln_db: Option<PathBuf>,
+    /// With --vuln-db: fail, before signing, when the hardened image keeps a vulnerability of
+    /// this severity or worse (critical, high, medium, low) that a newer package version fixes;
+    /// `SEVERITY,any` counts those without a fix too (`SEVERITY,fixable` is the default).
+    #[arg(long, value_name = "SEVERITY[,fixable|any]", value_parser = parse_fail_on)]
+    pub fail_on: Option<Gate>,
     /// Do not attach the profile (the merged sensor reports: which files the app opened and
     /// ran) to the hardened image. By default it is attached as an OCI referrer whenever the
     /// hardened image is in a registry, so `whittle harden --profile` can re-harden a new
@@ -159,6 +165,12 @@ impl EvidenceArgs {
     /// Refuses what cannot work before any work is done: cosign finds signatures beside the
     /// image in a registry, so a hardened image bound for an oci: layout cannot be signed.
     pub fn check(&self, hardened: &Location) -> Result<(), String> {
+        if self.fail_on.is_some() && self.vuln_db.is_none() {
+            return Err(
+                "--fail-on needs --vuln-db: without a database no vulnerability is known, and every image would pass"
+                    .to_string(),
+            );
+        }
         if self.sign_key.is_some() && matches!(hardened, Location::Layout(_)) {
             return Err(format!(
                 "--sign-key: the hardened image goes to the layout {hardened}, but signatures are stored beside an image in a registry; pass --hardened-image REGISTRY/REPO:TAG"
@@ -182,8 +194,31 @@ impl EvidenceArgs {
             attach_sbom: self.sbom.is_some(),
             vuln_db,
             sign_key,
+            gate: self.fail_on,
         })
     }
+}
+
+/// `high`, `high,fixable` (the same) or `high,any`.
+pub fn parse_fail_on(s: &str) -> Result<Gate, String> {
+    let (severity, which) = s.split_once(',').unwrap_or((s, "fixable"));
+    let severity = match severity.trim().to_ascii_lowercase().as_str() {
+        "critical" => Severity::Critical,
+        "high" => Severity::High,
+        "medium" => Severity::Medium,
+        "low" => Severity::Low,
+        other => {
+            return Err(format!(
+                "{other:?} is no severity: critical, high, medium or low"
+            ));
+        }
+    };
+    let fixable = match which.trim() {
+        "fixable" => true,
+        "any" => false,
+        other => return Err(format!("{other:?}: after the comma, fixable or any")),
+    };
+    Ok(Gate { severity, fixable })
 }
 
 fn parse_platform(s: &str) -> Result<Platform, String> {
@@ -290,5 +325,19 @@ mod tests {
             Ok(limits::DEFAULT_INSTRUMENT_TIMEOUT)
         );
         assert_eq!(parse_duration("90"), Ok(std::time::Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn fail_on_is_a_severity_fixable_unless_any() {
+        let gate = |severity, fixable| Ok(Gate { severity, fixable });
+        assert_eq!(parse_fail_on("high"), gate(Severity::High, true));
+        assert_eq!(parse_fail_on("High,fixable"), gate(Severity::High, true));
+        assert_eq!(
+            parse_fail_on("critical,any"),
+            gate(Severity::Critical, false)
+        );
+        assert_eq!(parse_fail_on("low"), gate(Severity::Low, true));
+        assert!(parse_fail_on("unknown").is_err());
+        assert!(parse_fail_on("high,maybe").is_err());
     }
 }

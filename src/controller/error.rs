@@ -71,6 +71,7 @@ impl Error {
                 EvidenceError::Sign(_) => Some(Reason::SigningFailed),
                 EvidenceError::Write { .. } => None,
                 EvidenceError::Unpinned(_) => Some(Reason::InvalidImage),
+                EvidenceError::Gate(_) => Some(Reason::VulnerabilityGate),
             },
             Error::Profile(e) => match e.as_ref() {
                 ProfileError::Attach { source, .. } => image_reason(source),

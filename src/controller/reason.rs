@@ -108,6 +108,9 @@ reasons! {
     InvalidVulnerabilityDatabase,
     /// The vulnerability database is over a size or memory limit the admin sets.
     VulnerabilityDatabaseTooLarge,
+    /// The hardened image keeps a vulnerability `spec.vulnerabilities.failOn` refuses; it is
+    /// not verified, signed or promoted.
+    VulnerabilityGate,
 
     // Progress: the reasons of the Instrumented, Observed, Hardened and Verified conditions.
     /// Instrumented is False: the instrumented image is being pushed (`Instrumenting`).

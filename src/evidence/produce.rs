@@ -12,7 +12,8 @@ use serde::Serialize;
 use super::provenance::{ProvenanceInput, SlsaVersion, attest_provenance};
 use super::sbom::{self, Subject};
 use super::sign::{SignError, SigningKey, sign_image};
-use super::vulns::{VulnDb, VulnSummary, compare};
+use super::vulns::gate::refusal;
+use super::vulns::{Gate, VulnDb, VulnSummary, compare};
 use crate::image::ImageError;
 use crate::image::distribution::store::{Attached, Location, Store};
 use crate::image::harden::Summary;
@@ -28,6 +29,9 @@ pub struct EvidenceOptions {
     pub vuln_db: Option<Arc<VulnDb>>,
     /// Sign the hardened image and its provenance.
     pub sign_key: Option<Arc<SigningKey>>,
+    /// Refuse (before signing) a hardened image that keeps what this gate refuses; needs
+    /// `vuln_db`.
+    pub gate: Option<Gate>,
 }
 
 /// What the harden was asked to keep, for the provenance.
@@ -82,6 +86,9 @@ pub enum EvidenceError {
     Sign(#[from] SignError),
     #[error("{0}: not pinned to a digest (internal)")]
     Unpinned(String),
+    /// The hardened image keeps what the vulnerability gate refuses: the refusal.
+    #[error("{0}")]
+    Gate(String),
 }
 
 /// `registry/repo` and `sha256:...` of a pinned reference (`registry/repo[:tag]@sha256:...`).
@@ -122,6 +129,13 @@ pub async fn produce(
     opts: &EvidenceOptions,
 ) -> Result<Evidence, EvidenceError> {
     let mut out = describe(store, summary, opts).await?;
+    if let (Some(gate), Some(found)) = (&opts.gate, &out.vulnerabilities) {
+        let blocking = gate.blocking(&found.remaining);
+        if !blocking.is_empty() {
+            let refused = refusal(&summary.hardened_image, "--fail-on", gate, &blocking);
+            return Err(EvidenceError::Gate(format!("{refused}; it is not signed")));
+        }
+    }
     if let Some(key) = &opts.sign_key {
         let (signature, provenance) = sign(
             store,

@@ -9,7 +9,8 @@ use kube::runtime::controller::Action;
 use super::step::{SOON, Step};
 use crate::api::status::reduction_percent;
 use crate::api::{
-    ConditionType, HardenResult, Phase, ReportMaterial, SeverityCounts, VulnerabilitiesStatus,
+    ConditionType, FailOn, GateSeverity, HardenResult, KeptVulnerability, Phase, ReportMaterial,
+    SeverityCounts, VulnerabilitiesStatus, VulnerabilitySeverity,
 };
 use crate::controller::engine;
 use crate::controller::error::{Error, Result};
@@ -17,7 +18,10 @@ use crate::controller::phase;
 use crate::controller::reason::Reason;
 use crate::evidence;
 use crate::evidence::produce::{self, EvidenceOptions};
-use crate::evidence::vulns::{Counts, VulnSummary};
+use crate::evidence::vulns::gate::refusal;
+use crate::evidence::vulns::matching::Finding;
+use crate::evidence::vulns::severity::Severity;
+use crate::evidence::vulns::{Counts, Gate, KEPT_LIST_LIMIT, VulnSummary, worst_first};
 use crate::image::distribution::store::Store;
 use crate::image::harden::Summary;
 use crate::reports;
@@ -116,7 +120,8 @@ impl Step<'_> {
     }
 
     /// The hardened image's SBOM (attached when `harden.sbom`) and vulnerability counts
-    /// (when `vulnerabilities.db` names a database).
+    /// (when `vulnerabilities.db` names a database); fails the run when what the image keeps
+    /// trips `vulnerabilities.failOn`.
     async fn describe(&mut self, store: &Store, summary: &Summary) -> Result<()> {
         let vuln_db = match &self.workflow.spec.vulnerabilities.db {
             Some(db) => Some(self.ctx.vuln_dbs.get(db).await?),
@@ -127,10 +132,30 @@ impl Step<'_> {
             attach_sbom: self.workflow.spec.harden.sbom,
             vuln_db,
             sign_key: None,
+            // The gate runs below, on what describe counted.
+            gate: None,
         };
         let evidence = produce::describe(store, summary, &options).await?;
         self.status.sbom = evidence.sbom.map(|a| a.reference);
         self.status.vulnerabilities = evidence.vulnerabilities.as_ref().map(vulnerabilities);
+        // The post-scan gate: what it refuses is never verified, signed or promoted (a
+        // continuous run's failure puts the last good result back).
+        if let (Some(fail_on), Some(found)) = (
+            &self.workflow.spec.vulnerabilities.fail_on,
+            &evidence.vulnerabilities,
+        ) {
+            let gate = gate(fail_on);
+            let blocking = gate.blocking(&found.remaining);
+            if !blocking.is_empty() {
+                return Err(Error::Failed {
+                    reason: Reason::VulnerabilityGate,
+                    message: format!(
+                        "{}; it is not signed or promoted",
+                        refusal(&summary.hardened_image, FAIL_ON, &gate, &blocking)
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -184,9 +209,123 @@ fn vulnerabilities(v: &VulnSummary) -> VulnerabilitiesStatus {
         low: c.low as u64,
         unknown: c.unknown as u64,
     };
+    let fixable: Vec<Finding> = v
+        .remaining
+        .iter()
+        .filter(|f| f.fixed.is_some())
+        .cloned()
+        .collect();
+    let kept = worst_first(&v.remaining)
+        .into_iter()
+        .take(KEPT_LIST_LIMIT)
+        .map(|f| KeptVulnerability {
+            id: f.id.clone(),
+            package: f.package.clone(),
+            version: f.version.clone(),
+            fixed_version: f.fixed.clone(),
+            severity: severity(f.severity),
+        })
+        .collect();
     VulnerabilitiesStatus {
         before: counts(&v.before),
         after: counts(&v.after),
         removed: v.removed.len() as u64,
+        fixable: counts(&Counts::of(&fixable)),
+        kept,
+    }
+}
+
+fn severity(s: Severity) -> VulnerabilitySeverity {
+    match s {
+        Severity::Critical => VulnerabilitySeverity::Critical,
+        Severity::High => VulnerabilitySeverity::High,
+        Severity::Medium => VulnerabilitySeverity::Medium,
+        Severity::Low => VulnerabilitySeverity::Low,
+        Severity::Unknown => VulnerabilitySeverity::Unknown,
+    }
+}
+
+const FAIL_ON: &str = "spec.vulnerabilities.failOn";
+
+/// The evidence's gate for `spec.vulnerabilities.failOn`.
+fn gate(fail_on: &FailOn) -> Gate {
+    let severity = match fail_on.severity {
+        GateSeverity::Critical => Severity::Critical,
+        GateSeverity::High => Severity::High,
+        GateSeverity::Medium => Severity::Medium,
+        GateSeverity::Low => Severity::Low,
+    };
+    Gate {
+        severity,
+        fixable: fail_on.fixable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(id: &str, severity: Severity, fixed: Option<&str>) -> Finding {
+        Finding {
+            id: id.into(),
+            aliases: Vec::new(),
+            package: "libc6".into(),
+            source: "glibc".into(),
+            version: "2.36-9".into(),
+            severity,
+            fixed: fixed.map(Into::into),
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn the_status_counts_the_kept_and_the_fixable_and_lists_the_worst_twenty() {
+        let mut remaining = vec![
+            finding("LOW-FIX", Severity::Low, Some("2.36-10")),
+            finding("CRIT", Severity::Critical, None),
+            finding("HIGH-FIX", Severity::High, Some("2.36-9+deb12u3")),
+            finding("HIGH", Severity::High, None),
+            finding("UNRATED-FIX", Severity::Unknown, Some("2.36-11")),
+        ];
+        for n in 0..30 {
+            remaining.push(finding(&format!("MED-{n:02}"), Severity::Medium, None));
+        }
+        let summary = VulnSummary {
+            before: Counts::of(&remaining),
+            after: Counts::of(&remaining),
+            removed: Vec::new(),
+            remaining,
+        };
+        let status = vulnerabilities(&summary);
+        assert_eq!(
+            (status.after.total, status.after.high, status.after.medium),
+            (35, 2, 30)
+        );
+        assert_eq!(
+            status.fixable,
+            SeverityCounts {
+                total: 3,
+                critical: 0,
+                high: 1,
+                medium: 0,
+                low: 1,
+                unknown: 1,
+            }
+        );
+        assert_eq!(status.kept.len(), KEPT_LIST_LIMIT);
+        let ids: Vec<&str> = status.kept.iter().take(4).map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["CRIT", "HIGH-FIX", "HIGH", "MED-00"]);
+        assert_eq!(
+            status.kept[1],
+            KeptVulnerability {
+                id: "HIGH-FIX".into(),
+                package: "libc6".into(),
+                version: "2.36-9".into(),
+                fixed_version: Some("2.36-9+deb12u3".into()),
+                severity: VulnerabilitySeverity::High,
+            }
+        );
+        // The low and unrated ones fall past the limit: the counts still have them.
+        assert!(status.kept.iter().all(|k| k.id != "LOW-FIX"));
     }
 }

@@ -11,11 +11,13 @@
 //! records (`archive.rs` from a zip), within the limits of `budget.rs`; `osv.rs` is the part
 //! of the OSV schema read; `severity.rs` grades a record; `matching.rs` finds an inventory's
 //! findings, ordering versions with `versions/` (Debian's and Alpine's schemes); `summary.rs`
-//! counts them before and after a harden.
+//! counts them before and after a harden; `gate.rs` orders what a hardened image keeps and
+//! decides whether `vulnerabilities.failOn` refuses it.
 
 mod archive;
 pub mod budget;
 pub mod database;
+pub mod gate;
 pub mod matching;
 mod osv;
 pub mod severity;
@@ -26,4 +28,5 @@ mod versions;
 
 pub use budget::{DEFAULT_ENTRY_BYTES, LoadLimits, MemoryBudget};
 pub use database::{VulnDb, VulnDbError};
+pub use gate::{Gate, KEPT_LIST_LIMIT, worst_first};
 pub use summary::{Counts, VulnSummary, compare};
