@@ -706,10 +706,11 @@ mod tests {
                         break;
                     }
                 }
+                // Logged before the reply: once the client has its answer, a test may look.
+                log.lock().unwrap().push(request.clone());
                 if request.starts_with(b"GET ") || request.starts_with(b"HEAD ") {
                     let _ = conn.write_all(reply(&request).as_bytes());
                 }
-                log.lock().unwrap().push(request);
             }
         });
         (host, seen)
