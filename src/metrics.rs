@@ -7,7 +7,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::api::Phase;
+use crate::api::{Phase, SeverityCounts};
 
 #[derive(Debug, thiserror::Error)]
 #[error("metrics: {0}")]
@@ -91,6 +91,9 @@ pub struct Metrics {
     /// `whittle_runs_total{trigger,result}`: runs that ended, by what started them (`Initial`,
     /// `NewDigest`, `SpecChange`) and how (`Succeeded`, `Failed`).
     pub runs: IntCounterVec,
+    /// `whittle_vulnerabilities_kept{namespace,workflow,severity}`: the known vulnerabilities
+    /// each workflow's current hardened image keeps (with `spec.vulnerabilities.db`).
+    pub vulnerabilities_kept: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -174,6 +177,14 @@ impl Metrics {
         )?;
         registry.register(Box::new(rollbacks.clone()))?;
         registry.register(Box::new(runs.clone()))?;
+        let vulnerabilities_kept = IntGaugeVec::new(
+            Opts::new(
+                "vulnerabilities_kept",
+                "Known vulnerabilities a workflow's current hardened image keeps, by severity",
+            ),
+            &["namespace", "workflow", "severity"],
+        )?;
+        registry.register(Box::new(vulnerabilities_kept.clone()))?;
         // Every series exists from the start, so a dashboard shows 0 rather than "no data".
         for phase in Phase::ALL {
             workflows.with_label_values(&[phase.as_str()]).set(0);
@@ -196,6 +207,7 @@ impl Metrics {
             verifications,
             rollbacks,
             runs,
+            vulnerabilities_kept,
         })
     }
 
@@ -216,6 +228,39 @@ impl Metrics {
         }
         for (phase, n) in all {
             self.workflows.with_label_values(&[phase.as_str()]).set(n);
+        }
+    }
+
+    /// The vulnerabilities the current hardened image of `namespace/workflow` keeps (`after`
+    /// of its status); none known (no database, or no result yet) removes its series.
+    pub fn set_kept(&self, namespace: &str, workflow: &str, after: Option<&SeverityCounts>) {
+        let severities = |c: &SeverityCounts| {
+            [
+                ("critical", c.critical),
+                ("high", c.high),
+                ("medium", c.medium),
+                ("low", c.low),
+                ("unknown", c.unknown),
+            ]
+        };
+        match after {
+            Some(counts) => {
+                for (severity, n) in severities(counts) {
+                    let labels = [namespace, workflow, severity];
+                    let value = i64::try_from(n).unwrap_or(i64::MAX);
+                    self.vulnerabilities_kept.with_label_values(&labels).set(value);
+                }
+            }
+            None => self.forget(namespace, workflow),
+        }
+    }
+
+    /// Removes the per-workflow series of a workflow that is gone.
+    pub fn forget(&self, namespace: &str, workflow: &str) {
+        for severity in ["critical", "high", "medium", "low", "unknown"] {
+            let _ = self
+                .vulnerabilities_kept
+                .remove_label_values(&[namespace, workflow, severity]);
         }
     }
 
@@ -242,7 +287,17 @@ mod tests {
         m.reject(RejectReason::Unauthorized);
         m.set_workflows([(Phase::Observing, 2), (Phase::Succeeded, 1)]);
         m.bytes_saved.inc_by(51_500_000);
+        let kept = SeverityCounts {
+            total: 3,
+            high: 2,
+            low: 1,
+            ..Default::default()
+        };
+        m.set_kept("shop", "web", Some(&kept));
+        m.set_kept("shop", "gone", Some(&kept));
+        m.forget("shop", "gone");
         let text = m.encode().unwrap();
+        assert!(!text.contains("workflow=\"gone\""), "{text}");
         for line in [
             "whittle_reports_accepted_total 1",
             "whittle_reports_rejected_total{reason=\"unauthorized\"} 2",
@@ -251,6 +306,7 @@ mod tests {
             "whittle_workflows{phase=\"Pending\"} 0",
             "whittle_bytes_saved_total 51500000",
             "whittle_verifications_total{result=\"passed\"} 0",
+            "whittle_vulnerabilities_kept{namespace=\"shop\",severity=\"high\",workflow=\"web\"} 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -120,6 +120,9 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
     };
     // Also on a finished workflow: one from before these conditions existed gets them.
     status.set_kstatus_conditions(&now, workflow.metadata.generation);
+    let kept = status.vulnerabilities.as_ref().map(|v| &v.after);
+    let (namespace, name) = (workflow.namespace().unwrap_or_default(), workflow.name_any());
+    ctx.metrics.set_kept(&namespace, &name, kept);
     if status != before {
         write_status(ctx, workflow, &status).await?;
         if status.phase() != before.phase() {
@@ -148,6 +151,7 @@ async fn cleanup(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> 
             .await;
     }
     reports::delete_all(&ctx.client, workflow).await?;
+    ctx.metrics.forget(&namespace, &workflow.name_any());
     Ok(Action::await_change())
 }
 
