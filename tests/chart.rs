@@ -882,8 +882,8 @@ fn a_typo_or_a_wrong_type_in_the_values_fails_naming_it() {
     assert!(nested.contains("enabeld"), "{nested}");
     let format = refused(&["logFormat=yaml"]);
     assert!(format.contains("logFormat"), "{format}");
-    let size = refused(&["spool.sizeLimit=2 gigabytes"]);
-    assert!(size.contains("sizeLimit"), "{size}");
+    let port = refused(&["service.port=http"]);
+    assert!(port.contains("/service/port"), "{port}");
     // What the README's examples set is accepted.
     render(&["replicaCount=2", "priorityClassName=system-cluster-critical"]);
 }
