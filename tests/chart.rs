@@ -80,6 +80,8 @@ fn the_default_install_is_locked_down_and_elects_a_leader() {
         kinds(&objects),
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
@@ -855,5 +857,125 @@ async fn a_release_with_the_crd_in_crds_is_upgraded_with_take_ownership() {
             .await
             .iter()
             .any(|f| f == "sign")
+    );
+}
+
+/// What `helm template` says when it refuses the values.
+fn refused(sets: &[&str]) -> String {
+    let helm = Helm::new().expect("helm");
+    let chart = chart();
+    let mut args = vec!["template", "w", chart.as_str()];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    match helm.run(&args) {
+        Ok(_) => panic!("helm template accepted {sets:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_typo_or_a_wrong_type_in_the_values_fails_naming_it() {
+    let typo = refused(&["replicaCuont=2"]);
+    assert!(typo.contains("replicaCuont") && typo.contains("not allowed"), "{typo}");
+    let nested = refused(&["networkPolicy.enabeld=false"]);
+    assert!(nested.contains("enabeld"), "{nested}");
+    let format = refused(&["logFormat=yaml"]);
+    assert!(format.contains("logFormat"), "{format}");
+    let port = refused(&["service.port=http"]);
+    assert!(port.contains("/service/port"), "{port}");
+    // What the README's examples set is accepted.
+    render(&["replicaCount=2", "priorityClassName=system-cluster-critical"]);
+}
+
+#[test]
+fn replicas_get_a_disruption_budget_and_the_pod_its_scheduling_values() {
+    assert!(
+        find(&render(&[]), "PodDisruptionBudget").is_none(),
+        "one replica: a budget would block every drain"
+    );
+    let objects = render(&[
+        "replicaCount=2",
+        "priorityClassName=system-cluster-critical",
+        "topologySpreadConstraints[0].maxSkew=1",
+        "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
+        "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+    ]);
+    let pdb = find(&objects, "PodDisruptionBudget").expect("a PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let d = find(&objects, "Deployment").expect("Deployment");
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        d["spec"]["selector"]["matchLabels"],
+        "the budget guards the operator's pods"
+    );
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(pod["topologySpreadConstraints"][0]["topologyKey"], "kubernetes.io/hostname");
+    assert!(find(&render(&["replicaCount=2", "podDisruptionBudget.enabled=false"]), "PodDisruptionBudget").is_none());
+}
+
+/// The chart's roles aggregate into Kubernetes' own: on a real API server (whose
+/// controller-manager aggregates them), a namespace's editor may create and delete workflows and
+/// its viewer only read them, with no role of whittle's bound to either.
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_users_get_workflow_verbs_from_the_builtin_roles() {
+    use whittle_testbed::cluster::control_plane::ControlPlane;
+
+    let plane = ControlPlane::start().await.expect("control plane");
+    let helm = Helm::with_kubeconfig(&plane.kubeconfig()).expect("helm");
+    helm.run(&[
+        "install",
+        "whittle",
+        &chart(),
+        "--namespace",
+        "whittle-system",
+        "--create-namespace",
+        "--set",
+        "replicaCount=0",
+        "--set",
+        "leaderElection.enabled=false",
+        "--wait",
+    ])
+    .expect("helm install");
+    let ns = plane.namespace("team").await.expect("namespace");
+    let kubectl = whittle_testbed::tools::kube_binary("kubectl").expect("kubectl");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(plane.kubeconfig())
+            .args(["--namespace", &ns])
+            .args(args)
+            .output()
+            .expect("kubectl");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    run(&["create", "rolebinding", "alice-edits", "--clusterrole=edit", "--user=alice"]);
+    run(&["create", "rolebinding", "bob-views", "--clusterrole=view", "--user=bob"]);
+    let can = |user: &str, verb: &str| run(&["auth", "can-i", verb, "hardeningworkflows.whittle.dev", "--as", user]);
+    // The aggregation controller fills the built-in roles a moment after the chart's appear.
+    let started = std::time::Instant::now();
+    while can("alice", "create") != "yes" || can("bob", "list") != "yes" {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "edit and view did not aggregate the chart's roles: alice create {}, bob list {}",
+            can("alice", "create"),
+            can("bob", "list")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    for verb in ["get", "list", "watch", "create", "update", "patch", "delete"] {
+        assert_eq!(can("alice", verb), "yes", "an editor may {verb}");
+    }
+    for verb in ["get", "list", "watch"] {
+        assert_eq!(can("bob", verb), "yes", "a viewer may {verb}");
+    }
+    for verb in ["create", "update", "patch", "delete"] {
+        assert_eq!(can("bob", verb), "no", "a viewer may not {verb}");
+    }
+    assert_eq!(
+        run(&["auth", "can-i", "create", "hardeningworkflows.whittle.dev", "--as", "alice", "--namespace", "default"]),
+        "no",
+        "only where the binding is"
     );
 }
