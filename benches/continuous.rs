@@ -103,7 +103,9 @@ fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
     // and a benchmark is not a test: say so and leave.
     if !std::env::args().any(|a| a == "--bench") {
-        println!("bench continuous: skipped (a benchmark, not a test: run `make bench-continuous`)");
+        println!(
+            "bench continuous: skipped (a benchmark, not a test: run `make bench-continuous`)"
+        );
         return ExitCode::SUCCESS;
     }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");

@@ -320,9 +320,27 @@ fn a_namespaced_install_has_roles_per_namespace_and_no_cluster_wide_rights() {
             "w-whittle",
         );
     }
+    // The roles aggregated into the built-in admin/edit/view are for users, and the chart
+    // binds them to no one.
+    let aggregated = |o: &Value| {
+        o["metadata"]["labels"].as_object().is_some_and(|l| {
+            l.keys()
+                .any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+        })
+    };
+    for binding in objects
+        .iter()
+        .filter(|o| o["kind"].as_str().is_some_and(|k| k.ends_with("Binding")))
+    {
+        let role = binding["roleRef"]["name"].as_str().unwrap_or_default();
+        assert!(
+            !role.ends_with("-edit") && !role.ends_with("-view"),
+            "{binding}"
+        );
+    }
     let cluster_roles: Vec<&Value> = objects
         .iter()
-        .filter(|o| o["kind"] == "ClusterRole")
+        .filter(|o| o["kind"] == "ClusterRole" && !aggregated(o))
         .collect();
     assert_eq!(cluster_roles.len(), 1, "{cluster_roles:?}");
     assert_eq!(
@@ -877,7 +895,10 @@ fn refused(sets: &[&str]) -> String {
 #[test]
 fn a_typo_or_a_wrong_type_in_the_values_fails_naming_it() {
     let typo = refused(&["replicaCuont=2"]);
-    assert!(typo.contains("replicaCuont") && typo.contains("not allowed"), "{typo}");
+    assert!(
+        typo.contains("replicaCuont") && typo.contains("not allowed"),
+        "{typo}"
+    );
     let nested = refused(&["networkPolicy.enabeld=false"]);
     assert!(nested.contains("enabeld"), "{nested}");
     let format = refused(&["logFormat=yaml"]);
@@ -885,7 +906,10 @@ fn a_typo_or_a_wrong_type_in_the_values_fails_naming_it() {
     let port = refused(&["service.port=http"]);
     assert!(port.contains("/service/port"), "{port}");
     // What the README's examples set is accepted.
-    render(&["replicaCount=2", "priorityClassName=system-cluster-critical"]);
+    render(&[
+        "replicaCount=2",
+        "priorityClassName=system-cluster-critical",
+    ]);
 }
 
 #[test]
@@ -905,14 +929,22 @@ fn replicas_get_a_disruption_budget_and_the_pod_its_scheduling_values() {
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     let d = find(&objects, "Deployment").expect("Deployment");
     assert_eq!(
-        pdb["spec"]["selector"]["matchLabels"],
-        d["spec"]["selector"]["matchLabels"],
+        pdb["spec"]["selector"]["matchLabels"], d["spec"]["selector"]["matchLabels"],
         "the budget guards the operator's pods"
     );
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["priorityClassName"], "system-cluster-critical");
-    assert_eq!(pod["topologySpreadConstraints"][0]["topologyKey"], "kubernetes.io/hostname");
-    assert!(find(&render(&["replicaCount=2", "podDisruptionBudget.enabled=false"]), "PodDisruptionBudget").is_none());
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert!(
+        find(
+            &render(&["replicaCount=2", "podDisruptionBudget.enabled=false"]),
+            "PodDisruptionBudget"
+        )
+        .is_none()
+    );
 }
 
 /// The chart's roles aggregate into Kubernetes' own: on a real API server (whose
@@ -950,9 +982,30 @@ async fn namespace_users_get_workflow_verbs_from_the_builtin_roles() {
             .expect("kubectl");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    run(&["create", "rolebinding", "alice-edits", "--clusterrole=edit", "--user=alice"]);
-    run(&["create", "rolebinding", "bob-views", "--clusterrole=view", "--user=bob"]);
-    let can = |user: &str, verb: &str| run(&["auth", "can-i", verb, "hardeningworkflows.whittle.dev", "--as", user]);
+    run(&[
+        "create",
+        "rolebinding",
+        "alice-edits",
+        "--clusterrole=edit",
+        "--user=alice",
+    ]);
+    run(&[
+        "create",
+        "rolebinding",
+        "bob-views",
+        "--clusterrole=view",
+        "--user=bob",
+    ]);
+    let can = |user: &str, verb: &str| {
+        run(&[
+            "auth",
+            "can-i",
+            verb,
+            "hardeningworkflows.whittle.dev",
+            "--as",
+            user,
+        ])
+    };
     // The aggregation controller fills the built-in roles a moment after the chart's appear.
     let started = std::time::Instant::now();
     while can("alice", "create") != "yes" || can("bob", "list") != "yes" {
@@ -964,7 +1017,9 @@ async fn namespace_users_get_workflow_verbs_from_the_builtin_roles() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    for verb in ["get", "list", "watch", "create", "update", "patch", "delete"] {
+    for verb in [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ] {
         assert_eq!(can("alice", verb), "yes", "an editor may {verb}");
     }
     for verb in ["get", "list", "watch"] {
@@ -974,7 +1029,16 @@ async fn namespace_users_get_workflow_verbs_from_the_builtin_roles() {
         assert_eq!(can("bob", verb), "no", "a viewer may not {verb}");
     }
     assert_eq!(
-        run(&["auth", "can-i", "create", "hardeningworkflows.whittle.dev", "--as", "alice", "--namespace", "default"]),
+        run(&[
+            "auth",
+            "can-i",
+            "create",
+            "hardeningworkflows.whittle.dev",
+            "--as",
+            "alice",
+            "--namespace",
+            "default"
+        ]),
         "no",
         "only where the binding is"
     );
