@@ -101,10 +101,12 @@ async fn the_operator_survives_being_killed_in_every_phase() {
     let tagged = std::fs::read_to_string(manifests.join("tags/1-whittle-hardened/current/link"))
         .expect("the hardened tag");
     assert_eq!(tagged.trim(), digest, "the tag names the digest in status");
+    // The hardened image carries its profile as a referrer: the artifact's manifest and, on
+    // this registry without the referrers API, the referrers-tag index that lists it.
     assert_eq!(
         count(&manifests.join("revisions/sha256")),
-        revisions_before + 2,
-        "one instrumented and one hardened manifest: a harden repeated after a kill pushed the same digest"
+        revisions_before + 4,
+        "one instrumented and one hardened manifest, and the profile's artifact and referrers index: a harden repeated after a kill pushed the same digests"
     );
 
     leader_election(&cluster, &client, &ns, operator).await;
