@@ -248,7 +248,9 @@ impl Metrics {
                 for (severity, n) in severities(counts) {
                     let labels = [namespace, workflow, severity];
                     let value = i64::try_from(n).unwrap_or(i64::MAX);
-                    self.vulnerabilities_kept.with_label_values(&labels).set(value);
+                    self.vulnerabilities_kept
+                        .with_label_values(&labels)
+                        .set(value);
                 }
             }
             None => self.forget(namespace, workflow),

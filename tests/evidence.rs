@@ -159,7 +159,10 @@ fn the_hardened_nginx_tells_scanners_what_remains() {
     assert_eq!(names(&hardened_inv), remaining, "the pruned database");
     assert_eq!(names(&source_inv), all, "the source's database");
     let os = hardened_inv.os.clone().expect("os-release");
-    assert_eq!((os.id.as_str(), os.version_id.as_deref()), ("debian", Some("12")));
+    assert_eq!(
+        (os.id.as_str(), os.version_id.as_deref()),
+        ("debian", Some("12"))
+    );
     let vuln_db = VulnDb::load(&db).expect("the OSV fixture");
     let rematched: BTreeSet<String> = scan(&vuln_db, &hardened_inv)
         .iter()

@@ -21,6 +21,7 @@ mod hardening;
 mod instrumenting;
 mod observing;
 mod pending;
+mod rematch;
 mod signing;
 mod step;
 mod verifying;
@@ -121,7 +122,10 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
     // Also on a finished workflow: one from before these conditions existed gets them.
     status.set_kstatus_conditions(&now, workflow.metadata.generation);
     let kept = status.vulnerabilities.as_ref().map(|v| &v.after);
-    let (namespace, name) = (workflow.namespace().unwrap_or_default(), workflow.name_any());
+    let (namespace, name) = (
+        workflow.namespace().unwrap_or_default(),
+        workflow.name_any(),
+    );
     ctx.metrics.set_kept(&namespace, &name, kept);
     if status != before {
         write_status(ctx, workflow, &status).await?;

@@ -535,7 +535,10 @@ mod tests {
         let renamed = record.replace(&id, "WHITTLE-TEST-NEW");
         std::fs::write(dir.path().join("new.json"), renamed).expect("write");
         let cached = dbs.get("local").await.expect("cached");
-        assert!(Arc::ptr_eq(&first, &cached), "not read again before the refresh");
+        assert!(
+            Arc::ptr_eq(&first, &cached),
+            "not read again before the refresh"
+        );
         drop((first, cached));
         tokio::time::sleep(Duration::from_millis(400)).await;
         let again = dbs.get("local").await.expect("read again");
