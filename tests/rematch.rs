@@ -13,9 +13,11 @@
 mod support;
 
 use std::fs;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
 use serde_json::json;
@@ -61,7 +63,7 @@ async fn rebuild_events(client: &kube::Client, ns: &str) -> Vec<(String, i32)> {
         .items
         .into_iter()
         .map(|e| {
-            let count = e.series.map(|s| s.count).or(e.count).unwrap_or(1);
+            let count = e.series.and_then(|s| s.count).or(e.count).unwrap_or(1);
             (e.message.unwrap_or_default(), count)
         })
         .collect()
@@ -94,14 +96,20 @@ async fn a_new_fixable_record_is_matched_against_the_kept_packages_and_asks_for_
 
     let outcome = tokio::time::timeout(
         Duration::from_secs(600),
-        scenario(&cluster, &registry, &osv, &mut operator),
+        AssertUnwindSafe(scenario(&cluster, &registry, &osv, &mut operator)).catch_unwind(),
     )
     .await;
-    assert!(
-        outcome.is_ok(),
-        "the scenario did not finish in 600s; operator log:\n{}",
-        operator.log()
-    );
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => {
+            eprintln!("operator log:\n{}", operator.log());
+            std::panic::resume_unwind(panic);
+        }
+        Err(_) => panic!(
+            "the scenario did not finish in 600s; operator log:\n{}",
+            operator.log()
+        ),
+    }
 }
 
 async fn scenario(c: &Cluster, registry: &str, osv: &Path, operator: &mut Operator) {
@@ -115,8 +123,8 @@ async fn scenario(c: &Cluster, registry: &str, osv: &Path, operator: &mut Operat
 
     // A first check: the source has not moved, and the kept Criticals have no fix.
     let first = wait_until(&client, &ns, "a first check", |s| s.checked_at.is_some()).await;
-    let (status, reason, _) = up_to_date(&first).expect("UpToDate");
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "Current"));
+    let (state, reason, _) = up_to_date(&first).expect("UpToDate");
+    assert_eq!((state.as_str(), reason.as_str()), ("True", "Current"));
     let v1 = first
         .vulnerabilities
         .clone()
@@ -177,8 +185,8 @@ async fn scenario(c: &Cluster, registry: &str, osv: &Path, operator: &mut Operat
     );
     assert_ne!(v2.matched_database, v1.matched_database, "{v2:?}");
     assert_eq!(v2.matched_image.as_deref(), Some(hardened.as_str()));
-    let (status, _, message) = up_to_date(&rebuild).expect("UpToDate");
-    assert_eq!(status, "False");
+    let (state, _, message) = up_to_date(&rebuild).expect("UpToDate");
+    assert_eq!(state, "False");
     for part in [
         "keeps 2 vulnerabilities of severity High or worse with a fix",
         "WHITTLE-TEST-GLIBC-FIXABLE in libc",
