@@ -10,7 +10,10 @@ use std::process::Command;
 use serde_json::Value;
 use whittle::evidence::sbom::{self, Subject};
 use whittle::evidence::sign::SigningKey;
-use whittle::image::packages::{Inventory, Manager, OsRelease, Package};
+use whittle::evidence::vulns::VulnDb;
+use whittle::evidence::vulns::matching::scan;
+use whittle::image::distribution::store::{Location, Store};
+use whittle::image::packages::{Inventory, Manager, OsRelease, Package, read_inventory};
 use whittle_testbed::images::fixtures;
 use whittle_testbed::images::registry::Registry;
 
@@ -146,6 +149,27 @@ fn the_hardened_nginx_tells_scanners_what_remains() {
             .into()
     );
 
+    // Read back from the registry (only its package database), the hardened image has the
+    // packages that remain, and matching them again finds what the harden said it keeps: what
+    // continuous hardening re-matches at every check.
+    let (source_inv, hardened_inv) = read_inventories(&registry, &src, hardened);
+    let names = |inv: &Inventory| -> BTreeSet<String> {
+        inv.packages.iter().map(|p| p.name.clone()).collect()
+    };
+    assert_eq!(names(&hardened_inv), remaining, "the pruned database");
+    assert_eq!(names(&source_inv), all, "the source's database");
+    let os = hardened_inv.os.clone().expect("os-release");
+    assert_eq!(
+        (os.id.as_str(), os.version_id.as_deref()),
+        ("debian", Some("12"))
+    );
+    let vuln_db = VulnDb::load(&db).expect("the OSV fixture");
+    let rematched: BTreeSet<String> = scan(&vuln_db, &hardened_inv)
+        .iter()
+        .map(|f| format!("{} {}", f.id, f.package))
+        .collect();
+    assert_eq!(rematched, ids("remaining"));
+
     // Both SBOMs are valid CycloneDX 1.6 and list what syft lists.
     for (file, want) in [("source.cdx.json", &all), ("hardened.cdx.json", &remaining)] {
         let bom = json(&sboms.join(file));
@@ -271,6 +295,27 @@ fn the_hardened_nginx_tells_scanners_what_remains() {
         )),
         "{inspected}"
     );
+}
+
+/// The inventories of `source` and `hardened` as `read_inventory` reads them from the registry.
+fn read_inventories(registry: &Registry, source: &str, hardened: &str) -> (Inventory, Inventory) {
+    whittle::init_tls();
+    let store = Store::new(
+        whittle::image::distribution::credentials::Credentials::anonymous(),
+        whittle::image::distribution::registry::RegistryOptions {
+            insecure_registries: vec![registry.host()],
+            ..Default::default()
+        },
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let read = |r: &str| {
+            let location = Location::parse(r).expect("reference");
+            let store = &store;
+            async move { read_inventory(store, &location).await.expect("inventory") }
+        };
+        (read(source).await, read(hardened).await)
+    })
 }
 
 /// A manifest or index as the registry serves it, read with skopeo (not whittle's client).

@@ -435,6 +435,20 @@ pub struct VulnerabilitiesStatus {
     /// libc6, version: 2.36-9+deb12u1, fixedVersion: 2.36-9+deb12u3, severity: High}]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<KeptVulnerability>,
+    /// When the hardened image's packages were last matched against the database: by the
+    /// harden, then again by each continuous check that finds the image or the database
+    /// changed, e.g. `2026-11-23T11:25:40Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_at: Option<Time>,
+    /// The hardened image whose packages were matched, e.g.
+    /// `registry.example.com/shop/web@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_image: Option<String>,
+    /// The database they were matched against: its name and a digest of its records, e.g.
+    /// `debian@5d41402abc4b2a76`; a check whose database and image are those matched already
+    /// does not read the image again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_database: Option<String>,
 }
 
 /// One vulnerability the hardened image keeps (a file of its package is still there).

@@ -81,8 +81,8 @@ pub struct OperatorArgs {
     )]
     watch_namespaces: Vec<String>,
     /// An OSV vulnerability database workflows may name in spec.vulnerabilities.db, as
-    /// NAME=URL (downloaded, again once an hour old) or NAME=/PATH (a zip or directory in this
-    /// pod), e.g. debian=https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip.
+    /// NAME=URL (downloaded) or NAME=/PATH (a zip or directory in this pod), loaded again
+    /// once it is --vuln-db-refresh old, e.g. debian=https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip.
     /// Repeatable. Workflows can name no other.
     #[arg(long = "vuln-db", value_name = "NAME=URL|PATH", value_parser = parse_vuln_db)]
     vuln_dbs: Vec<(String, VulnDbSource)>,
@@ -100,6 +100,10 @@ pub struct OperatorArgs {
     /// The memory all loaded vulnerability databases may take together.
     #[arg(long, value_name = "SIZE", value_parser = limits::parse_size, default_value = "256Mi")]
     vuln_db_memory: u64,
+    /// How long a loaded vulnerability database is used before it is downloaded (or read)
+    /// again; continuous hardening re-matches the hardened images against it when it changed.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "1h")]
+    vuln_db_refresh: Duration,
 }
 
 pub async fn operator(args: OperatorArgs) -> CliResult {
@@ -116,6 +120,7 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
             download_bytes: args.vuln_db_max_size,
             entry_bytes: args.vuln_db_max_entry_size,
             memory_bytes: args.vuln_db_memory,
+            refresh: args.vuln_db_refresh,
         },
     );
     let client = Client::try_default().await?;

@@ -165,6 +165,13 @@ reasons! {
     /// UpToDate is Unknown: the workflow has no `status.sourceReference` (it succeeded before
     /// continuous hardening existed); recreate it to keep its result current.
     SourceUnknown,
+    /// UpToDate is False, Warning Event (once per new set): the hardened image keeps a
+    /// vulnerability at or above the threshold with a fix, and the source names no new digest:
+    /// the source image must be rebuilt with the fix.
+    RebuildNeeded,
+    /// Warning Event: the hardened image's packages could not be matched again against the
+    /// vulnerability database; tried again at the next check.
+    RematchFailed,
 }
 
 impl std::fmt::Display for Reason {

@@ -21,6 +21,7 @@ mod hardening;
 mod instrumenting;
 mod observing;
 mod pending;
+mod rematch;
 mod signing;
 mod step;
 mod verifying;

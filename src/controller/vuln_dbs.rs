@@ -1,5 +1,6 @@
 //! The vulnerability databases workflows name: each one the operator's admin configured by
-//! name, a URL downloaded once an hour at most, or a path in the operator's pod.
+//! name, a URL downloaded or a path in the operator's pod read, again once it is an hour old
+//! (`--vuln-db-refresh`), so that continuous hardening matches against new records.
 //!
 //! A workflow only names a database; it never makes the operator fetch a URL or open a path of
 //! its choosing. Each database loads on its own (a slow download of one never holds up
@@ -16,15 +17,16 @@ use super::reason::Reason;
 use crate::evidence::vulns::{DEFAULT_ENTRY_BYTES, LoadLimits, MemoryBudget, VulnDb, VulnDbError};
 use crate::image::limits::{duration_text, size_text};
 
-/// How long a downloaded database is used before it is fetched again.
-const DB_MAX_AGE: Duration = Duration::from_secs(3600);
+/// How long a loaded database is used before it is fetched (or read) again.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(3600);
 
 /// Where a database the admin configured comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VulnDbSource {
-    /// Downloaded (`http://` or `https://`), again once it is an hour old.
+    /// Downloaded (`http://` or `https://`), again once it is [`VulnDbLimits::refresh`] old.
     Url(String),
-    /// A zip, directory or record in the operator's pod (a mounted volume), read once.
+    /// A zip, directory or record in the operator's pod (a mounted volume), read again once it
+    /// is [`VulnDbLimits::refresh`] old (a volume another process keeps current).
     Path(PathBuf),
 }
 
@@ -82,6 +84,8 @@ pub struct VulnDbLimits {
     pub entry_bytes: u64,
     /// The memory all loaded databases may take together.
     pub memory_bytes: u64,
+    /// How long a loaded database is used before it is loaded again.
+    pub refresh: Duration,
 }
 
 /// osv.dev's Debian/all.zip is about 100 MiB; the chart's spool volume is 2Gi.
@@ -97,6 +101,7 @@ impl Default for VulnDbLimits {
             download_bytes: DEFAULT_DOWNLOAD_BYTES,
             entry_bytes: DEFAULT_ENTRY_BYTES,
             memory_bytes: DEFAULT_MEMORY_BYTES,
+            refresh: DEFAULT_REFRESH,
         }
     }
 }
@@ -120,11 +125,11 @@ struct Slot {
 }
 
 impl Slot {
-    fn fresh(&self) -> Option<Arc<VulnDb>> {
+    fn fresh(&self, max_age: Duration) -> Option<Arc<VulnDb>> {
         let loaded = self.loaded.lock().ok()?;
         loaded
             .as_ref()
-            .filter(|(at, _)| at.elapsed() < DB_MAX_AGE)
+            .filter(|(at, _)| at.elapsed() < max_age)
             .map(|(_, db)| db.clone())
     }
 
@@ -219,11 +224,11 @@ impl VulnDbs {
     pub async fn get(&self, name: &str) -> Result<Arc<VulnDb>> {
         let source = self.check(name)?;
         let slot = self.slot(name);
-        if let Some(db) = slot.fresh() {
+        if let Some(db) = slot.fresh(self.limits.refresh) {
             return Ok(db);
         }
         let _loading = slot.loading.lock().await;
-        if let Some(db) = slot.fresh() {
+        if let Some(db) = slot.fresh(self.limits.refresh) {
             return Ok(db);
         }
         // A refresh must fit beside the other databases, not beside its own stale copy.
@@ -500,6 +505,44 @@ mod tests {
         ] {
             assert!(parse_vuln_db(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_path_is_read_again_once_it_is_older_than_the_refresh() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for entry in std::fs::read_dir(fixture_dir()).expect("fixture") {
+            let path = entry.expect("entry").path();
+            std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+        }
+        let limits = VulnDbLimits {
+            refresh: Duration::from_millis(300),
+            ..VulnDbLimits::default()
+        };
+        let dbs = dbs(&[("local", VulnDbSource::Path(dir.path().into()))], limits);
+        let first = dbs.get("local").await.expect("loaded");
+        assert_eq!(first.len(), 4);
+        let extra = std::fs::read_dir(fixture_dir())
+            .expect("fixture")
+            .next()
+            .expect("a record")
+            .expect("entry")
+            .path();
+        let record = std::fs::read_to_string(extra).expect("record");
+        let id = serde_json::from_str::<serde_json::Value>(&record).expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let renamed = record.replace(&id, "WHITTLE-TEST-NEW");
+        std::fs::write(dir.path().join("new.json"), renamed).expect("write");
+        let cached = dbs.get("local").await.expect("cached");
+        assert!(
+            Arc::ptr_eq(&first, &cached),
+            "not read again before the refresh"
+        );
+        drop((first, cached));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let again = dbs.get("local").await.expect("read again");
+        assert_eq!(again.len(), 5, "the new record is in");
     }
 
     #[tokio::test]

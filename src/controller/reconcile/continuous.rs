@@ -1,7 +1,8 @@
 //! Succeeded: a finished workflow runs no more tests; with `spec.continuous` it asks the
 //! registry every `checkInterval` (one manifest HEAD) whether the source reference moved, and
 //! starts a run from the stored profile when it did, or when the spec changed
-//! (`phase::refresh` decides when). A check that fails is reported and tried again next
+//! (`phase::refresh` decides when); when it did not, the hardened image's packages are matched
+//! again against the vulnerability database (`rematch.rs`). A check that fails is reported and tried again next
 //! interval: it never fails a workflow that succeeded.
 
 use std::time::Duration;
@@ -84,8 +85,10 @@ impl Step<'_> {
                 if digest.is_some() {
                     self.status.source_digest = digest;
                 }
-                let current = format!("{reference} still names {}", self.source_text());
-                self.condition(ConditionType::UpToDate, true, Reason::Current, &current);
+                if !self.rematch(&reference).await {
+                    let current = format!("{reference} still names {}", self.source_text());
+                    self.condition(ConditionType::UpToDate, true, Reason::Current, &current);
+                }
                 Ok(Action::requeue(SOON))
             }
             (Found::Same(digest), _) => {

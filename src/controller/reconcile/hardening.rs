@@ -21,7 +21,7 @@ use crate::evidence::produce::{self, EvidenceOptions};
 use crate::evidence::vulns::gate::refusal;
 use crate::evidence::vulns::matching::Finding;
 use crate::evidence::vulns::severity::Severity;
-use crate::evidence::vulns::{Counts, Gate, KEPT_LIST_LIMIT, VulnSummary, worst_first};
+use crate::evidence::vulns::{Counts, Gate, KEPT_LIST_LIMIT, VulnDb, VulnSummary, worst_first};
 use crate::image::distribution::store::Store;
 use crate::image::harden::Summary;
 use crate::reports;
@@ -127,6 +127,9 @@ impl Step<'_> {
             Some(db) => Some(self.ctx.vuln_dbs.get(db).await?),
             None => None,
         };
+        let matched_database = (self.workflow.spec.vulnerabilities.db.as_ref())
+            .zip(vuln_db.as_ref())
+            .map(|(name, db)| database_version(name, db));
         let options = EvidenceOptions {
             sbom_dir: None,
             attach_sbom: self.workflow.spec.harden.sbom,
@@ -137,7 +140,15 @@ impl Step<'_> {
         };
         let evidence = produce::describe(store, summary, &options).await?;
         self.status.sbom = evidence.sbom.map(|a| a.reference);
-        self.status.vulnerabilities = evidence.vulnerabilities.as_ref().map(vulnerabilities);
+        self.status.vulnerabilities = evidence.vulnerabilities.as_ref().map(|v| {
+            // What continuous checks compare with, so that they do not match this again.
+            VulnerabilitiesStatus {
+                matched_at: Some(self.now.clone()),
+                matched_image: Some(summary.hardened_image.clone()),
+                matched_database: matched_database.clone(),
+                ..vulnerabilities(v)
+            }
+        });
         // The post-scan gate: what it refuses is never verified, signed or promoted (a
         // continuous run's failure puts the last good result back).
         if let (Some(fail_on), Some(found)) = (
@@ -199,23 +210,46 @@ fn harden_result(summary: &Summary) -> HardenResult {
     }
 }
 
-/// `status.vulnerabilities` from what the vulnerability match found.
-fn vulnerabilities(v: &VulnSummary) -> VulnerabilitiesStatus {
-    let counts = |c: &Counts| SeverityCounts {
+/// A database as `status.vulnerabilities.matchedDatabase` names it: `debian@5d41402abc4b2a76`.
+pub(super) fn database_version(name: &str, db: &VulnDb) -> String {
+    format!("{name}@{}", db.version())
+}
+
+fn counts(c: &Counts) -> SeverityCounts {
+    SeverityCounts {
         total: c.total as u64,
         critical: c.critical as u64,
         high: c.high as u64,
         medium: c.medium as u64,
         low: c.low as u64,
         unknown: c.unknown as u64,
-    };
-    let fixable: Vec<Finding> = v
-        .remaining
+    }
+}
+
+/// `status.vulnerabilities` from what the vulnerability match found.
+fn vulnerabilities(v: &VulnSummary) -> VulnerabilitiesStatus {
+    let (after, fixable, kept) = keeps(&v.remaining);
+    VulnerabilitiesStatus {
+        before: counts(&v.before),
+        after,
+        removed: v.removed.len() as u64,
+        fixable,
+        kept,
+        ..Default::default()
+    }
+}
+
+/// What a hardened image keeps, for `status.vulnerabilities`: `after` and `fixable` counted,
+/// and the worst listed in `kept`.
+pub(super) fn keeps(
+    remaining: &[Finding],
+) -> (SeverityCounts, SeverityCounts, Vec<KeptVulnerability>) {
+    let fixable: Vec<Finding> = remaining
         .iter()
         .filter(|f| f.fixed.is_some())
         .cloned()
         .collect();
-    let kept = worst_first(&v.remaining)
+    let kept = worst_first(remaining)
         .into_iter()
         .take(KEPT_LIST_LIMIT)
         .map(|f| KeptVulnerability {
@@ -226,16 +260,14 @@ fn vulnerabilities(v: &VulnSummary) -> VulnerabilitiesStatus {
             severity: severity(f.severity),
         })
         .collect();
-    VulnerabilitiesStatus {
-        before: counts(&v.before),
-        after: counts(&v.after),
-        removed: v.removed.len() as u64,
-        fixable: counts(&Counts::of(&fixable)),
+    (
+        counts(&Counts::of(remaining)),
+        counts(&Counts::of(&fixable)),
         kept,
-    }
+    )
 }
 
-fn severity(s: Severity) -> VulnerabilitySeverity {
+pub(super) fn severity(s: Severity) -> VulnerabilitySeverity {
     match s {
         Severity::Critical => VulnerabilitySeverity::Critical,
         Severity::High => VulnerabilitySeverity::High,
@@ -248,7 +280,7 @@ fn severity(s: Severity) -> VulnerabilitySeverity {
 const FAIL_ON: &str = "spec.vulnerabilities.failOn";
 
 /// The evidence's gate for `spec.vulnerabilities.failOn`.
-fn gate(fail_on: &FailOn) -> Gate {
+pub(super) fn gate(fail_on: &FailOn) -> Gate {
     let severity = match fail_on.severity {
         GateSeverity::Critical => Severity::Critical,
         GateSeverity::High => Severity::High,

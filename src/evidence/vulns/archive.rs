@@ -57,6 +57,7 @@ impl VulnDb {
             if bytes.len() as u64 > entry_bytes {
                 return Err(too_large());
             }
+            self.fingerprint(&bytes);
             let raw = serde_json::from_slice(&bytes).map_err(|source| VulnDbError::ZipRecord {
                 db: path.to_path_buf(),
                 entry: name,

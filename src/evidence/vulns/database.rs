@@ -116,6 +116,8 @@ pub struct VulnDb {
     pub(super) bytes: u64,
     /// Where `bytes` was charged, to be given back on drop.
     pub(super) budget: Option<Arc<MemoryBudget>>,
+    /// The records' contents summed up, whatever their order (see [`VulnDb::version`]).
+    fingerprint: u64,
 }
 
 impl Drop for VulnDb {
@@ -185,6 +187,7 @@ impl VulnDb {
             files.sort();
             for file in files {
                 read_file(path, &file, limits.entry_bytes, &mut bytes)?;
+                db.fingerprint(&bytes);
                 let raw = serde_json::from_slice(&bytes).map_err(|source| VulnDbError::Record {
                     db: path.to_path_buf(),
                     file: file.clone(),
@@ -194,6 +197,7 @@ impl VulnDb {
             }
         } else if is_json(path) {
             read_file(path, path, limits.entry_bytes, &mut bytes)?;
+            db.fingerprint(&bytes);
             let raw = serde_json::from_slice(&bytes).map_err(|source| VulnDbError::Record {
                 db: path.to_path_buf(),
                 file: path.to_path_buf(),
@@ -283,6 +287,23 @@ impl VulnDb {
             aliases,
             summary: raw.summary,
         });
+    }
+
+    /// Counts one record's bytes into [`VulnDb::version`].
+    pub(super) fn fingerprint(&mut self, record: &[u8]) {
+        // FNV-1a per record, summed: the same records give the same version in any order (a
+        // zip's entry order is the publisher's).
+        let hash = record.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        self.fingerprint = self.fingerprint.wrapping_add(hash);
+    }
+
+    /// What the database holds, in 16 hex digits: the same for the same records, whenever and
+    /// wherever they were loaded, so that a match need not be repeated against a database that
+    /// a refresh (or an operator restart) loaded again unchanged.
+    pub fn version(&self) -> String {
+        format!("{:016x}", self.fingerprint)
     }
 
     /// Records loaded, withdrawn ones not counted.
@@ -402,6 +423,28 @@ mod tests {
 
     use super::*;
     use crate::evidence::vulns::testing::{deb12, hit, hits};
+
+    #[test]
+    fn the_version_changes_with_the_records_and_not_with_their_order_or_a_reload() {
+        let record = |id: &str| deb12(id, "glibc", r#"{"introduced": "0"}"#, "");
+        let one = tempfile::tempdir().unwrap();
+        fs::write(one.path().join("a.json"), record("A")).unwrap();
+        fs::write(one.path().join("b.json"), record("B")).unwrap();
+        // The same records under names that sort the other way.
+        let other = tempfile::tempdir().unwrap();
+        fs::write(other.path().join("z.json"), record("A")).unwrap();
+        fs::write(other.path().join("y.json"), record("B")).unwrap();
+        let version = |p: &Path| VulnDb::load(p).unwrap().version();
+        let first = version(one.path());
+        assert_eq!(first.len(), 16);
+        assert_eq!(version(one.path()), first, "reloaded unchanged");
+        assert_eq!(version(other.path()), first, "in another order");
+        fs::write(one.path().join("c.json"), record("C")).unwrap();
+        let added = version(one.path());
+        assert_ne!(added, first, "a new record");
+        fs::write(one.path().join("c.json"), record("C2")).unwrap();
+        assert_ne!(version(one.path()), added, "an edited record");
+    }
 
     #[test]
     fn withdrawn_records_are_skipped() {

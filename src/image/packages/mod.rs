@@ -9,6 +9,10 @@ pub mod database;
 
 use serde::Serialize;
 
+use super::distribution::store::{Location, Store};
+use super::error::Result;
+use super::harden::read_image;
+
 /// Which database a package came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,4 +90,15 @@ pub struct Inventory {
     pub os: Option<OsRelease>,
     /// Sorted by manager, then name.
     pub packages: Vec<Package>,
+}
+
+/// The distribution and packages of an image in a registry, as a scanner would read them:
+/// only os-release and the package database files are set aside (within the store's limits,
+/// as every image read). On a hardened image that is the pruned database, so the packages are
+/// those it still holds files of.
+pub async fn read_inventory(store: &Store, location: &Location) -> Result<Inventory> {
+    let image = store.resolve(location).await?;
+    let retain = |_layer: usize, path: &str| database::is_database(path);
+    let (tree, spool, _) = read_image(store, &image, retain, false, None).await?;
+    Ok(database::Database::read(&tree, &spool).inventory(None))
 }
