@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -15,7 +13,7 @@ use kube::api::Api;
 use serde_json::json;
 use whittle::api::{HardeningWorkflowStatus, Phase, Trigger};
 use whittle_testbed::cluster::Cluster;
-use whittle_testbed::images::{fixtures, oci_layout};
+use whittle_testbed::images::fixtures;
 
 use support::*;
 
@@ -48,34 +46,10 @@ async fn wait_runs(client: &kube::Client, ns: &str, runs: usize) -> HardeningWor
     }
 }
 
-/// The busybox fixture with `files` (relative path → content; a `.wh.NAME` entry deletes NAME)
-/// as one more layer, pushed under `repo_tag`: a rebuilt source under the same tag.
+/// The busybox fixture rebuilt with `files` and pushed under `repo_tag`.
 fn push_rebuilt(c: &Cluster, files: &[(&str, &str)], repo_tag: &str) -> String {
     let fixture = fixtures::busybox(None).expect("busybox fixture");
-    let copy = tempfile::tempdir().expect("temp dir");
-    let layout = copy.path().join("layout");
-    let status = Command::new("cp")
-        .args(["-a"])
-        .arg(&fixture.layout)
-        .arg(&layout)
-        .status()
-        .expect("cp");
-    assert!(status.success(), "copy the fixture layout");
-    let layer = tempfile::tempdir().expect("layer dir");
-    for (path, content) in files {
-        let path = layer.path().join(path);
-        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/"))).expect("mkdir");
-        std::fs::write(&path, content).expect("write a layer file");
-    }
-    oci_layout::append_layer(&layout, &fixture.tag, layer.path(), "a rebuild").expect("layer");
-    let rebuilt = fixtures::Fixture {
-        name: "busybox-rebuilt".into(),
-        layout,
-        tag: fixture.tag.clone(),
-    };
-    rebuilt
-        .push(c.registry(), repo_tag)
-        .expect("push the rebuilt source")
+    support::push_rebuilt(c, &fixture, files, repo_tag)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -21,7 +21,7 @@ use futures::FutureExt;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
 use serde_json::json;
-use whittle::api::{HardeningWorkflowStatus, Phase};
+use whittle::api::{HardeningWorkflowStatus, Phase, Trigger};
 use whittle_testbed::cluster::Cluster;
 use whittle_testbed::images::fixtures;
 
@@ -217,6 +217,32 @@ async fn scenario(c: &Cluster, registry: &str, osv: &Path, operator: &mut Operat
     assert_eq!(later.history, first.history, "no new run");
     let given = rebuild_events(&client, &ns).await;
     assert_eq!(given, [(message, 1)], "one Warning Event");
+
+    // The source is rebuilt under its tag: the next check hardens it, a run the kept
+    // vulnerability asked for.
+    let nginx = fixtures::nginx().expect("nginx fixture");
+    push_rebuilt(
+        c,
+        &nginx,
+        &[("etc/rebuilt", "1")],
+        "whittle-examples/nginx:1",
+    );
+    let rerun = wait_until(&client, &ns, "a run from the rebuilt source", |s| {
+        s.history.len() == 2 && s.phase() == Phase::Succeeded
+    })
+    .await;
+    let run = &rerun.history[0];
+    assert_eq!(
+        (run.trigger, run.verdict),
+        (Trigger::Vulnerabilities, Phase::Succeeded),
+        "{run:?}"
+    );
+    assert_eq!(run.vulnerabilities_before, Some(v1.before.total), "{run:?}");
+    assert!(run.duration_seconds.is_some_and(|d| d >= 0), "{run:?}");
+    assert_ne!(
+        rerun.hardened_image, first.hardened_image,
+        "a new hardened image"
+    );
 }
 
 /// Polls the workflow's status until `done` holds.

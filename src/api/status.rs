@@ -134,6 +134,7 @@ pub enum Trigger {
     Initial,
     NewDigest,
     SpecChange,
+    Vulnerabilities,
 }
 
 impl Trigger {
@@ -142,6 +143,7 @@ impl Trigger {
             Trigger::Initial => "Initial",
             Trigger::NewDigest => "NewDigest",
             Trigger::SpecChange => "SpecChange",
+            Trigger::Vulnerabilities => "Vulnerabilities",
         }
     }
 }
@@ -150,7 +152,9 @@ impl Trigger {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
-    /// What started it: `Initial`, `NewDigest` or `SpecChange`, e.g. `NewDigest`.
+    /// What started it: `Initial`, `NewDigest`, `SpecChange`, or `Vulnerabilities` (a new
+    /// digest while the hardened image kept a fixable vulnerability that asked for a rebuild),
+    /// e.g. `NewDigest`.
     pub trigger: Trigger,
     /// How it ended: `Succeeded` or `Failed`, e.g. `Succeeded`.
     pub verdict: Phase,
@@ -163,9 +167,15 @@ pub struct Run {
     /// The hardened image it made, pinned, e.g. `registry.example.com/shop/web@sha256:cc66…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardened_image: Option<String>,
+    /// Known vulnerabilities in the source (with `spec.vulnerabilities.db`), e.g. `41`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vulnerabilities_before: Option<u64>,
     /// Known vulnerabilities in the hardened image (with `spec.vulnerabilities.db`), e.g. `9`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vulnerabilities_after: Option<u64>,
+    /// How long the run took, in seconds, e.g. `250`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
     /// Whether the run observed the workload (the first run, and a continuous one whose
     /// profile-only image failed verification) rather than hardening from the stored profile
     /// alone, e.g. `false`.
@@ -623,7 +633,12 @@ impl HardeningWorkflowStatus {
             reason: reason.map(str::to_string),
             source_image: self.source_image.clone(),
             hardened_image: self.hardened_image.clone(),
+            vulnerabilities_before: self.vulnerabilities.as_ref().map(|v| v.before.total),
             vulnerabilities_after: self.vulnerabilities.as_ref().map(|v| v.after.total),
+            duration_seconds: self
+                .started_at
+                .as_ref()
+                .map(|start| now.0.as_second() - start.0.as_second()),
             observed: self.trigger.is_none_or(|t| t == Trigger::Initial) || self.observing_again,
             started_at: self.started_at.clone(),
             completed_at: now.clone(),
@@ -953,6 +968,7 @@ mod tests {
             s.record_run(Phase::Succeeded, None, &at(i));
         }
         assert_eq!(s.history.len(), HISTORY_LIMIT);
+        assert_eq!(s.history[0].duration_seconds, Some(0));
         assert_eq!(
             s.history[0].completed_at,
             at(HISTORY_LIMIT as i64 + 4),

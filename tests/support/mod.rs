@@ -518,3 +518,58 @@ pub async fn deploy_nginx_example(client: &Client, ns: &str, registry: &str) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     ready_pod_ip(&pods, "app=nginx").await;
 }
+
+/// `fixture` with `files` (relative path → content; a `.wh.NAME` entry deletes NAME) as one more
+/// layer, pushed under `repo_tag`: a source rebuilt under the same tag, a new digest.
+pub fn push_rebuilt(
+    c: &Cluster,
+    fixture: &whittle_testbed::images::fixtures::Fixture,
+    files: &[(&str, &str)],
+    repo_tag: &str,
+) -> String {
+    let copy = tempfile::tempdir().expect("temp dir");
+    let layout = copy.path().join("layout");
+    let status = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(&fixture.layout)
+        .arg(&layout)
+        .status()
+        .expect("cp");
+    assert!(status.success(), "copy the fixture layout");
+    let layer = tempfile::tempdir().expect("layer dir");
+    // The layer's directories land on the image's own (its root included): they keep the
+    // modes a Debian image has, not a temp dir's 0700.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    mode(layer.path(), 0o755);
+    for (path, content) in files {
+        let path = layer.path().join(path);
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        fs::create_dir_all(parent).expect("mkdir");
+        for dir in parent
+            .ancestors()
+            .take_while(|d| d.starts_with(layer.path()))
+        {
+            mode(dir, 0o755);
+        }
+        fs::write(&path, content).expect("write a layer file");
+        mode(&path, 0o644);
+    }
+    whittle_testbed::images::oci_layout::append_layer(
+        &layout,
+        &fixture.tag,
+        layer.path(),
+        "a rebuild",
+    )
+    .expect("layer");
+    let rebuilt = whittle_testbed::images::fixtures::Fixture {
+        name: format!("{}-rebuilt", fixture.name),
+        layout,
+        tag: fixture.tag.clone(),
+    };
+    rebuilt
+        .push(c.registry(), repo_tag)
+        .expect("push the rebuilt source")
+}

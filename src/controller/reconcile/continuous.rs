@@ -101,9 +101,20 @@ impl Step<'_> {
                 Ok(Action::requeue(SOON))
             }
             (Found::New(pinned, digest), _) => {
+                let trigger = match trigger {
+                    Trigger::NewDigest if self.rebuild_needed() => Trigger::Vulnerabilities,
+                    other => other,
+                };
                 self.start(trigger, pinned, digest, &reference).await
             }
         }
+    }
+
+    /// The hardened image keeps a fixable vulnerability that asked for a rebuild of the source.
+    fn rebuild_needed(&self) -> bool {
+        self.status
+            .condition(ConditionType::UpToDate)
+            .is_some_and(|c| c.status == "False" && c.reason == Reason::RebuildNeeded.as_str())
     }
 
     /// The source's digest now: one HEAD when the registry's digest is already known; a GET
@@ -139,6 +150,12 @@ impl Step<'_> {
             .start_run(trigger, pinned.clone(), digest, generation, &self.now);
         let (event, why) = match trigger {
             Trigger::SpecChange => (Reason::SpecChanged, "the spec changed".to_string()),
+            Trigger::Vulnerabilities => (
+                Reason::NewDigest,
+                format!(
+                    "{reference} names a new digest, which may fix what the hardened image keeps"
+                ),
+            ),
             _ => (Reason::NewDigest, format!("{reference} names a new digest")),
         };
         let message = format!("{why}: hardening {pinned} from the stored profile");
