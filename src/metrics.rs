@@ -89,7 +89,7 @@ pub struct Metrics {
     /// `whittle_rollbacks_total{reason}`: the original template restored after a failure.
     pub rollbacks: IntCounterVec,
     /// `whittle_runs_total{trigger,result}`: runs that ended, by what started them (`Initial`,
-    /// `NewDigest`, `SpecChange`) and how (`Succeeded`, `Failed`).
+    /// `NewDigest`, `SpecChange`, `Vulnerabilities`) and how (`Succeeded`, `Failed`).
     pub runs: IntCounterVec,
     /// `whittle_vulnerabilities_kept{namespace,workflow,severity}`: the known vulnerabilities
     /// each workflow's current hardened image keeps (with `spec.vulnerabilities.db`).

@@ -237,7 +237,15 @@ async fn scenario(c: &Cluster, registry: &str, osv: &Path, operator: &mut Operat
         (Trigger::Vulnerabilities, Phase::Succeeded),
         "{run:?}"
     );
-    assert_eq!(run.vulnerabilities_before, Some(v1.before.total), "{run:?}");
+    let counted = rerun
+        .vulnerabilities
+        .clone()
+        .expect("status.vulnerabilities");
+    assert_eq!(
+        (run.vulnerabilities_before, run.vulnerabilities_after),
+        (Some(counted.before.total), Some(counted.after.total)),
+        "the run's counts, with the record added above: {run:?}"
+    );
     assert!(run.duration_seconds.is_some_and(|d| d >= 0), "{run:?}");
     assert_ne!(
         rerun.hardened_image, first.hardened_image,
