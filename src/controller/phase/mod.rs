@@ -21,7 +21,7 @@ mod verifying;
 pub use collecting::{Collect, collect};
 pub use continuous::{AfterFailure, Refresh, Schedule, after_failure, refresh, spread_seed};
 pub use observing::{Observation, observation};
-pub use pending::{Pending, other_holder, pending};
+pub use pending::{Pending, pending};
 pub use retry::{AfterError, after_error, gives_up};
 pub use rollout::{Rollout, RolloutWatch, Trouble, pods_running, rollout};
 pub use verifying::{Exercised, exercised};
