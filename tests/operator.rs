@@ -32,7 +32,10 @@
 //! - a user's own `capabilities.add` is kept beside fanotify's SYS_ADMIN while instrumented,
 //!   and is back as it was after the restore;
 //! - a succeeded Job named `<workflow>-verify` that the workflow did not make does not pass
-//!   verification: Failed, ExerciseJobConflict, the Job left alone.
+//!   verification: Failed, ExerciseJobConflict, the Job left alone;
+//! - a Deployment Argo CD applied (its field manager owns the pod template) is left alone:
+//!   Pending and Stalled with `GitOpsManaged` and a Warning Event, until `gitOps: Proceed`,
+//!   then hardened.
 //!
 //! The CRD and the RBAC come from `helm install` of the chart, and the operator runs with the
 //! chart's ServiceAccount token, so each scenario also checks that those permissions suffice.
@@ -140,6 +143,10 @@ async fn workflows_run_on_a_real_cluster() {
             timed(
                 "a foreign verify Job",
                 Box::pin(foreign_verify_job(c, &busybox))
+            ),
+            timed(
+                "a Deployment Argo CD keeps in line",
+                Box::pin(gitops_managed(c, &busybox))
             ),
             timed(
                 "registry gone before instrumenting",
@@ -336,20 +343,7 @@ async fn unknown_vulnerability_database(c: &Cluster) {
 
     // kstatus (Flux's `wait: true`, kpt) sees a failure, not a run in progress forever, and
     // `kubectl wait` can wait for it.
-    let (status, message) = kstatus::kstatus(c, &ns, "web");
-    assert_eq!(status, "Failed", "{message}");
-    assert!(message.starts_with("spec.vulnerabilities.db:"), "{message}");
-    let (ok, out) = kstatus::kubectl(
-        c,
-        &ns,
-        &[
-            "wait",
-            "--for=condition=Stalled",
-            "--timeout=10s",
-            "hardeningworkflow/web",
-        ],
-    );
-    assert!(ok, "kubectl wait --for=condition=Stalled: {out}");
+    kstatus::assert_stalled(c, &ns, "web", "spec.vulnerabilities.db:");
 }
 
 /// `examples/promote`: the Deployment stays on the hardened image and serves from it.
@@ -839,6 +833,70 @@ async fn user_edits_kept(c: &Cluster, busybox: &str) {
             .any(|(r, m)| r == "UserChangesKept" && m.contains("user-edit")),
         "an Event says the edit was kept"
     );
+}
+
+/// A Deployment applied by Argo CD's field manager: the workflow changes nothing and stalls
+/// with `GitOpsManaged` (kstatus and `kubectl wait` see it, an Event says what to do) until the
+/// user says the tool was told to leave whittle's fields alone.
+async fn gitops_managed(c: &Cluster, busybox: &str) {
+    let (client, ns) = namespace(c, "gitops", &[]).await;
+    let (deployment, service) = busybox_web(busybox, 1);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .patch(
+            "web",
+            &PatchParams::apply("argocd-controller").force(),
+            &Patch::Apply(&deployment),
+        )
+        .await
+        .expect("apply as Argo CD");
+    apply(&client, &ns, &service).await;
+    let generation = deployments
+        .get("web")
+        .await
+        .expect("web")
+        .metadata
+        .generation;
+    apply_workflow(
+        &client,
+        &ns,
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
+               "observe": {"duration": "10s", "collectTimeout": "1m"},
+               "verify": {"enabled": false}}),
+    )
+    .await;
+    wait_for("the GitOpsManaged wait", || async {
+        status(&client, &ns, "web")
+            .await
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.reason == "GitOpsManaged")
+    })
+    .await;
+    kstatus::assert_stalled(c, &ns, "web", "Deployment ");
+    let (_, message) = kstatus::kstatus(c, &ns, "web");
+    assert!(message.contains("argocd-controller"), "{message}");
+    let events = events(&client, &ns, "web").await;
+    assert!(
+        events.iter().any(|(r, m)| r == "GitOpsManaged"
+            && m.contains("managedFieldsManagers: [whittle]")
+            && m.contains("spec.target.gitOps: Proceed")),
+        "{events:?}"
+    );
+    let d = deployments.get("web").await.expect("web");
+    assert_eq!(d.metadata.generation, generation, "nothing was changed");
+    assert!(!d.annotations().contains_key("whittle.dev/original"));
+
+    let workflows: Api<HardeningWorkflow> = Api::namespaced(client.clone(), &ns);
+    workflows
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"target": {"gitOps": "Proceed"}}})),
+        )
+        .await
+        .expect("gitOps: Proceed");
+    wait_phase(&client, &ns, "web", Phase::Succeeded).await;
 }
 
 /// Deleted while observed in fanotify mode: the whole pod template comes back, the user's own

@@ -15,7 +15,7 @@ use kube::Resource;
 pub use crd::{crd, crd_yaml};
 pub use duration::DurationString;
 pub use spec::{
-    Compression, Continuous, Exercise, FailOn, GateSeverity, Harden, HardeningWorkflow,
+    Compression, Continuous, Exercise, FailOn, GateSeverity, GitOps, Harden, HardeningWorkflow,
     HardeningWorkflowSpec, Observe, Registry, SensorMode, Sign, Target, TargetKind, Verify,
     Vulnerabilities,
 };

@@ -271,6 +271,28 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub container: Option<String>,
+    /// What to do when a GitOps controller (Argo CD, Flux) owns the target's pod template in
+    /// its `managedFields`, e.g. `Proceed`: `Wait` (the default) keeps the workflow Pending,
+    /// changing nothing, because the tool's self-heal or drift correction would revert the
+    /// instrumented template mid-run; `Proceed` once the tool leaves whittle's fields alone
+    /// (Argo CD: `ignoreDifferences` with `managedFieldsManagers: [whittle]`; Flux: see
+    /// docs/flux.md).
+    #[serde(default, skip_serializing_if = "GitOps::is_default")]
+    pub git_ops: GitOps,
+}
+
+/// See [`Target::git_ops`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum GitOps {
+    #[default]
+    Wait,
+    Proceed,
+}
+
+impl GitOps {
+    fn is_default(&self) -> bool {
+        *self == GitOps::Wait
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

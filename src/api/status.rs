@@ -659,9 +659,14 @@ impl HardeningWorkflowStatus {
 
     /// `Reconciling` and `Stalled` from the phase and `Ready`, as kstatus expects them: a run
     /// in progress (or waiting in Pending) is Reconciling with Ready's reason and message, a
-    /// Failed one is Stalled with its failure's, and a finished one has neither. True when
-    /// anything changed.
-    pub fn set_kstatus_conditions(&mut self, now: &Time, generation: Option<i64>) -> bool {
+    /// Failed one is Stalled with its failure's, and a finished one has neither. A wait that
+    /// only a person can end (`waits_on_a_person`) is Stalled too. True when anything changed.
+    pub fn set_kstatus_conditions(
+        &mut self,
+        now: &Time,
+        generation: Option<i64>,
+        waits_on_a_person: bool,
+    ) -> bool {
         let (reason, message) = match self.condition(ConditionType::Ready) {
             Some(ready) => (ready.reason.clone(), ready.message.clone()),
             None => (self.phase().as_str().to_string(), String::new()),
@@ -669,6 +674,7 @@ impl HardeningWorkflowStatus {
         let (reconciling, stalled) = match self.phase() {
             Phase::Succeeded => (false, false),
             Phase::Failed => (false, true),
+            Phase::Pending if waits_on_a_person => (false, true),
             _ => (true, false),
         };
         let mut changed = false;
@@ -827,7 +833,7 @@ mod tests {
         let row = |t: &str, r: &str| (t.to_string(), "True".to_string(), r.to_string());
         let mut s = HardeningWorkflowStatus::default();
         assert!(
-            s.set_kstatus_conditions(&at(1), Some(1)),
+            s.set_kstatus_conditions(&at(1), Some(1), false),
             "a new workflow is in progress"
         );
         assert_eq!(kinds(&s), [row("Reconciling", "Pending")]);
@@ -841,15 +847,30 @@ mod tests {
             &at(2),
             Some(1),
         );
-        assert!(s.set_kstatus_conditions(&at(2), Some(1)));
+        assert!(s.set_kstatus_conditions(&at(2), Some(1), false));
         assert_eq!(kinds(&s), [row("Reconciling", "TargetNotFound")]);
         assert_eq!(
             s.condition(ConditionType::Reconciling).unwrap().message,
             "no web"
         );
         assert!(
-            !s.set_kstatus_conditions(&at(3), Some(1)),
+            !s.set_kstatus_conditions(&at(3), Some(1), false),
             "nothing new, nothing changes"
+        );
+
+        s.set_condition(
+            ConditionType::Ready,
+            false.into(),
+            "GitOpsManaged",
+            "Argo CD",
+            &at(3),
+            Some(1),
+        );
+        assert!(s.set_kstatus_conditions(&at(3), Some(1), true));
+        assert_eq!(
+            kinds(&s),
+            [row("Stalled", "GitOpsManaged")],
+            "a wait only a person can end"
         );
 
         s.set_phase(Phase::Failed, &at(4));
@@ -861,7 +882,7 @@ mod tests {
             &at(4),
             Some(1),
         );
-        assert!(s.set_kstatus_conditions(&at(4), Some(1)));
+        assert!(s.set_kstatus_conditions(&at(4), Some(1), false));
         assert_eq!(kinds(&s), [row("Stalled", "ReadinessFailed")]);
         assert_eq!(
             s.condition(ConditionType::Stalled).unwrap().message,
@@ -869,7 +890,7 @@ mod tests {
         );
 
         let mut ok = HardeningWorkflowStatus::default();
-        ok.set_kstatus_conditions(&at(1), Some(1));
+        ok.set_kstatus_conditions(&at(1), Some(1), false);
         ok.set_phase(Phase::Succeeded, &at(5));
         ok.set_condition(
             ConditionType::Ready,
@@ -879,7 +900,7 @@ mod tests {
             &at(5),
             Some(1),
         );
-        assert!(ok.set_kstatus_conditions(&at(5), Some(1)));
+        assert!(ok.set_kstatus_conditions(&at(5), Some(1), false));
         assert_eq!(kinds(&ok), []);
         assert!(ok.is_true(ConditionType::Ready));
     }

@@ -18,6 +18,7 @@ pub mod deployment;
 pub mod engine;
 pub mod error;
 pub mod exercise;
+pub mod gitops;
 pub mod phase;
 pub mod reason;
 pub mod reconcile;

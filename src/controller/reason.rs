@@ -36,6 +36,10 @@ reasons! {
     ContainerNotFound,
     /// Pending: another workflow holds the target; Failed: another workflow took it meanwhile.
     TargetBusy,
+    /// Pending: Argo CD or Flux owns the target's pod template and `spec.target.gitOps` is
+    /// `Wait`: the tool would revert the instrumented template mid-run. Stalled until a person
+    /// configures the tool and sets `gitOps: Proceed`.
+    GitOpsManaged,
 
     // Failed: a failure retrying cannot fix. The Deployment gets its original template back.
     /// The target Deployment was deleted while the workflow ran.

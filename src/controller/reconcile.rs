@@ -47,7 +47,7 @@ use super::reason::Reason;
 use super::template::{self, Original};
 use super::{deployment, exercise};
 use crate::api::names::{FIELD_MANAGER, FINALIZER};
-use crate::api::{HardeningWorkflow, HardeningWorkflowStatus, Phase};
+use crate::api::{ConditionType, HardeningWorkflow, HardeningWorkflowStatus, Phase};
 use crate::reports;
 use step::Step;
 
@@ -120,7 +120,8 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
         }
     };
     // Also on a finished workflow: one from before these conditions existed gets them.
-    status.set_kstatus_conditions(&now, workflow.metadata.generation);
+    let stalled_wait = waits_on_a_person(&status);
+    status.set_kstatus_conditions(&now, workflow.metadata.generation, stalled_wait);
     let kept = status.vulnerabilities.as_ref().map(|v| &v.after);
     let (namespace, name) = (
         workflow.namespace().unwrap_or_default(),
@@ -217,6 +218,13 @@ async fn write_status(
     )
     .await?;
     Ok(())
+}
+
+/// Whether the workflow waits for something only a person can do (kstatus: Stalled).
+fn waits_on_a_person(status: &HardeningWorkflowStatus) -> bool {
+    status
+        .condition(ConditionType::Ready)
+        .is_some_and(|c| c.reason == Reason::GitOpsManaged.as_str())
 }
 
 /// An Event for every phase change: Normal, or Warning for Failed.

@@ -55,3 +55,15 @@ pub fn kstatus(c: &Cluster, ns: &str, name: &str) -> (String, String) {
         .unwrap_or((text.trim_end(), ""));
     (status.to_string(), message.to_string())
 }
+
+/// Asserts that kstatus reads workflow `name` as Failed (message starting with
+/// `message_start`) and that `kubectl wait --for=condition=Stalled` returns at once.
+pub fn assert_stalled(c: &Cluster, ns: &str, name: &str, message_start: &str) {
+    let (status, message) = kstatus(c, ns, name);
+    assert_eq!(status, "Failed", "{message}");
+    assert!(message.starts_with(message_start), "{message}");
+    let object = format!("hardeningworkflow/{name}");
+    let args = ["wait", "--for=condition=Stalled", "--timeout=10s", &object];
+    let (ok, out) = kubectl(c, ns, &args);
+    assert!(ok, "kubectl wait --for=condition=Stalled: {out}");
+}

@@ -2,7 +2,8 @@
 //! rule is unit-tested without a cluster; `reconcile/` gathers the inputs, asks the verdict of
 //! the matching file here, and acts on it.
 //!
-//! - `pending`: may the workflow start (target found, container there, nobody else holds it)?
+//! - `pending`: may the workflow start (target found, container there, nobody else holds
+//!   it, no GitOps tool in the way)?
 //! - `rollout`: is a rollout (instrumented or hardened) ready, waiting, crash-looping, stuck?
 //! - `observing`: has observation ended, should it wait, or did the exercise fail?
 //! - `collecting`: harden now, wait for more reports, or fail?

@@ -1,10 +1,13 @@
-//! Pending: the target must exist, have the container, and not be held by another workflow.
-//! Until then the workflow waits, nothing is changed, and the spec stays editable.
+//! Pending: the target must exist, have the container, not be held by another workflow, and
+//! not be kept in line by a GitOps tool (unless the user says it was told to leave whittle's
+//! fields alone). Until then the workflow waits, nothing is changed, and the spec stays
+//! editable.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 
-use crate::api::HardeningWorkflow;
+use crate::api::{GitOps, HardeningWorkflow};
+use crate::controller::gitops;
 use crate::controller::reason::Reason;
 use crate::controller::template::{Original, target_container};
 
@@ -34,6 +37,13 @@ pub fn pending(workflow: &HardeningWorkflow, d: Option<&Deployment>) -> Pending 
             "Deployment {namespace}/{target} is being hardened by workflow {holder}: waiting until it is restored"
         );
         return wait(Reason::TargetBusy, message);
+    }
+    if workflow.spec.target.git_ops == GitOps::Wait {
+        let owners = gitops::owners(d);
+        if !owners.is_empty() {
+            let what = format!("Deployment {namespace}/{target}");
+            return wait(Reason::GitOpsManaged, gitops::message(&what, &owners));
+        }
     }
     Pending::Start
 }
@@ -129,6 +139,23 @@ mod tests {
             let verdict = pending(&workflow(container), d.as_ref());
             assert_eq!(reason(&verdict), want, "{container:?} {verdict:?}");
         }
+    }
+
+    #[test]
+    fn a_target_argo_cd_keeps_in_line_waits_until_the_user_says_proceed() {
+        let mut d = deployment(&["web"], None);
+        d.metadata.managed_fields = Some(vec![
+            serde_json::from_value(json!({
+                "manager": "argocd-controller", "operation": "Apply",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {}}}}}
+            }))
+            .unwrap(),
+        ]);
+        let mut w = workflow(None);
+        assert_eq!(reason(&pending(&w, Some(&d))), Some(Reason::GitOpsManaged));
+        w.spec.target.git_ops = GitOps::Proceed;
+        assert_eq!(pending(&w, Some(&d)), Pending::Start);
     }
 
     #[test]

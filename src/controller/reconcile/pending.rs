@@ -2,6 +2,7 @@
 //! wait, changing nothing.
 
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 
 use super::step::{SOON, Step};
 use crate::api::{ConditionType, Phase};
@@ -19,7 +20,20 @@ impl Step<'_> {
         }
         let d = deployment::get(&self.ctx.client, &self.namespace(), self.target()).await?;
         match phase::pending(self.workflow, d.as_ref()) {
-            Pending::Wait { reason, message } => Ok(self.wait(reason, message)),
+            Pending::Wait { reason, message } => {
+                // Only this wait needs a person: say it once, where `kubectl describe` and
+                // event alerting look.
+                let was = self
+                    .status
+                    .condition(ConditionType::Ready)
+                    .map(|c| &c.reason);
+                if reason == Reason::GitOpsManaged && was.is_none_or(|r| r != reason.as_str()) {
+                    self.ctx
+                        .event(self.workflow, EventType::Warning, reason, &message)
+                        .await;
+                }
+                Ok(self.wait(reason, message))
+            }
             Pending::Start => {
                 self.condition(
                     ConditionType::Instrumented,
