@@ -14,7 +14,7 @@ SENSOR_BIN := $(STATIC_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle-sens
 STATIC_WHITTLE := $(STATIC_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle
 export WHITTLE_SENSOR_BIN := $(SENSOR_BIN)
 
-.PHONY: setup test demo lint sensor build install image cluster-bin cluster cluster-install demo-cluster bench-sensor bench-image bench-intake bench-continuous
+.PHONY: setup test demo lint sensor build install image chart cluster-bin cluster cluster-install demo-cluster bench-sensor bench-image bench-intake bench-continuous
 
 setup:
 	@bash testbed/scripts/setup.sh
@@ -41,11 +41,28 @@ install: build
 # target/image/whittle and, with IMAGE=registry/repo:tag, pushed there too (INSECURE=1 for a
 # plain-HTTP registry such as `make cluster`'s; REGISTRY_CONFIG=FILE for credentials). A release
 # publishes IMAGE=ghcr.io/whittle-dev/whittle:$(VERSION), the chart's default image.
+# SIGN_KEY=cosign.key (COSIGN_PASSWORD in the environment) signs the pushed image and attaches
+# its SLSA provenance and CycloneDX SBOM; docs/security.md says how to verify them.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMAGE_LAYOUT := $(CURDIR)/target/image/whittle
 image: build
 	$(DIST_DIR)/whittle operator-image oci:$(IMAGE_LAYOUT):$(VERSION) $(IMAGE) \
+		$(if $(SIGN_KEY),--sign-key $(SIGN_KEY)) \
 		$(if $(INSECURE),--insecure) $(if $(REGISTRY_CONFIG),--registry-config $(REGISTRY_CONFIG))
+
+# The chart as a package in target/chart and, with CHART_REGISTRY=oci://host/path, pushed there
+# with `helm push` (PLAIN_HTTP=1 for a plain-HTTP registry, REGISTRY_CONFIG=FILE for
+# credentials); it is then installed from oci://host/path/whittle. HELM defaults to the helm on
+# PATH, else the one `make setup` installs.
+HELM_VERSION := $(shell sed -n 's/^HELM_VERSION=//p' testbed/tools.env)
+HELM ?= $(or $(shell command -v helm 2>/dev/null),$(HOME)/.cache/whittle/tools/helm-$(HELM_VERSION)/helm)
+CHART_DIR ?= $(CURDIR)/target/chart
+CHART_VERSION := $(shell sed -n 's/^version: *//p' charts/whittle/Chart.yaml)
+chart:
+	mkdir -p $(CHART_DIR)
+	$(HELM) package charts/whittle --destination $(CHART_DIR)
+	$(if $(CHART_REGISTRY),$(HELM) push $(CHART_DIR)/whittle-$(CHART_VERSION).tgz $(CHART_REGISTRY) \
+		$(if $(PLAIN_HTTP),--plain-http) $(if $(REGISTRY_CONFIG),--registry-config $(REGISTRY_CONFIG)))
 
 # Lint, then every test in the workspace: unit tests next to the code and the integration tests
 # in tests/ (they need root, runc, the registry and the control plane that setup provides).

@@ -1043,3 +1043,101 @@ async fn namespace_users_get_workflow_verbs_from_the_builtin_roles() {
         "only where the binding is"
     );
 }
+
+/// `make chart` packages the chart and pushes it with `helm push` to an OCI registry (the real
+/// registry, plain HTTP); helm then shows and installs it from `oci://`, as the README's install
+/// section does, into the test control plane.
+#[tokio::test(flavor = "multi_thread")]
+async fn make_chart_pushes_to_an_oci_registry_that_helm_installs_from() {
+    use whittle_testbed::cluster::control_plane::ControlPlane;
+    use whittle_testbed::images::registry::Registry;
+
+    let registry = Registry::start().expect("registry");
+    let plane = ControlPlane::start().await.expect("control plane");
+    let helm = Helm::with_kubeconfig(&plane.kubeconfig()).expect("helm");
+    let packaged = tempfile::tempdir().expect("chart dir");
+    let repository = format!("oci://{}/charts", registry.host());
+
+    // The Makefile's own recipe, with the test bed's helm and its private helm home.
+    let helm_cmd = helm.command().expect("helm");
+    let mut make = std::process::Command::new("make");
+    make.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["--no-print-directory", "chart", "PLAIN_HTTP=1"])
+        .arg(format!("CHART_REGISTRY={repository}"))
+        .arg(format!("CHART_DIR={}", packaged.path().display()))
+        .arg(format!("HELM={}", helm_cmd.get_program().to_string_lossy()));
+    for (name, value) in helm_cmd.get_envs() {
+        if let Some(value) = value {
+            make.env(name, value);
+        }
+    }
+    let out = make.output().expect("run make");
+    assert!(
+        out.status.success(),
+        "make chart: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chart_yaml: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(Path::new(&chart()).join("Chart.yaml")).expect("Chart.yaml"),
+    )
+    .expect("Chart.yaml is YAML");
+    let version = chart_yaml["version"].as_str().expect("chart version");
+    assert!(
+        packaged
+            .path()
+            .join(format!("whittle-{version}.tgz"))
+            .is_file(),
+        "make chart packages into CHART_DIR"
+    );
+
+    let reference = format!("{repository}/whittle");
+    let shown = helm
+        .run(&[
+            "show",
+            "chart",
+            &reference,
+            "--version",
+            version,
+            "--plain-http",
+        ])
+        .expect("helm show chart oci://");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("name: whittle"), "{shown}");
+    assert!(shown.contains(&format!("version: {version}")), "{shown}");
+
+    helm.run(&[
+        "install",
+        "whittle",
+        &reference,
+        "--version",
+        version,
+        "--plain-http",
+        "--namespace",
+        "whittle-system",
+        "--create-namespace",
+        "--set",
+        "replicaCount=0",
+        "--set",
+        "leaderElection.enabled=false",
+        "--wait",
+    ])
+    .expect("helm install oci://");
+    assert!(
+        spec_fields_in_cluster(&plane.client())
+            .await
+            .iter()
+            .any(|f| f == "target"),
+        "the chart installed from the registry put the CRD in the cluster"
+    );
+    let listed = helm
+        .run(&["list", "--namespace", "whittle-system", "--output", "json"])
+        .expect("helm list");
+    let releases: Value = serde_json::from_slice(&listed.stdout).expect("helm list JSON");
+    assert_eq!(
+        releases[0]["chart"],
+        format!("whittle-{version}"),
+        "{releases}"
+    );
+    assert_eq!(releases[0]["status"], "deployed", "{releases}");
+}

@@ -371,6 +371,24 @@ fn sboms_of_any_inventory_are_valid_cyclonedx() {
         sbom::cyclonedx(&source, &inventory, None, ts),
         sbom::cyclonedx(&hardened, &inventory, Some(&source), ts),
         sbom::cyclonedx(&source, &Inventory::default(), None, ts),
+        sbom::assembled(
+            &hardened,
+            &[
+                sbom::File {
+                    path: "usr/local/bin/whittle",
+                    kind: "application",
+                    version: Some("0.1.0"),
+                    contents: b"\x7fELF",
+                },
+                sbom::File {
+                    path: "etc/passwd",
+                    kind: "data",
+                    version: None,
+                    contents: b"root:x:0:0::/:/sbin/nologin\n",
+                },
+            ],
+            ts,
+        ),
     ] {
         assert_eq!(cyclonedx_errors(&bom), Vec::<String>::new(), "{bom:#}");
     }

@@ -8,6 +8,10 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::json;
 
+use k8s_openapi::jiff::Timestamp;
+use whittle::evidence::produce;
+use whittle::evidence::sbom;
+use whittle::evidence::sign::SigningKey;
 use whittle::image::analysis::elf;
 use whittle::image::distribution::store::Location;
 use whittle::image::instrument::find_sensor;
@@ -40,11 +44,37 @@ pub struct OperatorImageArgs {
         default_value = "/etc/ssl/certs/ca-certificates.crt"
     )]
     ca_bundle: PathBuf,
+    /// Sign the image pushed to each registry destination with this EC P-256 key (a cosign
+    /// key with COSIGN_PASSWORD set, or PKCS#8 PEM), attest its SLSA provenance and attach its
+    /// CycloneDX SBOM, where `cosign verify --key` and admission policies find them.
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
+    /// Attach the image's CycloneDX SBOM to each registry destination as an OCI referrer, even
+    /// without --sign-key.
+    #[arg(long)]
+    sbom: bool,
     #[command(flatten)]
     registry: RegistryArgs,
 }
 
 pub async fn operator_image(args: OperatorImageArgs) -> CliResult {
+    let started_on = Timestamp::now();
+    let registries = args
+        .destinations
+        .iter()
+        .filter(|d| matches!(d, Location::Registry(_)))
+        .count();
+    if args.sign_key.is_some() && registries == 0 {
+        return Err(
+            "--sign-key: signatures are stored beside an image in a registry, and every destination is an oci: layout; add a registry/repo:tag destination (IMAGE=... for make image)"
+                .into(),
+        );
+    }
+    // A bad key fails before anything is built.
+    let key = match &args.sign_key {
+        Some(path) => Some(SigningKey::load(path)?),
+        None => None,
+    };
     let whittle = match &args.whittle {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -61,15 +91,57 @@ pub async fn operator_image(args: OperatorImageArgs) -> CliResult {
     );
     let named: Vec<Option<&Location>> = args.destinations.iter().map(Some).collect();
     let store = args.registry.store(Default::default(), &named)?;
+    let files = sbom_files(&recipe);
     for dst in &args.destinations {
         let made = assemble::assemble(&store, dst, &recipe).await?;
-        println!(
-            "{}  ({} bytes compressed)",
-            dst.pushed(&made.digest),
-            made.layer_bytes
-        );
+        let pinned = dst.pushed(&made.digest);
+        if matches!(dst, Location::Registry(_)) && (args.sbom || key.is_some()) {
+            let evidence = produce::assembled(
+                &store,
+                &pinned,
+                made.manifest_size,
+                &files,
+                json!({ "version": env!("CARGO_PKG_VERSION") }),
+                started_on,
+                key.as_ref(),
+            )
+            .await?;
+            // On stderr: the last line of stdout stays the pushed image (`make
+            // cluster-install` and scripts read it).
+            if let Some(a) = &evidence.sbom {
+                eprintln!("sbom        {} ({})", a.reference, a.via);
+            }
+            for (label, r) in [
+                ("signature", &evidence.signature),
+                ("provenance", &evidence.provenance),
+            ] {
+                if let Some(r) = r {
+                    eprintln!("{label:<11} {r}");
+                }
+            }
+        }
+        println!("{pinned}  ({} bytes compressed)", made.layer_bytes);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every file of the image for its SBOM and provenance: the two programs at this version, the
+/// rest as data.
+fn sbom_files(recipe: &Recipe) -> Vec<sbom::File<'_>> {
+    recipe
+        .entries
+        .iter()
+        .filter_map(|(path, entry)| {
+            let contents = entry.contents.as_deref()?;
+            let program = entry.mode & 0o111 != 0;
+            Some(sbom::File {
+                path,
+                kind: if program { "application" } else { "data" },
+                version: program.then_some(env!("CARGO_PKG_VERSION")),
+                contents,
+            })
+        })
+        .collect()
 }
 
 fn read(path: &Path, hint: &str) -> Result<Vec<u8>, String> {

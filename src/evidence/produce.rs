@@ -8,8 +8,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use super::provenance::{ProvenanceInput, SlsaVersion, attest_provenance};
+use super::provenance::{
+    Build, Material, OPERATOR_IMAGE_BUILD_TYPE, ProvenanceInput, SlsaVersion, attest_build,
+    attest_provenance,
+};
 use super::sbom::{self, Subject};
 use super::sign::{SignError, SigningKey, sign_image};
 use super::vulns::gate::refusal;
@@ -180,21 +184,15 @@ pub async fn describe(
     let location = pinned_location(&summary.hardened_image)?;
     // An oci: layout has no referrers: the SBOM files are the evidence there.
     if opts.attach_sbom && matches!(location, Location::Registry(_)) {
-        let bytes = serde_json::to_vec(&hardened_bom).unwrap_or_default();
-        let attached = store
-            .attach(
-                &location,
+        out.sbom = Some(
+            attach_sbom(
+                store,
+                &summary.hardened_image,
                 summary.hardened_manifest_size,
-                sbom::MEDIA_TYPE,
-                "sbom.cdx.json",
-                Bytes::from(bytes),
+                &hardened_bom,
             )
-            .await
-            .map_err(|source| EvidenceError::Attach {
-                image: summary.hardened_image.clone(),
-                source,
-            })?;
-        out.sbom = Some(attached);
+            .await?,
+        );
     }
     if let Some(db) = &opts.vuln_db {
         let mut source_inventory = summary.packages.clone();
@@ -202,6 +200,81 @@ pub async fn describe(
             p.kept = p.files;
         }
         out.vulnerabilities = Some(compare(db, &source_inventory, &summary.packages));
+    }
+    Ok(out)
+}
+
+/// Attaches `bom` to the image `pinned` (`registry/repo[:tag]@sha256:...`, whose manifest is
+/// `manifest_size` bytes) as an OCI referrer.
+pub async fn attach_sbom(
+    store: &Store,
+    pinned: &str,
+    manifest_size: u64,
+    bom: &serde_json::Value,
+) -> Result<Attached, EvidenceError> {
+    let location = pinned_location(pinned)?;
+    let bytes = serde_json::to_vec(bom).unwrap_or_default();
+    store
+        .attach(
+            &location,
+            manifest_size,
+            sbom::MEDIA_TYPE,
+            "sbom.cdx.json",
+            Bytes::from(bytes),
+        )
+        .await
+        .map_err(|source| EvidenceError::Attach {
+            image: pinned.to_string(),
+            source,
+        })
+}
+
+/// The evidence of an image whittle assembled itself from `files` (the operator's own, by
+/// `whittle operator-image`), pushed as `pinned` with a manifest of `manifest_size` bytes: its
+/// SBOM attached as an OCI referrer and, with `key`, the image signed and its SLSA provenance
+/// (the files as materials, `parameters` as the build's) attested, as for a hardened image.
+pub async fn assembled(
+    store: &Store,
+    pinned: &str,
+    manifest_size: u64,
+    files: &[sbom::File<'_>],
+    parameters: serde_json::Value,
+    started_on: Timestamp,
+    key: Option<&SigningKey>,
+) -> Result<Evidence, EvidenceError> {
+    let (name, digest) = split_pinned(pinned)?;
+    let subject = Subject {
+        name: &name,
+        digest: &digest,
+    };
+    let now = Timestamp::now();
+    let bom = sbom::assembled(&subject, files, &now.to_string());
+    let mut out = Evidence {
+        sbom: Some(attach_sbom(store, pinned, manifest_size, &bom).await?),
+        ..Evidence::default()
+    };
+    if let Some(key) = key {
+        let location = pinned_location(pinned)?;
+        out.signature = Some(sign_image(store, &location, &digest, key).await?);
+        let build = Build {
+            subject_name: name.clone(),
+            subject_digest: digest.clone(),
+            build_type: OPERATOR_IMAGE_BUILD_TYPE,
+            parameters,
+            materials: files
+                .iter()
+                .map(|f| Material {
+                    name: format!("/{}", f.path),
+                    uri: None,
+                    media_type: None,
+                    sha256: format!("{:x}", Sha256::digest(f.contents)),
+                })
+                .collect(),
+            started_on,
+            finished_on: Timestamp::now(),
+        };
+        out.provenance =
+            Some(attest_build(store, &location, &build, SlsaVersion::V0_2, key).await?);
     }
     Ok(out)
 }

@@ -71,46 +71,111 @@ pub struct ProvenanceInput {
     pub finished_on: Timestamp,
 }
 
+/// What any provenance says, whatever whittle built: a harden ([`ProvenanceInput`]) or an
+/// image it assembled itself (the operator's own, `whittle operator-image`).
+#[derive(Debug, Clone)]
+pub struct Build {
+    /// The built image's repository, `registry/repo`.
+    pub subject_name: String,
+    /// Its manifest digest, `sha256:<hex>`.
+    pub subject_digest: String,
+    /// [`BUILD_TYPE`] or [`OPERATOR_IMAGE_BUILD_TYPE`].
+    pub build_type: &'static str,
+    /// The options that shaped the build (v0.2 `invocation.parameters`, v1
+    /// `externalParameters`).
+    pub parameters: Value,
+    /// What went into it; each checked to be a sha256 digest.
+    pub materials: Vec<Material>,
+    pub started_on: Timestamp,
+    pub finished_on: Timestamp,
+}
+
+/// One input of a build: v0.2 names it by `uri` (or `name` without one), v1 by both.
+#[derive(Debug, Clone)]
+pub struct Material {
+    pub name: String,
+    pub uri: Option<String>,
+    pub media_type: Option<&'static str>,
+    /// `sha256:<hex>` or bare hex.
+    pub sha256: String,
+}
+
+/// What kind of build the operator's image is: whittle's static binaries assembled into a
+/// one-layer image by `whittle operator-image`.
+pub const OPERATOR_IMAGE_BUILD_TYPE: &str =
+    "https://github.com/whittle-dev/whittle/buildtypes/operator-image/v1";
+
+impl ProvenanceInput {
+    /// The harden as a [`Build`]: the source image, then the reports, as materials.
+    pub fn build(&self) -> Build {
+        let mut materials = vec![Material {
+            name: "source image".into(),
+            uri: Some(self.source_image.clone()),
+            media_type: None,
+            sha256: self.source_digest.clone(),
+        }];
+        materials.extend(self.reports.iter().map(|(name, digest)| Material {
+            name: name.clone(),
+            uri: None,
+            media_type: Some("application/json"),
+            sha256: digest.clone(),
+        }));
+        Build {
+            subject_name: self.hardened_name.clone(),
+            subject_digest: self.hardened_digest.clone(),
+            build_type: BUILD_TYPE,
+            parameters: json!({
+                "sourceImage": self.source_image,
+                "include": self.include,
+                "exclude": self.exclude,
+            }),
+            materials,
+            started_on: self.started_on,
+            finished_on: self.finished_on,
+        }
+    }
+}
+
 /// The in-toto statement for `input` with a SLSA `version` predicate.
 pub fn statement(input: &ProvenanceInput, version: SlsaVersion) -> Result<Value, SignError> {
-    let hardened = hex_digest("the hardened image's", &input.hardened_digest)?;
-    let source = hex_digest("the source image's", &input.source_digest)?;
-    let mut reports = Vec::with_capacity(input.reports.len());
-    for (name, digest) in &input.reports {
-        reports.push((
-            name.as_str(),
-            hex_digest(&format!("report {name:?}'s"), digest)?,
-        ));
+    let build = input.build();
+    // Checked first so that a harden's messages name the hardened and the source image.
+    hex_digest("the hardened image's", &build.subject_digest)?;
+    hex_digest("the source image's", &input.source_digest)?;
+    build_statement(&build, version)
+}
+
+/// The in-toto statement for any `build` with a SLSA `version` predicate.
+pub fn build_statement(build: &Build, version: SlsaVersion) -> Result<Value, SignError> {
+    let subject = hex_digest("the built image's", &build.subject_digest)?;
+    let mut materials = Vec::with_capacity(build.materials.len());
+    for m in &build.materials {
+        materials.push((m, hex_digest(&format!("{:?}'s", m.name), &m.sha256)?));
     }
-    let parameters = json!({
-        "sourceImage": input.source_image,
-        "include": input.include,
-        "exclude": input.exclude,
-    });
-    let started = input.started_on.to_string();
-    let finished = input.finished_on.to_string();
+    let started = build.started_on.to_string();
+    let finished = build.finished_on.to_string();
     let predicate = match version {
         SlsaVersion::V0_2 => {
-            let mut materials = vec![json!({
-                "uri": input.source_image,
-                "digest": { "sha256": source },
-            })];
-            materials.extend(
-                reports
-                    .iter()
-                    .map(|(name, hex)| json!({ "uri": name, "digest": { "sha256": hex } })),
-            );
+            let materials: Vec<Value> = materials
+                .iter()
+                .map(|(m, hex)| {
+                    json!({
+                        "uri": m.uri.as_deref().unwrap_or(&m.name),
+                        "digest": { "sha256": hex },
+                    })
+                })
+                .collect();
             json!({
                 "builder": { "id": builder_id() },
-                "buildType": BUILD_TYPE,
+                "buildType": build.build_type,
                 "invocation": {
-                    "parameters": parameters,
+                    "parameters": build.parameters,
                     "environment": { "whittleVersion": crate::VERSION },
                 },
                 "metadata": {
                     "buildStartedOn": started,
                     "buildFinishedOn": finished,
-                    // The parameters and materials are all there is to a harden; the machine
+                    // The parameters and materials are all there is to the build; the machine
                     // it ran on is not described.
                     "completeness": { "parameters": true, "environment": false, "materials": true },
                     "reproducible": false,
@@ -119,22 +184,23 @@ pub fn statement(input: &ProvenanceInput, version: SlsaVersion) -> Result<Value,
             })
         }
         SlsaVersion::V1 => {
-            let mut dependencies = vec![json!({
-                "name": "source image",
-                "uri": input.source_image,
-                "digest": { "sha256": source },
-            })];
-            dependencies.extend(reports.iter().map(|(name, hex)| {
-                json!({
-                    "name": name,
-                    "mediaType": "application/json",
-                    "digest": { "sha256": hex },
+            let dependencies: Vec<Value> = materials
+                .iter()
+                .map(|(m, hex)| {
+                    let mut d = json!({ "name": m.name, "digest": { "sha256": hex } });
+                    if let Some(uri) = &m.uri {
+                        d["uri"] = json!(uri);
+                    }
+                    if let Some(media_type) = m.media_type {
+                        d["mediaType"] = json!(media_type);
+                    }
+                    d
                 })
-            }));
+                .collect();
             json!({
                 "buildDefinition": {
-                    "buildType": BUILD_TYPE,
-                    "externalParameters": parameters,
+                    "buildType": build.build_type,
+                    "externalParameters": build.parameters,
                     "resolvedDependencies": dependencies,
                 },
                 "runDetails": {
@@ -149,7 +215,7 @@ pub fn statement(input: &ProvenanceInput, version: SlsaVersion) -> Result<Value,
     };
     Ok(json!({
         "_type": STATEMENT_TYPE,
-        "subject": [{ "name": input.hardened_name, "digest": { "sha256": hardened } }],
+        "subject": [{ "name": build.subject_name, "digest": { "sha256": subject } }],
         "predicateType": version.predicate_type(),
         "predicate": predicate,
     }))
@@ -170,6 +236,27 @@ pub async fn attest_provenance(
         store,
         image,
         &input.hardened_digest,
+        &statement,
+        version.predicate_type(),
+        key,
+    )
+    .await
+}
+
+/// [`attest_provenance`] for any [`Build`]: its provenance, signed, as a cosign attestation of
+/// `image` (the build's subject).
+pub async fn attest_build(
+    store: &Store,
+    image: &Location,
+    build: &Build,
+    version: SlsaVersion,
+    key: &SigningKey,
+) -> Result<String, SignError> {
+    let statement = build_statement(build, version)?;
+    attest(
+        store,
+        image,
+        &build.subject_digest,
         &statement,
         version.predicate_type(),
         key,

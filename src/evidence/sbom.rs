@@ -156,11 +156,65 @@ pub fn cyclonedx(
         image["pedigree"] = json!({"ancestors": [image_component(a)]});
         image["description"] = json!(format!("{} hardened by whittle", a.name));
     }
+    let role = if hardened { "hardened" } else { "source" };
+    document(subject, role, image, components, timestamp)
+}
+
+/// A file of an image whittle assembles itself, for its SBOM.
+#[derive(Debug, Clone)]
+pub struct File<'a> {
+    /// Its path in the image, without the leading `/`.
+    pub path: &'a str,
+    /// `application` for a program, `data` for anything else.
+    pub kind: &'static str,
+    /// The version a program reports, when known.
+    pub version: Option<&'a str>,
+    pub contents: &'a [u8],
+}
+
+/// The SBOM of an image whittle assembled from `files` (the operator's own image): each file
+/// with its SHA-256, so a scanner or an auditor can match the programs to a release.
+pub fn assembled(subject: &Subject, files: &[File], timestamp: &str) -> Value {
+    let components = files
+        .iter()
+        .map(|f| {
+            let name = f.path.rsplit('/').next().unwrap_or(f.path);
+            let mut c = json!({
+                "type": f.kind,
+                "bom-ref": format!("file:/{}", f.path),
+                "name": name,
+                "hashes": [{"alg": "SHA-256", "content": format!("{:x}", Sha256::digest(f.contents))}],
+                "properties": [{"name": "whittle:path", "value": format!("/{}", f.path)}],
+            });
+            if let Some(v) = f.version {
+                c["version"] = json!(v);
+            }
+            c
+        })
+        .collect();
+    document(
+        subject,
+        "assembled",
+        image_component(subject),
+        components,
+        timestamp,
+    )
+}
+
+/// A CycloneDX 1.6 document about `image` (the component `subject` describes) holding
+/// `components`, with whittle as its tool.
+fn document(
+    subject: &Subject,
+    role: &str,
+    image: Value,
+    components: Vec<Value>,
+    timestamp: &str,
+) -> Value {
     json!({
         "$schema": "http://cyclonedx.org/schema/bom-1.6.schema.json",
         "bomFormat": "CycloneDX",
         "specVersion": "1.6",
-        "serialNumber": serial(subject, if hardened { "hardened" } else { "source" }),
+        "serialNumber": serial(subject, role),
         "version": 1,
         "metadata": {
             "timestamp": timestamp,

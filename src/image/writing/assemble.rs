@@ -54,6 +54,8 @@ pub struct Recipe {
 pub struct Assembled {
     /// The manifest digest.
     pub digest: String,
+    /// The manifest's size: an artifact naming the image as its subject (an SBOM) needs it.
+    pub manifest_size: u64,
     /// The compressed layer's size in bytes (the image's pull size, config aside).
     pub layer_bytes: u64,
 }
@@ -79,9 +81,12 @@ pub async fn assemble(store: &Store, dst: &Location, recipe: &Recipe) -> Result<
         &layer_digest,
         layer_bytes,
     )];
-    let digest = store.put_image(dst, flavor, &image_config, &layers).await?;
+    let (digest, manifest_size) = store
+        .put_image_sized(dst, flavor, &image_config, &layers)
+        .await?;
     Ok(Assembled {
         digest,
+        manifest_size,
         layer_bytes,
     })
 }
