@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kube::Client;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use prometheus::IntGauge;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -70,6 +71,12 @@ impl Leadership {
         }
     }
 
+    /// Keeps `gauge` (`whittle_leader`) at 1 while this replica holds the Lease and at 0
+    /// otherwise, so that an alert sees a cluster where no replica leads.
+    pub fn report_to(&self, gauge: IntGauge) {
+        tokio::spawn(track(self.leading.clone(), gauge));
+    }
+
     /// Gives the Lease up, so another replica takes over at once rather than after it expires.
     pub async fn resign(self) {
         drop(self.leading);
@@ -79,5 +86,48 @@ impl Leadership {
             Ok(Err(e)) => tracing::warn!(error = %e, "the leader election task failed"),
             Err(_) => tracing::warn!("releasing the leader lease timed out"),
         }
+    }
+}
+
+async fn track(mut leading: watch::Receiver<bool>, gauge: IntGauge) {
+    loop {
+        gauge.set(i64::from(*leading.borrow_and_update()));
+        if leading.changed().await.is_err() {
+            // The campaign ended: this replica no longer leads.
+            gauge.set(0);
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn settles(gauge: &IntGauge, want: i64) {
+        for _ in 0..100 {
+            if gauge.get() == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("whittle_leader is {}, not {want}", gauge.get());
+    }
+
+    #[tokio::test]
+    async fn the_gauge_follows_the_lease() {
+        let gauge = IntGauge::new("leader", "test").unwrap();
+        gauge.set(7);
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(track(rx, gauge.clone()));
+        settles(&gauge, 0).await;
+        tx.send(true).unwrap();
+        settles(&gauge, 1).await;
+        tx.send(false).unwrap();
+        settles(&gauge, 0).await;
+        tx.send(true).unwrap();
+        settles(&gauge, 1).await;
+        drop(tx);
+        settles(&gauge, 0).await;
     }
 }

@@ -3,11 +3,14 @@
 //! controller the rest.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
-use crate::api::{Phase, SeverityCounts};
+use crate::api::{HardeningWorkflowStatus, Phase, SeverityCounts};
+
+/// The `severity` label values of the per-workflow vulnerability gauges.
+const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "unknown"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("metrics: {0}")]
@@ -82,8 +85,8 @@ pub struct Metrics {
     pub reports_rejected: IntCounterVec,
     /// `whittle_harden_duration_seconds`: building and pushing a hardened image.
     pub harden_duration: Histogram,
-    /// `whittle_bytes_saved_total`: source minus hardened compressed bytes, summed.
-    pub bytes_saved: IntCounter,
+    /// `whittle_saved_bytes_total`: source minus hardened compressed bytes, summed.
+    pub saved_bytes: IntCounter,
     /// `whittle_verifications_total{result}`: `passed` or `failed`.
     pub verifications: IntCounterVec,
     /// `whittle_rollbacks_total{reason}`: the original template restored after a failure.
@@ -94,6 +97,19 @@ pub struct Metrics {
     /// `whittle_vulnerabilities_kept{namespace,workflow,severity}`: the known vulnerabilities
     /// each workflow's current hardened image keeps (with `spec.vulnerabilities.db`).
     pub vulnerabilities_kept: IntGaugeVec,
+    /// `whittle_vulnerabilities_removed{namespace,workflow,severity}`: the known vulnerabilities
+    /// of the source that its hardened image no longer has (`before` minus `after`).
+    pub vulnerabilities_removed: IntGaugeVec,
+    /// `whittle_source_image_bytes{namespace,workflow}`: compressed size of the source image.
+    pub source_image_bytes: IntGaugeVec,
+    /// `whittle_hardened_image_bytes{namespace,workflow}`: compressed size of its hardened
+    /// image.
+    pub hardened_image_bytes: IntGaugeVec,
+    /// `whittle_build_info{version}`: always 1; the labels say which build this is.
+    pub build_info: IntGaugeVec,
+    /// `whittle_leader`: 1 while this replica holds the leader Lease (or elects none) and
+    /// reconciles, 0 while it waits.
+    pub leader: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -142,8 +158,8 @@ impl Metrics {
                 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
             ]),
         )?;
-        let bytes_saved = IntCounter::new(
-            "bytes_saved_total",
+        let saved_bytes = IntCounter::new(
+            "saved_bytes_total",
             "Compressed bytes hardened images saved over their sources",
         )?;
         let verifications = IntCounterVec::new(
@@ -166,7 +182,7 @@ impl Metrics {
         registry.register(Box::new(reports_accepted.clone()))?;
         registry.register(Box::new(reports_rejected.clone()))?;
         registry.register(Box::new(harden_duration.clone()))?;
-        registry.register(Box::new(bytes_saved.clone()))?;
+        registry.register(Box::new(saved_bytes.clone()))?;
         registry.register(Box::new(verifications.clone()))?;
         let runs = IntCounterVec::new(
             Opts::new(
@@ -185,6 +201,44 @@ impl Metrics {
             &["namespace", "workflow", "severity"],
         )?;
         registry.register(Box::new(vulnerabilities_kept.clone()))?;
+        let vulnerabilities_removed = IntGaugeVec::new(
+            Opts::new(
+                "vulnerabilities_removed",
+                "Known vulnerabilities of a workflow's source that its hardened image no longer has, by severity",
+            ),
+            &["namespace", "workflow", "severity"],
+        )?;
+        registry.register(Box::new(vulnerabilities_removed.clone()))?;
+        let source_image_bytes = IntGaugeVec::new(
+            Opts::new(
+                "source_image_bytes",
+                "Compressed size of the layers of a workflow's source image",
+            ),
+            &["namespace", "workflow"],
+        )?;
+        registry.register(Box::new(source_image_bytes.clone()))?;
+        let hardened_image_bytes = IntGaugeVec::new(
+            Opts::new(
+                "hardened_image_bytes",
+                "Compressed size of the layer of a workflow's hardened image",
+            ),
+            &["namespace", "workflow"],
+        )?;
+        registry.register(Box::new(hardened_image_bytes.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "build_info",
+                "Always 1; the labels say which whittle this is",
+            ),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info.with_label_values(&[crate::VERSION]).set(1);
+        let leader = IntGauge::new(
+            "leader",
+            "1 while this replica reconciles (holds the leader Lease, or elects none), 0 while it waits",
+        )?;
+        registry.register(Box::new(leader.clone()))?;
         // Every series exists from the start, so a dashboard shows 0 rather than "no data".
         for phase in Phase::ALL {
             workflows.with_label_values(&[phase.as_str()]).set(0);
@@ -203,11 +257,16 @@ impl Metrics {
             reports_accepted,
             reports_rejected,
             harden_duration,
-            bytes_saved,
+            saved_bytes,
             verifications,
             rollbacks,
             runs,
             vulnerabilities_kept,
+            vulnerabilities_removed,
+            source_image_bytes,
+            hardened_image_bytes,
+            build_info,
+            leader,
         })
     }
 
@@ -231,38 +290,62 @@ impl Metrics {
         }
     }
 
-    /// The vulnerabilities the current hardened image of `namespace/workflow` keeps (`after`
-    /// of its status); none known (no database, or no result yet) removes its series.
-    pub fn set_kept(&self, namespace: &str, workflow: &str, after: Option<&SeverityCounts>) {
-        let severities = |c: &SeverityCounts| {
-            [
-                ("critical", c.critical),
-                ("high", c.high),
-                ("medium", c.medium),
-                ("low", c.low),
-                ("unknown", c.unknown),
-            ]
+    /// The per-workflow gauges of `namespace/workflow` from its status: the sizes of its source
+    /// and hardened images and the vulnerabilities removed and kept. A run in progress has none
+    /// of its own yet, so the last good result (`previous`) speaks for the workflow meanwhile;
+    /// what is known of neither removes the series.
+    pub fn set_workflow(&self, namespace: &str, workflow: &str, status: &HardeningWorkflowStatus) {
+        let good = status.previous.as_deref();
+        let result = (status.result.as_ref()).or(good.and_then(|g| g.result.as_ref()));
+        let vulnerabilities = match &status.result {
+            Some(_) => status.vulnerabilities.as_ref(),
+            None => good.and_then(|g| g.vulnerabilities.as_ref()),
         };
-        match after {
-            Some(counts) => {
-                for (severity, n) in severities(counts) {
+        let pair = [namespace, workflow];
+        match result {
+            Some(r) => {
+                self.source_image_bytes
+                    .with_label_values(&pair)
+                    .set(gauge(r.source_bytes));
+                self.hardened_image_bytes
+                    .with_label_values(&pair)
+                    .set(gauge(r.hardened_bytes));
+            }
+            None => {
+                let _ = self.source_image_bytes.remove_label_values(&pair);
+                let _ = self.hardened_image_bytes.remove_label_values(&pair);
+            }
+        }
+        match vulnerabilities {
+            Some(v) => {
+                let (before, after) = (severities(&v.before), severities(&v.after));
+                for ((severity, was), (_, is)) in before.into_iter().zip(after) {
                     let labels = [namespace, workflow, severity];
-                    let value = i64::try_from(n).unwrap_or(i64::MAX);
                     self.vulnerabilities_kept
                         .with_label_values(&labels)
-                        .set(value);
+                        .set(gauge(is));
+                    self.vulnerabilities_removed
+                        .with_label_values(&labels)
+                        .set(gauge(was.saturating_sub(is)));
                 }
             }
-            None => self.forget(namespace, workflow),
+            None => self.forget_vulnerabilities(namespace, workflow),
         }
     }
 
     /// Removes the per-workflow series of a workflow that is gone.
     pub fn forget(&self, namespace: &str, workflow: &str) {
-        for severity in ["critical", "high", "medium", "low", "unknown"] {
-            let _ = self
-                .vulnerabilities_kept
-                .remove_label_values(&[namespace, workflow, severity]);
+        self.forget_vulnerabilities(namespace, workflow);
+        let pair = [namespace, workflow];
+        let _ = self.source_image_bytes.remove_label_values(&pair);
+        let _ = self.hardened_image_bytes.remove_label_values(&pair);
+    }
+
+    fn forget_vulnerabilities(&self, namespace: &str, workflow: &str) {
+        for severity in SEVERITIES {
+            let labels = [namespace, workflow, severity];
+            let _ = self.vulnerabilities_kept.remove_label_values(&labels);
+            let _ = self.vulnerabilities_removed.remove_label_values(&labels);
         }
     }
 
@@ -274,12 +357,45 @@ impl Metrics {
     }
 }
 
+fn gauge(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn severities(c: &SeverityCounts) -> [(&'static str, u64); 5] {
+    [
+        ("critical", c.critical),
+        ("high", c.high),
+        ("medium", c.medium),
+        ("low", c.low),
+        ("unknown", c.unknown),
+    ]
+}
+
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{HardenResult, Trigger, VulnerabilitiesStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn hardened(before: SeverityCounts, after: SeverityCounts) -> HardeningWorkflowStatus {
+        HardeningWorkflowStatus {
+            result: Some(HardenResult {
+                source_bytes: 55_700_000,
+                hardened_bytes: 4_200_000,
+                ..Default::default()
+            }),
+            vulnerabilities: Some(VulnerabilitiesStatus {
+                before,
+                after,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn exposes_every_metric_with_its_prefix() {
@@ -288,27 +404,43 @@ mod tests {
         m.reject(RejectReason::Unauthorized);
         m.reject(RejectReason::Unauthorized);
         m.set_workflows([(Phase::Observing, 2), (Phase::Succeeded, 1)]);
-        m.bytes_saved.inc_by(51_500_000);
+        m.saved_bytes.inc_by(51_500_000);
+        let before = SeverityCounts {
+            total: 10,
+            critical: 1,
+            high: 5,
+            low: 4,
+            ..Default::default()
+        };
         let kept = SeverityCounts {
             total: 3,
             high: 2,
             low: 1,
             ..Default::default()
         };
-        m.set_kept("shop", "web", Some(&kept));
-        m.set_kept("shop", "gone", Some(&kept));
+        let status = hardened(before, kept);
+        m.set_workflow("shop", "web", &status);
+        m.set_workflow("shop", "gone", &status);
         m.forget("shop", "gone");
         let text = m.encode().unwrap();
         assert!(!text.contains("workflow=\"gone\""), "{text}");
+        let version = format!("whittle_build_info{{version=\"{}\"}} 1", crate::VERSION);
         for line in [
             "whittle_reports_accepted_total 1",
             "whittle_reports_rejected_total{reason=\"unauthorized\"} 2",
             "whittle_reports_rejected_total{reason=\"too_large\"} 0",
             "whittle_workflows{phase=\"Observing\"} 2",
             "whittle_workflows{phase=\"Pending\"} 0",
-            "whittle_bytes_saved_total 51500000",
+            "whittle_saved_bytes_total 51500000",
             "whittle_verifications_total{result=\"passed\"} 0",
             "whittle_vulnerabilities_kept{namespace=\"shop\",severity=\"high\",workflow=\"web\"} 2",
+            "whittle_vulnerabilities_removed{namespace=\"shop\",severity=\"high\",workflow=\"web\"} 3",
+            "whittle_vulnerabilities_removed{namespace=\"shop\",severity=\"critical\",workflow=\"web\"} 1",
+            "whittle_vulnerabilities_removed{namespace=\"shop\",severity=\"medium\",workflow=\"web\"} 0",
+            "whittle_source_image_bytes{namespace=\"shop\",workflow=\"web\"} 55700000",
+            "whittle_hardened_image_bytes{namespace=\"shop\",workflow=\"web\"} 4200000",
+            version.as_str(),
+            "whittle_leader 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -321,6 +453,37 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing");
         }
+    }
+
+    #[test]
+    fn a_run_in_progress_shows_the_last_good_result_and_nothing_known_removes_the_series() {
+        let m = Metrics::new().unwrap();
+        let kept = SeverityCounts {
+            high: 2,
+            ..Default::default()
+        };
+        let mut status = hardened(kept.clone(), kept);
+        status.start_run(
+            Trigger::NewDigest,
+            "registry.example/web:2".into(),
+            None,
+            Some(2),
+            &Time(Timestamp::now()),
+        );
+        m.set_workflow("shop", "web", &status);
+        let text = m.encode().unwrap();
+        for line in [
+            "whittle_hardened_image_bytes{namespace=\"shop\",workflow=\"web\"} 4200000",
+            "whittle_vulnerabilities_kept{namespace=\"shop\",severity=\"high\",workflow=\"web\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+        m.set_workflow("shop", "web", &HardeningWorkflowStatus::default());
+        let text = m.encode().unwrap();
+        assert!(!text.contains("workflow=\"web\""), "{text}");
     }
 
     #[test]

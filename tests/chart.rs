@@ -532,6 +532,8 @@ fn non_default_values_are_honoured() {
     assert!(args.contains(&"--concurrency=8".to_string()), "{args:?}");
     let monitor = find(&objects, "ServiceMonitor").expect("ServiceMonitor");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    // The per-workflow series' own `namespace` label wins over the target's.
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
     let policy = find(&objects, "NetworkPolicy").expect("NetworkPolicy");
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], "http");
 }

@@ -3,7 +3,7 @@
 //! (Pending, Instrumenting, Observing, Collecting, Hardening, Verifying) and started again:
 //! there is still one Job per run, one hardened manifest, every report. Then leader election:
 //! a second replica waits while the first holds the Lease (serving reports all the same), and
-//! takes over when the first is killed.
+//! takes over when the first is killed; `whittle_leader` on each says which one leads.
 
 mod support;
 
@@ -134,6 +134,9 @@ async fn leader_election(cluster: &Cluster, client: &Client, ns: &str, mut first
         second.log()
     );
     assert_eq!(holder(client).await, "replica-a");
+    // whittle_leader says which replica reconciles, for the "not leading" alert.
+    assert_eq!(leader_gauge(cluster, first.port()), "1");
+    assert_eq!(leader_gauge(cluster, second.port()), "0");
     // The standby's intake answers from the cluster's state: a token of the shared key for a
     // workflow that does not exist gets past the signature check and is looked up.
     let token = ReportKey::new(first.report_key())
@@ -158,6 +161,10 @@ async fn leader_election(cluster: &Cluster, client: &Client, ns: &str, mut first
         killed.elapsed()
     );
     assert_eq!(holder(client).await, "replica-b");
+    wait_for("whittle_leader 1 on the new leader", || async {
+        leader_gauge(cluster, second.port()) == "1"
+    })
+    .await;
     // --log-format json: every line a JSON object with a level and a message.
     for line in second.log().lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
@@ -210,6 +217,18 @@ fn count(dir: &std::path::Path) -> usize {
 }
 
 /// POSTs an empty report to the operator at NODE_IP:port; the HTTP status.
+/// The value of `whittle_leader` on the replica serving on `port`.
+fn leader_gauge(cluster: &Cluster, port: u16) -> String {
+    let (code, body) = get_from_node(cluster, &NODE_IP.to_string(), port, "/metrics");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("whittle_leader "))
+        .unwrap_or_else(|| panic!("no whittle_leader in:\n{text}"))
+        .trim()
+        .to_string()
+}
+
 fn post_report(cluster: &Cluster, port: u16, path: &str, token: &str) -> u16 {
     let addr = std::net::SocketAddr::from((NODE_IP, port));
     let mut stream = whittle_testbed::net::netns::in_netns(&cluster.netns_path(), move || {

@@ -153,7 +153,10 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
     tokio::spawn(signals);
 
     let leadership = match args.leader_elect {
-        false => None,
+        false => {
+            metrics.leader.set(1);
+            None
+        }
         true => {
             let identity = identity();
             let mut l = Leadership::campaign(
@@ -163,6 +166,7 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
                 &identity,
             )
             .await?;
+            l.report_to(metrics.leader.clone());
             info!(lease = %args.lease_name, %identity, "waiting to become the leader");
             tokio::select! {
                 _ = l.acquired() => info!(%identity, "leading: reconciling workflows"),

@@ -122,12 +122,11 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
     // Also on a finished workflow: one from before these conditions existed gets them.
     let stalled_wait = waits_on_a_person(&status);
     status.set_kstatus_conditions(&now, workflow.metadata.generation, stalled_wait);
-    let kept = status.vulnerabilities.as_ref().map(|v| &v.after);
     let (namespace, name) = (
         workflow.namespace().unwrap_or_default(),
         workflow.name_any(),
     );
-    ctx.metrics.set_kept(&namespace, &name, kept);
+    ctx.metrics.set_workflow(&namespace, &name, &status);
     if status != before {
         write_status(ctx, workflow, &status).await?;
         if status.phase() != before.phase() {

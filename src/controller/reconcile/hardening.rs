@@ -114,7 +114,7 @@ impl Step<'_> {
             .harden_duration
             .observe(started.elapsed().as_secs_f64());
         metrics
-            .bytes_saved
+            .saved_bytes
             .inc_by(summary.source_bytes.saturating_sub(summary.hardened_bytes));
         Ok(summary)
     }
