@@ -646,3 +646,64 @@ fn the_sensor_is_a_small_static_binary() {
         "no dynamic loader needed: {headers}"
     );
 }
+
+/// What the runtime runs in the container beside the app (an exec probe, a hook: `runc exec`,
+/// not a descendant of PID 1) is seen when wrapped in `whittle-sensor exec`, and joins PID 1's
+/// report; unwrapped it is not (the monitors follow PID 1's descendants only). The wrapper
+/// passes the command's exit status through and keeps the sensor's environment from it.
+#[test]
+fn exec_d_commands_join_the_report_when_wrapped() {
+    for mode in ["ptrace", "seccomp"] {
+        exec_d_commands_join_the_report_in(mode);
+    }
+}
+
+fn exec_d_commands_join_the_report_in(mode: &str) {
+    let mut bundle = instrumented(
+        &["--mode", mode, "--report-file", "/.whittle/report.json"],
+        &[],
+        &[],
+    );
+    bundle.set_env("WHITTLE_REPORT_TOKEN", "v1.secret");
+    let mut c = Container::start(bundle, RunOptions::default()).expect("start");
+    c.wait_port(80, Duration::from_secs(30))
+        .expect("nginx listens");
+    let wrapped = |argv: &[&str]| {
+        let mut all = vec!["/.whittle/sensor", "exec", "--mode", mode, "--"];
+        all.extend(argv);
+        c.exec(&all).expect("runc exec")
+    };
+    let (code, out, err) = wrapped(&["/usr/bin/md5sum", "/etc/debian_version"]);
+    assert_eq!(code, 0, "{mode}: {out}{err}");
+    let (code, _, err) = wrapped(&[
+        "/bin/sh",
+        "-c",
+        "test -z \"$WHITTLE_REPORT_TOKEN\" && exit 3",
+    ]);
+    assert_eq!(
+        code, 3,
+        "{mode}: the command's status, without the token: {err}"
+    );
+    let (code, _, err) = c
+        .exec(&["/usr/bin/sha1sum", "/etc/host.conf"])
+        .expect("runc exec");
+    assert_eq!(code, 0, "{err}");
+    let exit = c.stop(Duration::from_secs(30)).expect("stop");
+    assert_eq!(exit.code, 0, "stderr: {}", c.stderr());
+    let report = report_of(&c);
+    let existing: Vec<&str> = report.existing_paths().collect();
+    for seen in ["/usr/bin/md5sum", "/etc/debian_version", "/bin/sh"] {
+        let seen = existing.iter().any(|p| p.ends_with(seen));
+        assert!(seen, "{mode}: {existing:#?}");
+    }
+    assert!(
+        existing.contains(&"/usr/sbin/nginx"),
+        "{mode}: the app's own paths stay"
+    );
+    for unseen in ["/usr/bin/sha1sum", "/etc/host.conf"] {
+        assert!(
+            !existing.contains(&unseen),
+            "{mode}: {unseen} was not wrapped"
+        );
+    }
+}

@@ -8,6 +8,7 @@
 pub mod caps;
 pub mod codec;
 pub mod deliver;
+pub mod merge;
 pub mod monitor;
 pub mod mounts;
 pub mod options;

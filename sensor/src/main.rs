@@ -17,5 +17,9 @@ fn main() {
             std::process::exit(whittle_sensor::run::SENSOR_FAILED);
         }
     };
-    std::process::exit(whittle_sensor::run::run(opts));
+    let status = match opts.role {
+        options::Role::App => whittle_sensor::run::run(opts),
+        options::Role::Exec => whittle_sensor::run::exec(opts),
+    };
+    std::process::exit(status);
 }

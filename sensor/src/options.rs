@@ -16,7 +16,18 @@ pub const ENV: &[&str] = &[
     "WHITTLE_POD_TOKEN_FILE",
     "WHITTLE_KEEP_SYS_ADMIN",
     "WHITTLE_IMAGE",
+    "WHITTLE_SENSOR_GRACE",
 ];
+
+/// What this sensor process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The container's PID 1: runs the app and delivers the report.
+    App,
+    /// `whittle-sensor exec -- CMD`: a command the runtime started in the container (a probe,
+    /// a hook), whose observations go to the PID-1 sensor.
+    Exec,
+}
 
 /// The monitors asked for (`--mode`); [`crate::monitor::choose`] decides what runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +41,7 @@ pub enum ModeChoice {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
+    pub role: Role,
     pub mode: ModeChoice,
     pub grace: Duration,
     pub report_file: Option<PathBuf>,
@@ -43,7 +55,8 @@ pub struct Options {
 }
 
 pub const USAGE: &str = "usage: whittle-sensor [--mode auto|fanotify|ptrace|seccomp|both] [--grace SECONDS] \
-[--report-file PATH] [--report-url http://IP:PORT/PATH] [--user UID:GID] -- PROGRAM [ARGS...]";
+[--report-file PATH] [--report-url http://IP:PORT/PATH] [--user UID:GID] -- PROGRAM [ARGS...]
+       whittle-sensor exec [--mode ...] -- COMMAND [ARGS...]   (a probe or hook, merged into PID 1's report)";
 
 /// What the environment sets when no flag does.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +69,9 @@ pub struct EnvDefaults {
     pub credentials: Credentials,
     /// `WHITTLE_KEEP_SYS_ADMIN=1`
     pub keep_sys_admin: bool,
+    /// `WHITTLE_SENSOR_GRACE`: seconds, as `--grace` (the operator sets it from the pod's
+    /// terminationGracePeriodSeconds).
+    pub grace: Option<String>,
 }
 
 impl EnvDefaults {
@@ -69,6 +85,7 @@ impl EnvDefaults {
                 pod_token_file: var("WHITTLE_POD_TOKEN_FILE").map(PathBuf::from),
             },
             keep_sys_admin: matches!(var("WHITTLE_KEEP_SYS_ADMIN").as_deref(), Some("1" | "true")),
+            grace: var("WHITTLE_SENSOR_GRACE"),
         }
     }
 }
@@ -78,17 +95,41 @@ fn mode(name: &str, source: &str) -> Result<ModeChoice, String> {
         .ok_or_else(|| format!("{source}{name}: expected auto, fanotify, ptrace, seccomp or both"))
 }
 
+/// How long the app has to stop after SIGTERM, less the time kept for the report, when
+/// neither `--grace` nor the environment says: within Kubernetes' default 30 s.
+const DEFAULT_GRACE: Duration = Duration::from_secs(25);
+
+fn seconds(v: &str, source: &str) -> Result<Duration, String> {
+    let secs: f64 = v
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{source}{v}: expected seconds"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!("{source}{v}: must be positive, at most a day"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// Parses the arguments after the program name; flags win over `env`.
 pub fn parse(args: &[String], env: EnvDefaults) -> Result<Options, String> {
+    let (role, args) = match args.split_first() {
+        Some((first, rest)) if first == "exec" => (Role::Exec, rest),
+        _ => (Role::App, args),
+    };
     let env_url = env.report_url;
     let mut o = Options {
+        role,
         mode: match env.mode.as_deref().filter(|m| !m.is_empty()) {
             Some(m) => mode(m, "WHITTLE_SENSOR_MODE=")?,
             None => ModeChoice::Auto,
         },
-        grace: Duration::from_secs(25),
+        grace: match env.grace.as_deref() {
+            Some(v) => seconds(v, "WHITTLE_SENSOR_GRACE=")?,
+            None => DEFAULT_GRACE,
+        },
         report_file: None,
-        report_url: env_url.filter(|u| !u.is_empty()),
+        // An exec'd command's observations go to the PID-1 sensor, never to the report server.
+        report_url: env_url.filter(|u| !u.is_empty() && role == Role::App),
         user: None,
         argv: Vec::new(),
         credentials: env.credentials,
@@ -112,17 +153,7 @@ pub fn parse(args: &[String], env: EnvDefaults) -> Result<Options, String> {
         };
         match flag {
             "--mode" => o.mode = mode(&value()?, "--mode ")?,
-            "--grace" => {
-                let v = value()?;
-                let secs: f64 = v
-                    .trim_end_matches('s')
-                    .parse()
-                    .map_err(|_| format!("--grace {v}: expected seconds"))?;
-                if !(secs.is_finite() && secs > 0.0) {
-                    return Err(format!("--grace {v}: must be positive"));
-                }
-                o.grace = Duration::from_secs_f64(secs);
-            }
+            "--grace" => o.grace = seconds(&value()?, "--grace ")?,
             "--report-file" => o.report_file = Some(PathBuf::from(value()?)),
             "--report-url" => o.report_url = Some(value()?).filter(|u| !u.is_empty()),
             "--user" => {
@@ -198,6 +229,38 @@ mod tests {
             parse(&s(&["--", "x"]), env("strace"))
                 .unwrap_err()
                 .contains("WHITTLE_SENSOR_MODE=strace")
+        );
+    }
+
+    #[test]
+    fn exec_wraps_a_command_and_never_reports_itself() {
+        let env = EnvDefaults {
+            report_url: Some("http://127.0.0.1:1/r".into()),
+            grace: Some("55".into()),
+            ..EnvDefaults::default()
+        };
+        let o = parse(&s(&["exec", "--", "pg_isready", "-q"]), env.clone()).unwrap();
+        assert_eq!(o.role, Role::Exec);
+        assert_eq!(o.argv, s(&["pg_isready", "-q"]));
+        assert_eq!(o.report_url, None, "its observations go to PID 1");
+        let app = parse(&s(&["--", "exec"]), env).unwrap();
+        assert_eq!(app.role, Role::App, "a program named exec is still the app");
+        assert_eq!(app.argv, s(&["exec"]));
+        assert_eq!(
+            app.grace,
+            Duration::from_secs(55),
+            "the pod's grace, from the env"
+        );
+        assert!(
+            parse(
+                &s(&["--", "x"]),
+                EnvDefaults {
+                    grace: Some("soon".into()),
+                    ..EnvDefaults::default()
+                }
+            )
+            .unwrap_err()
+            .contains("WHITTLE_SENSOR_GRACE=soon")
         );
     }
 

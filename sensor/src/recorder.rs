@@ -263,6 +263,37 @@ impl Recorder {
         });
     }
 
+    /// Adds what `whittle-sensor exec` saw of a command the runtime ran in this container (a
+    /// probe, a hook), path by path through the same budget. Its paths are normalised again: the
+    /// report came over a socket, not from this process's monitors.
+    pub fn merge(&self, other: &Report) {
+        for (path, record) in &other.paths {
+            let path = paths::resolve("/", path);
+            for access in &record.access {
+                self.access(&path, *access, record.exists);
+            }
+        }
+        for (path, e) in &other.executables {
+            self.exec(&paths::resolve("/", path), &e.argv0);
+        }
+        let theirs = &other.loss;
+        self.lost(|l| {
+            l.fanotify_overflows = l
+                .fanotify_overflows
+                .saturating_add(theirs.fanotify_overflows);
+            l.fanotify_unresolved = l
+                .fanotify_unresolved
+                .saturating_add(theirs.fanotify_unresolved);
+            l.ptrace_unresolved = l.ptrace_unresolved.saturating_add(theirs.ptrace_unresolved);
+            l.dropped_paths = l.dropped_paths.saturating_add(theirs.dropped_paths);
+            l.dropped_absent_paths = l
+                .dropped_absent_paths
+                .saturating_add(theirs.dropped_absent_paths);
+            l.dropped_execs = l.dropped_execs.saturating_add(theirs.dropped_execs);
+            l.truncated_bytes = l.truncated_bytes.saturating_add(theirs.truncated_bytes);
+        });
+    }
+
     pub fn lost(&self, f: impl FnOnce(&mut Loss)) {
         self.with(|s| f(&mut s.loss));
     }
@@ -345,6 +376,44 @@ fn born_after(path: &str, since_ns: i128) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exec_d_command_s_observations_join_the_report_normalised() {
+        let probe = Recorder::new();
+        probe.access("/usr/bin/pg_isready", Access::Exec, true);
+        probe.access("/etc/missing.conf", Access::Stat, false);
+        probe.exec("/usr/bin/pg_isready", "pg_isready");
+        let mut theirs = probe.report(Mode::Seccomp, &["pg_isready".into()], 0);
+        // Over a socket: not trusted to be normalised, nor to stay within u64.
+        theirs.paths.insert(
+            "/etc/../lib/./x.so".into(),
+            theirs.paths["/usr/bin/pg_isready"].clone(),
+        );
+        theirs.paths.insert(
+            "/.whittle/sensor".into(),
+            theirs.paths["/usr/bin/pg_isready"].clone(),
+        );
+        theirs.loss.dropped_paths = u64::MAX;
+
+        let pid1 = Recorder::new();
+        pid1.access("/usr/sbin/nginx", Access::Exec, true);
+        pid1.lost(|l| l.dropped_paths = 1);
+        pid1.merge(&theirs);
+        let r = pid1.report(Mode::Seccomp, &["nginx".into()], 0);
+        let paths: Vec<&str> = r.paths.keys().map(String::as_str).collect();
+        assert_eq!(
+            paths,
+            [
+                "/etc/missing.conf",
+                "/lib/x.so",
+                "/usr/bin/pg_isready",
+                "/usr/sbin/nginx"
+            ]
+        );
+        assert!(!r.paths["/etc/missing.conf"].exists);
+        assert_eq!(r.executables["/usr/bin/pg_isready"].argv0, "pg_isready");
+        assert_eq!(r.loss.dropped_paths, u64::MAX);
+    }
 
     #[test]
     fn merges_accesses_and_ignores_own_files() {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::caps::{self, has_cap_sys_admin};
 use crate::deliver;
+use crate::merge::{self, Merger};
 use crate::monitor::fanotify::FanotifyMonitor;
 use crate::monitor::ptrace::Tracer;
 use crate::monitor::seccomp_notify::{self, NotifyMonitor};
@@ -27,7 +28,7 @@ fn log(msg: &str) {
     eprintln!("whittle-sensor: {msg}");
 }
 
-/// Runs everything and returns the process exit status.
+/// Runs everything as the container's PID 1 and returns the process exit status.
 pub fn run(opts: Options) -> i32 {
     // SAFETY: getpid and prctl with integer arguments.
     if unsafe { libc::getpid() } != 1 {
@@ -35,20 +36,8 @@ pub fn run(opts: Options) -> i32 {
     }
     let recorder = Arc::new(Recorder::new());
     let privileged = has_cap_sys_admin();
-    let plan = match monitor::choose(
-        opts.mode,
-        Environment {
-            cap_sys_admin: privileged,
-            other_user: opts.user.is_some(),
-            // Before any thread starts: the probe forks.
-            notify_available: seccomp_notify::available,
-        },
-    ) {
-        Ok(plan) => plan,
-        Err(e) => {
-            log(&e);
-            return SENSOR_FAILED;
-        }
+    let Some(plan) = plan(&opts, privileged) else {
+        return SENSOR_FAILED;
     };
     let mut fan = None;
     if plan.wants_fanotify() {
@@ -66,113 +55,197 @@ pub fn run(opts: Options) -> i32 {
     if let Some(why) = &plan.fallback {
         log(why);
     }
-    let syscalls = plan.syscalls;
     let mode = plan.report_mode(fan.is_some());
-
-    let Ok(argv) = opts
-        .argv
-        .iter()
-        .map(|a| CString::new(a.as_str()))
-        .collect::<Result<Vec<_>, _>>()
-    else {
-        log("the program's arguments contain a NUL byte");
-        return SENSOR_FAILED;
+    // Bound before the app starts, so a probe that runs at once finds it.
+    let merger = Merger::bind()
+        .map_err(|e| {
+            log(&format!(
+                "not taking the observations of exec'd commands: {e}"
+            ))
+        })
+        .ok();
+    let launch = Launch {
+        opts: &opts,
+        syscalls: plan.syscalls,
+        // The sensor holds CAP_SYS_ADMIN for fanotify (the operator adds it for that); the app
+        // keeps it only when its container had it before.
+        drop_sys_admin: plan.wants_fanotify() && !opts.keep_sys_admin,
+        privileged,
     };
-    let filter = match syscalls {
-        SyscallMonitor::Notify => seccomp_notify::program(),
-        _ => seccomp_filter::program(libc::SECCOMP_RET_TRACE, &[]),
-    };
-    // The sensor holds CAP_SYS_ADMIN for fanotify (the operator adds it for that); the app
-    // keeps it only when its container had it before.
-    let drop_sys_admin = plan.wants_fanotify() && !opts.keep_sys_admin;
-    let envp = secrets::app_env();
-    // The app hands the seccomp listener over this pair before it execs.
-    let mut pair = [-1; 2];
-    if syscalls == SyscallMonitor::Notify {
-        // SAFETY: socketpair writes two descriptors into the array.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                pair.as_mut_ptr(),
-            )
-        };
-        if rc != 0 {
-            log(&format!("socketpair: {}", std::io::Error::last_os_error()));
-            return SENSOR_FAILED;
-        }
-    }
-    signals::block();
-
-    // SAFETY: the sensor has no other threads yet, so the child may run arbitrary code until
-    // exec; it only makes syscalls and writes to stderr.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        log(&format!("fork: {}", std::io::Error::last_os_error()));
-        return SENSOR_FAILED;
-    }
-    if pid == 0 {
-        child(
-            &Exec {
-                argv: &argv,
-                envp: &envp,
-                drop_sys_admin,
-            },
-            &opts,
-            syscalls,
-            pair[1],
-            privileged,
-            &filter,
-        );
-    }
-
-    let shutdown = Shutdown::new(opts.grace);
-    let mut tracer = (syscalls == SyscallMonitor::Ptrace).then(|| Tracer::new(&recorder, pid));
-    if let Some(t) = tracer.as_mut() {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-        if !libc::WIFSTOPPED(status) || t.attach(pid).is_err() {
-            log("the app did not stop for tracing; is ptrace forbidden (seccomp profile, YAMA)?");
-            return SENSOR_FAILED;
-        }
-    }
-    if syscalls == SyscallMonitor::Notify {
-        // SAFETY: closing our copy of the app's end, so that recv sees EOF if the app dies
-        // before sending.
-        unsafe { libc::close(pair[1]) };
-        let received = seccomp_notify::recv_listener(pair[0]);
-        // SAFETY: our end is no longer needed.
-        unsafe { libc::close(pair[0]) };
-        match received {
-            Ok(listener) => {
-                // Never joined (see NotifyMonitor::spawn).
-                let _ = NotifyMonitor::new(listener).spawn(recorder.clone());
-            }
-            Err(e) => {
-                log(&format!(
-                    "the app did not hand over its seccomp listener ({e}); use --mode ptrace"
-                ));
-                return SENSOR_FAILED;
-            }
-        }
-    }
-    shutdown.app.store(pid, Ordering::SeqCst);
-    let forwarder = shutdown.spawn();
     let stop_fan = Arc::new(AtomicBool::new(false));
-    let fan_thread = fan.map(|f| f.spawn(recorder.clone(), stop_fan.clone()));
-
-    let exit_status = supervise(pid, tracer.as_mut());
-
-    shutdown.done.store(true, Ordering::SeqCst);
+    let mut fan_thread = None;
+    let outcome = launch.supervise(&recorder, || {
+        fan_thread = fan.map(|f| f.spawn(recorder.clone(), stop_fan.clone()));
+        if let Some(m) = merger {
+            // Never joined: see Merger::spawn.
+            let _ = m.spawn(recorder.clone());
+        }
+    });
     stop_fan.store(true, Ordering::SeqCst);
-    let _ = forwarder.join();
     if let Some(t) = fan_thread {
         let _ = t.join();
     }
+    let (exit_status, shutdown) = match outcome {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     deliver_report(&recorder, mode, &opts, exit_status, &shutdown);
     exit_status
+}
+
+/// `whittle-sensor exec -- CMD`: runs a command the container runtime started beside the app
+/// (an exec probe, a lifecycle hook) under the same syscall monitor, and hands what it saw to
+/// the PID-1 sensor ([`crate::merge`]). Fanotify is the PID-1 sensor's: it sees the whole
+/// mount, the command included, so under fanotify alone the command just runs.
+pub fn exec(opts: Options) -> i32 {
+    let recorder = Arc::new(Recorder::new());
+    let privileged = has_cap_sys_admin();
+    let Some(plan) = plan(&opts, privileged) else {
+        return SENSOR_FAILED;
+    };
+    let launch = Launch {
+        opts: &opts,
+        syscalls: plan.syscalls,
+        // The runtime gives an exec'd command the container's capabilities, fanotify's
+        // CAP_SYS_ADMIN included: it gets what the app gets.
+        drop_sys_admin: plan.wants_fanotify() && !opts.keep_sys_admin,
+        privileged,
+    };
+    let outcome = launch.supervise(&recorder, || {});
+    let (exit_status, _) = match outcome {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    if plan.syscalls != SyscallMonitor::Off {
+        let report = recorder.report(plan.report_mode(false), &opts.argv, exit_status);
+        if let Err(e) = merge::send(&report) {
+            log(&format!("observations of {:?} lost: {e}", opts.argv[0]));
+        }
+    }
+    exit_status
+}
+
+/// The monitors to start, or None (logged) when the asked-for mode cannot run here.
+fn plan(opts: &Options, privileged: bool) -> Option<monitor::Plan> {
+    let env = Environment {
+        cap_sys_admin: privileged,
+        other_user: opts.user.is_some(),
+        // Before any thread starts: the probe forks.
+        notify_available: seccomp_notify::available,
+    };
+    monitor::choose(opts.mode, env).map_err(|e| log(&e)).ok()
+}
+
+/// How the app (or an exec'd command) is started and watched.
+struct Launch<'o> {
+    opts: &'o Options,
+    syscalls: SyscallMonitor,
+    drop_sys_admin: bool,
+    privileged: bool,
+}
+
+impl Launch<'_> {
+    /// Starts the program under the syscall monitor, runs `started` once it runs (threads may
+    /// start from then on: the fork is behind), forwards signals, and waits for it. The
+    /// program's exit status and the shutdown state, or the sensor's own exit status when the
+    /// program could not be started.
+    fn supervise(
+        &self,
+        recorder: &Arc<Recorder>,
+        started: impl FnOnce(),
+    ) -> Result<(i32, Arc<Shutdown>), i32> {
+        let opts = self.opts;
+        let syscalls = self.syscalls;
+        let Ok(argv) = opts
+            .argv
+            .iter()
+            .map(|a| CString::new(a.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            log("the program's arguments contain a NUL byte");
+            return Err(SENSOR_FAILED);
+        };
+        let filter = match syscalls {
+            SyscallMonitor::Notify => seccomp_notify::program(),
+            _ => seccomp_filter::program(libc::SECCOMP_RET_TRACE, &[]),
+        };
+        let envp = secrets::app_env();
+        // The app hands the seccomp listener over this pair before it execs.
+        let mut pair = [-1; 2];
+        if syscalls == SyscallMonitor::Notify {
+            // SAFETY: socketpair writes two descriptors into the array.
+            let rc = unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                    0,
+                    pair.as_mut_ptr(),
+                )
+            };
+            if rc != 0 {
+                log(&format!("socketpair: {}", std::io::Error::last_os_error()));
+                return Err(SENSOR_FAILED);
+            }
+        }
+        signals::block();
+
+        // SAFETY: the sensor has no other threads yet, so the child may run arbitrary code
+        // until exec; it only makes syscalls and writes to stderr.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            log(&format!("fork: {}", std::io::Error::last_os_error()));
+            return Err(SENSOR_FAILED);
+        }
+        if pid == 0 {
+            let exec = Exec {
+                argv: &argv,
+                envp: &envp,
+                drop_sys_admin: self.drop_sys_admin,
+            };
+            child(&exec, opts, syscalls, pair[1], self.privileged, &filter);
+        }
+
+        let shutdown = Shutdown::new(opts.grace);
+        let mut tracer = (syscalls == SyscallMonitor::Ptrace).then(|| Tracer::new(recorder, pid));
+        if let Some(t) = tracer.as_mut() {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+            if !libc::WIFSTOPPED(status) || t.attach(pid).is_err() {
+                log(
+                    "the app did not stop for tracing; is ptrace forbidden (seccomp profile, YAMA)?",
+                );
+                return Err(SENSOR_FAILED);
+            }
+        }
+        if syscalls == SyscallMonitor::Notify {
+            // SAFETY: closing our copy of the app's end, so that recv sees EOF if the app dies
+            // before sending.
+            unsafe { libc::close(pair[1]) };
+            let received = seccomp_notify::recv_listener(pair[0]);
+            // SAFETY: our end is no longer needed.
+            unsafe { libc::close(pair[0]) };
+            match received {
+                Ok(listener) => {
+                    // Never joined (see NotifyMonitor::spawn).
+                    let _ = NotifyMonitor::new(listener).spawn(recorder.clone());
+                }
+                Err(e) => {
+                    log(&format!(
+                        "the app did not hand over its seccomp listener ({e}); use --mode ptrace"
+                    ));
+                    return Err(SENSOR_FAILED);
+                }
+            }
+        }
+        shutdown.app.store(pid, Ordering::SeqCst);
+        let forwarder = shutdown.spawn();
+        started();
+        let exit_status = supervise(pid, tracer.as_mut());
+        shutdown.done.store(true, Ordering::SeqCst);
+        let _ = forwarder.join();
+        Ok((exit_status, shutdown))
+    }
 }
 
 /// Waits for the app, reaping every other child (orphans re-parented to us) and handling

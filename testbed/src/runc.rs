@@ -378,6 +378,24 @@ impl Container {
         }
     }
 
+    /// Runs `argv` inside the running container as the runtime runs an exec probe or a
+    /// `kubectl exec` (`runc exec`: the container's namespaces, env, user and capabilities),
+    /// and returns its exit code, stdout and stderr.
+    pub fn exec(&self, argv: &[&str]) -> Result<(i32, String, String)> {
+        let out = self
+            .runc()
+            .args(["exec", &self.id])
+            .args(argv)
+            .stdin(Stdio::null())
+            .output()
+            .context(|| "runc exec".into())?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// Sends the image's stop signal and waits for the exit.
     pub fn stop(&mut self, timeout: Duration) -> Result<Exit> {
         self.signal(self.bundle.stop_signal()?)?;
