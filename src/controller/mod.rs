@@ -17,6 +17,7 @@
 pub mod deployment;
 pub mod engine;
 pub mod error;
+pub mod exec_handlers;
 pub mod exercise;
 pub mod gitops;
 pub mod phase;

@@ -83,6 +83,9 @@ reasons! {
     CrashLooping,
     /// A hardened pod ran but did not become ready within `spec.verify.timeout`.
     ReadinessFailed,
+    /// An exec probe of a hardened pod runs a command the hardened image does not have (kubelet
+    /// says "executable file not found", "no such file or directory" or a shell's "not found").
+    ProbeCommandMissing,
     /// The exercise Job failed, against the original workload or the hardened image.
     ExerciseFailed,
     /// A Job of the exercise Job's name exists that this workflow did not make.

@@ -20,6 +20,7 @@ use crate::api::names::{
     WORKFLOW_LABEL, label_value,
 };
 use crate::api::{HardeningWorkflow, SensorMode};
+use crate::controller::exec_handlers::ExecHandlers;
 use crate::image::config::SENSOR_PATH;
 
 /// The Deployment annotation holding [`Original`]: what restoring needs, whatever happens to the
@@ -31,6 +32,10 @@ pub const MIN_GRACE_SECONDS: i64 = 60;
 
 /// Kubernetes' default terminationGracePeriodSeconds.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// Of the pod's grace period, what the sensor keeps for delivering its report after the app
+/// stopped (or was killed).
+const DELIVERY_SECONDS: i64 = 5;
 
 /// The env the sensor reads for its identity (the report server refuses reports without a pod).
 const IDENTITY_ENV: [&str; 3] = ["POD_NAME", "POD_NAMESPACE", "CONTAINER_NAME"];
@@ -59,6 +64,10 @@ pub struct Original {
     /// user, so every later apply must name the user's original entries or they are removed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub takes_capabilities: bool,
+    /// The container's exec probes and hooks, which the instrumented pod runs in the sensor.
+    /// Absent in the annotation of an operator that did not wrap them: nothing to put back.
+    #[serde(default, skip_serializing_if = "ExecHandlers::is_empty")]
+    pub exec_handlers: ExecHandlers,
 }
 
 impl Original {
@@ -81,6 +90,7 @@ impl Original {
             // From the spec, which is immutable once the workflow started: the hold for
             // verification, saved after the first restore, knows that whittle still owns the list.
             takes_capabilities: sensor_needs_sys_admin(workflow.spec.observe.sensor_mode),
+            exec_handlers: ExecHandlers::of(container),
         }
     }
 
@@ -122,6 +132,26 @@ impl Original {
         self.termination_grace_period_seconds
             .unwrap_or(DEFAULT_GRACE_SECONDS)
             < MIN_GRACE_SECONDS
+    }
+
+    /// The instrumented pod's grace period: the user's, at least [`MIN_GRACE_SECONDS`].
+    fn instrumented_grace(&self) -> i64 {
+        self.termination_grace_period_seconds
+            .unwrap_or(DEFAULT_GRACE_SECONDS)
+            .max(MIN_GRACE_SECONDS)
+    }
+
+    /// How long the sensor lets the app stop after SIGTERM before it kills it and delivers:
+    /// the pod's grace less time to deliver, so a slow-stopping app gets what the user gave
+    /// it. A `preStop` hook runs first, on the same clock, for a time whittle cannot know: it
+    /// gets half.
+    fn sensor_grace(&self) -> i64 {
+        let left = self.instrumented_grace() - DELIVERY_SECONDS;
+        if self.exec_handlers.has_pre_stop() {
+            left / 2
+        } else {
+            left
+        }
     }
 }
 
@@ -184,6 +214,7 @@ pub fn instrumented(deployment_name: &str, saved: &Original, inst: &Instrumentat
         container["command"] = json!(command);
     }
     container["env"] = json!(sensor_env(saved, inst));
+    saved.exec_handlers.apply_to(&mut container, true);
     container["volumeMounts"] =
         json!([{"name": POD_TOKEN_VOLUME, "mountPath": POD_TOKEN_DIR, "readOnly": true}]);
     if sensor_needs_sys_admin(inst.sensor_mode) {
@@ -287,6 +318,7 @@ fn sensor_env(saved: &Original, inst: &Instrumentation<'_>) -> Vec<Value> {
         json!({"name": "WHITTLE_SENSOR_MODE", "value": inst.sensor_mode.as_str()}),
         json!({"name": "WHITTLE_REPORT_TOKEN", "value": inst.report_token}),
         json!({"name": "WHITTLE_POD_TOKEN_FILE", "value": format!("{POD_TOKEN_DIR}/{POD_TOKEN_FILE}")}),
+        json!({"name": "WHITTLE_SENSOR_GRACE", "value": saved.sensor_grace().to_string()}),
     ];
     // The sensor takes CAP_SYS_ADMIN away from the app (fanotify needs it for the sensor
     // alone) unless the user's container had it already.
@@ -357,6 +389,7 @@ fn original_spec(saved: &Original, image: &str) -> Value {
     if saved.wrapped_command().is_some() {
         container["command"] = json!(saved.command);
     }
+    saved.exec_handlers.apply_to(&mut container, false);
     if saved.takes_capabilities
         && let Some(add) = saved.added_capabilities()
     {
@@ -449,6 +482,60 @@ mod tests {
     }
 
     #[test]
+    fn exec_probes_and_hooks_run_in_the_sensor_while_instrumented_and_as_they_were_after() {
+        let s = saved(
+            json!({"name": "web", "image": "r/web:1",
+                   "readinessProbe": {"exec": {"command": ["check", "-q"]}, "periodSeconds": 1},
+                   "lifecycle": {"preStop": {"exec": {"command": ["/stop.sh"]}}}}),
+            Some(120),
+        );
+        // The annotation keeps them, so a restarted operator restores them.
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Original>(&text).unwrap(), s);
+        let c = |patch: &Value| patch["spec"]["template"]["spec"]["containers"][0].clone();
+        let inst = c(&instrumented("web", &s, &inst(SensorMode::Seccomp)));
+        assert_eq!(
+            inst["readinessProbe"],
+            json!({"exec": {"command": ["/.whittle/sensor", "exec", "--", "check", "-q"]}}),
+            "only the command is whittle's; the period stays the user's field"
+        );
+        assert_eq!(
+            inst["lifecycle"]["preStop"]["exec"]["command"],
+            json!(["/.whittle/sensor", "exec", "--", "/stop.sh"])
+        );
+        for back in [
+            restore("web", &s),
+            hardened("web", &s, "r/web:1-h@sha256:bb"),
+        ] {
+            assert_eq!(
+                c(&back)["readinessProbe"]["exec"]["command"],
+                json!(["check", "-q"])
+            );
+            assert_eq!(
+                c(&back)["lifecycle"]["preStop"]["exec"]["command"],
+                json!(["/stop.sh"])
+            );
+        }
+        let grace = inst["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "WHITTLE_SENSOR_GRACE")
+            .unwrap()["value"]
+            .clone();
+        assert_eq!(
+            grace, "57",
+            "the pod's 120 s less delivery, half of it left to preStop"
+        );
+
+        // An annotation written before probes were wrapped: nothing of theirs to put back.
+        let old: Original = serde_json::from_value(json!({"workflow": "w", "workflowUid": "u",
+            "container": "web", "image": "r/web:1"}))
+        .unwrap();
+        assert!(c(&restore("web", &old)).get("readinessProbe").is_none());
+    }
+
+    #[test]
     fn ptrace_adds_no_capability_fanotify_adds_sys_admin_only() {
         let s = saved(json!({"name": "web", "image": "r/web:1"}), None);
         let ptrace = instrumented("web", &s, &inst(SensorMode::Ptrace));
@@ -493,10 +580,12 @@ mod tests {
                 "WHITTLE_SENSOR_MODE",
                 "WHITTLE_REPORT_TOKEN",
                 "WHITTLE_POD_TOKEN_FILE",
+                "WHITTLE_SENSOR_GRACE",
                 "POD_NAMESPACE",
                 "CONTAINER_NAME"
             ]
         );
+        assert_eq!(env[4]["value"], "55", "the raised 60 s less delivery");
         assert_eq!(env[1]["value"], "ptrace");
         assert_eq!(env[2]["value"], "v1.uid-1.00ff");
         assert_eq!(env[3]["value"], "/var/run/secrets/whittle.dev/report/token");

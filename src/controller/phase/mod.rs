@@ -25,7 +25,7 @@ pub use observing::{Observation, observation};
 pub use pending::{Pending, pending};
 pub use retry::{AfterError, after_error, gives_up};
 pub use rollout::{Rollout, RolloutWatch, Trouble, pods_running, rollout};
-pub use verifying::{Exercised, exercised};
+pub use verifying::{Exercised, command_missing, exercised};
 
 use std::time::Duration;
 

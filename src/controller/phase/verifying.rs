@@ -41,9 +41,45 @@ pub fn exercised(exercise: Option<&Exercise>, out_of_time: bool, limit: &str) ->
     }
 }
 
+/// Whether kubelet's word on a failed probe (an `Unhealthy` Event) says the probe's command
+/// is not in the image: the runtime found no executable (`executable file not found in $PATH`,
+/// `stat /usr/bin/x: no such file or directory`), or a shell found no command
+/// (`sh: 1: pg_isready: not found`). Such a probe fails the same way until the timeout, so
+/// verification need not wait for it.
+pub fn command_missing(message: &str) -> bool {
+    message.contains("executable file not found")
+        || (message.contains("exec") && message.contains("no such file or directory"))
+        || message
+            .lines()
+            .any(|l| l.trim_end().ends_with(": not found") && l.contains("sh: "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_whose_command_the_image_lacks_is_told_from_one_that_just_fails() {
+        let missing = [
+            r#"Readiness probe errored: rpc error: code = Unknown desc = failed to exec in container: failed to start exec "4f1c": OCI runtime exec failed: exec failed: unable to start container process: exec: "pg_isready": executable file not found in $PATH: unknown"#,
+            r#"Liveness probe errored: rpc error: code = Unknown desc = failed to exec in container: failed to start exec "9a": OCI runtime exec failed: exec failed: unable to start container process: exec: "/usr/bin/check": stat /usr/bin/check: no such file or directory: unknown"#,
+            "Readiness probe failed: sh: 1: pg_isready: not found\n",
+            "Readiness probe failed: /bin/sh: redis-cli: not found",
+        ];
+        for m in missing {
+            assert!(command_missing(m), "{m}");
+        }
+        let failing = [
+            "Readiness probe failed: HTTP probe failed with statuscode: 404",
+            "Readiness probe failed: dial tcp 10.0.0.5:8080: connect: connection refused",
+            "Readiness probe failed: pg_isready: no response",
+            "Readiness probe failed: cat: can't open '/tmp/ready': No such file or directory",
+            "Readiness probe failed: error: key not found",
+        ];
+        for m in failing {
+            assert!(!command_missing(m), "{m}");
+        }
+    }
 
     #[test]
     fn the_hardened_image_passes_when_the_exercise_passes_or_there_is_none() {

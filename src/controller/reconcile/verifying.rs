@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
@@ -16,6 +17,7 @@ use super::step::{SOON, Step};
 use crate::api::{ConditionType, Verification, VerificationResult};
 use crate::controller::deployment;
 use crate::controller::error::{Error, Result};
+use crate::controller::exec_handlers::ExecHandlers;
 use crate::controller::exercise::Run;
 use crate::controller::phase::{self, Exercised, POLL, Rollout, RolloutWatch, Trouble};
 use crate::controller::reason::Reason;
@@ -57,7 +59,15 @@ impl Step<'_> {
         };
         match phase::rollout(&d, &pods, watch) {
             Rollout::Ready(running) => self.exercise_hardened(&d, &running, out_of_time).await,
-            Rollout::Waiting => Ok(Action::requeue(POLL)),
+            Rollout::Waiting => {
+                match self
+                    .probe_command_missing(&container, &hardened, &pods)
+                    .await
+                {
+                    Some(missing) => Err(missing),
+                    None => Ok(Action::requeue(POLL)),
+                }
+            }
             Rollout::CrashLooping(t) => Err(self.crash_looping(t).await),
             Rollout::NotReady { trouble, .. } => Err(self.not_ready(trouble).await),
             Rollout::Stuck { why } => {
@@ -148,6 +158,41 @@ impl Step<'_> {
         self.sign(&store).await?;
         self.succeed(message);
         Ok(Action::requeue(SOON))
+    }
+
+    /// When the container has exec probes: a hardened pod whose probe runs a command the
+    /// hardened image lacks would fail until `verify.timeout`; the failure, with kubelet's
+    /// words, as soon as kubelet records it.
+    async fn probe_command_missing(
+        &mut self,
+        container: &Container,
+        hardened: &str,
+        pods: &[Pod],
+    ) -> Option<Error> {
+        let probes = ExecHandlers::of(container);
+        let has_exec_probe = probes.liveness_probe.is_some()
+            || probes.readiness_probe.is_some()
+            || probes.startup_probe.is_some();
+        if !has_exec_probe {
+            return None;
+        }
+        for pod in phase::pods_running(pods, &container.name, hardened) {
+            let said = deployment::probe_failure(&self.ctx.client, &self.namespace(), &pod).await;
+            if let Some(message) = said.filter(|m| phase::command_missing(m)) {
+                let message = format!(
+                    "pod {pod} container {}: a probe runs a command the hardened image does not have: {message}",
+                    container.name
+                );
+                let trouble = Trouble {
+                    pod,
+                    container: container.name.clone(),
+                    detail: message.clone(),
+                };
+                let reason = Reason::ProbeCommandMissing;
+                return Some(self.verification_failed(reason, message, Some(trouble)));
+            }
+        }
+        None
     }
 
     async fn crash_looping(&mut self, t: Trouble) -> Error {
