@@ -36,6 +36,13 @@
 //! - a Deployment Argo CD applied (its field manager owns the pod template) is left alone:
 //!   Pending and Stalled with `GitOpsManaged` and a Warning Event, until `gitOps: Proceed`,
 //!   then hardened.
+//! - nginx with an exec readiness probe running a binary nginx never uses (md5sum) and a
+//!   `preStop` exec hook running a shell script (`which`, through its alternatives link): both
+//!   are observed through the sensor's `exec` wrapper, kept, and the hardened image verifies;
+//!   the Deployment gets its own probe and hook commands back;
+//! - the same with the probe's binary excluded from the hardened image (what happens without
+//!   the wrapping): verification fails at once with `ProbeCommandMissing` and kubelet's
+//!   words, long before `verify.timeout`.
 //!
 //! The CRD and the RBAC come from `helm install` of the chart, and the operator runs with the
 //! chart's ServiceAccount token, so each scenario also checks that those permissions suffice.
@@ -51,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, ExecAction, Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -147,6 +154,14 @@ async fn workflows_run_on_a_real_cluster() {
             timed(
                 "a Deployment Argo CD keeps in line",
                 Box::pin(gitops_managed(c, &busybox))
+            ),
+            timed(
+                "exec probe and preStop hook kept",
+                Box::pin(exec_probe_and_hook(c, false))
+            ),
+            timed(
+                "a probe command the hardened image lacks",
+                Box::pin(exec_probe_and_hook(c, true))
             ),
             timed(
                 "registry gone before instrumenting",
@@ -897,6 +912,83 @@ async fn gitops_managed(c: &Cluster, busybox: &str) {
         .await
         .expect("gitOps: Proceed");
     wait_phase(&client, &ns, "web", Phase::Succeeded).await;
+}
+
+/// nginx whose readiness probe and `preStop` hook are exec commands nginx itself never runs.
+/// They are observed through the sensor's `exec` wrapper and kept, unless `probe_excluded`
+/// takes the probe's binary out of the hardened image: then verification fails at once.
+async fn exec_probe_and_hook(c: &Cluster, probe_excluded: bool) {
+    let prefix = if probe_excluded {
+        "probe-missing"
+    } else {
+        "probes"
+    };
+    let (client, ns) = namespace(c, prefix, &[]).await;
+    let image = fixtures::nginx()
+        .expect("nginx fixture")
+        .push(c.registry(), &format!("{prefix}/nginx:1"))
+        .expect("push nginx");
+    let probe = json!(["/usr/bin/md5sum", "/etc/debian_version"]);
+    let hook = json!(["/bin/sh", "-c", "which nginx > /dev/null"]);
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "terminationGracePeriodSeconds": 20,
+                "containers": [{"name": "web", "image": image,
+                    "readinessProbe": {"exec": {"command": probe}, "periodSeconds": 1},
+                    "lifecycle": {"preStop": {"exec": {"command": hook}}}}]}}}
+    });
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    apply(&client, &ns, &deployment).await;
+    apply(&client, &ns, &service).await;
+    let exclude = if probe_excluded {
+        json!(["/usr/bin/md5sum"])
+    } else {
+        json!([])
+    };
+    apply_workflow(
+        &client,
+        &ns,
+        json!({"target": {"name": "web"}, "registry": {"insecure": true},
+               "observe": {"duration": "15s", "collectTimeout": "2m"},
+               "harden": {"exclude": exclude}, "verify": {"timeout": "5m"}}),
+    )
+    .await;
+    if probe_excluded {
+        wait_phase(&client, &ns, "web", Phase::Verifying).await;
+        let verifying = Instant::now();
+        let failed = wait_failed(&client, &ns, "web").await;
+        let took = verifying.elapsed();
+        let v = failed.verification.expect("status.verification");
+        assert_eq!(v.reason, "ProbeCommandMissing", "{v:?}");
+        assert!(v.message.contains("/usr/bin/md5sum"), "{v:?}");
+        assert!(
+            took < Duration::from_secs(150),
+            "at once, not after 5m: {took:?}"
+        );
+    } else {
+        let w = wait_phase(&client, &ns, "web", Phase::Succeeded).await;
+        let status = w.status.expect("status");
+        let files = hardened_files(status.hardened_image.as_deref().expect("hardened"));
+        for kept in [
+            "usr/bin/md5sum",
+            "etc/debian_version",
+            "usr/bin/dash",
+            "usr/bin/which.debianutils",
+            "etc/alternatives/which",
+        ] {
+            assert!(files.contains(kept), "{kept} not kept: {files:?}");
+        }
+    }
+    let pod = template(&client, &ns, "web").await.spec.expect("pod spec");
+    let c = pod.containers[0].clone();
+    let command = |h: Option<ExecAction>| h.and_then(|e| e.command).map(|c| json!(c));
+    let readiness = c.readiness_probe.and_then(|p| p.exec);
+    assert_eq!(command(readiness), Some(probe), "the user's probe is back");
+    let pre_stop = c.lifecycle.and_then(|l| l.pre_stop).and_then(|h| h.exec);
+    assert_eq!(command(pre_stop), Some(hook), "the user's hook is back");
 }
 
 /// Deleted while observed in fanotify mode: the whole pod template comes back, the user's own
