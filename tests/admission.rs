@@ -255,6 +255,14 @@ async fn a_workflow_grants_nothing_its_creator_lacks() {
             vec!["lacks patch on deployments.apps \"db\""],
         ),
         (
+            "a StatefulSet of the target's name, which the tenant cannot patch",
+            workflow(
+                "web-set",
+                json!({"target": {"name": "web", "kind": "StatefulSet"}}),
+            ),
+            vec!["lacks patch on statefulsets.apps \"web\""],
+        ),
+        (
             "an exercise without create on jobs",
             workflow(
                 "exercised",

@@ -202,7 +202,10 @@ fn per_namespace_grants() -> BTreeSet<Grant> {
         ("whittle.dev", "hardeningworkflows/status", "patch", &[]),
         // Read, watched, and patched (server-side apply) to instrument, verify and restore.
         ("apps", "deployments", "get list watch patch", &[]),
-        ("", "pods", "get list watch", &[]),
+        ("apps", "statefulsets", "get list watch patch", &[]),
+        ("apps", "daemonsets", "get list watch patch", &[]),
+        // Deleted only for an OnDelete target's rollout and a StatefulSet's forced rollback.
+        ("", "pods", "get list watch delete", &[]),
         ("", "pods/log", "get", &[]),
         ("", "services", "list", &[]),
         ("discovery.k8s.io", "endpointslices", "list", &[]),
@@ -296,11 +299,14 @@ fn the_cluster_role_covers_what_the_operator_calls_and_no_more() {
                 !secrets("create") || o["metadata"]["namespace"] == "whittle-system",
                 "Secrets are created only in the operator's namespace: {o}"
             );
-            let deployments =
-                |verb: &str| g.iter().any(|(_, r, v, _)| r == "deployments" && v == verb);
+            let workloads = |verb: &str| {
+                g.iter().any(|(_, r, v, _)| {
+                    ["deployments", "statefulsets", "daemonsets"].contains(&r.as_str()) && v == verb
+                })
+            };
             assert!(
-                !deployments("create") && !deployments("delete"),
-                "the user's Deployments are never created or deleted: {o}"
+                !workloads("create") && !workloads("delete"),
+                "the user's workloads are never created or deleted: {o}"
             );
         }
     }

@@ -1,7 +1,8 @@
 //! The operator survives its own death. On a real cluster, one workflow with an exercise Job
 //! goes from Pending to Succeeded while the operator process is SIGKILLed once in every phase
 //! (Pending, Instrumenting, Observing, Collecting, Hardening, Verifying) and started again:
-//! there is still one Job per run, one hardened manifest, every report. Then leader election:
+//! there is still one Job per run, one hardened manifest, every report — for a Deployment, and
+//! again for a StatefulSet. Then leader election:
 //! a second replica waits while the first holds the Lease (serving reports all the same), and
 //! takes over when the first is killed; `whittle_leader` on each says which one leads.
 
@@ -26,6 +27,20 @@ const LEASE: &str = "whittle-operator";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_survives_being_killed_in_every_phase() {
+    let (cluster, client, ns, operator) = killed_in_every_phase("Deployment").await;
+    leader_election(&cluster, &client, &ns, operator).await;
+}
+
+/// A StatefulSet's run survives the same: its pods are replaced in its own order, and a kill
+/// between a template change and the pods that follow it loses nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stateful_set_survives_the_operator_being_killed_in_every_phase() {
+    killed_in_every_phase("StatefulSet").await;
+}
+
+/// One workflow on a workload of `kind` from Pending to Succeeded with the operator SIGKILLed
+/// in every phase; the cluster, the namespace and the running operator afterwards.
+async fn killed_in_every_phase(kind: &str) -> (Cluster, Client, String, Operator) {
     let cluster = cluster_with_crd().await;
     let busybox = fixtures::busybox(None)
         .expect("busybox fixture")
@@ -42,7 +57,7 @@ async fn the_operator_survives_being_killed_in_every_phase() {
     apply_workflow(
         &client,
         &ns,
-        json!({"target": {"name": "web"}, "registry": {"insecure": true},
+        json!({"target": {"name": "web", "kind": kind}, "registry": {"insecure": true},
                      "observe": {"duration": "3s", "collectTimeout": "1m"},
                      "exercise": busybox_exercise(&busybox),
                      "verify": {"timeout": "2m"}}),
@@ -59,7 +74,9 @@ async fn the_operator_survives_being_killed_in_every_phase() {
     })
     .await;
     kill_in(&mut operator, &client, &ns, Phase::Pending).await;
-    deploy_busybox_web(&client, &ns, &busybox, 1).await;
+    let (workload, service) = busybox_workload(kind, &busybox, 1);
+    apply(&client, &ns, &workload).await;
+    apply(&client, &ns, &service).await;
 
     for phase in [
         Phase::Instrumenting,
@@ -73,7 +90,7 @@ async fn the_operator_survives_being_killed_in_every_phase() {
     }
     let done = wait_phase(&client, &ns, "web", Phase::Succeeded).await;
     eprintln!(
-        "killed in all six phases: apply to Succeeded in {:.1?}",
+        "{kind}: killed in all six phases: apply to Succeeded in {:.1?}",
         started.elapsed()
     );
 
@@ -108,8 +125,7 @@ async fn the_operator_survives_being_killed_in_every_phase() {
         revisions_before + 4,
         "one instrumented and one hardened manifest, and the profile's artifact and referrers index: a harden repeated after a kill pushed the same digests"
     );
-
-    leader_election(&cluster, &client, &ns, operator).await;
+    (cluster, client, ns, operator)
 }
 
 /// A second replica waits while the first leads, serves the report intake meanwhile, and

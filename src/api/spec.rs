@@ -260,7 +260,8 @@ pub struct Sign {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
-    /// The kind of workload, e.g. `Deployment`, the only kind for now.
+    /// The kind of workload, e.g. `StatefulSet`: `Deployment` (the default), `StatefulSet` or
+    /// `DaemonSet`, in group `apps`.
     #[serde(default)]
     pub kind: TargetKind,
     /// The workload's name, in the workflow's namespace, e.g. `web`.
@@ -299,6 +300,27 @@ impl GitOps {
 pub enum TargetKind {
     #[default]
     Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl TargetKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TargetKind::Deployment => "Deployment",
+            TargetKind::StatefulSet => "StatefulSet",
+            TargetKind::DaemonSet => "DaemonSet",
+        }
+    }
+
+    /// The resource's plural, as RBAC names it.
+    pub fn plural(&self) -> &'static str {
+        match self {
+            TargetKind::Deployment => "deployments",
+            TargetKind::StatefulSet => "statefulsets",
+            TargetKind::DaemonSet => "daemonsets",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -73,14 +73,14 @@ pub fn target_address(
                 [one] => *one,
                 [] => {
                     return Err(
-                        "no Service selects the Deployment's pods: create one or set spec.exercise.service"
+                        "no Service selects the workload's pods: create one or set spec.exercise.service"
                             .into(),
                     );
                 }
                 many => {
                     let names: Vec<String> = many.iter().map(|s| s.name_any()).collect();
                     return Err(format!(
-                        "Services {} all select the Deployment's pods: set spec.exercise.service",
+                        "Services {} all select the workload's pods: set spec.exercise.service",
                         names.join(", ")
                     ));
                 }
@@ -321,7 +321,7 @@ pub async fn failure_logs(client: &Client, namespace: &str, job: &str) -> String
         return "its pod is gone".into();
     };
     let container = failed_container(pod).unwrap_or_default();
-    let logs = super::deployment::logs(client, namespace, &pod.name_any(), &container, false).await;
+    let logs = super::workload::logs(client, namespace, &pod.name_any(), &container, false).await;
     format!(
         "pod {} container {container}, last lines: {logs}",
         pod.name_any()

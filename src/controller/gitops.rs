@@ -4,8 +4,9 @@
 //! away; `phase::pending` waits (changing nothing) until the user has told the tool to leave
 //! whittle's fields alone and said so with `spec.target.gitOps: Proceed`.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+use crate::controller::workload::Workload;
 
 /// The GitOps tools whittle recognises, by the field managers they apply with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +72,7 @@ pub struct Owner {
 
 /// The GitOps tools that own fields of `d`'s pod template and have not been told (by their
 /// opt-out annotation) to leave the object alone.
-pub fn owners(d: &Deployment) -> Vec<Owner> {
+pub fn owners(d: &Workload) -> Vec<Owner> {
     let annotations = d.metadata.annotations.as_ref();
     let opted_out = |tool: Tool| {
         tool.opt_out().is_some_and(|(key, value)| {
@@ -131,13 +132,14 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    fn deployment(fields: Value, annotations: Value) -> Deployment {
-        serde_json::from_value(json!({
+    fn deployment(fields: Value, annotations: Value) -> Workload {
+        let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "shop", "annotations": annotations,
                          "managedFields": fields},
             "spec": {"selector": {}, "template": {"spec": {"containers": []}}}
         }))
-        .unwrap()
+        .unwrap();
+        d.into()
     }
 
     fn entry(manager: &str, fields: Value, subresource: Option<&str>) -> Value {
@@ -153,7 +155,7 @@ mod tests {
         json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {}}}}})
     }
 
-    fn managers(d: &Deployment) -> Vec<String> {
+    fn managers(d: &Workload) -> Vec<String> {
         owners(d).into_iter().map(|o| o.manager).collect()
     }
 

@@ -14,7 +14,6 @@
 // Each phase reads as gather → verdict → act; a long function is a phase doing too much.
 #![warn(clippy::too_many_lines)]
 
-pub mod deployment;
 pub mod engine;
 pub mod error;
 pub mod exec_handlers;
@@ -26,6 +25,7 @@ pub mod reconcile;
 pub mod signing_key;
 pub mod template;
 pub mod vuln_dbs;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::core::{NamespaceResourceScope, PartialObjectMeta};
@@ -45,7 +45,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::names::{MANAGED_BY, MANAGED_BY_LABEL, WORKFLOW_LABEL, label_value, report_path};
-use crate::api::{HardeningWorkflow, Phase};
+use crate::api::{HardeningWorkflow, Phase, TargetKind};
 use crate::metrics::Metrics;
 use crate::reports::ReportKey;
 use reconcile::ReconcileError;
@@ -151,16 +151,19 @@ fn error_policy(
     Action::requeue(delay)
 }
 
-/// The workflows in `namespace` whose target is the Deployment `name`.
+/// The workflows in `namespace` whose target is the `kind` named `name`.
 fn targeting(
     store: &Store<HardeningWorkflow>,
+    kind: TargetKind,
     namespace: Option<String>,
     name: &str,
 ) -> Vec<ObjectRef<HardeningWorkflow>> {
     store
         .state()
         .iter()
-        .filter(|w| w.namespace() == namespace && w.spec.target.name == name)
+        .filter(|w| {
+            w.namespace() == namespace && w.spec.target.kind == kind && w.spec.target.name == name
+        })
         .map(|w| ObjectRef::from_obj(w.as_ref()))
         .collect()
 }
@@ -205,7 +208,7 @@ pub async fn run(
 }
 
 /// The controller of the workflows in `namespace` (`None`: in every namespace), woken by what
-/// they own and by their targets' Deployments and pods there.
+/// they own and by their targets (Deployments, StatefulSets, DaemonSets) and pods there.
 fn controller(
     client: &Client,
     concurrency: u16,
@@ -216,8 +219,17 @@ fn controller(
         watcher::Config::default(),
     )
     .with_config(ControllerConfig::default().concurrency(concurrency));
-    let store = controller.store();
-    let (by_deployment, by_pod) = (store.clone(), store);
+    let by_pod = controller.store();
+    let targets = [
+        TargetKind::Deployment,
+        TargetKind::StatefulSet,
+        TargetKind::DaemonSet,
+    ];
+    let controller = targets.into_iter().fold(controller, |c, kind| match kind {
+        TargetKind::Deployment => watch_targets::<Deployment>(c, client, namespace, kind),
+        TargetKind::StatefulSet => watch_targets::<StatefulSet>(c, client, namespace, kind),
+        TargetKind::DaemonSet => watch_targets::<DaemonSet>(c, client, namespace, kind),
+    });
     let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
     controller
         // Reports are up to a MiB each: the controller only needs to know one changed.
@@ -231,11 +243,6 @@ fn controller(
         .owns(
             scoped::<Job>(client, namespace),
             watcher::Config::default().labels(&managed),
-        )
-        .watches(
-            scoped::<Deployment>(client, namespace),
-            watcher::Config::default(),
-            move |d: Deployment| targeting(&by_deployment, d.namespace(), &d.name_any()),
         )
         .watches(
             scoped::<Pod>(client, namespace),
@@ -252,6 +259,30 @@ fn controller(
                     .collect::<Vec<_>>()
             },
         )
+}
+
+/// Wakes the workflows whose target is the changed object of `kind`.
+fn watch_targets<K>(
+    controller: Controller<HardeningWorkflow>,
+    client: &Client,
+    namespace: Option<&str>,
+    kind: TargetKind,
+) -> Controller<HardeningWorkflow>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let store = controller.store();
+    controller.watches(
+        scoped::<K>(client, namespace),
+        watcher::Config::default(),
+        move |o: K| targeting(&store, kind, o.namespace(), &o.name_any()),
+    )
 }
 
 /// An Api over one namespace, or over all of them.

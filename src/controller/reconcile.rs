@@ -7,7 +7,7 @@
 //! for the rollout) → Observing (the exercise Job and/or `observe.duration`) → Collecting
 //! (original template restored; reports awaited) → Hardening → Verifying (the hardened image
 //! rolled out and exercised) → Succeeded. Any failure that retrying cannot fix restores the
-//! Deployment and ends in Failed.
+//! Workload and ends in Failed.
 //!
 //! This file is the entry: the finalizer, the dispatch to the phase, the status write and the
 //! phase-change Event. Each phase is a file of `reconcile/` that gathers what it needs, asks
@@ -29,7 +29,6 @@ mod verifying;
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -45,9 +44,10 @@ use super::error::{Error, Result};
 use super::phase::{self, AfterError};
 use super::reason::Reason;
 use super::template::{self, Original};
-use super::{deployment, exercise};
+use super::{exercise, workload};
 use crate::api::names::{FIELD_MANAGER, FINALIZER};
-use crate::api::{ConditionType, HardeningWorkflow, HardeningWorkflowStatus, Phase};
+use crate::api::{ConditionType, HardeningWorkflow, HardeningWorkflowStatus, Phase, TargetKind};
+use crate::controller::workload::Workload;
 use crate::reports;
 use step::Step;
 
@@ -137,19 +137,21 @@ async fn step(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
     Ok(action)
 }
 
-/// The workflow is being deleted: put the Deployment back if whittle still has it, and remove
+/// The workflow is being deleted: put the Workload back if whittle still has it, and remove
 /// the reports now rather than when garbage collection gets to them.
 async fn cleanup(workflow: &HardeningWorkflow, ctx: &Context) -> Result<Action> {
     let namespace = workflow.namespace().unwrap_or_default();
     let target = workflow.spec.target.name.clone();
-    let found = deployment::get(&ctx.client, &namespace, &target).await?;
+    let kind = workflow.spec.target.kind;
+    let found = workload::get(&ctx.client, &namespace, kind, &target).await?;
     let restored = match found {
         Some(d) => restore(ctx, workflow, &d).await?,
         None => false,
     };
     if restored {
         let note = format!(
-            "the workflow was deleted: Deployment {namespace}/{target} runs its original pod template again"
+            "the workflow was deleted: {} runs its original pod template again",
+            workload::describe(kind, &namespace, &target)
         );
         ctx.event(workflow, EventType::Normal, Reason::Restored, &note)
             .await;
@@ -165,26 +167,23 @@ async fn release(ctx: &Context, workflow: &HardeningWorkflow) -> Result<()> {
     exercise::stop_running(&ctx.client, workflow).await
 }
 
-/// Applies the saved original when the Deployment is held by this workflow; true if it did.
-/// Changes others made to the Deployment meanwhile are kept (only whittle's fields go back),
+/// Applies the saved original when the workload is held by this workflow; true if it did.
+/// Changes others made to the workload meanwhile are kept (only whittle's fields go back),
 /// and an Event says whose they were.
-async fn restore(ctx: &Context, workflow: &HardeningWorkflow, d: &Deployment) -> Result<bool> {
+async fn restore(ctx: &Context, workflow: &HardeningWorkflow, d: &Workload) -> Result<bool> {
     match Original::on(d) {
         Some(Ok(saved)) if saved.belongs_to(workflow) => {
             let name = d.name_any();
-            let namespace = d.namespace().unwrap_or_default();
-            deployment::apply(
-                &ctx.client,
-                &namespace,
-                &name,
-                &template::restore(&name, &saved),
-            )
-            .await?;
-            info!(workflow = %workflow.name_any(), deployment = %name, "restored the original pod template");
+            let namespace = workflow.namespace().unwrap_or_default();
+            let config = template::restore(d.kind, &name, &saved);
+            workload::apply(&ctx.client, &namespace, d.kind, &name, &config).await?;
+            replace_held_pods(ctx, workflow, d).await?;
+            info!(workflow = %workflow.name_any(), target = %d.describe(), "restored the original pod template");
             let editors = template::edited_by_others(d);
             if !editors.is_empty() {
                 let note = format!(
-                    "Deployment {namespace}/{name} was changed by {} while whittle held it; whittle put back only the fields it had changed (image, command, its env entries, capabilities, grace period), so those changes are kept",
+                    "{} was changed by {} while whittle held it; whittle put back only the fields it had changed (image, command, probe and hook commands, its env entries, capabilities, grace period), so those changes are kept",
+                    d.describe(),
                     editors.join(", ")
                 );
                 ctx.event(workflow, EventType::Normal, Reason::UserChangesKept, &note)
@@ -194,6 +193,25 @@ async fn restore(ctx: &Context, workflow: &HardeningWorkflow, d: &Deployment) ->
         }
         _ => Ok(false),
     }
+}
+
+/// The pods whittle made that the workload's controller would not replace by itself after the
+/// restore (`phase::to_delete_after_restore`): deleted, so they come back on the original.
+async fn replace_held_pods(
+    ctx: &Context,
+    workflow: &HardeningWorkflow,
+    d: &Workload,
+) -> Result<()> {
+    if d.kind == TargetKind::Deployment {
+        return Ok(());
+    }
+    let namespace = workflow.namespace().unwrap_or_default();
+    let held = workload::instrumented_pods(&ctx.client, &namespace, &workflow.name_any()).await?;
+    for pod in phase::to_delete_after_restore(d, &held) {
+        info!(workflow = %workflow.name_any(), %pod, "deleting a pod its controller would not replace");
+        workload::delete_pod(&ctx.client, &namespace, &pod).await?;
+    }
+    Ok(())
 }
 
 async fn write_status(

@@ -1,5 +1,5 @@
 //! Pure: what whittle saves of the user's container, and the server-side-apply configurations
-//! that instrument a Deployment and restore it.
+//! that instrument a workload (Deployment, StatefulSet, DaemonSet) and restore it.
 //!
 //! Every change whittle makes is a field it applies as field manager `whittle`; restoring applies
 //! the original values of exactly those fields and stops applying the rest (the env entries it
@@ -7,7 +7,6 @@
 //! never touched stay the user's, so a user's edit made while the workload is instrumented (a
 //! scale, an env var) survives the restore.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar, SecurityContext};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -19,12 +18,13 @@ use crate::api::names::{
     FIELD_MANAGER, POD_TOKEN_DIR, POD_TOKEN_FILE, POD_TOKEN_VOLUME, REPORT_AUDIENCE,
     WORKFLOW_LABEL, label_value,
 };
-use crate::api::{HardeningWorkflow, SensorMode};
+use crate::api::{HardeningWorkflow, SensorMode, TargetKind};
 use crate::controller::exec_handlers::ExecHandlers;
+use crate::controller::workload::Workload;
 use crate::image::config::SENSOR_PATH;
 
-/// The Deployment annotation holding [`Original`]: what restoring needs, whatever happens to the
-/// operator. It also marks the Deployment as taken by one workflow.
+/// The workload annotation holding [`Original`]: what restoring needs, whatever happens to the
+/// operator. It also marks the workload as taken by one workflow.
 pub const ORIGINAL_ANNOTATION: &str = "whittle.dev/original";
 
 /// The sensor needs this long after SIGTERM to let the app exit and deliver its report.
@@ -41,7 +41,7 @@ const DELIVERY_SECONDS: i64 = 5;
 const IDENTITY_ENV: [&str; 3] = ["POD_NAME", "POD_NAMESPACE", "CONTAINER_NAME"];
 
 /// The user's container as it was before whittle changed it, and who changed it: the
-/// `whittle.dev/original` annotation on the Deployment.
+/// `whittle.dev/original` annotation on the workload.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Original {
@@ -73,7 +73,7 @@ pub struct Original {
 impl Original {
     pub fn of(
         workflow: &HardeningWorkflow,
-        deployment: &Deployment,
+        workload: &Workload,
         container: &Container,
     ) -> Original {
         Original {
@@ -85,7 +85,7 @@ impl Original {
             args: container.args.clone(),
             env: container.env.clone(),
             security_context: container.security_context.clone(),
-            termination_grace_period_seconds: pod_spec(deployment)
+            termination_grace_period_seconds: pod_spec(workload)
                 .and_then(|s| s.termination_grace_period_seconds),
             // From the spec, which is immutable once the workflow started: the hold for
             // verification, saved after the first restore, knows that whittle still owns the list.
@@ -94,9 +94,9 @@ impl Original {
         }
     }
 
-    /// The saved original on a Deployment, if whittle has changed it.
-    pub fn on(deployment: &Deployment) -> Option<Result<Original, serde_json::Error>> {
-        deployment
+    /// The saved original on a workload, if whittle has changed it.
+    pub fn on(workload: &Workload) -> Option<Result<Original, serde_json::Error>> {
+        workload
             .metadata
             .annotations
             .as_ref()?
@@ -165,30 +165,31 @@ pub struct Instrumentation<'a> {
     pub sensor_mode: SensorMode,
 }
 
-/// The pod template of a Deployment, if it has one.
-pub fn pod_spec(deployment: &Deployment) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
-    deployment.spec.template.spec.as_ref()
+/// The pod template of a workload, if it has one.
+pub fn pod_spec(workload: &Workload) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
+    workload.template.spec.as_ref()
 }
 
 /// The target container: the one named, or the only one.
 pub fn target_container<'d>(
-    deployment: &'d Deployment,
+    workload: &'d Workload,
     name: Option<&str>,
 ) -> Result<&'d Container, String> {
-    let containers = pod_spec(deployment)
+    let kind = workload.kind.as_str();
+    let containers = pod_spec(workload)
         .map(|s| s.containers.as_slice())
         .unwrap_or_default();
     match name {
         Some(name) => containers.iter().find(|c| c.name == name).ok_or_else(|| {
             format!(
-                "the Deployment has no container {name:?} (it has {})",
+                "the {kind} has no container {name:?} (it has {})",
                 names(containers)
             )
         }),
         None => match containers {
             [only] => Ok(only),
             _ => Err(format!(
-                "the Deployment has {} containers ({}): set spec.target.container",
+                "the {kind} has {} containers ({}): set spec.target.container",
                 containers.len(),
                 names(containers)
             )),
@@ -208,7 +209,12 @@ fn names(containers: &[Container]) -> String {
 /// the pod overrides the entrypoint, the sensor's env, the capability fanotify needs, the pod's
 /// own token for the report server (a projected ServiceAccount token, audience `whittle`), a
 /// grace period long enough to report, a pod label naming the workflow, and the saved original.
-pub fn instrumented(deployment_name: &str, saved: &Original, inst: &Instrumentation<'_>) -> Value {
+pub fn instrumented(
+    kind: TargetKind,
+    name: &str,
+    saved: &Original,
+    inst: &Instrumentation<'_>,
+) -> Value {
     let mut container = json!({"name": saved.container, "image": inst.instrumented_image});
     if let Some(command) = saved.wrapped_command() {
         container["command"] = json!(command);
@@ -231,32 +237,32 @@ pub fn instrumented(deployment_name: &str, saved: &Original, inst: &Instrumentat
     if saved.raised_grace() {
         spec["terminationGracePeriodSeconds"] = json!(MIN_GRACE_SECONDS);
     }
-    held(deployment_name, saved, spec)
+    held(kind, name, saved, spec)
 }
 
 /// The apply configuration that runs the hardened image to verify it: the original pod with
 /// only the image changed (the hardened image keeps the original entrypoint, so the pod's own
-/// command still fits), and the Deployment held again, its pods labelled, until verification
+/// command still fits), and the workload held again, its pods labelled, until verification
 /// ends.
-pub fn hardened(deployment_name: &str, saved: &Original, hardened_image: &str) -> Value {
-    held(deployment_name, saved, original_spec(saved, hardened_image))
+pub fn hardened(kind: TargetKind, name: &str, saved: &Original, hardened_image: &str) -> Value {
+    held(kind, name, saved, original_spec(saved, hardened_image))
 }
 
-/// The apply configuration of a promoted Deployment: the original pod on the hardened image,
-/// and nothing else of whittle's (the pod label and the annotation go; the Deployment is free).
-pub fn promoted(deployment_name: &str, saved: &Original, hardened_image: &str) -> Value {
-    free(deployment_name, original_spec(saved, hardened_image))
+/// The apply configuration of a promoted workload: the original pod on the hardened image,
+/// and nothing else of whittle's (the pod label and the annotation go; the workload is free).
+pub fn promoted(kind: TargetKind, name: &str, saved: &Original, hardened_image: &str) -> Value {
+    free(kind, name, original_spec(saved, hardened_image))
 }
 
 /// A configuration that changes the pod `spec` as given, labels the pods with the workflow and
-/// saves the original in the annotation: the Deployment is held by the workflow.
-fn held(deployment_name: &str, saved: &Original, spec: Value) -> Value {
+/// saves the original in the annotation: the workload is held by the workflow.
+fn held(kind: TargetKind, name: &str, saved: &Original, spec: Value) -> Value {
     let saved_text = serde_json::to_string(saved).unwrap_or_default();
     json!({
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": kind.as_str(),
         "metadata": {
-            "name": deployment_name,
+            "name": name,
             "annotations": {ORIGINAL_ANNOTATION: saved_text},
         },
         "spec": {"template": {
@@ -266,13 +272,13 @@ fn held(deployment_name: &str, saved: &Original, spec: Value) -> Value {
     })
 }
 
-/// The field managers other than whittle that changed the Deployment's spec since whittle last
+/// The field managers other than whittle that changed the workload's spec since whittle last
 /// applied it (a `kubectl scale`, an edit, a GitOps sync): their changes survive a restore,
 /// and whittle says so. Status updates and metadata-only updates (the controller's revision
 /// annotation) do not count. managedFields times have a resolution of one second, so an edit
 /// in the very second of whittle's apply goes unnamed (it is kept all the same).
-pub fn edited_by_others(deployment: &Deployment) -> Vec<String> {
-    let fields = deployment
+pub fn edited_by_others(workload: &Workload) -> Vec<String> {
+    let fields = workload
         .metadata
         .managed_fields
         .as_deref()
@@ -375,8 +381,8 @@ fn grants_sys_admin(capability: &str) -> bool {
 /// The apply configuration that puts the original back: the original image, command and grace
 /// period (fields whittle had taken over), nothing else (what whittle added goes away), and no
 /// annotation.
-pub fn restore(deployment_name: &str, saved: &Original) -> Value {
-    free(deployment_name, original_spec(saved, &saved.image))
+pub fn restore(kind: TargetKind, name: &str, saved: &Original) -> Value {
+    free(kind, name, original_spec(saved, &saved.image))
 }
 
 /// The original values of every field whittle took over (the image as given; the user's
@@ -406,11 +412,11 @@ fn original_spec(saved: &Original, image: &str) -> Value {
 
 /// A configuration that sets the pod `spec` as given and holds nothing: no label, no
 /// annotation.
-fn free(deployment_name: &str, spec: Value) -> Value {
+fn free(kind: TargetKind, name: &str, spec: Value) -> Value {
     json!({
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": deployment_name},
+        "kind": kind.as_str(),
+        "metadata": {"name": name},
         "spec": {"template": {"spec": spec}}
     })
 }
@@ -418,17 +424,23 @@ fn free(deployment_name: &str, spec: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
 
-    fn deployment(container: Value, grace: Option<i64>) -> Deployment {
+    fn w(d: Deployment) -> Workload {
+        d.into()
+    }
+
+    fn deployment(container: Value, grace: Option<i64>) -> Workload {
         let mut spec = json!({"containers": [container]});
         if let Some(g) = grace {
             spec["terminationGracePeriodSeconds"] = json!(g);
         }
-        serde_json::from_value(json!({
+        let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
             "metadata": {"name": "web"},
             "spec": {"selector": {}, "template": {"spec": spec}}
         }))
-        .unwrap()
+        .unwrap();
+        d.into()
     }
 
     fn workflow() -> HardeningWorkflow {
@@ -458,7 +470,12 @@ mod tests {
     #[test]
     fn an_image_entrypoint_is_wrapped_by_the_image_a_pod_command_by_the_template() {
         let plain = saved(json!({"name": "web", "image": "r/web:1"}), None);
-        let patch = instrumented("web", &plain, &inst(SensorMode::Ptrace));
+        let patch = instrumented(
+            TargetKind::Deployment,
+            "web",
+            &plain,
+            &inst(SensorMode::Ptrace),
+        );
         let c = &patch["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"], "r/web:1-whittle-instrumented@sha256:aa");
         assert!(c.get("command").is_none());
@@ -467,14 +484,19 @@ mod tests {
             json!({"name": "web", "image": "r/web:1", "command": ["/app", "-x"], "args": ["y"]}),
             None,
         );
-        let patch = instrumented("web", &overridden, &inst(SensorMode::Ptrace));
+        let patch = instrumented(
+            TargetKind::Deployment,
+            "web",
+            &overridden,
+            &inst(SensorMode::Ptrace),
+        );
         let c = &patch["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(
             c["command"],
             json!(["/.whittle/sensor", "--", "/app", "-x"])
         );
         assert!(c.get("args").is_none(), "args are left to the user");
-        let back = restore("web", &overridden);
+        let back = restore(TargetKind::Deployment, "web", &overridden);
         assert_eq!(
             back["spec"]["template"]["spec"]["containers"][0]["command"],
             json!(["/app", "-x"])
@@ -493,7 +515,12 @@ mod tests {
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Original>(&text).unwrap(), s);
         let c = |patch: &Value| patch["spec"]["template"]["spec"]["containers"][0].clone();
-        let inst = c(&instrumented("web", &s, &inst(SensorMode::Seccomp)));
+        let inst = c(&instrumented(
+            TargetKind::Deployment,
+            "web",
+            &s,
+            &inst(SensorMode::Seccomp),
+        ));
         assert_eq!(
             inst["readinessProbe"],
             json!({"exec": {"command": ["/.whittle/sensor", "exec", "--", "check", "-q"]}}),
@@ -504,8 +531,8 @@ mod tests {
             json!(["/.whittle/sensor", "exec", "--", "/stop.sh"])
         );
         for back in [
-            restore("web", &s),
-            hardened("web", &s, "r/web:1-h@sha256:bb"),
+            restore(TargetKind::Deployment, "web", &s),
+            hardened(TargetKind::Deployment, "web", &s, "r/web:1-h@sha256:bb"),
         ] {
             assert_eq!(
                 c(&back)["readinessProbe"]["exec"]["command"],
@@ -532,19 +559,28 @@ mod tests {
         let old: Original = serde_json::from_value(json!({"workflow": "w", "workflowUid": "u",
             "container": "web", "image": "r/web:1"}))
         .unwrap();
-        assert!(c(&restore("web", &old)).get("readinessProbe").is_none());
+        assert!(
+            c(&restore(TargetKind::Deployment, "web", &old))
+                .get("readinessProbe")
+                .is_none()
+        );
     }
 
     #[test]
     fn ptrace_adds_no_capability_fanotify_adds_sys_admin_only() {
         let s = saved(json!({"name": "web", "image": "r/web:1"}), None);
-        let ptrace = instrumented("web", &s, &inst(SensorMode::Ptrace));
+        let ptrace = instrumented(TargetKind::Deployment, "web", &s, &inst(SensorMode::Ptrace));
         assert!(
             ptrace["spec"]["template"]["spec"]["containers"][0]
                 .get("securityContext")
                 .is_none()
         );
-        let fanotify = instrumented("web", &s, &inst(SensorMode::Fanotify));
+        let fanotify = instrumented(
+            TargetKind::Deployment,
+            "web",
+            &s,
+            &inst(SensorMode::Fanotify),
+        );
         assert_eq!(
             fanotify["spec"]["template"]["spec"]["containers"][0]["securityContext"],
             json!({"capabilities": {"add": ["SYS_ADMIN"]}})
@@ -568,7 +604,7 @@ mod tests {
                    "env": [{"name": "POD_NAME", "value": "mine"}]}),
             None,
         );
-        let patch = instrumented("web", &s, &inst(SensorMode::Ptrace));
+        let patch = instrumented(TargetKind::Deployment, "web", &s, &inst(SensorMode::Ptrace));
         let env = patch["spec"]["template"]["spec"]["containers"][0]["env"]
             .as_array()
             .unwrap();
@@ -598,7 +634,7 @@ mod tests {
             spec["containers"][0]["volumeMounts"][0],
             json!({"name": "whittle-pod-token", "mountPath": "/var/run/secrets/whittle.dev/report", "readOnly": true})
         );
-        let back = restore("web", &s);
+        let back = restore(TargetKind::Deployment, "web", &s);
         assert!(back["spec"]["template"]["spec"].get("volumes").is_none());
         assert!(
             back["spec"]["template"]["spec"]["containers"][0]
@@ -631,7 +667,12 @@ mod tests {
         );
         let c = target_container(&d, None).unwrap().clone();
         let s = Original::of(&fanotify_workflow(), &d, &c);
-        let patch = instrumented("web", &s, &inst(SensorMode::Fanotify));
+        let patch = instrumented(
+            TargetKind::Deployment,
+            "web",
+            &s,
+            &inst(SensorMode::Fanotify),
+        );
         assert_eq!(
             patch["spec"]["template"]["spec"]["containers"][0]["securityContext"],
             json!({"capabilities": {"add": ["NET_BIND_SERVICE", "SYS_ADMIN"]}}),
@@ -639,9 +680,15 @@ mod tests {
         );
         let original = json!({"capabilities": {"add": ["NET_BIND_SERVICE"]}});
         for (what, config) in [
-            ("restore", restore("web", &s)),
-            ("hardened", hardened("web", &s, "r/web@sha256:bb")),
-            ("promoted", promoted("web", &s, "r/web@sha256:bb")),
+            ("restore", restore(TargetKind::Deployment, "web", &s)),
+            (
+                "hardened",
+                hardened(TargetKind::Deployment, "web", &s, "r/web@sha256:bb"),
+            ),
+            (
+                "promoted",
+                promoted(TargetKind::Deployment, "web", &s, "r/web@sha256:bb"),
+            ),
         ] {
             assert_eq!(
                 config["spec"]["template"]["spec"]["containers"][0]["securityContext"], original,
@@ -650,8 +697,8 @@ mod tests {
         }
         let back: Original = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(
-            restore("web", &back),
-            restore("web", &s),
+            restore(TargetKind::Deployment, "web", &back),
+            restore(TargetKind::Deployment, "web", &s),
             "via the annotation"
         );
 
@@ -664,7 +711,12 @@ mod tests {
             );
             let c = target_container(&d, None).unwrap().clone();
             let s = Original::of(&fanotify_workflow(), &d, &c);
-            let patch = instrumented("web", &s, &inst(SensorMode::Fanotify));
+            let patch = instrumented(
+                TargetKind::Deployment,
+                "web",
+                &s,
+                &inst(SensorMode::Fanotify),
+            );
             assert_eq!(
                 patch["spec"]["template"]["spec"]["containers"][0]["securityContext"],
                 json!({"capabilities": {"add": [own]}})
@@ -679,13 +731,16 @@ mod tests {
                    "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}}),
             None,
         );
-        let patch = instrumented("web", &s, &inst(SensorMode::Ptrace));
+        let patch = instrumented(TargetKind::Deployment, "web", &s, &inst(SensorMode::Ptrace));
         assert!(
             patch["spec"]["template"]["spec"]["containers"][0]
                 .get("securityContext")
                 .is_none()
         );
-        for config in [restore("web", &s), hardened("web", &s, "r/web@sha256:bb")] {
+        for config in [
+            restore(TargetKind::Deployment, "web", &s),
+            hardened(TargetKind::Deployment, "web", &s, "r/web@sha256:bb"),
+        ] {
             assert!(
                 config["spec"]["template"]["spec"]["containers"][0]
                     .get("securityContext")
@@ -699,7 +754,7 @@ mod tests {
             &serde_json::from_value(json!({"name": "web", "image": "r/web:1"})).unwrap(),
         );
         assert!(
-            restore("web", &fanotify_without_own)["spec"]["template"]["spec"]["containers"][0]
+            restore(TargetKind::Deployment, "web", &fanotify_without_own)["spec"]["template"]["spec"]["containers"][0]
                 .get("securityContext")
                 .is_none(),
             "no list of the user's: whittle's [SYS_ADMIN] is released, and so removed"
@@ -710,7 +765,12 @@ mod tests {
     fn the_app_keeps_sys_admin_only_when_the_user_gave_it() {
         let keeps = |container: Value| {
             let s = saved(container, None);
-            let patch = instrumented("web", &s, &inst(SensorMode::Fanotify));
+            let patch = instrumented(
+                TargetKind::Deployment,
+                "web",
+                &s,
+                &inst(SensorMode::Fanotify),
+            );
             patch["spec"]["template"]["spec"]["containers"][0]["env"]
                 .as_array()
                 .unwrap()
@@ -734,10 +794,10 @@ mod tests {
             (Some(90), None, None),
         ] {
             let s = saved(json!({"name": "web", "image": "r/web:1"}), grace);
-            let patch = instrumented("web", &s, &inst(SensorMode::Ptrace));
+            let patch = instrumented(TargetKind::Deployment, "web", &s, &inst(SensorMode::Ptrace));
             let spec = &patch["spec"]["template"]["spec"];
             assert_eq!(spec["terminationGracePeriodSeconds"].as_i64(), raised);
-            let back = restore("web", &s);
+            let back = restore(TargetKind::Deployment, "web", &s);
             assert_eq!(
                 back["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_i64(),
                 restored,
@@ -753,15 +813,15 @@ mod tests {
                    "securityContext": {"runAsUser": 1000}}),
             Some(45),
         );
-        let patch = instrumented("web", &s, &inst(SensorMode::Ptrace));
+        let patch = instrumented(TargetKind::Deployment, "web", &s, &inst(SensorMode::Ptrace));
         let d: Deployment = serde_json::from_value(json!({
             "metadata": patch["metadata"].clone(), "spec": {"selector": {}, "template": {}}
         }))
         .unwrap();
-        let back = Original::on(&d).unwrap().unwrap();
+        let back = Original::on(&w(d.clone())).unwrap().unwrap();
         assert_eq!(back, s);
         assert!(back.belongs_to(&workflow()));
-        let restore = restore("web", &s);
+        let restore = restore(TargetKind::Deployment, "web", &s);
         assert!(restore["metadata"].get("annotations").is_none());
         assert_eq!(
             restore["spec"]["template"]["spec"]["containers"][0],
@@ -776,10 +836,13 @@ mod tests {
                 {"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}}}
         }))
         .unwrap();
-        assert_eq!(target_container(&two, Some("b")).unwrap().name, "b");
-        let err = target_container(&two, None).unwrap_err();
+        assert_eq!(
+            target_container(&w(two.clone()), Some("b")).unwrap().name,
+            "b"
+        );
+        let err = target_container(&w(two.clone()), None).unwrap_err();
         assert!(err.contains("2 containers (a, b)"), "{err}");
-        let err = target_container(&two, Some("c")).unwrap_err();
+        let err = target_container(&w(two.clone()), Some("c")).unwrap_err();
         assert!(err.contains("no container \"c\""), "{err}");
     }
 
@@ -789,7 +852,7 @@ mod tests {
             json!({"name": "web", "image": "r/web:1", "command": ["/app"]}),
             Some(10),
         );
-        let h = hardened("web", &s, "r/web@sha256:bb");
+        let h = hardened(TargetKind::Deployment, "web", &s, "r/web@sha256:bb");
         assert_eq!(
             h["spec"]["template"]["spec"],
             json!({"containers": [{"name": "web", "image": "r/web@sha256:bb", "command": ["/app"]}],
@@ -802,7 +865,7 @@ mod tests {
             h["spec"]["template"]["metadata"]["labels"][WORKFLOW_LABEL],
             "harden-web"
         );
-        let p = promoted("web", &s, "r/web@sha256:bb");
+        let p = promoted(TargetKind::Deployment, "web", &s, "r/web@sha256:bb");
         assert!(p["metadata"].get("annotations").is_none());
         assert!(p["spec"]["template"].get("metadata").is_none());
         assert_eq!(
@@ -831,11 +894,14 @@ mod tests {
             "spec": {"selector": {}, "template": {}}
         }))
         .unwrap();
-        assert_eq!(edited_by_others(&d), ["kubectl-edit", "kubectl-scale"]);
+        assert_eq!(
+            edited_by_others(&w(d.clone())),
+            ["kubectl-edit", "kubectl-scale"]
+        );
         let untouched: Deployment = serde_json::from_value(json!({
             "metadata": {"name": "web"}, "spec": {"selector": {}, "template": {}}
         }))
         .unwrap();
-        assert!(edited_by_others(&untouched).is_empty());
+        assert!(edited_by_others(&w(untouched)).is_empty());
     }
 }

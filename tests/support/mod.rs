@@ -415,6 +415,29 @@ pub async fn ready_pod_ip(pods: &Api<Pod>, selector: &str) -> String {
 /// A busybox httpd Deployment serving `/www` on 8080, ready once `/index.html` answers, and a
 /// Service in front of it.
 pub fn busybox_web(image: &str, replicas: i32) -> (Value, Value) {
+    busybox_workload("Deployment", image, replicas)
+}
+
+/// [`busybox_web`] as a workload of `kind`: `Deployment`, `StatefulSet` (its `serviceName` the
+/// Service, which is not headless so that an exercise can use it) or `DaemonSet` (no
+/// `replicas`: one pod on the node).
+pub fn busybox_workload(kind: &str, image: &str, replicas: i32) -> (Value, Value) {
+    let (deployment, service) = busybox_deployment(image, replicas);
+    let mut workload = deployment;
+    workload["kind"] = serde_json::json!(kind);
+    match kind {
+        "StatefulSet" => workload["spec"]["serviceName"] = serde_json::json!("web"),
+        "DaemonSet" => {
+            if let Some(spec) = workload["spec"].as_object_mut() {
+                spec.remove("replicas");
+            }
+        }
+        _ => {}
+    }
+    (workload, service)
+}
+
+fn busybox_deployment(image: &str, replicas: i32) -> (Value, Value) {
     let deployment = serde_json::json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web"},

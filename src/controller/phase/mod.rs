@@ -24,7 +24,9 @@ pub use continuous::{AfterFailure, Refresh, Schedule, after_failure, refresh, sp
 pub use observing::{Observation, observation};
 pub use pending::{Pending, pending};
 pub use retry::{AfterError, after_error, gives_up};
-pub use rollout::{Rollout, RolloutWatch, Trouble, pods_running, rollout};
+pub use rollout::{
+    Rollout, RolloutWatch, Trouble, next_to_delete, pods_running, rollout, to_delete_after_restore,
+};
 pub use verifying::{Exercised, command_missing, exercised};
 
 use std::time::Duration;

@@ -3,13 +3,13 @@
 //! fields alone). Until then the workflow waits, nothing is changed, and the spec stays
 //! editable.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 
 use crate::api::{GitOps, HardeningWorkflow};
 use crate::controller::gitops;
 use crate::controller::reason::Reason;
 use crate::controller::template::{Original, target_container};
+use crate::controller::workload::{Workload, describe};
 
 /// What the Pending phase does next.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,27 +21,26 @@ pub enum Pending {
 }
 
 /// The verdict on the target `d` (None: not found) of `workflow`.
-pub fn pending(workflow: &HardeningWorkflow, d: Option<&Deployment>) -> Pending {
+pub fn pending(workflow: &HardeningWorkflow, d: Option<&Workload>) -> Pending {
     let namespace = workflow.namespace().unwrap_or_default();
     let target = &workflow.spec.target.name;
+    let what = describe(workflow.spec.target.kind, &namespace, target);
     let wait = |reason, message| Pending::Wait { reason, message };
     let Some(d) = d else {
-        let message = format!("Deployment {namespace}/{target} does not exist (yet)");
+        let message = format!("{what} does not exist (yet)");
         return wait(Reason::TargetNotFound, message);
     };
     if let Err(message) = target_container(d, workflow.spec.target.container.as_deref()) {
         return wait(Reason::ContainerNotFound, message);
     }
     if let Some(holder) = other_holder(workflow, d) {
-        let message = format!(
-            "Deployment {namespace}/{target} is being hardened by workflow {holder}: waiting until it is restored"
-        );
+        let message =
+            format!("{what} is being hardened by workflow {holder}: waiting until it is restored");
         return wait(Reason::TargetBusy, message);
     }
     if workflow.spec.target.git_ops == GitOps::Wait {
         let owners = gitops::owners(d);
         if !owners.is_empty() {
-            let what = format!("Deployment {namespace}/{target}");
             return wait(Reason::GitOpsManaged, gitops::message(&what, &owners));
         }
     }
@@ -49,7 +48,7 @@ pub fn pending(workflow: &HardeningWorkflow, d: Option<&Deployment>) -> Pending 
 }
 
 /// The workflow holding the Deployment, when it is not `workflow`.
-pub fn other_holder(workflow: &HardeningWorkflow, d: &Deployment) -> Option<String> {
+pub fn other_holder(workflow: &HardeningWorkflow, d: &Workload) -> Option<String> {
     match Original::on(d)? {
         Ok(saved) if !saved.belongs_to(workflow) => Some(saved.workflow),
         Ok(_) => None,
@@ -77,16 +76,17 @@ mod tests {
         w
     }
 
-    fn deployment(containers: &[&str], held_by: Option<&str>) -> Deployment {
+    fn deployment(containers: &[&str], held_by: Option<&str>) -> Workload {
         let containers: Vec<_> = containers
             .iter()
             .map(|n| json!({"name": n, "image": "r/web:1"}))
             .collect();
-        let mut d: Deployment = serde_json::from_value(json!({
+        let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "shop"},
             "spec": {"selector": {}, "template": {"spec": {"containers": containers}}}
         }))
         .unwrap();
+        let mut d = Workload::from(d);
         if let Some(text) = held_by {
             d.metadata.annotations =
                 Some([(ORIGINAL_ANNOTATION.to_string(), text.to_string())].into());
@@ -110,7 +110,7 @@ mod tests {
     fn a_workflow_starts_only_on_a_present_free_target_with_its_container() {
         let mine = held_by("harden-web", "uid-1");
         let theirs = held_by("other", "uid-2");
-        let cases: [(Option<&str>, Option<Deployment>, Option<Reason>); 7] = [
+        let cases: [(Option<&str>, Option<Workload>, Option<Reason>); 7] = [
             (None, None, Some(Reason::TargetNotFound)),
             (None, Some(deployment(&["web"], None)), None),
             (

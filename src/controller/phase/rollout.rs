@@ -2,22 +2,11 @@
 //! or out of time with a pod that is not ready or with no pod at all. One verdict serves both
 //! rollouts; each phase says what a verdict means for it.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeSet;
 
-/// True when the Deployment has rolled out its current template: the controller saw the
-/// latest generation, every replica is updated and available, and no old pod is left.
-fn rollout_complete(deployment: &Deployment) -> bool {
-    let wanted = deployment.spec.replicas.unwrap_or(1);
-    let Some(status) = deployment.status.as_ref() else {
-        return false;
-    };
-    status.observed_generation >= deployment.metadata.generation
-        && status.updated_replicas.unwrap_or(0) >= wanted
-        && status.available_replicas.unwrap_or(0) >= wanted
-        && status.replicas.unwrap_or(0) == status.updated_replicas.unwrap_or(0)
-}
+use crate::api::TargetKind;
+use crate::controller::workload::Workload;
 
 /// The names of the pods running `image` in `container` and not being deleted: the pods
 /// whose sensors will report.
@@ -184,15 +173,15 @@ pub struct RolloutWatch<'a> {
     pub crash_loops_fail: bool,
 }
 
-/// The verdict on a rollout of `watch.image` in the Deployment `d` with these pods.
-pub fn rollout(d: &Deployment, pods: &[Pod], watch: RolloutWatch) -> Rollout {
+/// The verdict on a rollout of `watch.image` in the workload `w` with these pods.
+pub fn rollout(w: &Workload, pods: &[Pod], watch: RolloutWatch) -> Rollout {
     if watch.crash_loops_fail
         && let Some(t) = crash_looping(pods, watch.container, watch.image)
     {
         return Rollout::CrashLooping(t);
     }
     let running = pods_running(pods, watch.container, watch.image);
-    if rollout_complete(d) && !running.is_empty() {
+    if w.rolled_out && !running.is_empty() {
         return Rollout::Ready(running);
     }
     if !watch.out_of_time {
@@ -205,6 +194,57 @@ pub fn rollout(d: &Deployment, pods: &[Pod], watch: RolloutWatch) -> Rollout {
     }
 }
 
+/// For a workload that replaces pods only when they are deleted (`OnDelete`): the next pod
+/// whittle deletes so that it comes back on the current template — one at a time, only while
+/// every other pod is up and ready, a StatefulSet's from the highest ordinal down as its own
+/// rolling update would go. None while waiting, or when nothing is left to replace.
+pub fn next_to_delete(w: &Workload, pods: &[Pod], container: &str, image: &str) -> Option<String> {
+    if !w.on_delete {
+        return None;
+    }
+    let settling = pods
+        .iter()
+        .any(|p| p.metadata.deletion_timestamp.is_some() || !all_ready(p));
+    if settling {
+        return None;
+    }
+    let current = pods_running(pods, container, image);
+    let mut stale: Vec<&str> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.as_deref())
+        .filter(|n| !current.contains(*n))
+        .collect();
+    stale.sort_by_key(|n| std::cmp::Reverse(ordinal(n)));
+    stale.first().map(|n| n.to_string())
+}
+
+/// After the original template is applied again, the pods whittle made that their controller
+/// would not replace by itself: every one under `OnDelete`, and a StatefulSet's pods that are
+/// not ready (its rolling update waits for a broken pod forever; Kubernetes calls deleting it a
+/// forced rollback).
+pub fn to_delete_after_restore(w: &Workload, labelled: &[Pod]) -> Vec<String> {
+    labelled
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| w.on_delete || (w.kind == TargetKind::StatefulSet && !all_ready(p)))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect()
+}
+
+fn all_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
+}
+
+/// A StatefulSet pod's ordinal (`web-2` → 2); other pods sort as 0.
+fn ordinal(pod: &str) -> u32 {
+    pod.rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,34 +252,69 @@ mod tests {
     use serde_json::{Value, json};
 
     #[test]
-    fn a_rollout_is_complete_when_every_replica_is_new_and_available() {
-        let d = |generation: i64,
-                 observed: i64,
-                 replicas: i32,
-                 updated: i32,
-                 available: i32|
-         -> Deployment {
-            serde_json::from_value(json!({
-                "metadata": {"generation": generation},
-                "spec": {"replicas": 2, "selector": {}, "template": {}},
-                "status": {"observedGeneration": observed, "replicas": replicas,
-                           "updatedReplicas": updated, "availableReplicas": available}
+    fn on_delete_workloads_get_their_pods_replaced_one_at_a_time_highest_ordinal_first() {
+        let set_of = |strategy: &str| -> Workload {
+            let s: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+                "metadata": {"name": "db"},
+                "spec": {"selector": {}, "serviceName": "db", "template": {},
+                         "updateStrategy": {"type": strategy}}
             }))
-            .unwrap()
+            .unwrap();
+            s.into()
         };
-        assert!(rollout_complete(&d(3, 3, 2, 2, 2)));
-        assert!(
-            !rollout_complete(&d(3, 2, 2, 2, 2)),
-            "not yet seen by the controller"
+        let pods = |specs: &[(&str, &str, bool)]| -> Vec<Pod> {
+            specs
+                .iter()
+                .map(|(n, image, ready)| {
+                    serde_json::from_value(pod(n, image, *ready, 0, None)).unwrap()
+                })
+                .collect()
+        };
+        let on_delete = set_of("OnDelete");
+        let three = pods(&[
+            ("db-0", "old", true),
+            ("db-1", "old", true),
+            ("db-2", "old", true),
+        ]);
+        assert_eq!(
+            next_to_delete(&on_delete, &three, "web", "new").as_deref(),
+            Some("db-2")
         );
-        assert!(
-            !rollout_complete(&d(3, 3, 3, 2, 2)),
-            "an old pod is still there"
+        let one_new = pods(&[
+            ("db-0", "old", true),
+            ("db-1", "old", true),
+            ("db-2", "new", true),
+        ]);
+        assert_eq!(
+            next_to_delete(&on_delete, &one_new, "web", "new").as_deref(),
+            Some("db-1")
         );
-        assert!(
-            !rollout_complete(&d(3, 3, 2, 2, 1)),
-            "a new pod is not available"
+        let settling = pods(&[
+            ("db-0", "old", true),
+            ("db-1", "old", true),
+            ("db-2", "new", false),
+        ]);
+        assert_eq!(
+            next_to_delete(&on_delete, &settling, "web", "new"),
+            None,
+            "wait for db-2"
         );
+        let done = pods(&[("db-0", "new", true)]);
+        assert_eq!(next_to_delete(&on_delete, &done, "web", "new"), None);
+        let rolling = set_of("RollingUpdate");
+        assert_eq!(
+            next_to_delete(&rolling, &three, "web", "new"),
+            None,
+            "the controller rolls"
+        );
+
+        // After a restore: a broken StatefulSet pod is deleted (forced rollback), a ready one
+        // is left to the rolling update; under OnDelete every one goes.
+        let held = pods(&[("db-0", "h", true), ("db-1", "h", false)]);
+        assert_eq!(to_delete_after_restore(&rolling, &held), ["db-1"]);
+        assert_eq!(to_delete_after_restore(&on_delete, &held), ["db-0", "db-1"]);
+        let (deployment, _) = world(true, &[]);
+        assert!(to_delete_after_restore(&deployment, &held).is_empty());
     }
 
     #[test]
@@ -320,9 +395,9 @@ mod tests {
     }
 
     /// A Deployment of `replicas` replicas, rolled out or not, and its pods.
-    fn world(rolled_out: bool, pods: &[Value]) -> (Deployment, Vec<Pod>) {
+    fn world(rolled_out: bool, pods: &[Value]) -> (Workload, Vec<Pod>) {
         let available = if rolled_out { 2 } else { 1 };
-        let d = serde_json::from_value(json!({
+        let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
             "metadata": {"generation": 2},
             "spec": {"replicas": 2, "selector": {}, "template": {}},
             "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
@@ -333,7 +408,7 @@ mod tests {
             .iter()
             .map(|p| serde_json::from_value(p.clone()).unwrap())
             .collect();
-        (d, pods)
+        (d.into(), pods)
     }
 
     fn pod(name: &str, image: &str, ready: bool, restarts: i32, waiting: Option<&str>) -> Value {

@@ -120,7 +120,7 @@ impl Step<'_> {
     /// The source's digest now: one HEAD when the registry's digest is already known; a GET
     /// (which pins the platform's manifest) only when it differs or is unknown.
     async fn look(&self, reference: &str) -> Result<Found> {
-        let d = self.deployment().await?;
+        let d = self.workload().await?;
         let store = self.store(&d).await?;
         let location = Location::parse(reference)?;
         let head = store.head_digest(&location).await?;

@@ -4,18 +4,18 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::step::Step;
 use crate::api::Exercise as ExerciseSpec;
-use crate::controller::deployment;
 use crate::controller::error::{Error, Result};
 use crate::controller::exercise::{self, JobState, Run};
 use crate::controller::phase::Exercise;
 use crate::controller::reason::Reason;
+use crate::controller::workload;
+use crate::controller::workload::Workload;
 
 impl Step<'_> {
     /// The `run` of the exercise against `pods`: its Job is created once the Service that
@@ -24,7 +24,7 @@ impl Step<'_> {
     pub(super) async fn exercise(
         &self,
         run: Run,
-        d: &Deployment,
+        d: &Workload,
         pods: &BTreeSet<String>,
     ) -> Result<Exercise> {
         let Some(spec) = &self.workflow.spec.exercise else {
@@ -64,13 +64,12 @@ impl Step<'_> {
         &self,
         spec: &ExerciseSpec,
         run: Run,
-        d: &Deployment,
+        d: &Workload,
         pods: &BTreeSet<String>,
     ) -> Result<std::result::Result<Job, String>> {
         let client = &self.ctx.client;
-        let services = deployment::services(client, &self.namespace()).await?;
+        let services = workload::services(client, &self.namespace()).await?;
         let labels = d
-            .spec
             .template
             .metadata
             .as_ref()

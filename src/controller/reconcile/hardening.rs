@@ -29,7 +29,7 @@ use whittle_sensor::report::Report;
 
 impl Step<'_> {
     pub(super) async fn hardening(&mut self) -> Result<Action> {
-        let d = self.deployment().await?;
+        let d = self.workload().await?;
         self.container(&d)?;
         let source = self
             .status

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Container;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -16,11 +15,12 @@ use crate::controller::error::{Error, Result};
 use crate::controller::phase::{self, POLL, Rollout, RolloutWatch};
 use crate::controller::reason::Reason;
 use crate::controller::template::{self, Instrumentation, Original};
-use crate::controller::{deployment, engine};
+use crate::controller::workload::Workload;
+use crate::controller::{engine, workload};
 
 impl Step<'_> {
     pub(super) async fn instrumenting(&mut self) -> Result<Action> {
-        let d = self.deployment().await?;
+        let d = self.workload().await?;
         let container = self.container(&d)?.clone();
         let Some(image) = self.status.instrumented_image.clone() else {
             return self.push_instrumented(&d).await;
@@ -28,7 +28,7 @@ impl Step<'_> {
         if self.holds(&d)?.is_none() {
             return self.apply_instrumented(&d, &container, &image).await;
         }
-        let pods = deployment::instrumented_pods(
+        let pods = workload::instrumented_pods(
             &self.ctx.client,
             &self.namespace(),
             &self.workflow.name_any(),
@@ -49,7 +49,10 @@ impl Step<'_> {
         };
         match phase::rollout(&d, &pods, watch) {
             Rollout::Ready(running) => Ok(self.observe(&running)),
-            Rollout::Waiting | Rollout::CrashLooping(_) => Ok(Action::requeue(POLL)),
+            Rollout::Waiting | Rollout::CrashLooping(_) => {
+                self.roll_on_delete(&d, &container.name, &image).await?;
+                Ok(Action::requeue(POLL))
+            }
             Rollout::NotReady { why, .. } | Rollout::Stuck { why } => Err(Error::Failed {
                 reason: Reason::RolloutFailed,
                 message: format!(
@@ -83,9 +86,9 @@ impl Step<'_> {
         Action::requeue(SOON)
     }
 
-    async fn push_instrumented(&mut self, d: &Deployment) -> Result<Action> {
+    async fn push_instrumented(&mut self, d: &Workload) -> Result<Action> {
         // The source as first named, not the container's image: a continuous run observing
-        // again finds the Deployment on the promoted hardened image.
+        // again finds the Workload on the promoted hardened image.
         let reference = self.source_reference(d)?;
         let dest = engine::destinations(self.workflow, &reference)?;
         let store = self.store(d).await?;
@@ -105,7 +108,7 @@ impl Step<'_> {
 
     async fn apply_instrumented(
         &mut self,
-        d: &Deployment,
+        d: &Workload,
         container: &Container,
         instrumented_image: &str,
     ) -> Result<Action> {
@@ -121,11 +124,11 @@ impl Step<'_> {
             report_token: &report_token,
             sensor_mode,
         };
-        let config = template::instrumented(&d.name_any(), &saved, &instrumentation);
-        deployment::apply(&self.ctx.client, &namespace, &d.name_any(), &config).await?;
+        let config = template::instrumented(d.kind, &d.name_any(), &saved, &instrumentation);
+        workload::apply(&self.ctx.client, &namespace, d.kind, &d.name_any(), &config).await?;
         let message = format!(
-            "Deployment {namespace}/{} runs the instrumented image (sensor mode {}); waiting for its pods",
-            self.target(),
+            "{} runs the instrumented image (sensor mode {}); waiting for its pods",
+            self.what(),
             sensor_mode.as_str()
         );
         let condition = (ConditionType::Instrumented, false, Reason::RollingOut);

@@ -10,15 +10,16 @@ use kube::runtime::controller::Action;
 use super::step::{SOON, Step};
 use super::{join, restore};
 use crate::api::{ConditionType, Phase, ReportsStatus};
-use crate::controller::deployment;
 use crate::controller::error::{Error, Result};
 use crate::controller::exercise::Run;
 use crate::controller::phase::{self, Observation};
 use crate::controller::reason::Reason;
+use crate::controller::workload;
+use crate::controller::workload::Workload;
 
 impl Step<'_> {
     pub(super) async fn observing(&mut self) -> Result<Action> {
-        let d = self.deployment().await?;
+        let d = self.workload().await?;
         let running = self.expect_running(&d).await?;
         let exercise = match &self.workflow.spec.exercise {
             Some(_) => Some(self.exercise(Run::Observe, &d, &running).await?),
@@ -47,15 +48,12 @@ impl Step<'_> {
     }
 
     /// The pods running the instrumented image now, added to those expected to report.
-    async fn expect_running(
-        &mut self,
-        d: &k8s_openapi::api::apps::v1::Deployment,
-    ) -> Result<BTreeSet<String>> {
+    async fn expect_running(&mut self, d: &Workload) -> Result<BTreeSet<String>> {
         let Some(image) = self.status.instrumented_image.clone() else {
             return Ok(BTreeSet::new());
         };
         let container = self.container(d)?.name.clone();
-        let pods = deployment::instrumented_pods(
+        let pods = workload::instrumented_pods(
             &self.ctx.client,
             &self.namespace(),
             &self.workflow.name_any(),

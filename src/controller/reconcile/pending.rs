@@ -6,10 +6,10 @@ use kube::runtime::events::EventType;
 
 use super::step::{SOON, Step};
 use crate::api::{ConditionType, Phase};
-use crate::controller::deployment;
 use crate::controller::error::Result;
 use crate::controller::phase::{self, Pending};
 use crate::controller::reason::Reason;
+use crate::controller::workload;
 
 impl Step<'_> {
     pub(super) async fn pending(&mut self) -> Result<Action> {
@@ -18,7 +18,13 @@ impl Step<'_> {
         if let Some(db) = &self.workflow.spec.vulnerabilities.db {
             self.ctx.vuln_dbs.check(db)?;
         }
-        let d = deployment::get(&self.ctx.client, &self.namespace(), self.target()).await?;
+        let d = workload::get(
+            &self.ctx.client,
+            &self.namespace(),
+            self.kind(),
+            self.target(),
+        )
+        .await?;
         match phase::pending(self.workflow, d.as_ref()) {
             Pending::Wait { reason, message } => {
                 // Only this wait needs a person: say it once, where `kubectl describe` and
@@ -41,11 +47,7 @@ impl Step<'_> {
                     Reason::Instrumenting,
                     "pushing the instrumented image",
                 );
-                let message = format!(
-                    "instrumenting the image of Deployment {}/{}",
-                    self.namespace(),
-                    self.target()
-                );
+                let message = format!("instrumenting the image of {}", self.what());
                 self.enter(Phase::Instrumenting, message);
                 Ok(Action::requeue(SOON))
             }

@@ -103,7 +103,7 @@ impl Step<'_> {
         if !needs_match(self.status.vulnerabilities.as_ref(), &image, &database) {
             return Ok(());
         }
-        let d = self.deployment().await?;
+        let d = self.workload().await?;
         let store = self.store(&d).await?;
         let location = Location::parse(&image)?;
         let inventory = read_inventory(&store, &location)

@@ -5,23 +5,24 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::restore;
 use crate::api::{
-    ConditionStatus, ConditionType, HardeningWorkflow, HardeningWorkflowStatus, Phase, Trigger,
+    ConditionStatus, ConditionType, HardeningWorkflow, HardeningWorkflowStatus, Phase, TargetKind,
+    Trigger,
 };
 use crate::controller::error::{Error, Result};
 use crate::controller::phase::{self, AfterFailure, POLL};
 use crate::controller::reason::Reason;
 use crate::controller::template::{self, Original};
-use crate::controller::{Context, deployment, engine, exercise};
+use crate::controller::workload::Workload;
+use crate::controller::{Context, engine, exercise, workload};
 use crate::image::distribution::store::Store;
 
 /// A step that changed status without waiting for anything: look again at once (the status
@@ -43,6 +44,15 @@ impl Step<'_> {
 
     pub(super) fn target(&self) -> &str {
         &self.workflow.spec.target.name
+    }
+
+    pub(super) fn kind(&self) -> TargetKind {
+        self.workflow.spec.target.kind
+    }
+
+    /// `Kind namespace/name` of the target, for messages.
+    pub(super) fn what(&self) -> String {
+        workload::describe(self.kind(), &self.namespace(), self.target())
     }
 
     pub(super) fn since_phase_start(&self) -> Duration {
@@ -138,20 +148,41 @@ impl Step<'_> {
         Action::requeue(POLL * 2)
     }
 
-    pub(super) async fn deployment(&self) -> Result<Deployment> {
-        deployment::get(&self.ctx.client, &self.namespace(), self.target())
-            .await?
-            .ok_or_else(|| Error::Failed {
-                reason: Reason::TargetDeleted,
-                message: format!(
-                    "Deployment {}/{} was deleted while the workflow ran",
-                    self.namespace(),
-                    self.target()
-                ),
-            })
+    pub(super) async fn workload(&self) -> Result<Workload> {
+        workload::get(
+            &self.ctx.client,
+            &self.namespace(),
+            self.kind(),
+            self.target(),
+        )
+        .await?
+        .ok_or_else(|| Error::Failed {
+            reason: Reason::TargetDeleted,
+            message: format!("{} was deleted while the workflow ran", self.what()),
+        })
     }
 
-    pub(super) fn container<'d>(&self, d: &'d Deployment) -> Result<&'d Container> {
+    /// For a workload whose pods are replaced only when deleted (`OnDelete`): deletes the next
+    /// pod not yet on `image` (`phase::next_to_delete`), so the rollout whittle waits for
+    /// happens.
+    pub(super) async fn roll_on_delete(
+        &self,
+        d: &Workload,
+        container: &str,
+        image: &str,
+    ) -> Result<()> {
+        if !d.on_delete {
+            return Ok(());
+        }
+        let pods = workload::pods(&self.ctx.client, &self.namespace(), d).await?;
+        if let Some(pod) = phase::next_to_delete(d, &pods, container, image) {
+            info!(workflow = %self.workflow.name_any(), %pod, "deleting a pod of an OnDelete workload");
+            workload::delete_pod(&self.ctx.client, &self.namespace(), &pod).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn container<'d>(&self, d: &'d Workload) -> Result<&'d Container> {
         template::target_container(d, self.workflow.spec.target.container.as_deref()).map_err(
             |message| Error::Failed {
                 reason: Reason::ContainerNotFound,
@@ -160,28 +191,26 @@ impl Step<'_> {
         )
     }
 
-    /// The saved original when this workflow holds the Deployment, None when no workflow does;
+    /// The saved original when this workflow holds the Workload, None when no workflow does;
     /// an error when another workflow took it or the annotation is unreadable.
-    pub(super) fn holds(&self, d: &Deployment) -> Result<Option<Original>> {
+    pub(super) fn holds(&self, d: &Workload) -> Result<Option<Original>> {
         match Original::on(d) {
             None => Ok(None),
             Some(Ok(saved)) if saved.belongs_to(self.workflow) => Ok(Some(saved)),
             Some(Ok(saved)) => Err(Error::Failed {
                 reason: Reason::TargetBusy,
                 message: format!(
-                    "Deployment {}/{} was taken by workflow {} while this one ran",
-                    self.namespace(),
-                    self.target(),
+                    "{} was taken by workflow {} while this one ran",
+                    self.what(),
                     saved.workflow
                 ),
             }),
             Some(Err(e)) => Err(Error::Failed {
                 reason: Reason::AnnotationCorrupt,
                 message: format!(
-                    "the {} annotation on Deployment {}/{} is not whittle's: {e}",
+                    "the {} annotation on {} is not whittle's: {e}",
                     template::ORIGINAL_ANNOTATION,
-                    self.namespace(),
-                    self.target()
+                    self.what()
                 ),
             }),
         }
@@ -195,13 +224,13 @@ impl Step<'_> {
             .unwrap_or_default()
     }
 
-    pub(super) async fn store(&self, d: &Deployment) -> Result<Store> {
+    pub(super) async fn store(&self, d: &Workload) -> Result<Store> {
         let pull: Vec<String> = template::pod_spec(d)
             .and_then(|s| s.image_pull_secrets.as_ref())
             .map(|s| s.iter().map(|r| r.name.clone()).collect())
             .unwrap_or_default();
         // Plain HTTP only to this workflow's own registries: the source's (as first resolved,
-        // since a promoted Deployment runs the hardened image) and the destinations'.
+        // since a promoted Workload runs the hardened image) and the destinations'.
         let insecure = if self.workflow.spec.registry.insecure {
             let image = match &self.status.source_image {
                 Some(source) => source.clone(),
@@ -221,10 +250,16 @@ impl Step<'_> {
         Ok(store.with_limits(self.ctx.limits))
     }
 
-    /// Failed: the Deployment gets its original template back (if whittle still holds it),
+    /// Failed: the Workload gets its original template back (if whittle still holds it),
     /// the reason goes into status and a Warning Event.
     pub(super) async fn fail(&mut self, reason: Reason, message: &str) -> Result<()> {
-        if let Some(d) = deployment::get(&self.ctx.client, &self.namespace(), self.target()).await?
+        if let Some(d) = workload::get(
+            &self.ctx.client,
+            &self.namespace(),
+            self.kind(),
+            self.target(),
+        )
+        .await?
             && restore(self.ctx, self.workflow, &d).await?
         {
             let metrics = &self.ctx.metrics;
@@ -261,7 +296,7 @@ impl Step<'_> {
 
     /// A continuous run's image, hardened from the stored profile alone, failed verification:
     /// the new source is instrumented and observed (its reports join the stored ones), then
-    /// hardened and verified once more. The Deployment is back on the good image meanwhile.
+    /// hardened and verified once more. The Workload is back on the good image meanwhile.
     async fn observe_again(&mut self, reason: Reason, message: &str) {
         let source = self.status.source_image.clone().unwrap_or_default();
         let note = format!(
@@ -293,7 +328,7 @@ impl Step<'_> {
     }
 
     /// A continuous run failed: the good result it was to replace is back in status (and on
-    /// the Deployment, through the restore), the workflow Succeeded still, not up to date.
+    /// the Workload, through the restore), the workflow Succeeded still, not up to date.
     async fn refresh_failed(&mut self, reason: Reason, message: &str) {
         let kept = self.status.hardened_image.clone().unwrap_or_default();
         let note = format!("{reason}: {message}; {kept} stays in place");
@@ -339,9 +374,9 @@ impl Step<'_> {
     }
 
     /// The source as the workload named it before whittle changed anything: what destinations
-    /// derive from and what continuous hardening resolves again. A promoted Deployment runs
+    /// derive from and what continuous hardening resolves again. A promoted Workload runs
     /// the hardened image, so the container is asked only before the first push recorded it.
-    pub(super) fn source_reference(&self, d: &Deployment) -> Result<String> {
+    pub(super) fn source_reference(&self, d: &Workload) -> Result<String> {
         match &self.status.source_reference {
             Some(reference) => Ok(reference.clone()),
             None => Ok(self.container(d)?.image.clone().unwrap_or_default()),

@@ -1,5 +1,5 @@
 //! Verifying: the hardened image is trusted only once it has run. One step per reconcile, each
-//! recognisable after a restart: roll the Deployment to the hardened image (held again, the
+//! recognisable after a restart: roll the Workload to the hardened image (held again, the
 //! original saved), wait for the rollout within `verify.timeout` (`phase::rollout`, strict:
 //! readiness probes included, a crash loop fails at once), run the exercise Job against it
 //! (`phase::exercised`), record the verdict, then promote or restore. Any failure restores the
@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -15,13 +14,14 @@ use kube::runtime::controller::Action;
 use super::restore;
 use super::step::{SOON, Step};
 use crate::api::{ConditionType, Verification, VerificationResult};
-use crate::controller::deployment;
 use crate::controller::error::{Error, Result};
 use crate::controller::exec_handlers::ExecHandlers;
 use crate::controller::exercise::Run;
 use crate::controller::phase::{self, Exercised, POLL, Rollout, RolloutWatch, Trouble};
 use crate::controller::reason::Reason;
 use crate::controller::template::{self, Original};
+use crate::controller::workload;
+use crate::controller::workload::Workload;
 
 impl Step<'_> {
     pub(super) async fn verifying(&mut self) -> Result<Action> {
@@ -33,7 +33,7 @@ impl Step<'_> {
                 reason: Reason::StatusIncomplete,
                 message: "status.hardenedImage is missing: was the status edited by hand?".into(),
             })?;
-        let d = self.deployment().await?;
+        let d = self.workload().await?;
         let container = self.container(&d)?.clone();
         let passed = self.status.verification.as_ref();
         if passed.is_some_and(|v| v.result == VerificationResult::Passed) {
@@ -45,7 +45,7 @@ impl Step<'_> {
         }
         let limit = self.workflow.spec.verify.timeout.get().unwrap_or_default();
         let out_of_time = self.since_phase_start() > limit;
-        let pods = deployment::instrumented_pods(
+        let pods = workload::instrumented_pods(
             &self.ctx.client,
             &self.namespace(),
             &self.workflow.name_any(),
@@ -60,13 +60,12 @@ impl Step<'_> {
         match phase::rollout(&d, &pods, watch) {
             Rollout::Ready(running) => self.exercise_hardened(&d, &running, out_of_time).await,
             Rollout::Waiting => {
-                match self
-                    .probe_command_missing(&container, &hardened, &pods)
-                    .await
-                {
-                    Some(missing) => Err(missing),
-                    None => Ok(Action::requeue(POLL)),
+                let missing = self.probe_command_missing(&container, &hardened, &pods);
+                if let Some(failure) = missing.await {
+                    return Err(failure);
                 }
+                self.roll_on_delete(&d, &container.name, &hardened).await?;
+                Ok(Action::requeue(POLL))
             }
             Rollout::CrashLooping(t) => Err(self.crash_looping(t).await),
             Rollout::NotReady { trouble, .. } => Err(self.not_ready(trouble).await),
@@ -81,19 +80,25 @@ impl Step<'_> {
         }
     }
 
-    /// Holds the Deployment again (the original saved) and rolls it to the hardened image.
+    /// Holds the Workload again (the original saved) and rolls it to the hardened image.
     async fn roll_out_hardened(
         &mut self,
-        d: &Deployment,
+        d: &Workload,
         saved: &Original,
         hardened: &str,
     ) -> Result<Action> {
-        let config = template::hardened(&d.name_any(), saved, hardened);
-        deployment::apply(&self.ctx.client, &self.namespace(), &d.name_any(), &config).await?;
+        let config = template::hardened(d.kind, &d.name_any(), saved, hardened);
+        workload::apply(
+            &self.ctx.client,
+            &self.namespace(),
+            d.kind,
+            &d.name_any(),
+            &config,
+        )
+        .await?;
         let message = format!(
-            "Deployment {}/{} runs the hardened image {hardened}; waiting for its pods to become ready",
-            self.namespace(),
-            self.target()
+            "{} runs the hardened image {hardened}; waiting for its pods to become ready",
+            self.what()
         );
         let condition = (ConditionType::Verified, false, Reason::RollingOut);
         self.progress(condition, Reason::RolledOutHardened, message)
@@ -105,7 +110,7 @@ impl Step<'_> {
     /// the verification's.
     async fn exercise_hardened(
         &mut self,
-        d: &Deployment,
+        d: &Workload,
         running: &BTreeSet<String>,
         out_of_time: bool,
     ) -> Result<Action> {
@@ -137,21 +142,19 @@ impl Step<'_> {
     }
 
     /// Verification passed (recorded in status): keep the hardened image (`promote`) or give
-    /// the Deployment its original back, then Succeeded.
-    async fn finish_verified(&mut self, d: &Deployment, hardened: &str) -> Result<Action> {
-        let (namespace, name) = (self.namespace(), d.name_any());
+    /// the Workload its original back, then Succeeded.
+    async fn finish_verified(&mut self, d: &Workload, hardened: &str) -> Result<Action> {
+        let (namespace, name, what) = (self.namespace(), d.name_any(), d.describe());
         let message = if self.workflow.spec.promote {
             if let Some(saved) = self.holds(d)? {
-                let config = template::promoted(&name, &saved, hardened);
-                deployment::apply(&self.ctx.client, &namespace, &name, &config).await?;
+                let config = template::promoted(d.kind, &name, &saved, hardened);
+                workload::apply(&self.ctx.client, &namespace, d.kind, &name, &config).await?;
             }
-            format!(
-                "verified and promoted: Deployment {namespace}/{name} runs the hardened image {hardened}"
-            )
+            format!("verified and promoted: {what} runs the hardened image {hardened}")
         } else {
             restore(self.ctx, self.workflow, d).await?;
             format!(
-                "verified {hardened}; Deployment {namespace}/{name} runs its original image again (spec.promote keeps the hardened one)"
+                "verified {hardened}; {what} runs its original image again (spec.promote keeps the hardened one)"
             )
         };
         let store = self.store(d).await?;
@@ -177,7 +180,7 @@ impl Step<'_> {
             return None;
         }
         for pod in phase::pods_running(pods, &container.name, hardened) {
-            let said = deployment::probe_failure(&self.ctx.client, &self.namespace(), &pod).await;
+            let said = workload::probe_failure(&self.ctx.client, &self.namespace(), &pod).await;
             if let Some(message) = said.filter(|m| phase::command_missing(m)) {
                 let message = format!(
                     "pod {pod} container {}: a probe runs a command the hardened image does not have: {message}",
@@ -205,7 +208,7 @@ impl Step<'_> {
     }
 
     async fn not_ready(&mut self, t: Trouble) -> Error {
-        let probe = deployment::probe_failure(&self.ctx.client, &self.namespace(), &t.pod)
+        let probe = workload::probe_failure(&self.ctx.client, &self.namespace(), &t.pod)
             .await
             .unwrap_or_else(|| "kubelet recorded no probe failure".into());
         let logs = self.logs(&t, false).await;
@@ -238,7 +241,7 @@ impl Step<'_> {
     }
 
     async fn logs(&self, t: &Trouble, previous: bool) -> String {
-        deployment::logs(
+        workload::logs(
             &self.ctx.client,
             &self.namespace(),
             &t.pod,
