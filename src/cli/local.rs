@@ -9,6 +9,7 @@ use clap::Args;
 use whittle::image::distribution::store::Location;
 use whittle::image::instrument::find_sensor;
 use whittle::image::limits::Limits;
+use whittle::local::probe::{Argv, parse_argv};
 use whittle::local::progress::Progress;
 use whittle::local::workflow::{self, LocalOptions};
 
@@ -24,6 +25,14 @@ pub struct LocalArgs {
     /// repeatable. Each must pass against the original image and then the hardened one.
     #[arg(long = "exercise", value_name = "CMD", required = true)]
     exercises: Vec<String>,
+    /// A command run inside the container, as `docker exec` runs it (split into words as a
+    /// shell would, run without one); repeatable. While observing it runs under the sensor, so
+    /// what it needs is kept; it must then succeed in the hardened container too.
+    #[arg(long = "exec-probe", value_name = "CMD", value_parser = parse_argv)]
+    exec_probes: Vec<Argv>,
+    /// Do not run the image's HEALTHCHECK (run by default, like an --exec-probe).
+    #[arg(long)]
+    no_healthcheck: bool,
     /// The app's port in the container (default: the image's first ExposedPort).
     #[arg(long)]
     port: Option<u16>,
@@ -97,6 +106,8 @@ pub async fn local(a: LocalArgs) -> CliResult {
         sensor: find_sensor(a.sensor.as_deref())?,
         src: a.src,
         exercises: a.exercises,
+        exec_probes: a.exec_probes.into_iter().map(|p| p.0).collect(),
+        healthcheck: !a.no_healthcheck,
         port: a.port,
         ready: a.ready,
         observe_for: a.observe_for,

@@ -23,6 +23,16 @@ pub struct Container {
     exit: Option<i32>,
 }
 
+/// How a command run in the container with [`Container::exec`] ended.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    /// None when it was killed (timeout or signal).
+    pub exit_code: Option<i32>,
+    pub seconds: f64,
+    /// The last lines of its stdout and stderr (runc's own complaints included).
+    pub output_tail: String,
+}
+
 /// How long a container may take to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -177,6 +187,41 @@ impl Container {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Runs `argv` in the container as `docker exec` does (`runc exec`: the container's
+    /// namespaces, user, environment and capabilities), killing runc after `timeout`.
+    pub async fn exec(&self, argv: &[String], timeout: Duration) -> Result<Exec, LocalError> {
+        let start = Instant::now();
+        let child = self
+            .runc()
+            .args(["exec", &self.id])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| LocalError::RuncMissing { source })?;
+        let (exit_code, output) =
+            match tokio::time::timeout(timeout, child.wait_with_output()).await {
+                Ok(out) => {
+                    let out = out.map_err(LocalError::io(format!("runc exec {}", self.id)))?;
+                    let text = format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    (out.status.code(), text)
+                }
+                // runc goes; the command it started may linger until the container stops.
+                Err(_) => (None, format!("timed out after {}s", timeout.as_secs())),
+            };
+        Ok(Exec {
+            exit_code,
+            seconds: start.elapsed().as_secs_f64(),
+            output_tail: last_lines(&output, 10),
+        })
     }
 
     /// Stops the container the way `docker stop` does: sends `signal`, waits up to `timeout`

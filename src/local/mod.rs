@@ -1,13 +1,15 @@
 //! Running images on this machine with runc, for `whittle local`: a root filesystem plus the
 //! image's run configuration become an OCI runtime bundle ([`bundle`]), runc runs it in its own
 //! namespaces ([`container`]), a loopback port on the host reaches the app inside its
-//! loopback-only network namespace ([`forward`]), and exercises are shell commands run on the
-//! host against that port ([`exercise`]).
+//! loopback-only network namespace ([`forward`]), exercises are shell commands run on the
+//! host against that port ([`exercise`]), and probes are commands run inside the container
+//! ([`probe`]).
 
 pub mod bundle;
 pub mod container;
 pub mod exercise;
 pub mod forward;
+pub mod probe;
 pub mod progress;
 pub mod user;
 pub mod workflow;
@@ -76,6 +78,19 @@ pub enum LocalError {
         exit: String,
         output: String,
     },
+    #[error(
+        "{probe} fails in the ORIGINAL container ({exit}), so it cannot tell whether the hardened one works{hint}. Its output:\n{output}"
+    )]
+    ProbeFailedOnOriginal {
+        probe: String,
+        exit: String,
+        output: String,
+        hint: &'static str,
+    },
+    #[error(
+        "the image's Healthcheck.Test {test} is not one Docker runs ([\"CMD\", program, args…], [\"CMD-SHELL\", script] or [\"NONE\"]); pass --no-healthcheck to skip it"
+    )]
+    BadHealthcheck { test: String },
     #[error(
         "the sensor left no usable report ({detail}); the container's last stderr lines:\n{stderr}"
     )]

@@ -10,6 +10,7 @@ use super::bundle::{RunConfig, write_spec};
 use super::container::{Container, parse_signal};
 use super::exercise::{self, ExerciseResult};
 use super::forward::Forward;
+use super::probe::{self, Probe, ProbeKind};
 use super::progress::Progress;
 use super::{LocalError, last_lines};
 use crate::evidence::produce::{Evidence, EvidenceOptions, HardenInputs, lines, produce};
@@ -33,6 +34,10 @@ const STDERR_LINES: usize = 20;
 pub struct LocalOptions {
     pub src: Location,
     pub exercises: Vec<String>,
+    /// `--exec-probe` commands, each an argv run in the container.
+    pub exec_probes: Vec<Vec<String>>,
+    /// Run the image's HEALTHCHECK as a probe too.
+    pub healthcheck: bool,
     pub port: Option<u16>,
     pub ready: Option<String>,
     pub observe_for: Duration,
@@ -64,6 +69,26 @@ pub struct ExerciseOutcome {
     pub hardened: Option<ExerciseResult>,
 }
 
+/// One probe (a command run in the container) in both containers.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeOutcome {
+    pub kind: ProbeKind,
+    pub command: Vec<String>,
+    /// Run under `whittle-sensor exec` in the instrumented container.
+    pub original: ExerciseResult,
+    /// Run as written in the hardened container; None when it never became ready.
+    pub hardened: Option<ExerciseResult>,
+    /// The hardened image lacks the probe's command (runc or a shell found no such file).
+    pub command_missing: bool,
+}
+
+impl ProbeOutcome {
+    fn passed(&self) -> bool {
+        self.hardened.as_ref().is_some_and(|h| h.passed)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Phase {
     pub name: String,
@@ -79,9 +104,10 @@ pub struct LocalSummary {
     #[serde(flatten)]
     pub evidence: Evidence,
     pub instrumented_image: String,
-    /// True only when every exercise passed against the hardened image.
+    /// True only when every exercise and every probe passed against the hardened image.
     pub verified: bool,
     pub exercises: Vec<ExerciseOutcome>,
+    pub probes: Vec<ProbeOutcome>,
     pub phases: Vec<Phase>,
     /// The hardened container's last stderr lines, when verification failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -189,6 +215,19 @@ async fn stop(running: &mut Running, timeout: Duration) -> Result<i32, LocalErro
     running.container.stop(signal, timeout).await
 }
 
+/// The probes to run: the image's HEALTHCHECK (unless turned off), then each `--exec-probe`.
+fn probes(image: &Image, opts: &LocalOptions) -> Result<Vec<Probe>, LocalError> {
+    let mut probes = Vec::new();
+    if opts.healthcheck {
+        probes.extend(probe::healthcheck(&image.config)?);
+    }
+    probes.extend(opts.exec_probes.iter().map(|argv| Probe {
+        kind: ProbeKind::ExecProbe,
+        argv: argv.clone(),
+    }));
+    Ok(probes)
+}
+
 /// The sensor's `--grace`: the app gets the stop timeout less a margin for the report, so the
 /// report is written before the SIGKILL.
 fn sensor_grace(stop_timeout: Duration) -> String {
@@ -227,6 +266,7 @@ pub async fn run(
     // 2-4. Observe: run it, exercise it, stop it, collect the report.
     let image = store.resolve(&instrumented.image).await?;
     let port = app_port(&image, opts.port)?;
+    let probes = probes(&image, opts)?;
     let mut args = argv(&image.config);
     let grace = sensor_grace(opts.stop_timeout);
     let flags = [
@@ -248,6 +288,24 @@ pub async fn run(
         format!("instrumented container ready on {}", observed.target),
         &mut clock,
     );
+    let mut probe_originals = Vec::new();
+    for p in &probes {
+        let argv = p.wrapped(&opts.mode);
+        let result = probe::run(&observed.container, p, &argv, opts.exercise_timeout).await?;
+        if !result.passed {
+            let _ = stop(&mut observed, opts.stop_timeout).await;
+            return Err(LocalError::ProbeFailedOnOriginal {
+                probe: p.display(),
+                exit: exit_text(&result),
+                output: result.output_tail,
+                hint: match p.kind {
+                    ProbeKind::Healthcheck => " (--no-healthcheck skips it)",
+                    ProbeKind::ExecProbe => "; fix the probe",
+                },
+            });
+        }
+        probe_originals.push(result);
+    }
     let mut originals = Vec::new();
     for command in &opts.exercises {
         let result = exercise::run(command, &observed.target, opts.exercise_timeout).await?;
@@ -267,8 +325,9 @@ pub async fn run(
     phase(
         "observe",
         format!(
-            "{} exercise(s) passed against the original",
-            originals.len()
+            "{} exercise(s) and {} probe(s) passed against the original",
+            originals.len(),
+            probe_originals.len()
         ),
         &mut clock,
     );
@@ -322,6 +381,7 @@ pub async fn run(
     let hardened_location = Location::parse(&summary.hardened_image)?;
     let hardened = store.resolve(&hardened_location).await?;
     let mut hardened_results: Vec<Option<ExerciseResult>> = vec![None; opts.exercises.len()];
+    let mut probe_results: Vec<Option<ExerciseResult>> = vec![None; probes.len()];
     let mut hardened_stderr = None;
     match start(
         store,
@@ -335,12 +395,17 @@ pub async fn run(
     .await
     {
         Ok(mut running) => {
+            for (i, p) in probes.iter().enumerate() {
+                probe_results[i] =
+                    Some(probe::run(&running.container, p, &p.argv, opts.exercise_timeout).await?);
+            }
             for (i, command) in opts.exercises.iter().enumerate() {
                 hardened_results[i] =
                     Some(exercise::run(command, &running.target, opts.exercise_timeout).await?);
             }
             let failed = hardened_results
                 .iter()
+                .chain(&probe_results)
                 .any(|r| !r.as_ref().is_some_and(|r| r.passed));
             if failed {
                 hardened_stderr = Some(running.container.stderr_tail(STDERR_LINES));
@@ -363,15 +428,31 @@ pub async fn run(
             hardened,
         })
         .collect();
+    let probes: Vec<ProbeOutcome> = probes
+        .into_iter()
+        .zip(probe_originals)
+        .zip(probe_results)
+        .map(|((p, original), hardened)| ProbeOutcome {
+            kind: p.kind,
+            command_missing: hardened.as_ref().is_some_and(|h| {
+                !h.passed && crate::controller::phase::command_missing(&h.output_tail)
+            }),
+            command: p.argv,
+            original,
+            hardened,
+        })
+        .collect();
     let verified = exercises
         .iter()
-        .all(|e| e.hardened.as_ref().is_some_and(|h| h.passed));
+        .all(|e| e.hardened.as_ref().is_some_and(|h| h.passed))
+        && probes.iter().all(ProbeOutcome::passed);
     phase(
         "verify",
         if verified {
             format!(
-                "all {} exercise(s) passed against the hardened image",
-                exercises.len()
+                "all {} exercise(s) and {} probe(s) passed against the hardened image",
+                exercises.len(),
+                probes.len()
             )
         } else {
             "verification FAILED".to_string()
@@ -414,6 +495,7 @@ pub async fn run(
         instrumented_image: instrumented.pushed,
         verified,
         exercises,
+        probes,
         phases,
         hardened_stderr: if verified { None } else { hardened_stderr },
     })
@@ -453,22 +535,33 @@ pub fn table(s: &LocalSummary) -> String {
     }
     out.push_str(&format!(
         "\n{:<50} {:>10} {:>10}\n",
-        "exercise", "original", "hardened"
+        "exercise / probe", "original", "hardened"
     ));
-    for e in &s.exercises {
-        let verdict = |r: Option<&ExerciseResult>| match r {
-            Some(r) if r.passed => "pass".to_string(),
-            Some(r) => format!("FAIL ({})", exit_text(r)),
-            None => "not run".to_string(),
-        };
-        let mut command = e.command.clone();
+    let verdict = |r: Option<&ExerciseResult>| match r {
+        Some(r) if r.passed => "pass".to_string(),
+        Some(r) => format!("FAIL ({})", exit_text(r)),
+        None => "not run".to_string(),
+    };
+    let rows = s
+        .exercises
+        .iter()
+        .map(|e| (e.command.clone(), &e.original, e.hardened.as_ref(), false))
+        .chain(s.probes.iter().map(|p| {
+            let line = p.original.command.clone();
+            (line, &p.original, p.hardened.as_ref(), p.command_missing)
+        }));
+    for (mut command, original, hardened, missing) in rows {
         if command.chars().count() > 50 {
             command = command.chars().take(47).collect::<String>() + "...";
         }
+        let hardened = if missing {
+            "MISSING".to_string()
+        } else {
+            verdict(hardened)
+        };
         out.push_str(&format!(
-            "{command:<50} {:>10} {:>10}\n",
-            verdict(Some(&e.original)),
-            verdict(e.hardened.as_ref())
+            "{command:<50} {:>10} {hardened:>10}\n",
+            verdict(Some(original)),
         ));
     }
     out.push_str(&format!("\n{:<10} ", "phases"));
@@ -486,7 +579,7 @@ pub fn table(s: &LocalSummary) -> String {
     out
 }
 
-/// The failure message: which exercises failed and what the hardened container said.
+/// The failure message: which exercises and probes failed and what the hardened container said.
 pub fn failure(s: &LocalSummary) -> String {
     let mut out = String::from("verification failed: the hardened image does not pass\n");
     for e in s.failed() {
@@ -500,7 +593,23 @@ pub fn failure(s: &LocalSummary) -> String {
             None => out.push_str(&format!("  exercise `{}`: not run\n", e.command)),
         }
     }
-    if let Some(stderr) = &s.hardened_stderr {
+    for p in s.probes.iter().filter(|p| !p.passed()) {
+        let line = &p.original.command;
+        match &p.hardened {
+            Some(r) if p.command_missing => out.push_str(&format!(
+                "  {line}: a command it runs is not in the hardened image ({}); keep it with --include PATH:\n{}\n",
+                exit_text(r),
+                indent(&r.output_tail)
+            )),
+            Some(r) => out.push_str(&format!(
+                "  {line} ({}):\n{}\n",
+                exit_text(r),
+                indent(&r.output_tail)
+            )),
+            None => out.push_str(&format!("  {line}: not run\n")),
+        }
+    }
+    if let Some(stderr) = s.hardened_stderr.as_ref().filter(|e| !e.trim().is_empty()) {
         out.push_str(&format!(
             "the hardened container's last stderr lines:\n{}\n",
             indent(&last_lines(stderr, STDERR_LINES))

@@ -62,6 +62,36 @@ fn write_blob(blob_dir: &Path, bytes: &[u8]) -> Result<(String, u64)> {
     Ok((format!("sha256:{hex}"), bytes.len() as u64))
 }
 
+/// Rewrites the image config of the image tagged `tag` with `edit` (a field umoci cannot set,
+/// such as Docker's `Healthcheck`), and the manifest and index that name it.
+pub fn edit_config(layout: &Path, tag: &str, edit: impl FnOnce(&mut Value)) -> Result<()> {
+    let blobs = layout.join("blobs/sha256");
+    let mut config = image_config(layout, tag)?;
+    edit(&mut config);
+    let (config_digest, config_size) = write_json(&blobs, &config)?;
+    let mut manifest = manifest(layout, tag)?;
+    manifest["config"]["digest"] = Value::from(config_digest);
+    manifest["config"]["size"] = Value::from(config_size);
+    retag(layout, tag, &manifest)
+}
+
+/// Stores `manifest` and points `tag` at it.
+fn retag(layout: &Path, tag: &str, manifest: &Value) -> Result<()> {
+    let (manifest_digest, manifest_size) = write_json(&layout.join("blobs/sha256"), manifest)?;
+    let index_path = layout.join("index.json");
+    let mut index = read_json(&index_path)?;
+    for entry in index["manifests"].as_array_mut().into_iter().flatten() {
+        if entry["annotations"]["org.opencontainers.image.ref.name"] == tag {
+            entry["digest"] = Value::from(manifest_digest.clone());
+            entry["size"] = Value::from(manifest_size);
+        }
+    }
+    let bytes = serde_json::to_vec(&index)
+        .map_err(|e| Error::Invalid(format!("serialising index.json: {e}")))?;
+    fs::write(&index_path, bytes).context(|| format!("writing {}", index_path.display()))?;
+    Ok(())
+}
+
 /// Adds the contents of `dir` as a new gzip layer on top of the image tagged `tag`, the way an
 /// image builder does: a tar made by GNU tar (numeric owners, xattrs, sorted names), the
 /// manifest's layers, the config's diff_ids and history extended. Whiteouts are written as
@@ -96,8 +126,6 @@ pub fn append_layer(layout: &Path, tag: &str, dir: &Path, created_by: &str) -> R
     let blobs = layout.join("blobs/sha256");
     let (layer_digest, layer_size) = write_blob(&blobs, &gz)?;
 
-    let index_path = layout.join("index.json");
-    let mut index = read_json(&index_path)?;
     let mut manifest = manifest(layout, tag)?;
     let mut config = image_config(layout, tag)?;
     let push = |v: &mut Value, item: Value| match v.as_array_mut() {
@@ -120,15 +148,5 @@ pub fn append_layer(layout: &Path, tag: &str, dir: &Path, created_by: &str) -> R
             "size": layer_size,
         }),
     );
-    let (manifest_digest, manifest_size) = write_json(&blobs, &manifest)?;
-    for entry in index["manifests"].as_array_mut().into_iter().flatten() {
-        if entry["annotations"]["org.opencontainers.image.ref.name"] == tag {
-            entry["digest"] = Value::from(manifest_digest.clone());
-            entry["size"] = Value::from(manifest_size);
-        }
-    }
-    let bytes = serde_json::to_vec(&index)
-        .map_err(|e| Error::Invalid(format!("serialising index.json: {e}")))?;
-    fs::write(&index_path, bytes).context(|| format!("writing {}", index_path.display()))?;
-    Ok(())
+    retag(layout, tag, &manifest)
 }
