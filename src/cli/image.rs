@@ -141,6 +141,9 @@ pub fn print_summary(s: &Summary) {
         list(&s.removed_package_managers)
     );
     eprintln!("removed setuid/setgid: {}", list(&s.removed_setuid));
+    for pack in &s.packs {
+        eprintln!("pack {}: {}", pack.name, pack.line());
+    }
 }
 
 pub fn write_json(
@@ -186,6 +189,7 @@ pub async fn harden(a: HardenArgs) -> CliResult {
         dst: a.output.hardened_image,
         include: a.output.include.clone(),
         exclude: a.output.exclude.clone(),
+        packs: a.output.packs.clone(),
         compression: a.output.compression,
         progress: Some(progress.clone()),
     };

@@ -9,8 +9,8 @@ use kube::runtime::controller::Action;
 use super::step::{SOON, Step};
 use crate::api::status::reduction_percent;
 use crate::api::{
-    ConditionType, FailOn, GateSeverity, HardenResult, KeptVulnerability, Phase, ReportMaterial,
-    SeverityCounts, VulnerabilitiesStatus, VulnerabilitySeverity,
+    ConditionType, FailOn, GateSeverity, HardenResult, KeptVulnerability, PackResult, Phase,
+    ReportMaterial, SeverityCounts, VulnerabilitiesStatus, VulnerabilitySeverity,
 };
 use crate::controller::engine;
 use crate::controller::error::{Error, Result};
@@ -183,6 +183,16 @@ impl Step<'_> {
             result.files_kept,
             result.files_removed
         );
+        let packs: Vec<String> = summary
+            .packs
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.line()))
+            .collect();
+        let message = if packs.is_empty() {
+            message
+        } else {
+            format!("{message}; packs: {}", packs.join("; "))
+        };
         self.status.hardened_image = Some(summary.hardened_image.clone());
         let seal = self
             .ctx
@@ -207,6 +217,16 @@ fn harden_result(summary: &Summary) -> HardenResult {
         removed_shells: count(&summary.removed_shells),
         removed_package_managers: count(&summary.removed_package_managers),
         removed_setuid: count(&summary.removed_setuid),
+        packs: summary
+            .packs
+            .iter()
+            .map(|p| PackResult {
+                name: p.name.clone(),
+                found: p.found,
+                files: p.files,
+                bytes: p.bytes,
+            })
+            .collect(),
     }
 }
 
