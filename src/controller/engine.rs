@@ -209,7 +209,7 @@ pub async fn harden(
 }
 
 /// The engine's pack for `spec.harden.packs` (the API does not import the engine).
-fn pack(p: ApiPack) -> Pack {
+pub(crate) fn pack(p: ApiPack) -> Pack {
     match p {
         ApiPack::CaCertificates => Pack::CaCertificates,
         ApiPack::Nss => Pack::Nss,

@@ -387,10 +387,15 @@ pub async fn run(
     if !verified {
         evidence_options.sign_key = None;
     }
+    let packs: Vec<String> = crate::image::analysis::packs::distinct(&opts.packs)
+        .into_iter()
+        .map(|p| p.name().to_string())
+        .collect();
     let inputs = HardenInputs {
         materials: &crate::reports::materials(&reports),
         include: &opts.include,
         exclude: &opts.exclude,
+        packs: &packs,
         started_on: Some(started_on),
     };
     let mut evidence = produce(store, &summary, &inputs, &evidence_options).await?;
