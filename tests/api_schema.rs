@@ -187,6 +187,34 @@ async fn the_api_server_enforces_the_schema() {
         ],
     )
     .await;
+    let packed = api
+        .create(
+            &PostParams::default(),
+            &workflow(
+                "packs",
+                spec_with(json!({"harden": {"packs": ["ca-certificates", "tzdata"]}})),
+            ),
+        )
+        .await
+        .expect("named include packs are accepted");
+    assert_eq!(
+        packed.data["spec"]["harden"]["packs"],
+        json!(["ca-certificates", "tzdata"])
+    );
+    refused(
+        &api,
+        "unknown-pack",
+        spec_with(json!({"harden": {"packs": ["openssl"]}})),
+        &[
+            "spec.harden.packs[0]",
+            "Unsupported value: \"openssl\"",
+            "\"ca-certificates\"",
+            "\"nss\"",
+            "\"tzdata\"",
+            "\"locale\"",
+        ],
+    )
+    .await;
     refused(
         &api,
         "statefulset",

@@ -151,6 +151,7 @@ fn hardened(mut s: HardeningWorkflowStatus) -> HardeningWorkflowStatus {
         removed_shells: 3,
         removed_package_managers: 5,
         removed_setuid: 11,
+        packs: Vec::new(),
     });
     s
 }

@@ -708,6 +708,120 @@ fn include_adds_directories_and_globs_and_exclude_wins() {
     assert!(!at(lp::LINK_TARGET).exists(), "nothing else is kept");
 }
 
+/// Hardens the nginx-ca fixture (nginx with a CA trust store no report names) with `flags`;
+/// returns the summary and the hardened layer's paths.
+fn harden_nginx_ca(
+    registry: &Registry,
+    src: &str,
+    flags: &[&str],
+    name: &str,
+) -> (Value, std::collections::BTreeSet<String>) {
+    let report = handmade_report(&[("/usr/sbin/nginx", true), ("/etc/nginx/nginx.conf", true)]);
+    let summary = tmp(&format!("{name}-summary.json"));
+    let dst = format!("{}/packs/nginx:{name}", registry.host());
+    let mut args = vec![
+        "harden",
+        src,
+        "--report",
+        report.to_str().unwrap(),
+        "--insecure",
+        "--hardened-image",
+        &dst,
+        "--summary",
+        summary.to_str().unwrap(),
+    ];
+    args.extend(flags);
+    let (_, log) = ok(&args);
+    let summary = read_json(&summary);
+    eprintln!("{log}");
+    let layer = support::layers::hardened_layer(summary["hardenedImage"].as_str().unwrap());
+    (summary, layer.files())
+}
+
+#[test]
+fn a_pack_keeps_the_ca_bundle_no_report_named_and_the_summary_says_what_it_cost() {
+    let registry = Registry::start().expect("registry");
+    let src = fixtures::nginx_ca()
+        .expect("nginx-ca fixture")
+        .push(&registry, "packs/nginx:1")
+        .expect("push");
+    const BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
+    let certificate = |files: &std::collections::BTreeSet<String>| {
+        files
+            .iter()
+            .any(|f| f.starts_with("usr/share/ca-certificates/mozilla/") && f.ends_with(".crt"))
+    };
+
+    let (without, files) = harden_nginx_ca(&registry, &src, &[], "without");
+    assert!(!files.contains(BUNDLE), "no report named the bundle");
+    assert!(!certificate(&files), "nor a certificate");
+    assert!(
+        files.contains("usr/sbin/nginx"),
+        "the app is kept: {files:?}"
+    );
+    assert_eq!(
+        without.get("packs"),
+        Some(&serde_json::json!([])),
+        "{without}"
+    );
+
+    let (with, files) = harden_nginx_ca(
+        &registry,
+        &src,
+        &[
+            "--pack",
+            "ca-certificates",
+            "--pack",
+            "tzdata",
+            "--pack",
+            "nss",
+            "--pack",
+            "locale",
+            "--pack",
+            "ca-certificates",
+        ],
+        "with",
+    );
+    assert!(
+        files.contains(BUNDLE),
+        "--pack ca-certificates keeps the bundle"
+    );
+    assert!(certificate(&files), "and the certificates it is made of");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("etc/ssl/certs/") && f.ends_with(".pem")),
+        "and the links OpenSSL looks certificates up by"
+    );
+    assert!(files.contains("etc/localtime") && files.contains("usr/share/zoneinfo/Etc/UTC"));
+    let packs = with["packs"].as_array().expect("packs in the summary");
+    let names: Vec<&str> = packs.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["ca-certificates", "nss", "tzdata", "locale"],
+        "{with}"
+    );
+    let ca = &packs[0];
+    let bundle_size = std::fs::metadata(Path::new("/").join(BUNDLE))
+        .unwrap()
+        .len();
+    assert!(
+        ca["bytes"].as_u64().unwrap() > bundle_size,
+        "the bundle and the certificates are the pack's cost: {ca}"
+    );
+    assert!(ca["files"].as_u64().unwrap() > 100, "{ca}");
+    assert!(
+        ca["found"].as_u64().unwrap() >= ca["files"].as_u64().unwrap(),
+        "{ca}"
+    );
+    assert!(
+        with["hardenedBytes"].as_u64().unwrap() > without["hardenedBytes"].as_u64().unwrap(),
+        "the packs make the image larger: {} vs {}",
+        with["hardenedBytes"],
+        without["hardenedBytes"]
+    );
+}
+
 /// Where a registry of the testbed keeps blob `digest` (its filesystem storage driver).
 fn registry_blob(registry: &Registry, digest: &str) -> PathBuf {
     let hex = digest.strip_prefix("sha256:").expect("sha256 digest");

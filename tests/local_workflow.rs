@@ -94,19 +94,42 @@ fn the_demo_flow_on_an_oci_layout_is_verified() {
 }
 
 /// `--compression zstd`: the hardened layer is OCI tar+zstd, whittle unpacks it for runc to
-/// verify, and it is smaller than the gzip one would be.
+/// verify, and it is smaller than the gzip one would be. `--pack tzdata`: every zone is kept,
+/// though nginx read only `/etc/localtime`, and the summary and the table say what it cost.
 #[test]
 fn a_zstd_hardened_image_is_verified_too() {
     let dir = nginx_layout();
     let src = format!("oci:{}:latest", dir.path().join("nginx").display());
     let summary_path = dir.path().join("summary.json");
-    let out = local(&src, &["--compression", "zstd"], &summary_path);
+    let out = local(
+        &src,
+        &["--compression", "zstd", "--pack", "tzdata"],
+        &summary_path,
+    );
     assert!(out.status.success(), "{}", text(&out));
     let s = summary(&summary_path);
     assert_eq!(s["verified"], true, "{s}");
     let layer = hardened_layer(s["hardenedImage"].as_str().unwrap());
     assert_eq!(layer.media_type, layers::ZSTD);
-    assert!(layer.files().contains("usr/sbin/nginx"));
+    let files = layer.files();
+    assert!(files.contains("usr/sbin/nginx"));
+    assert!(
+        files.contains("usr/share/zoneinfo/Europe/Berlin"),
+        "--pack tzdata keeps the zones no report named"
+    );
+    let tzdata = &s["packs"][0];
+    assert_eq!(tzdata["name"], "tzdata", "{s}");
+    let (found, added) = (
+        tzdata["found"].as_u64().unwrap(),
+        tzdata["files"].as_u64().unwrap(),
+    );
+    assert!(
+        added > 1000 && added < found,
+        "the zone nginx read is not the pack's cost: {tzdata}"
+    );
+    assert!(tzdata["bytes"].as_u64().unwrap() > 1_000_000, "{tzdata}");
+    let printed = text(&out);
+    assert!(printed.contains("pack       tzdata: added"), "{printed}");
     layer.assert_no_larger_than_gzip6();
 }
 

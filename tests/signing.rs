@@ -204,6 +204,7 @@ fn provenance_input(registry: &Registry, digest: &str, source: &str) -> Provenan
         reports: vec![("busybox-5d8f/report.json".into(), "7a".repeat(32))],
         include: vec!["/etc/ssl/**".into()],
         exclude: vec!["/tmp/**".into()],
+        packs: vec![],
         started_on: Timestamp::from_second(1_780_000_000).expect("time"),
         finished_on: Timestamp::from_second(1_780_000_075).expect("time"),
     }

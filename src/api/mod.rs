@@ -16,13 +16,13 @@ pub use crd::{crd, crd_yaml};
 pub use duration::DurationString;
 pub use spec::{
     Compression, Continuous, Exercise, FailOn, GateSeverity, GitOps, Harden, HardeningWorkflow,
-    HardeningWorkflowSpec, Observe, Registry, SensorMode, Sign, Target, TargetKind, Verify,
+    HardeningWorkflowSpec, Observe, Pack, Registry, SensorMode, Sign, Target, TargetKind, Verify,
     Vulnerabilities,
 };
 pub use status::{
     ConditionStatus, ConditionType, GoodResult, HISTORY_LIMIT, HardenResult,
-    HardeningWorkflowStatus, KeptVulnerability, Phase, ReportMaterial, ReportsStatus, Run,
-    SeverityCounts, Trigger, Verification, VerificationResult, VulnerabilitiesStatus,
+    HardeningWorkflowStatus, KeptVulnerability, PackResult, Phase, ReportMaterial, ReportsStatus,
+    Run, SeverityCounts, Trigger, Verification, VerificationResult, VulnerabilitiesStatus,
     VulnerabilitySeverity,
 };
 

@@ -10,6 +10,7 @@ use indicatif::ProgressBar;
 use k8s_openapi::jiff::Timestamp;
 use whittle::evidence::produce::{Evidence, HardenInputs, lines, produce};
 use whittle::evidence::profile;
+use whittle::image::analysis::packs::{self, Pack};
 use whittle::image::distribution::store::Location;
 use whittle::image::harden::{self, HardenOptions, Summary};
 use whittle::image::limits::Limits;
@@ -114,6 +115,14 @@ pub async fn instrument(a: InstrumentArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The packs as provenance records them.
+fn pack_names(packs: &[Pack]) -> Vec<String> {
+    packs::distinct(packs)
+        .into_iter()
+        .map(|p| p.name().to_string())
+        .collect()
+}
+
 pub fn print_summary(s: &Summary) {
     let mb = |b: u64| b as f64 / 1e6;
     let ratio = if s.hardened_bytes > 0 {
@@ -141,6 +150,9 @@ pub fn print_summary(s: &Summary) {
         list(&s.removed_package_managers)
     );
     eprintln!("removed setuid/setgid: {}", list(&s.removed_setuid));
+    for pack in &s.packs {
+        eprintln!("pack {}: {}", pack.name, pack.line());
+    }
 }
 
 pub fn write_json(
@@ -186,15 +198,18 @@ pub async fn harden(a: HardenArgs) -> CliResult {
         dst: a.output.hardened_image,
         include: a.output.include.clone(),
         exclude: a.output.exclude.clone(),
+        packs: a.output.packs.clone(),
         compression: a.output.compression,
         progress: Some(progress.clone()),
     };
     let summary = harden::harden(&store, &a.src, opts).await?;
     progress.finish_and_clear();
+    let packs = pack_names(&a.output.packs);
     let inputs = HardenInputs {
         materials: &materials,
         include: &a.output.include,
         exclude: &a.output.exclude,
+        packs: &packs,
         started_on: Some(started_on),
     };
     let mut evidence = produce(&store, &summary, &inputs, &evidence_options).await?;

@@ -114,6 +114,7 @@ pub async fn local(a: LocalArgs) -> CliResult {
         mode: a.mode,
         include: a.output.include,
         exclude: a.output.exclude,
+        packs: a.output.packs,
         compression: a.output.compression,
         hardened_image: a.output.hardened_image,
         ready_timeout: a.ready_timeout,

@@ -9,6 +9,7 @@ use whittle::evidence::produce::EvidenceOptions;
 use whittle::evidence::sign::SigningKey;
 use whittle::evidence::vulns::severity::Severity;
 use whittle::evidence::vulns::{Gate, VulnDb};
+use whittle::image::analysis::packs::Pack;
 use whittle::image::distribution::credentials::Credentials;
 use whittle::image::distribution::hints::Hints;
 use whittle::image::distribution::platform::Platform;
@@ -120,6 +121,11 @@ pub struct HardenOutputArgs {
     /// Drop paths matching this glob (`/usr/share/doc/**`, or `*.pyc` anywhere); repeatable.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// Also keep a named pack of files apps load on paths an exercise rarely takes, where the
+    /// image has them: ca-certificates, nss, tzdata, locale; repeatable. The summary says what
+    /// each added.
+    #[arg(long = "pack", value_enum, value_name = "NAME")]
+    pub packs: Vec<Pack>,
     /// The hardened layer's codec: gzip (read everywhere) or zstd (OCI tar+zstd: smaller, for
     /// containerd 1.5+, CRI-O and podman; the image gets OCI media types).
     #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]

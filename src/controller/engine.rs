@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 
 use super::error::{Error, Result};
 use super::reason::Reason;
-use crate::api::{Compression, HardeningWorkflow};
+use crate::api::{Compression, HardeningWorkflow, Pack as ApiPack};
+use crate::image::analysis::packs::Pack;
 use crate::image::distribution::credentials::Credentials;
 use crate::image::distribution::hints::Hints;
 use crate::image::distribution::registry::RegistryOptions;
@@ -191,6 +192,13 @@ pub async fn harden(
         dst: Some(dest.hardened.clone()),
         include: workflow.spec.harden.include.clone(),
         exclude: workflow.spec.harden.exclude.clone(),
+        packs: workflow
+            .spec
+            .harden
+            .packs
+            .iter()
+            .map(|p| pack(*p))
+            .collect(),
         compression: match workflow.spec.harden.compression {
             Compression::Gzip => LayerCompression::Gzip,
             Compression::Zstd => LayerCompression::Zstd,
@@ -200,9 +208,37 @@ pub async fn harden(
     Ok(harden::harden(store, &source, options).await?)
 }
 
+/// The engine's pack for `spec.harden.packs` (the API does not import the engine).
+pub(crate) fn pack(p: ApiPack) -> Pack {
+    match p {
+        ApiPack::CaCertificates => Pack::CaCertificates,
+        ApiPack::Nss => Pack::Nss,
+        ApiPack::Tzdata => Pack::Tzdata,
+        ApiPack::Locale => Pack::Locale,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_pack_of_the_spec_is_the_engines_pack_of_the_same_name() {
+        for api in [
+            ApiPack::CaCertificates,
+            ApiPack::Nss,
+            ApiPack::Tzdata,
+            ApiPack::Locale,
+        ] {
+            let name = serde_json::to_value(api).unwrap();
+            assert_eq!(name, pack(api).name(), "{api:?}");
+        }
+        assert_eq!(
+            crate::image::analysis::packs::ALL.len(),
+            4,
+            "a new engine pack needs its spec.harden.packs value"
+        );
+    }
 
     fn workflow(spec: Value) -> HardeningWorkflow {
         HardeningWorkflow::new("w", serde_json::from_value(spec).unwrap())

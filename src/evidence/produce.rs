@@ -46,6 +46,8 @@ pub struct HardenInputs<'a> {
     pub materials: &'a [(String, String)],
     pub include: &'a [String],
     pub exclude: &'a [String],
+    /// The packs' names.
+    pub packs: &'a [String],
     pub started_on: Option<Timestamp>,
 }
 
@@ -306,6 +308,7 @@ pub async fn sign(
         reports: inputs.materials.to_vec(),
         include: inputs.include.to_vec(),
         exclude: inputs.exclude.to_vec(),
+        packs: inputs.packs.to_vec(),
         started_on: inputs.started_on.unwrap_or_else(Timestamp::now),
         finished_on: Timestamp::now(),
     };

@@ -67,6 +67,9 @@ pub struct ProvenanceInput {
     pub include: Vec<String>,
     /// `--exclude` / `spec.exclude` globs.
     pub exclude: Vec<String>,
+    /// `--pack` / `spec.harden.packs` names; recorded only when there are any, so that a harden
+    /// without packs states what it stated before packs existed.
+    pub packs: Vec<String>,
     pub started_on: Timestamp,
     pub finished_on: Timestamp,
 }
@@ -124,11 +127,17 @@ impl ProvenanceInput {
             subject_name: self.hardened_name.clone(),
             subject_digest: self.hardened_digest.clone(),
             build_type: BUILD_TYPE,
-            parameters: json!({
-                "sourceImage": self.source_image,
-                "include": self.include,
-                "exclude": self.exclude,
-            }),
+            parameters: {
+                let mut parameters = json!({
+                    "sourceImage": self.source_image,
+                    "include": self.include,
+                    "exclude": self.exclude,
+                });
+                if !self.packs.is_empty() {
+                    parameters["packs"] = json!(self.packs);
+                }
+                parameters
+            },
             materials,
             started_on: self.started_on,
             finished_on: self.finished_on,
@@ -294,6 +303,7 @@ mod tests {
             reports: vec![("web-7f9c/report.json".into(), "cc".repeat(32))],
             include: vec!["/etc/ssl/**".into()],
             exclude: vec![],
+            packs: vec!["ca-certificates".into()],
             started_on: Timestamp::from_second(1_700_000_000).unwrap(),
             finished_on: Timestamp::from_second(1_700_000_042).unwrap(),
         }
@@ -311,6 +321,18 @@ mod tests {
         assert_eq!(p["materials"][0]["digest"]["sha256"], "bb".repeat(32));
         assert_eq!(p["materials"][1]["digest"]["sha256"], "cc".repeat(32));
         assert_eq!(p["invocation"]["parameters"]["include"][0], "/etc/ssl/**");
+        assert_eq!(p["invocation"]["parameters"]["packs"][0], "ca-certificates");
+        let without = ProvenanceInput {
+            packs: vec![],
+            ..input()
+        };
+        let s = statement(&without, SlsaVersion::V0_2).unwrap();
+        assert!(
+            s["predicate"]["invocation"]["parameters"]
+                .get("packs")
+                .is_none(),
+            "no packs, no parameter"
+        );
         assert_eq!(p["metadata"]["buildStartedOn"], "2023-11-14T22:13:20Z");
     }
 

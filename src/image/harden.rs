@@ -11,6 +11,7 @@ use serde::Serialize;
 use whittle_sensor::codec::{self, GunzipError};
 use whittle_sensor::report::{MAX_JSON_BYTES, Report};
 
+use super::analysis::packs::{self, Pack, PackSummary};
 use super::analysis::select::{Patterns, Selection, Wanted, select};
 use super::analysis::surface;
 use super::config;
@@ -35,6 +36,8 @@ pub struct HardenOptions {
     pub dst: Option<Location>,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    /// Named include packs (`--pack`), each reported with what it added.
+    pub packs: Vec<Pack>,
     /// The hardened layer's codec; zstd writes the image with OCI media types.
     pub compression: LayerCompression,
     /// Advanced by the compressed bytes read, when given.
@@ -74,6 +77,9 @@ pub struct Summary {
     pub reports: usize,
     /// The OS packages, `files` as the source holds them and `kept` as the hardened image does.
     pub packages: Inventory,
+    /// Each pack asked for, with the files and bytes it added beyond what the reports and
+    /// analysis kept.
+    pub packs: Vec<PackSummary>,
 }
 
 /// Reads a report file (JSON, or gzip-compressed JSON as the sensor posts it), within the
@@ -125,7 +131,10 @@ fn wanted(image: &Image, opts: &HardenOptions) -> Result<Wanted> {
     Ok(Wanted {
         seen,
         touched,
-        patterns: Patterns::new(&opts.include, &opts.exclude)?,
+        patterns: Patterns::new(
+            &packs::with_packs(&opts.include, &opts.packs),
+            &opts.exclude,
+        )?,
         ld_library_path,
     })
 }
@@ -250,6 +259,14 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
     let early = opts.compression == LayerCompression::Gzip;
     let (tree, spool, _) = read_image(store, &image, first, early, opts.progress.as_ref()).await?;
     let (tree, spool, selection, passes) = complete(store, &image, tree, spool, &wanted).await?;
+    let pack_summaries = packs::account(
+        &tree,
+        &spool,
+        &wanted,
+        &opts.include,
+        &opts.exclude,
+        &opts.packs,
+    )?;
     let database = Database::read(&tree, &spool);
     let (keep, rewritten) = with_database(&database, &selection.keep, &wanted.patterns);
 
@@ -313,6 +330,7 @@ pub async fn harden(store: &Store, src: &Location, opts: HardenOptions) -> Resul
         passes,
         reports: opts.reports.len(),
         packages: database.inventory(Some(&selection.keep)),
+        packs: pack_summaries,
     })
 }
 

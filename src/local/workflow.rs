@@ -15,6 +15,7 @@ use super::progress::Progress;
 use super::{LocalError, last_lines};
 use crate::evidence::produce::{Evidence, EvidenceOptions, HardenInputs, lines, produce};
 use crate::evidence::profile;
+use crate::image::analysis::packs::Pack;
 use crate::image::config::{argv, strings};
 use crate::image::distribution::store::{Image, Location, Store};
 use crate::image::harden::{self, HardenOptions, Summary};
@@ -45,6 +46,7 @@ pub struct LocalOptions {
     pub mode: String,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    pub packs: Vec<Pack>,
     pub compression: LayerCompression,
     pub hardened_image: Option<Location>,
     pub sensor: PathBuf,
@@ -360,6 +362,7 @@ pub async fn run(
             dst: opts.hardened_image.clone(),
             include: opts.include.clone(),
             exclude: opts.exclude.clone(),
+            packs: opts.packs.clone(),
             compression: opts.compression,
             progress: Some(bar.clone()),
         },
@@ -465,10 +468,15 @@ pub async fn run(
     if !verified {
         evidence_options.sign_key = None;
     }
+    let packs: Vec<String> = crate::image::analysis::packs::distinct(&opts.packs)
+        .into_iter()
+        .map(|p| p.name().to_string())
+        .collect();
     let inputs = HardenInputs {
         materials: &crate::reports::materials(&reports),
         include: &opts.include,
         exclude: &opts.exclude,
+        packs: &packs,
         started_on: Some(started_on),
     };
     let mut evidence = produce(store, &summary, &inputs, &evidence_options).await?;
@@ -530,6 +538,9 @@ pub fn table(s: &LocalSummary) -> String {
         s.harden.removed_package_managers.len(),
         s.harden.removed_setuid.len()
     ));
+    for pack in &s.harden.packs {
+        out.push_str(&format!("{:<10} {}: {}\n", "pack", pack.name, pack.line()));
+    }
     for (label, value) in lines(&s.harden, &s.evidence) {
         out.push_str(&format!("{label:<10} {value}\n"));
     }

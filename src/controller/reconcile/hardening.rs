@@ -9,8 +9,8 @@ use kube::runtime::controller::Action;
 use super::step::{SOON, Step};
 use crate::api::status::reduction_percent;
 use crate::api::{
-    ConditionType, FailOn, GateSeverity, HardenResult, KeptVulnerability, Phase, ReportMaterial,
-    SeverityCounts, VulnerabilitiesStatus, VulnerabilitySeverity,
+    ConditionType, FailOn, GateSeverity, HardenResult, KeptVulnerability, PackResult, Phase,
+    ReportMaterial, SeverityCounts, VulnerabilitiesStatus, VulnerabilitySeverity,
 };
 use crate::controller::engine;
 use crate::controller::error::{Error, Result};
@@ -183,6 +183,16 @@ impl Step<'_> {
             result.files_kept,
             result.files_removed
         );
+        let packs: Vec<String> = summary
+            .packs
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.line()))
+            .collect();
+        let message = if packs.is_empty() {
+            message
+        } else {
+            format!("{message}; packs: {}", packs.join("; "))
+        };
         self.status.hardened_image = Some(summary.hardened_image.clone());
         let seal = self
             .ctx
@@ -207,6 +217,16 @@ fn harden_result(summary: &Summary) -> HardenResult {
         removed_shells: count(&summary.removed_shells),
         removed_package_managers: count(&summary.removed_package_managers),
         removed_setuid: count(&summary.removed_setuid),
+        packs: summary
+            .packs
+            .iter()
+            .map(|p| PackResult {
+                name: p.name.clone(),
+                found: p.found,
+                files: p.files,
+                bytes: p.bytes,
+            })
+            .collect(),
     }
 }
 
@@ -296,6 +316,7 @@ pub(super) fn gate(fail_on: &FailOn) -> Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::analysis::packs::PackSummary;
 
     fn finding(id: &str, severity: Severity, fixed: Option<&str>) -> Finding {
         Finding {
@@ -308,6 +329,59 @@ mod tests {
             fixed: fixed.map(Into::into),
             summary: None,
         }
+    }
+
+    #[test]
+    fn the_result_in_status_carries_each_packs_cost() {
+        let summary = Summary {
+            source_image: "r/s@sha256:aa".into(),
+            hardened_image: "r/h@sha256:bb".into(),
+            hardened_manifest_size: 1,
+            pushed: "r/h:t@sha256:bb".into(),
+            source_bytes: 1000,
+            hardened_bytes: 100,
+            files_kept: 2,
+            files_removed: 3,
+            added_by_analysis: 0,
+            report_paths_not_in_image: 0,
+            removed_shells: Vec::new(),
+            removed_package_managers: Vec::new(),
+            removed_setuid: Vec::new(),
+            passes: 1,
+            reports: 1,
+            packages: Default::default(),
+            packs: vec![
+                PackSummary {
+                    name: "ca-certificates".into(),
+                    found: 435,
+                    files: 435,
+                    bytes: 610_000,
+                },
+                PackSummary {
+                    name: "tzdata".into(),
+                    found: 0,
+                    files: 0,
+                    bytes: 0,
+                },
+            ],
+        };
+        let result = harden_result(&summary);
+        let yaml = serde_json::to_value(&result).unwrap();
+        assert_eq!(
+            yaml["packs"],
+            serde_json::json!([
+                {"name": "ca-certificates", "found": 435, "files": 435, "bytes": 610000},
+                {"name": "tzdata", "found": 0, "files": 0, "bytes": 0},
+            ])
+        );
+        let none = harden_result(&Summary {
+            packs: Vec::new(),
+            ..summary
+        });
+        assert!(
+            serde_json::to_value(&none).unwrap().get("packs").is_none(),
+            "no packs asked for, no field"
+        );
     }
 
     #[test]

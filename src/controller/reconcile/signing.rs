@@ -39,10 +39,16 @@ impl Step<'_> {
         let key = signing_key(&self.ctx.client, &self.namespace(), secret).await?;
         let materials = self.materials();
         let spec = &self.workflow.spec.harden;
+        let packs: Vec<String> = spec
+            .packs
+            .iter()
+            .map(|p| crate::controller::engine::pack(*p).name().to_string())
+            .collect();
         let inputs = HardenInputs {
             materials: &materials,
             include: &spec.include,
             exclude: &spec.exclude,
+            packs: &packs,
             started_on: self.status.started_at.as_ref().map(|t| t.0),
         };
         let (signature, provenance) =

@@ -378,6 +378,46 @@ print("listening on :8000", file=sys.stderr, flush=True)
 HTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
 "#;
 
+/// Where `apt-get install ca-certificates` puts the trust store on Debian and Ubuntu.
+const CA_PATHS: [&str; 3] = [
+    "etc/ssl/certs",
+    "usr/share/ca-certificates",
+    "etc/ca-certificates.conf",
+];
+
+/// The nginx fixture with a second layer holding this machine's Debian/Ubuntu trust store, as
+/// `apt-get install ca-certificates` leaves it: `/etc/ssl/certs` (`ca-certificates.crt` and the
+/// `*.pem` links into `/usr/share/ca-certificates`), `/usr/share/ca-certificates`,
+/// `/etc/ca-certificates.conf`. nginx serving plain HTTP never reads them; a TLS client in the
+/// image would.
+pub fn nginx_ca() -> Result<Fixture> {
+    let nginx = nginx()?;
+    let bundle = fs::read("/etc/ssl/certs/ca-certificates.crt")
+        .context(|| "reading this machine's /etc/ssl/certs/ca-certificates.crt".into())?;
+    let recipe = format!(
+        "nginx-ca v1: {} + a layer of {CA_PATHS:?} (bundle sha256 {})",
+        nginx.layout.display(),
+        hex(&Sha256::digest(&bundle))
+    );
+    cached("nginx-ca", &recipe, |work, layout| {
+        tools::run(Command::new("cp").arg("-a").arg(&nginx.layout).arg(layout))?;
+        let rootfs = work.join("rootfs");
+        for path in CA_PATHS {
+            let dest = rootfs.join(path);
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).context(|| format!("creating {}", parent.display()))?;
+            }
+            tools::run(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(Path::new("/").join(path))
+                    .arg(&dest),
+            )?;
+        }
+        append_layer(layout, &rootfs, "apt-get install ca-certificates")
+    })
+}
+
 const PYTHON_GREET: &str = r#"def message():
     return "hello from greet"
 "#;
