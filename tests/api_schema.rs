@@ -217,9 +217,13 @@ async fn the_api_server_enforces_the_schema() {
     .await;
     refused(
         &api,
-        "statefulset",
-        spec_with(json!({"target": {"kind": "StatefulSet"}})),
-        &["spec.target.kind", "Unsupported value: \"StatefulSet\""],
+        "cronjob",
+        spec_with(json!({"target": {"kind": "CronJob"}})),
+        &[
+            "spec.target.kind",
+            "Unsupported value: \"CronJob\"",
+            "\"DaemonSet\"",
+        ],
     )
     .await;
     refused(
