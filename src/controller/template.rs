@@ -629,14 +629,10 @@ mod tests {
             inst["lifecycle"]["preStop"]["exec"]["command"],
             json!(["/.whittle/sensor", "exec", "--", "/stop.sh"])
         );
+        let h = one("r/web:1-h@sha256:bb");
         for back in [
             restore(TargetKind::Deployment, "web", &s),
-            hardened(
-                TargetKind::Deployment,
-                "web",
-                &s,
-                &one("r/web:1-h@sha256:bb"),
-            ),
+            hardened(TargetKind::Deployment, "web", &s, &h),
         ] {
             assert_eq!(
                 c(&back)["readinessProbe"]["exec"]["command"],
