@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use serde_json::{Value, json};
-use whittle::api::spec::{FAIL_ON_MESSAGE, IMMUTABLE_MESSAGE, VULN_DB_MESSAGE};
+use whittle::api::spec::{CONTAINERS_MESSAGE, FAIL_ON_MESSAGE, IMMUTABLE_MESSAGE, VULN_DB_MESSAGE};
 use whittle::api::{HardeningWorkflow, HardeningWorkflowStatus, Phase};
 use whittle_testbed::cluster::control_plane::ControlPlane;
 
@@ -308,6 +308,57 @@ async fn the_api_server_enforces_the_schema() {
         &["spec.vulnerabilities.failOn", FAIL_ON_MESSAGE],
     )
     .await;
+    // Several containers: named, or `*` alone; not with what is about one image.
+    let containers = |list: Value| json!({"target": {"name": "web", "containers": list}, "registry": {"insecure": true}});
+    for (name, list) in [("two", json!(["web", "tail"])), ("all", json!(["*"]))] {
+        api.create(&PostParams::default(), &workflow(name, containers(list)))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: target.containers is accepted: {e}"));
+    }
+    refused(
+        &api,
+        "star-and-more",
+        containers(json!(["*", "web"])),
+        &["spec.target.containers", "'*' means every container"],
+    )
+    .await;
+    refused(
+        &api,
+        "container-and-containers",
+        spec_with(json!({"target": {"containers": ["web"]}})),
+        &["spec.target.containers", "not both"],
+    )
+    .await;
+    refused(
+        &api,
+        "containers-duplicate",
+        containers(json!(["web", "web"])),
+        &["spec.target.containers", "Duplicate value"],
+    )
+    .await;
+    for (name, field) in [
+        (
+            "containers-image",
+            json!({"image": "127.0.0.1:5000/shop/web:1.2"}),
+        ),
+        ("containers-continuous", json!({"continuous": {}})),
+        ("containers-sign", json!({"sign": {"keySecret": "k"}})),
+        (
+            "containers-db",
+            json!({"vulnerabilities": {"db": "debian"}}),
+        ),
+        ("containers-sbom", json!({"harden": {"sbom": true}})),
+    ] {
+        let mut spec = containers(json!(["web", "tail"]));
+        merge(&mut spec, field);
+        refused(
+            &api,
+            name,
+            spec,
+            &["spec.target.containers", CONTAINERS_MESSAGE],
+        )
+        .await;
+    }
     refused(
         &api,
         "fail-on-unknown",

@@ -552,7 +552,7 @@ async fn reports_are_bound_to_their_pods() {
     let puid = real.metadata.uid.clone().expect("pod uid");
     assert_eq!(
         cm.name_any(),
-        names::report_config_map_name("web", &wuid, &puid)
+        names::report_config_map_name("web", &wuid, &puid, Some("nginx"))
     );
     let labels = cm.labels();
     assert_eq!(labels.get(WORKFLOW_LABEL).map(String::as_str), Some("web"));
@@ -596,7 +596,7 @@ async fn reports_are_bound_to_their_pods() {
     .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.body.contains("merged"), "{}", reply.body);
-    let folded = reports::fold(&client, &workflow).await.expect("fold");
+    let folded = reports::fold(&client, &workflow, None).await.expect("fold");
     let kept: BTreeSet<&str> = folded
         .profile
         .as_ref()
@@ -826,7 +826,7 @@ async fn another_sensor_versions_report_is_accepted() {
     .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(report_config_maps(&client, &ns).await.len(), 1);
-    let folded = reports::fold(&client, &workflow).await.expect("fold");
+    let folded = reports::fold(&client, &workflow, None).await.expect("fold");
     assert_eq!(folded.modes, BTreeSet::from(["ebpf".to_string()]));
     let profile = folded.profile.expect("a profile");
     assert!(profile.paths.contains_key("/usr/sbin/nginx"), "{profile:?}");

@@ -15,12 +15,12 @@ use kube::Resource;
 pub use crd::{crd, crd_yaml};
 pub use duration::DurationString;
 pub use spec::{
-    Compression, Continuous, Exercise, FailOn, GateSeverity, GitOps, Harden, HardeningWorkflow,
-    HardeningWorkflowSpec, Observe, Pack, Registry, SensorMode, Sign, Target, TargetKind, Verify,
-    Vulnerabilities,
+    ALL_CONTAINERS, Compression, Continuous, Exercise, FailOn, GateSeverity, GitOps, Harden,
+    HardeningWorkflow, HardeningWorkflowSpec, Observe, Pack, Registry, SensorMode, Sign, Target,
+    TargetKind, Verify, Vulnerabilities,
 };
 pub use status::{
-    ConditionStatus, ConditionType, GoodResult, HISTORY_LIMIT, HardenResult,
+    ConditionStatus, ConditionType, ContainerResult, GoodResult, HISTORY_LIMIT, HardenResult,
     HardeningWorkflowStatus, KeptVulnerability, PackResult, Phase, ReportMaterial, ReportsStatus,
     Run, SeverityCounts, Trigger, Verification, VerificationResult, VulnerabilitiesStatus,
     VulnerabilitySeverity,

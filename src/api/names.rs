@@ -15,6 +15,9 @@ pub const WORKFLOW_LABEL: &str = "whittle.dev/workflow";
 pub const POD_LABEL: &str = "whittle.dev/pod";
 /// Annotation on a report ConfigMap with the exact pod name (labels may only hold a hash).
 pub const POD_ANNOTATION: &str = "whittle.dev/pod";
+/// Annotation on a report ConfigMap with the container whose sensor sent it (absent in a
+/// report that names none: an older sensor's).
+pub const CONTAINER_ANNOTATION: &str = "whittle.dev/container";
 /// The finalizer that restores the Deployment when a workflow is deleted mid-way.
 pub const FINALIZER: &str = "whittle.dev/restore-deployment";
 /// Annotation on a report ConfigMap with the uid of the pod whose report it holds.
@@ -39,14 +42,33 @@ pub const MAX_NAME: usize = 253;
 /// Longest label value.
 pub const MAX_LABEL_VALUE: usize = 63;
 
-/// The ConfigMap holding one pod's reports: `<workflow>-report-<16 hex digits>`, the digits a
-/// hash of the workflow's and the pod's uids. Pod names cannot collide across workflows this way
-/// (`a` + pod `b-report-c` and `a-report-b` + pod `c` once shared a name), nor a recreated
-/// pod's name with its predecessor's.
-pub fn report_config_map_name(workflow: &str, workflow_uid: &str, pod_uid: &str) -> String {
-    let hash = hex_sha256(&format!("{workflow_uid}/{pod_uid}"));
+/// The ConfigMap holding the reports of one container of one pod: `<workflow>-report-<16 hex
+/// digits>`, the digits a hash of the workflow's and the pod's uids and the container's name
+/// (a report naming no container hashes the uids alone). Pod names cannot collide across
+/// workflows this way (`a` + pod `b-report-c` and `a-report-b` + pod `c` once shared a name),
+/// nor a recreated pod's name with its predecessor's, nor a pod's app container with its
+/// sidecar.
+pub fn report_config_map_name(
+    workflow: &str,
+    workflow_uid: &str,
+    pod_uid: &str,
+    container: Option<&str>,
+) -> String {
+    let hash = match container {
+        Some(container) => hex_sha256(&format!("{workflow_uid}/{pod_uid}/{container}")),
+        None => hex_sha256(&format!("{workflow_uid}/{pod_uid}")),
+    };
     let prefix = fit_name(workflow, MAX_NAME - "-report-".len() - 16);
     format!("{prefix}-report-{}", &hash[..16])
+}
+
+/// What a report is expected and counted as: the pod's name when the workflow targets one
+/// container (as before whittle hardened several), `<pod>/<container>` when it targets more.
+pub fn report_slot(pod: &str, container: Option<&str>, per_container: bool) -> String {
+    match container {
+        Some(container) if per_container => format!("{pod}/{container}"),
+        _ => pod.to_string(),
+    }
 }
 
 /// Label on an exercise Job: `observe` (against the instrumented original) or `verify`
@@ -147,32 +169,48 @@ mod tests {
 
     #[test]
     fn report_config_maps_are_named_by_both_uids() {
-        let name = report_config_map_name("web", "w-uid", "p-uid");
+        let name = report_config_map_name("web", "w-uid", "p-uid", None);
         assert!(name.starts_with("web-report-") && name.len() == "web-report-".len() + 16);
         assert_eq!(report_path("shop", "web"), "/v1/reports/shop/web");
         assert_eq!(
             name,
-            report_config_map_name("web", "w-uid", "p-uid"),
+            report_config_map_name("web", "w-uid", "p-uid", None),
             "deterministic"
         );
         assert_ne!(
             name,
-            report_config_map_name("web", "w-uid", "p-uid2"),
+            report_config_map_name("web", "w-uid", "p-uid2", None),
             "another pod"
         );
         assert_ne!(
             name,
-            report_config_map_name("web", "w-uid2", "p-uid"),
+            report_config_map_name("web", "w-uid2", "p-uid", None),
             "a namesake workflow"
         );
+    }
+
+    #[test]
+    fn each_container_of_a_pod_has_its_own_report() {
+        let app = report_config_map_name("web", "w-uid", "p-uid", Some("app"));
+        let sidecar = report_config_map_name("web", "w-uid", "p-uid", Some("sidecar"));
+        assert_ne!(app, sidecar, "two containers of one pod, two ConfigMaps");
+        assert_ne!(app, report_config_map_name("web", "w-uid", "p-uid", None));
+        assert_eq!(
+            app,
+            report_config_map_name("web", "w-uid", "p-uid", Some("app")),
+            "a restarted container's report goes where its first went"
+        );
+        assert_eq!(report_slot("web-0", Some("app"), true), "web-0/app");
+        assert_eq!(report_slot("web-0", Some("app"), false), "web-0");
+        assert_eq!(report_slot("web-0", None, true), "web-0");
     }
 
     #[test]
     fn report_config_map_names_of_two_workflows_never_collide() {
         // Once `<workflow>-report-<pod>`: workflow `a` with pod `b-report-c` and workflow
         // `a-report-b` with pod `c` shared a ConfigMap.
-        let one = report_config_map_name("a", "uid-a", "pod-uid-1");
-        let two = report_config_map_name("a-report-b", "uid-b", "pod-uid-2");
+        let one = report_config_map_name("a", "uid-a", "pod-uid-1", None);
+        let two = report_config_map_name("a-report-b", "uid-b", "pod-uid-2", None);
         assert_ne!(one, two);
         assert!(!two.ends_with(&one[one.len() - 16..]));
     }
@@ -180,8 +218,8 @@ mod tests {
     #[test]
     fn long_names_are_hashed_to_fit_and_stay_valid() {
         let workflow = format!("{}.b", "a".repeat(250));
-        let a = report_config_map_name(&workflow, "w", "p1");
-        let b = report_config_map_name(&workflow, "w", "p2");
+        let a = report_config_map_name(&workflow, "w", "p1", None);
+        let b = report_config_map_name(&workflow, "w", "p2", None);
         assert!(
             a.len() <= MAX_NAME && b.len() <= MAX_NAME,
             "{} {}",

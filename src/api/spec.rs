@@ -9,6 +9,16 @@ use serde::{Deserialize, Serialize};
 use super::duration::{self, DurationString};
 use super::status::HardeningWorkflowStatus;
 
+/// What `target.containers` does not combine with (yet): one source image and one pair of
+/// destinations, continuous runs, and the evidence of one image (SBOM, vulnerabilities,
+/// signature) are each about a single image.
+pub const CONTAINERS_RULE: &str = "!has(self.target.containers) || (!has(self.image) && !has(self.instrumentedImage) && !has(self.hardenedImage) && !has(self.continuous) && (!has(self.sign) || !has(self.sign.keySecret)) && (!has(self.vulnerabilities) || !has(self.vulnerabilities.db)) && (!has(self.harden) || !has(self.harden.sbom) || !self.harden.sbom))";
+/// The refusal of [`CONTAINERS_RULE`]; tests and docs quote it.
+pub const CONTAINERS_MESSAGE: &str = "target.containers hardens each container's own image to its source's repository: it does not combine with image, instrumentedImage, hardenedImage, continuous, sign.keySecret, vulnerabilities.db or harden.sbom, which are about one image (use target.container for those)";
+
+/// `target.containers: ["*"]`: every container of the pod.
+pub const ALL_CONTAINERS: &str = "*";
+
 /// The message of the rule that freezes the spec; tests and docs quote it.
 pub const IMMUTABLE_MESSAGE: &str =
     "spec is immutable once the workflow has started; delete and recreate it";
@@ -81,7 +91,16 @@ pub const IMMUTABLE_MESSAGE: &str =
         .field_path(".promote"),
     validation = Rule::new("!has(self.vulnerabilities) || !has(self.vulnerabilities.failOn) || has(self.vulnerabilities.db)")
         .message(FAIL_ON_MESSAGE)
-        .field_path(".vulnerabilities.failOn")
+        .field_path(".vulnerabilities.failOn"),
+    validation = Rule::new("!has(self.target.containers) || !has(self.target.container)")
+        .message("set target.container or target.containers, not both")
+        .field_path(".target.containers"),
+    validation = Rule::new("!has(self.target.containers) || size(self.target.containers) == 1 || !self.target.containers.exists(c, c == '*')")
+        .message("target.containers: '*' means every container and stands alone")
+        .field_path(".target.containers"),
+    validation = Rule::new(CONTAINERS_RULE)
+        .message(CONTAINERS_MESSAGE)
+        .field_path(".target.containers")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HardeningWorkflowSpec {
@@ -272,6 +291,15 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub container: Option<String>,
+    /// Several containers of the pod to harden in one workflow, e.g. `[web, log-tailer]`, or
+    /// `["*"]` for every container: each is instrumented with its own sensor and report, each
+    /// distinct image hardened (two containers of one image share a hardened image built from
+    /// both reports), the pod verified as a whole, and each result listed in
+    /// `status.containers`. Instead of `container`; init containers are not hardened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 63)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub containers: Option<Vec<String>>,
     /// What to do when a GitOps controller (Argo CD, Flux) owns the target's pod template in
     /// its `managedFields`, e.g. `Proceed`: `Wait` (the default) keeps the workflow Pending,
     /// changing nothing, because the tool's self-heal or drift correction would revert the

@@ -42,6 +42,13 @@ pub struct HardeningWorkflowStatus {
     /// `registry.example.com/shop/web@sha256:cc66…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardened_image: Option<String>,
+    /// Each container the workflow hardens, when `spec.target.containers` names them, in
+    /// the order named (the first is also in `sourceImage`, `instrumentedImage`,
+    /// `hardenedImage` and `result`), e.g. `[{name: web, sourceImage: …, hardenedImage: …},
+    /// {name: log-tailer, …}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub containers: Vec<ContainerResult>,
     /// The sensor reports: which pods were instrumented and which have reported, e.g.
     /// `{expected: [web-7c9d4-abcde], received: 1, pods: [web-7c9d4-abcde]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,6 +130,31 @@ pub struct HardeningWorkflowStatus {
     /// Succeeded, sourceImage: …, hardenedImage: …, startedAt: …, completedAt: …}]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Run>,
+}
+
+/// One container of the target and what became of its image.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerResult {
+    /// The container's name, e.g. `log-tailer`.
+    pub name: String,
+    /// Its image before whittle, pinned to its digest, e.g.
+    /// `registry.example.com/shop/tailer@sha256:4842…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_image: Option<String>,
+    /// The instrumented image it ran while observed, e.g.
+    /// `registry.example.com/shop/tailer@sha256:e727…` (shared with the containers of the same
+    /// source image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instrumented_image: Option<String>,
+    /// Its hardened image, e.g. `registry.example.com/shop/tailer@sha256:cc66…`: one per source
+    /// image, built from the reports of every container that runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardened_image: Option<String>,
+    /// What hardening its image kept and removed, e.g. `{sourceBytes: 1200000, hardenedBytes:
+    /// 300000, reductionPercent: 75, ...}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<HardenResult>,
 }
 
 /// How many runs `status.history` keeps.
@@ -559,6 +591,20 @@ pub fn reduction_percent(source: u64, hardened: u64) -> i64 {
 }
 
 impl HardeningWorkflowStatus {
+    /// Every instrumented image of the run: the first container's, and each listed
+    /// container's.
+    pub fn instrumented_images(&self) -> BTreeSet<&str> {
+        self.instrumented_image
+            .iter()
+            .map(String::as_str)
+            .chain(
+                self.containers
+                    .iter()
+                    .filter_map(|c| c.instrumented_image.as_deref()),
+            )
+            .collect()
+    }
+
     /// The phase, Pending when none was recorded yet.
     pub fn phase(&self) -> Phase {
         self.phase.unwrap_or_default()

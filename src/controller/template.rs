@@ -40,13 +40,33 @@ const DELIVERY_SECONDS: i64 = 5;
 /// The env the sensor reads for its identity (the report server refuses reports without a pod).
 const IDENTITY_ENV: [&str; 3] = ["POD_NAME", "POD_NAMESPACE", "CONTAINER_NAME"];
 
-/// The user's container as it was before whittle changed it, and who changed it: the
-/// `whittle.dev/original` annotation on the workload.
+/// The user's containers as they were before whittle changed them, and who changed them: the
+/// `whittle.dev/original` annotation on the workload. The first container's fields sit at the
+/// top level (as when whittle hardened one container, so an annotation written then still
+/// reads), the others' in `more`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Original {
     pub workflow: String,
     pub workflow_uid: String,
+    #[serde(flatten)]
+    pub first: SavedContainer,
+    /// The other containers whittle changes, in the order the workflow names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<SavedContainer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
+    /// Whether whittle applies the containers' `securityContext.capabilities.add` (fanotify
+    /// mode adds SYS_ADMIN). The list is atomic: applying it takes the whole list from the
+    /// user, so every later apply must name the user's original entries or they are removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub takes_capabilities: bool,
+}
+
+/// One container as it was before whittle changed it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedContainer {
     pub container: String,
     pub image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,55 +77,23 @@ pub struct Original {
     pub env: Option<Vec<EnvVar>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub termination_grace_period_seconds: Option<i64>,
-    /// Whether whittle applies the container's `securityContext.capabilities.add` (fanotify
-    /// mode adds SYS_ADMIN). The list is atomic: applying it takes the whole list from the
-    /// user, so every later apply must name the user's original entries or they are removed.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub takes_capabilities: bool,
     /// The container's exec probes and hooks, which the instrumented pod runs in the sensor.
     /// Absent in the annotation of an operator that did not wrap them: nothing to put back.
     #[serde(default, skip_serializing_if = "ExecHandlers::is_empty")]
     pub exec_handlers: ExecHandlers,
 }
 
-impl Original {
-    pub fn of(
-        workflow: &HardeningWorkflow,
-        workload: &Workload,
-        container: &Container,
-    ) -> Original {
-        Original {
-            workflow: workflow.metadata.name.clone().unwrap_or_default(),
-            workflow_uid: workflow.metadata.uid.clone().unwrap_or_default(),
+impl SavedContainer {
+    fn of(container: &Container) -> SavedContainer {
+        SavedContainer {
             container: container.name.clone(),
             image: container.image.clone().unwrap_or_default(),
             command: container.command.clone(),
             args: container.args.clone(),
             env: container.env.clone(),
             security_context: container.security_context.clone(),
-            termination_grace_period_seconds: pod_spec(workload)
-                .and_then(|s| s.termination_grace_period_seconds),
-            // From the spec, which is immutable once the workflow started: the hold for
-            // verification, saved after the first restore, knows that whittle still owns the list.
-            takes_capabilities: sensor_needs_sys_admin(workflow.spec.observe.sensor_mode),
             exec_handlers: ExecHandlers::of(container),
         }
-    }
-
-    /// The saved original on a workload, if whittle has changed it.
-    pub fn on(workload: &Workload) -> Option<Result<Original, serde_json::Error>> {
-        workload
-            .metadata
-            .annotations
-            .as_ref()?
-            .get(ORIGINAL_ANNOTATION)
-            .map(|text| serde_json::from_str(text))
-    }
-
-    pub fn belongs_to(&self, workflow: &HardeningWorkflow) -> bool {
-        Some(self.workflow_uid.as_str()) == workflow.metadata.uid.as_deref()
     }
 
     /// The command the instrumented container runs, when the pod overrides the image's
@@ -126,6 +114,64 @@ impl Original {
             .add
             .as_ref()
     }
+}
+
+impl Original {
+    /// What whittle saves of `containers` (the first is the one `status.sourceImage` names)
+    /// and of the pod.
+    pub fn of(
+        workflow: &HardeningWorkflow,
+        workload: &Workload,
+        containers: &[&Container],
+    ) -> Original {
+        let mut saved = containers.iter().map(|c| SavedContainer::of(c));
+        let first = saved.next().unwrap_or_else(|| SavedContainer {
+            container: String::new(),
+            image: String::new(),
+            command: None,
+            args: None,
+            env: None,
+            security_context: None,
+            exec_handlers: ExecHandlers::default(),
+        });
+        Original {
+            workflow: workflow.metadata.name.clone().unwrap_or_default(),
+            workflow_uid: workflow.metadata.uid.clone().unwrap_or_default(),
+            first,
+            more: saved.collect(),
+            termination_grace_period_seconds: pod_spec(workload)
+                .and_then(|s| s.termination_grace_period_seconds),
+            // From the spec, which is immutable once the workflow started: the hold for
+            // verification, saved after the first restore, knows that whittle still owns the list.
+            takes_capabilities: sensor_needs_sys_admin(workflow.spec.observe.sensor_mode),
+        }
+    }
+
+    /// Every saved container, the first first.
+    pub fn containers(&self) -> impl Iterator<Item = &SavedContainer> {
+        std::iter::once(&self.first).chain(self.more.iter())
+    }
+
+    /// The original image of each saved container, by name.
+    pub fn images(&self) -> Images {
+        self.containers()
+            .map(|c| (c.container.clone(), c.image.clone()))
+            .collect()
+    }
+
+    /// The saved original on a workload, if whittle has changed it.
+    pub fn on(workload: &Workload) -> Option<Result<Original, serde_json::Error>> {
+        workload
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(ORIGINAL_ANNOTATION)
+            .map(|text| serde_json::from_str(text))
+    }
+
+    pub fn belongs_to(&self, workflow: &HardeningWorkflow) -> bool {
+        Some(self.workflow_uid.as_str()) == workflow.metadata.uid.as_deref()
+    }
 
     /// Whether whittle raises the grace period (and so must put it back).
     fn raised_grace(&self) -> bool {
@@ -141,13 +187,13 @@ impl Original {
             .max(MIN_GRACE_SECONDS)
     }
 
-    /// How long the sensor lets the app stop after SIGTERM before it kills it and delivers:
-    /// the pod's grace less time to deliver, so a slow-stopping app gets what the user gave
-    /// it. A `preStop` hook runs first, on the same clock, for a time whittle cannot know: it
-    /// gets half.
-    fn sensor_grace(&self) -> i64 {
+    /// How long a container's sensor lets the app stop after SIGTERM before it kills it and
+    /// delivers: the pod's grace less time to deliver, so a slow-stopping app gets what the
+    /// user gave it. A `preStop` hook runs first, on the same clock, for a time whittle cannot
+    /// know: it gets half.
+    fn sensor_grace(&self, container: &SavedContainer) -> i64 {
         let left = self.instrumented_grace() - DELIVERY_SECONDS;
-        if self.exec_handlers.has_pre_stop() {
+        if container.exec_handlers.has_pre_stop() {
             left / 2
         } else {
             left
@@ -155,9 +201,13 @@ impl Original {
     }
 }
 
+/// An image for each container, by the container's name.
+pub type Images = std::collections::BTreeMap<String, String>;
+
 /// What the instrumented container needs besides the saved original.
 pub struct Instrumentation<'a> {
-    pub instrumented_image: &'a str,
+    /// The instrumented image of each container.
+    pub instrumented_images: &'a Images,
     /// `http://IP:PORT/v1/reports/<ns>/<workflow>`.
     pub report_url: &'a str,
     /// The workflow's report token ([`crate::reports::ReportKey::token`]).
@@ -197,6 +247,27 @@ pub fn target_container<'d>(
     }
 }
 
+/// The containers a workflow hardens, in the order named: `spec.target.containers` (`["*"]`:
+/// every container of the pod), else the one [`target_container`] finds.
+pub fn target_containers<'d>(
+    workload: &'d Workload,
+    target: &crate::api::Target,
+) -> Result<Vec<&'d Container>, String> {
+    let Some(wanted) = target.containers.as_ref() else {
+        return target_container(workload, target.container.as_deref()).map(|c| vec![c]);
+    };
+    let containers = pod_spec(workload)
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    if wanted.iter().any(|n| n == crate::api::ALL_CONTAINERS) {
+        return Ok(containers.iter().collect());
+    }
+    wanted
+        .iter()
+        .map(|name| target_container(workload, Some(name)))
+        .collect()
+}
+
 fn names(containers: &[Container]) -> String {
     containers
         .iter()
@@ -215,23 +286,12 @@ pub fn instrumented(
     saved: &Original,
     inst: &Instrumentation<'_>,
 ) -> Value {
-    let mut container = json!({"name": saved.container, "image": inst.instrumented_image});
-    if let Some(command) = saved.wrapped_command() {
-        container["command"] = json!(command);
-    }
-    container["env"] = json!(sensor_env(saved, inst));
-    saved.exec_handlers.apply_to(&mut container, true);
-    container["volumeMounts"] =
-        json!([{"name": POD_TOKEN_VOLUME, "mountPath": POD_TOKEN_DIR, "readOnly": true}]);
-    if sensor_needs_sys_admin(inst.sensor_mode) {
-        let mut add = saved.added_capabilities().cloned().unwrap_or_default();
-        if !add.iter().any(|c| grants_sys_admin(c)) {
-            add.push("SYS_ADMIN".into());
-        }
-        container["securityContext"] = json!({"capabilities": {"add": add}});
-    }
+    let containers: Vec<Value> = saved
+        .containers()
+        .map(|c| instrumented_container(saved, c, inst))
+        .collect();
     let mut spec = json!({
-        "containers": [container],
+        "containers": containers,
         "volumes": [pod_token_volume()],
     });
     if saved.raised_grace() {
@@ -240,18 +300,44 @@ pub fn instrumented(
     held(kind, name, saved, spec)
 }
 
-/// The apply configuration that runs the hardened image to verify it: the original pod with
-/// only the image changed (the hardened image keeps the original entrypoint, so the pod's own
-/// command still fits), and the workload held again, its pods labelled, until verification
-/// ends.
-pub fn hardened(kind: TargetKind, name: &str, saved: &Original, hardened_image: &str) -> Value {
-    held(kind, name, saved, original_spec(saved, hardened_image))
+/// One container of the instrumented pod, with its own sensor env (its name, so that it
+/// reports apart).
+fn instrumented_container(
+    saved: &Original,
+    c: &SavedContainer,
+    inst: &Instrumentation<'_>,
+) -> Value {
+    let image = (inst.instrumented_images.get(&c.container)).unwrap_or(&c.image);
+    let mut container = json!({"name": c.container, "image": image});
+    if let Some(command) = c.wrapped_command() {
+        container["command"] = json!(command);
+    }
+    container["env"] = json!(sensor_env(saved, c, inst));
+    c.exec_handlers.apply_to(&mut container, true);
+    container["volumeMounts"] =
+        json!([{"name": POD_TOKEN_VOLUME, "mountPath": POD_TOKEN_DIR, "readOnly": true}]);
+    if sensor_needs_sys_admin(inst.sensor_mode) {
+        let mut add = c.added_capabilities().cloned().unwrap_or_default();
+        if !add.iter().any(|c| grants_sys_admin(c)) {
+            add.push("SYS_ADMIN".into());
+        }
+        container["securityContext"] = json!({"capabilities": {"add": add}});
+    }
+    container
 }
 
-/// The apply configuration of a promoted workload: the original pod on the hardened image,
+/// The apply configuration that runs the hardened images to verify them: the original pod
+/// with only the images changed (a hardened image keeps the original entrypoint, so the pod's
+/// own command still fits), and the workload held again, its pods labelled, until
+/// verification ends.
+pub fn hardened(kind: TargetKind, name: &str, saved: &Original, hardened: &Images) -> Value {
+    held(kind, name, saved, original_spec(saved, hardened))
+}
+
+/// The apply configuration of a promoted workload: the original pod on the hardened images,
 /// and nothing else of whittle's (the pod label and the annotation go; the workload is free).
-pub fn promoted(kind: TargetKind, name: &str, saved: &Original, hardened_image: &str) -> Value {
-    free(kind, name, original_spec(saved, hardened_image))
+pub fn promoted(kind: TargetKind, name: &str, saved: &Original, hardened: &Images) -> Value {
+    free(kind, name, original_spec(saved, hardened))
 }
 
 /// A configuration that changes the pod `spec` as given, labels the pods with the workflow and
@@ -310,10 +396,9 @@ pub fn edited_by_others(workload: &Workload) -> Vec<String> {
 
 /// The env entries whittle adds: where and how to report, and the pod's identity (unless the
 /// user's container already defines those names, which then stay the user's).
-fn sensor_env(saved: &Original, inst: &Instrumentation<'_>) -> Vec<Value> {
+fn sensor_env(saved: &Original, c: &SavedContainer, inst: &Instrumentation<'_>) -> Vec<Value> {
     let defined = |name: &str| {
-        saved
-            .env
+        c.env
             .as_ref()
             .is_some_and(|env| env.iter().any(|e| e.name == name))
     };
@@ -324,18 +409,18 @@ fn sensor_env(saved: &Original, inst: &Instrumentation<'_>) -> Vec<Value> {
         json!({"name": "WHITTLE_SENSOR_MODE", "value": inst.sensor_mode.as_str()}),
         json!({"name": "WHITTLE_REPORT_TOKEN", "value": inst.report_token}),
         json!({"name": "WHITTLE_POD_TOKEN_FILE", "value": format!("{POD_TOKEN_DIR}/{POD_TOKEN_FILE}")}),
-        json!({"name": "WHITTLE_SENSOR_GRACE", "value": saved.sensor_grace().to_string()}),
+        json!({"name": "WHITTLE_SENSOR_GRACE", "value": saved.sensor_grace(c).to_string()}),
     ];
     // The sensor takes CAP_SYS_ADMIN away from the app (fanotify needs it for the sensor
     // alone) unless the user's container had it already.
-    if had_sys_admin(saved.security_context.as_ref()) {
+    if had_sys_admin(c.security_context.as_ref()) {
         env.push(json!({"name": "WHITTLE_KEEP_SYS_ADMIN", "value": "1"}));
     }
     for name in IDENTITY_ENV.into_iter().filter(|n| !defined(n)) {
         env.push(match name {
             "POD_NAME" => json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
             "POD_NAMESPACE" => json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
-            _ => json!({"name": name, "value": saved.container}),
+            _ => json!({"name": name, "value": c.container}),
         });
     }
     env
@@ -382,26 +467,34 @@ fn grants_sys_admin(capability: &str) -> bool {
 /// period (fields whittle had taken over), nothing else (what whittle added goes away), and no
 /// annotation.
 pub fn restore(kind: TargetKind, name: &str, saved: &Original) -> Value {
-    free(kind, name, original_spec(saved, &saved.image))
+    free(kind, name, original_spec(saved, &saved.images()))
 }
 
-/// The original values of every field whittle took over (the image as given; the user's
-/// capabilities when fanotify took the list): after an
-/// instrumentation whittle owns them, so every later apply must name them all — a field an
-/// apply leaves out is removed when whittle is its only manager (the pod's command would fall
-/// back to the image's, a lowered grace period to 30 s).
-fn original_spec(saved: &Original, image: &str) -> Value {
-    let mut container = json!({"name": saved.container, "image": image});
-    if saved.wrapped_command().is_some() {
-        container["command"] = json!(saved.command);
-    }
-    saved.exec_handlers.apply_to(&mut container, false);
-    if saved.takes_capabilities
-        && let Some(add) = saved.added_capabilities()
-    {
-        container["securityContext"] = json!({"capabilities": {"add": add}});
-    }
-    let mut spec = json!({"containers": [container]});
+/// The original values of every field whittle took over, in every container it changed (the
+/// images as given, a container missing from `images` on its original; the user's
+/// capabilities when fanotify took the list): after an instrumentation whittle owns them, so
+/// every later apply must name them all — a field an apply leaves out is removed when whittle
+/// is its only manager (the pod's command would fall back to the image's, a lowered grace
+/// period to 30 s, a sidecar's image to none).
+fn original_spec(saved: &Original, images: &Images) -> Value {
+    let containers: Vec<Value> = saved
+        .containers()
+        .map(|c| {
+            let image = images.get(&c.container).unwrap_or(&c.image);
+            let mut container = json!({"name": c.container, "image": image});
+            if c.wrapped_command().is_some() {
+                container["command"] = json!(c.command);
+            }
+            c.exec_handlers.apply_to(&mut container, false);
+            if saved.takes_capabilities
+                && let Some(add) = c.added_capabilities()
+            {
+                container["securityContext"] = json!({"capabilities": {"add": add}});
+            }
+            container
+        })
+        .collect();
+    let mut spec = json!({"containers": containers});
     if saved.raised_grace()
         && let Some(grace) = saved.termination_grace_period_seconds
     {
@@ -452,9 +545,15 @@ mod tests {
         w
     }
 
+    fn one(image: &str) -> Images {
+        Images::from([("web".to_string(), image.to_string())])
+    }
+
     fn inst(mode: SensorMode) -> Instrumentation<'static> {
+        static IMAGES: std::sync::LazyLock<Images> =
+            std::sync::LazyLock::new(|| one("r/web:1-whittle-instrumented@sha256:aa"));
         Instrumentation {
-            instrumented_image: "r/web:1-whittle-instrumented@sha256:aa",
+            instrumented_images: &IMAGES,
             report_url: "http://10.96.0.9:8080/v1/reports/shop/harden-web",
             report_token: "v1.uid-1.00ff",
             sensor_mode: mode,
@@ -464,7 +563,7 @@ mod tests {
     fn saved(container: Value, grace: Option<i64>) -> Original {
         let d = deployment(container, grace);
         let c = target_container(&d, None).unwrap().clone();
-        Original::of(&workflow(), &d, &c)
+        Original::of(&workflow(), &d, &[&c])
     }
 
     #[test]
@@ -530,9 +629,10 @@ mod tests {
             inst["lifecycle"]["preStop"]["exec"]["command"],
             json!(["/.whittle/sensor", "exec", "--", "/stop.sh"])
         );
+        let h = one("r/web:1-h@sha256:bb");
         for back in [
             restore(TargetKind::Deployment, "web", &s),
-            hardened(TargetKind::Deployment, "web", &s, "r/web:1-h@sha256:bb"),
+            hardened(TargetKind::Deployment, "web", &s, &h),
         ] {
             assert_eq!(
                 c(&back)["readinessProbe"]["exec"]["command"],
@@ -666,7 +766,7 @@ mod tests {
             None,
         );
         let c = target_container(&d, None).unwrap().clone();
-        let s = Original::of(&fanotify_workflow(), &d, &c);
+        let s = Original::of(&fanotify_workflow(), &d, &[&c]);
         let patch = instrumented(
             TargetKind::Deployment,
             "web",
@@ -683,11 +783,11 @@ mod tests {
             ("restore", restore(TargetKind::Deployment, "web", &s)),
             (
                 "hardened",
-                hardened(TargetKind::Deployment, "web", &s, "r/web@sha256:bb"),
+                hardened(TargetKind::Deployment, "web", &s, &one("r/web@sha256:bb")),
             ),
             (
                 "promoted",
-                promoted(TargetKind::Deployment, "web", &s, "r/web@sha256:bb"),
+                promoted(TargetKind::Deployment, "web", &s, &one("r/web@sha256:bb")),
             ),
         ] {
             assert_eq!(
@@ -710,7 +810,7 @@ mod tests {
                 None,
             );
             let c = target_container(&d, None).unwrap().clone();
-            let s = Original::of(&fanotify_workflow(), &d, &c);
+            let s = Original::of(&fanotify_workflow(), &d, &[&c]);
             let patch = instrumented(
                 TargetKind::Deployment,
                 "web",
@@ -739,7 +839,7 @@ mod tests {
         );
         for config in [
             restore(TargetKind::Deployment, "web", &s),
-            hardened(TargetKind::Deployment, "web", &s, "r/web@sha256:bb"),
+            hardened(TargetKind::Deployment, "web", &s, &one("r/web@sha256:bb")),
         ] {
             assert!(
                 config["spec"]["template"]["spec"]["containers"][0]
@@ -751,7 +851,7 @@ mod tests {
         let fanotify_without_own = Original::of(
             &fanotify_workflow(),
             &deployment(json!({"name": "web", "image": "r/web:1"}), None),
-            &serde_json::from_value(json!({"name": "web", "image": "r/web:1"})).unwrap(),
+            &[&serde_json::from_value(json!({"name": "web", "image": "r/web:1"})).unwrap()],
         );
         assert!(
             restore(TargetKind::Deployment, "web", &fanotify_without_own)["spec"]["template"]["spec"]["containers"][0]
@@ -829,6 +929,122 @@ mod tests {
         );
     }
 
+    fn three_containers() -> Workload {
+        serde_json::from_value::<Deployment>(json!({
+            "metadata": {"name": "web"},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [
+                {"name": "web", "image": "r/web:1", "command": ["/app"]},
+                {"name": "tail", "image": "r/tail:1",
+                 "readinessProbe": {"exec": {"command": ["cat", "/tmp/ok"]}}},
+                {"name": "other", "image": "r/other:1"}]}}}
+        }))
+        .unwrap()
+        .into()
+    }
+
+    #[test]
+    fn the_target_containers_are_those_named_or_all() {
+        let d = three_containers();
+        let mut workflow = workflow();
+        workflow.spec.target.containers = Some(vec!["*".into()]);
+        let all = target_containers(&d, &workflow.spec.target).unwrap();
+        let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["web", "tail", "other"],
+            "`*`: every one, in the pod's order"
+        );
+        workflow.spec.target.containers = Some(vec!["tail".into(), "web".into()]);
+        let named = target_containers(&d, &workflow.spec.target).unwrap();
+        let names: Vec<&str> = named.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["tail", "web"], "in the order named");
+        workflow.spec.target.containers = Some(vec!["web".into(), "nosuch".into()]);
+        let err = target_containers(&d, &workflow.spec.target).unwrap_err();
+        assert!(err.contains("no container \"nosuch\""), "{err}");
+    }
+
+    /// A pod with an app and a sidecar, both hardened: each saved, each instrumented with its
+    /// own sensor identity, each restored, each on its own hardened image.
+    #[test]
+    fn two_containers_are_saved_instrumented_and_restored_each() {
+        let d = three_containers();
+        let mut workflow = workflow();
+        workflow.spec.target.containers = Some(vec!["web".into(), "tail".into()]);
+        let chosen = target_containers(&d, &workflow.spec.target).unwrap();
+        let s = Original::of(&workflow, &d, &chosen);
+        let images = Images::from([
+            ("web".to_string(), "r/web:1-i@sha256:aa".to_string()),
+            ("tail".to_string(), "r/tail:1-i@sha256:cc".to_string()),
+        ]);
+        let inst = Instrumentation {
+            instrumented_images: &images,
+            ..inst(SensorMode::Ptrace)
+        };
+        let patch = instrumented(TargetKind::Deployment, "web", &s, &inst);
+        let containers = patch["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap();
+        assert_eq!(containers.len(), 2, "the third container is not whittle's");
+        assert_eq!(containers[0]["image"], "r/web:1-i@sha256:aa");
+        assert_eq!(containers[1]["image"], "r/tail:1-i@sha256:cc");
+        assert_eq!(
+            containers[1]["readinessProbe"]["exec"]["command"],
+            json!(["/.whittle/sensor", "exec", "--", "cat", "/tmp/ok"])
+        );
+        for (c, name) in containers.iter().zip(["web", "tail"]) {
+            let env = c["env"].as_array().unwrap();
+            let identity = env.iter().find(|e| e["name"] == "CONTAINER_NAME");
+            assert_eq!(identity.map(|e| &e["value"]), Some(&json!(name)));
+        }
+
+        // Through the annotation, both come back.
+        let held: Deployment = serde_json::from_value(json!({
+            "metadata": patch["metadata"].clone(), "spec": {"selector": {}, "template": {}}
+        }))
+        .unwrap();
+        let back = Original::on(&w(held)).unwrap().unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.more.len(), 1);
+        let restored = restore(TargetKind::Deployment, "web", &back);
+        assert_eq!(
+            restored["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "web", "image": "r/web:1", "command": ["/app"]},
+                   {"name": "tail", "image": "r/tail:1",
+                    "readinessProbe": {"exec": {"command": ["cat", "/tmp/ok"]}}}]),
+            "every container whittle owns fields of is named, with its original values"
+        );
+        let hardened_images = Images::from([
+            ("web".to_string(), "r/web@sha256:bb".to_string()),
+            ("tail".to_string(), "r/tail@sha256:dd".to_string()),
+        ]);
+        let h = hardened(TargetKind::Deployment, "web", &back, &hardened_images);
+        assert_eq!(
+            h["spec"]["template"]["spec"]["containers"][1],
+            json!({"name": "tail", "image": "r/tail@sha256:dd",
+                   "readinessProbe": {"exec": {"command": ["cat", "/tmp/ok"]}}})
+        );
+        assert_eq!(
+            h["spec"]["template"]["spec"]["containers"][0]["image"],
+            "r/web@sha256:bb"
+        );
+    }
+
+    #[test]
+    fn an_annotation_of_one_container_reads_as_before() {
+        let old: Original = serde_json::from_value(json!({"workflow": "w", "workflowUid": "u",
+            "container": "web", "image": "r/web:1", "command": ["/app"]}))
+        .unwrap();
+        assert_eq!(old.first.container, "web");
+        assert!(old.more.is_empty());
+        let text = serde_json::to_value(&old).unwrap();
+        assert_eq!(
+            text,
+            json!({"workflow": "w", "workflowUid": "u", "container": "web", "image": "r/web:1",
+                   "command": ["/app"]}),
+            "one container is written as before"
+        );
+    }
+
     #[test]
     fn the_target_container_is_named_or_the_only_one() {
         let two: Deployment = serde_json::from_value(json!({
@@ -852,7 +1068,7 @@ mod tests {
             json!({"name": "web", "image": "r/web:1", "command": ["/app"]}),
             Some(10),
         );
-        let h = hardened(TargetKind::Deployment, "web", &s, "r/web@sha256:bb");
+        let h = hardened(TargetKind::Deployment, "web", &s, &one("r/web@sha256:bb"));
         assert_eq!(
             h["spec"]["template"]["spec"],
             json!({"containers": [{"name": "web", "image": "r/web@sha256:bb", "command": ["/app"]}],
@@ -865,7 +1081,7 @@ mod tests {
             h["spec"]["template"]["metadata"]["labels"][WORKFLOW_LABEL],
             "harden-web"
         );
-        let p = promoted(TargetKind::Deployment, "web", &s, "r/web@sha256:bb");
+        let p = promoted(TargetKind::Deployment, "web", &s, &one("r/web@sha256:bb"));
         assert!(p["metadata"].get("annotations").is_none());
         assert!(p["spec"]["template"].get("metadata").is_none());
         assert_eq!(

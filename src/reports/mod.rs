@@ -1,4 +1,4 @@
-//! Sensor reports stored in the cluster: one ConfigMap per reporting pod, owned by its
+//! Sensor reports stored in the cluster: one ConfigMap per reporting pod and container, owned by its
 //! workflow, the report gzip-compressed in `binaryData["report.json.gz"]`. The report server
 //! writes them ([`save`]) with the workflow's token ([`key`]); the controller counts them
 //! ([`reported_pods`]), folds them into one at harden time ([`fold`]) and clears them
@@ -10,7 +10,8 @@ pub mod store;
 
 pub use key::ReportKey;
 pub use store::{
-    Folded, Outcome, Reporter, Saved, delete_all, fold, material, materials, reported_pods, save,
+    Folded, Outcome, Reporter, Saved, delete_all, fold, material, materials, reported,
+    reported_pods, save,
 };
 pub use whittle_sensor::codec::{GunzipError, ReadReportError, gzip_json, read_gzip_report};
 

@@ -19,8 +19,8 @@ use super::{
 };
 use crate::api::HardeningWorkflow;
 use crate::api::names::{
-    self, POD_ANNOTATION, POD_LABEL, POD_UID_ANNOTATION, REPORT_KEY, RUNS_ANNOTATION,
-    report_config_map_name, workflow_labels, workflow_selector,
+    self, CONTAINER_ANNOTATION, POD_ANNOTATION, POD_LABEL, POD_UID_ANNOTATION, REPORT_KEY,
+    RUNS_ANNOTATION, report_config_map_name, report_slot, workflow_labels, workflow_selector,
 };
 
 /// The pod a report comes from, as the API server vouches for it (not as the report says).
@@ -47,14 +47,18 @@ pub struct Saved {
     pub config_map: String,
     /// The pod the report came from.
     pub pod: String,
+    /// The container whose sensor sent it, as the report names it.
+    pub container: Option<String>,
     pub outcome: Outcome,
 }
 
 /// How often a save is tried again when another request changed the ConfigMap in between.
 const SAVE_ATTEMPTS: usize = 4;
 
-/// Stores `report` for `workflow` as the report of `pod`: one ConfigMap per pod, named by the
-/// workflow's and the pod's uids. A second run of the pod's container is merged into what is
+/// Stores `report` for `workflow` as the report of `pod`'s container the report names: one
+/// ConfigMap per pod and container, named by the workflow's and the pod's uids and the
+/// container's name (a pod's app and its sidecar report apart, and the workflow hardens each
+/// image from its own containers' reports). A second run of the container is merged into what is
 /// stored; the same run again changes nothing. A workflow holds at most
 /// [`MAX_REPORTS_PER_WORKFLOW`] pods' reports. Updates carry the resourceVersion read, so two
 /// reports of one pod arriving at once are both kept.
@@ -66,7 +70,8 @@ pub async fn save(
 ) -> Result<Saved> {
     let (namespace, name) = stored(workflow)?;
     let workflow_uid = workflow.metadata.uid.clone().unwrap_or_default();
-    let config_map = report_config_map_name(&name, &workflow_uid, &pod.uid);
+    let container = report.identity.container_name.clone();
+    let config_map = report_config_map_name(&name, &workflow_uid, &pod.uid, container.as_deref());
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let what = format!("ConfigMap {namespace}/{config_map}");
     let run = report.started_at_ms.to_string();
@@ -110,6 +115,7 @@ pub async fn save(
                     return Ok(Saved {
                         config_map,
                         pod: pod.name.clone(),
+                        container,
                         outcome: Outcome::Unchanged,
                     });
                 }
@@ -136,6 +142,7 @@ pub async fn save(
                 return Ok(Saved {
                     config_map,
                     pod: pod.name.clone(),
+                    container,
                     outcome,
                 });
             }
@@ -175,16 +182,20 @@ async fn encode(
     }
     let mut labels = workflow_labels(&workflow.name_any());
     labels.insert(POD_LABEL.to_string(), names::label_value(&pod.name));
+    let mut annotations = BTreeMap::from([
+        (POD_ANNOTATION.to_string(), pod.name.clone()),
+        (POD_UID_ANNOTATION.to_string(), pod.uid.clone()),
+        (RUNS_ANNOTATION.to_string(), runs.join(",")),
+    ]);
+    if let Some(container) = &report.identity.container_name {
+        annotations.insert(CONTAINER_ANNOTATION.to_string(), container.clone());
+    }
     let object = ConfigMap {
         metadata: ObjectMeta {
             name: Some(config_map.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([
-                (POD_ANNOTATION.to_string(), pod.name.clone()),
-                (POD_UID_ANNOTATION.to_string(), pod.uid.clone()),
-                (RUNS_ANNOTATION.to_string(), runs.join(",")),
-            ])),
+            annotations: Some(annotations),
             owner_references: workflow.owner_reference().map(|o| vec![o]),
             ..ObjectMeta::default()
         },
@@ -236,11 +247,19 @@ pub struct Folded {
 }
 
 /// Folds the stored reports of `workflow` into one, reading one ConfigMap at a time, so that
-/// memory holds the union and one report, never all of them.
-pub async fn fold(client: &Client, workflow: &HardeningWorkflow) -> Result<Folded> {
+/// memory holds the union and one report, never all of them. With `containers`, only the
+/// reports of those containers (the ones running one image) are folded.
+pub async fn fold(
+    client: &Client,
+    workflow: &HardeningWorkflow,
+    containers: Option<&BTreeSet<String>>,
+) -> Result<Folded> {
     let (namespace, _) = stored(workflow)?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let mut owned = owned_metadata(client, workflow).await?;
+    if let Some(containers) = containers {
+        owned.retain(|m| container_of(&m.metadata).is_some_and(|c| containers.contains(&c)));
+    }
     owned.sort_by_key(|m| pod_of(&m.metadata).unwrap_or_default());
     let mut folded = Folded::default();
     for meta in owned {
@@ -315,6 +334,24 @@ pub async fn reported_pods(
         .collect())
 }
 
+/// What has reported for `workflow`, as [`report_slot`] names it: pods, or (`per_container`)
+/// `<pod>/<container>` (reads metadata only, not the reports).
+pub async fn reported(
+    client: &Client,
+    workflow: &HardeningWorkflow,
+    per_container: bool,
+) -> Result<BTreeSet<String>> {
+    Ok(owned_metadata(client, workflow)
+        .await?
+        .iter()
+        .filter_map(|m| {
+            let pod = pod_of(&m.metadata)?;
+            let container = container_of(&m.metadata);
+            Some(report_slot(&pod, container.as_deref(), per_container))
+        })
+        .collect())
+}
+
 /// Deletes every report stored for `workflow`; returns how many there were.
 pub async fn delete_all(client: &Client, workflow: &HardeningWorkflow) -> Result<usize> {
     let (namespace, _) = stored(workflow)?;
@@ -360,6 +397,13 @@ async fn owned_metadata(
 
 fn pod_of(meta: &ObjectMeta) -> Option<String> {
     meta.annotations.as_ref()?.get(POD_ANNOTATION).cloned()
+}
+
+fn container_of(meta: &ObjectMeta) -> Option<String> {
+    meta.annotations
+        .as_ref()?
+        .get(CONTAINER_ANNOTATION)
+        .cloned()
 }
 
 /// The namespace and name of a workflow read from the API server (it has a uid to own

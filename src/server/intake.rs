@@ -18,6 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use whittle_sensor::report::Report;
 
@@ -192,12 +193,15 @@ async fn intake(
     })?;
     let bytes = read_body(body).await?;
     let workflow = find_workflow(state, namespace, name, &token_uid).await?;
-    let reporter = reporting_pod(state, &workflow, namespace, headers).await?;
+    let (reporter, pod) = reporting_pod(state, &workflow, namespace, headers).await?;
     let _turn = state.limits.large_turn(bytes.len()).await;
     let report = tokio::task::spawn_blocking(move || decode(&bytes, encoding))
         .await
         .map_err(|e| Rejection::internal(format!("decoding the report failed: {e}")))??;
     check_identity(&report, namespace, &reporter)?;
+    if let Some(container) = report.identity.container_name.as_deref() {
+        pod::check_container(&pod, container, &workflow)?;
+    }
     let saved = reports::save(&state.client, &workflow, &reporter, report)
         .await
         .map_err(|e| match e {
@@ -303,7 +307,7 @@ async fn reporting_pod(
     workflow: &HardeningWorkflow,
     namespace: &str,
     headers: &HeaderMap,
-) -> Result<Reporter, Rejection> {
+) -> Result<(Reporter, Pod), Rejection> {
     let token = headers
         .get(POD_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -322,7 +326,8 @@ async fn reporting_pod(
         .await
         .map_err(|e| Rejection::api(format!("cannot read pod {namespace}/{}: {e}", bound.name)))?;
     pod::check(found.as_ref(), &bound, workflow)?;
-    Ok(bound)
+    let found = found.ok_or_else(|| Rejection::internal("the checked pod is gone"))?;
+    Ok((bound, found))
 }
 
 /// What the report says of where it comes from must agree with what the API server said.

@@ -119,19 +119,48 @@ pub fn check(
     let instrumented = workflow
         .status
         .as_ref()
-        .and_then(|s| s.instrumented_image.as_deref())
+        .map(|s| s.instrumented_images())
         .unwrap_or_default();
     let runs_it = pod.spec.as_ref().is_some_and(|s| {
         s.containers
             .iter()
-            .any(|c| c.image.as_deref() == Some(instrumented))
+            .any(|c| c.image.as_deref().is_some_and(|i| instrumented.contains(i)))
     });
-    if instrumented.is_empty() || !runs_it {
+    if !runs_it {
         return Err(forbid(format!(
-            "does not run the instrumented image {instrumented}"
+            "does not run the instrumented image {}",
+            instrumented.into_iter().collect::<Vec<_>>().join(", ")
         )));
     }
     Ok(())
+}
+
+/// Whether the container a report names is one of `pod`'s on an instrumented image of
+/// `workflow`: a pod's containers report apart, so a report may not pass for another of the
+/// pod's containers that whittle did not instrument. (The pod token is the pod's, shared by
+/// its instrumented containers: one of them could still claim to be another of them.)
+pub fn check_container(
+    pod: &Pod,
+    container: &str,
+    workflow: &HardeningWorkflow,
+) -> Result<(), Refusal> {
+    let instrumented = workflow
+        .status
+        .as_ref()
+        .map(|s| s.instrumented_images())
+        .unwrap_or_default();
+    let runs_it = pod.spec.as_ref().is_some_and(|s| {
+        s.containers.iter().any(|c| {
+            c.name == container && c.image.as_deref().is_some_and(|i| instrumented.contains(i))
+        })
+    });
+    if runs_it {
+        return Ok(());
+    }
+    Err(Refusal::Forbidden(format!(
+        "pod {}: its container {container:?} does not run an instrumented image",
+        pod.name_any()
+    )))
 }
 
 #[cfg(test)]
@@ -276,5 +305,33 @@ mod tests {
             };
             assert!(text.contains(why), "{why}: {text}");
         }
+    }
+
+    #[test]
+    fn a_report_may_name_only_an_instrumented_container_of_its_pod() {
+        let mut w = workflow();
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "uid": "u1", "labels": {WORKFLOW_LABEL: "web"}},
+            "spec": {"containers": [
+                {"name": "app", "image": "r/web@sha256:aa"},
+                {"name": "tailer", "image": "r/tail@sha256:cc"},
+            ]},
+        }))
+        .unwrap();
+        assert_eq!(check_container(&p, "app", &w), Ok(()));
+        for other in ["tailer", "nosuch"] {
+            let Err(Refusal::Forbidden(text)) = check_container(&p, other, &w) else {
+                panic!("{other}: accepted");
+            };
+            assert!(text.contains(other), "{text}");
+        }
+        // Once the sidecar's image is instrumented too, it reports for itself.
+        let status = w.status.as_mut().unwrap();
+        status.containers = vec![crate::api::ContainerResult {
+            name: "tailer".into(),
+            instrumented_image: Some("r/tail@sha256:cc".into()),
+            ..Default::default()
+        }];
+        assert_eq!(check_container(&p, "tailer", &w), Ok(()));
     }
 }

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use crate::api::{GitOps, HardeningWorkflow};
 use crate::controller::gitops;
 use crate::controller::reason::Reason;
-use crate::controller::template::{Original, target_container};
+use crate::controller::template::{Original, target_containers};
 use crate::controller::workload::{Workload, describe};
 
 /// What the Pending phase does next.
@@ -30,7 +30,7 @@ pub fn pending(workflow: &HardeningWorkflow, d: Option<&Workload>) -> Pending {
         let message = format!("{what} does not exist (yet)");
         return wait(Reason::TargetNotFound, message);
     };
-    if let Err(message) = target_container(d, workflow.spec.target.container.as_deref()) {
+    if let Err(message) = target_containers(d, &workflow.spec.target) {
         return wait(Reason::ContainerNotFound, message);
     }
     if let Some(holder) = other_holder(workflow, d) {

@@ -6,18 +6,22 @@ use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeSet;
 
 use crate::api::TargetKind;
+use crate::controller::template::Images;
 use crate::controller::workload::Workload;
 
-/// The names of the pods running `image` in `container` and not being deleted: the pods
-/// whose sensors will report.
-pub fn pods_running(pods: &[Pod], container: &str, image: &str) -> BTreeSet<String> {
+/// The names of the pods not being deleted in which every container of `images` runs its
+/// image: the pods whose sensors will report (or whose hardened containers are all there).
+pub fn pods_running(pods: &[Pod], images: &Images) -> BTreeSet<String> {
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
             p.spec.as_ref().is_some_and(|s| {
-                s.containers
-                    .iter()
-                    .any(|c| c.name == container && c.image.as_deref() == Some(image))
+                !images.is_empty()
+                    && images.iter().all(|(container, image)| {
+                        s.containers
+                            .iter()
+                            .any(|c| &c.name == container && c.image.as_ref() == Some(image))
+                    })
             })
         })
         .filter_map(|p| p.metadata.name.clone())
@@ -71,10 +75,10 @@ pub struct Trouble {
 /// twice is the image.
 const CRASH_RESTARTS: i32 = 2;
 
-/// The first pod running `image` in `container` whose container keeps crashing: kubelet backs
+/// The first pod whose container of `images` runs its image and keeps crashing: kubelet backs
 /// it off, or it has restarted [`CRASH_RESTARTS`] times.
-fn crash_looping(pods: &[Pod], container: &str, image: &str) -> Option<Trouble> {
-    running_image(pods, container, image).find_map(|(pod, status)| {
+fn crash_looping(pods: &[Pod], images: &Images) -> Option<Trouble> {
+    running_images(pods, images).find_map(|(pod, status)| {
         let waiting = status.state.as_ref()?.waiting.as_ref();
         let backing_off = waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff");
         if !backing_off && status.restart_count < CRASH_RESTARTS {
@@ -103,15 +107,25 @@ fn crash_looping(pods: &[Pod], container: &str, image: &str) -> Option<Trouble> 
     })
 }
 
-/// The first pod running `image` whose `container` is not ready.
-fn not_ready(pods: &[Pod], container: &str, image: &str) -> Option<Trouble> {
-    running_image(pods, container, image)
+/// The first pod whose container of `images` runs its image and is not ready.
+fn not_ready(pods: &[Pod], images: &Images) -> Option<Trouble> {
+    running_images(pods, images)
         .find(|(_, status)| !status.ready)
         .map(|(pod, status)| Trouble {
             pod: pod.to_string(),
             container: status.name.clone(),
             detail: "not ready".into(),
         })
+}
+
+/// Each container of `images` running its image in a pod not being deleted, with its status.
+fn running_images<'p>(
+    pods: &'p [Pod],
+    images: &'p Images,
+) -> impl Iterator<Item = (&'p str, &'p k8s_openapi::api::core::v1::ContainerStatus)> {
+    images
+        .iter()
+        .flat_map(move |(container, image)| running_image(pods, container, image))
 }
 
 /// Pods not being deleted whose `container` runs `image`, with that container's status.
@@ -163,8 +177,8 @@ pub enum Rollout {
 /// Which rollout is watched, and how strictly.
 #[derive(Debug, Clone, Copy)]
 pub struct RolloutWatch<'a> {
-    pub container: &'a str,
-    pub image: &'a str,
+    /// Each watched container and the image it should run.
+    pub images: &'a Images,
     /// The rollout's time (`verify.timeout`) has run out.
     pub out_of_time: bool,
     /// A crash loop fails at once (the hardened image); otherwise it is waited out like any
@@ -173,14 +187,15 @@ pub struct RolloutWatch<'a> {
     pub crash_loops_fail: bool,
 }
 
-/// The verdict on a rollout of `watch.image` in the workload `w` with these pods.
+/// The verdict on a rollout of `watch.images` in the workload `w` with these pods: ready once
+/// the workload is rolled out and some pod runs every watched container on its image.
 pub fn rollout(w: &Workload, pods: &[Pod], watch: RolloutWatch) -> Rollout {
     if watch.crash_loops_fail
-        && let Some(t) = crash_looping(pods, watch.container, watch.image)
+        && let Some(t) = crash_looping(pods, watch.images)
     {
         return Rollout::CrashLooping(t);
     }
-    let running = pods_running(pods, watch.container, watch.image);
+    let running = pods_running(pods, watch.images);
     if w.rolled_out && !running.is_empty() {
         return Rollout::Ready(running);
     }
@@ -188,7 +203,7 @@ pub fn rollout(w: &Workload, pods: &[Pod], watch: RolloutWatch) -> Rollout {
         return Rollout::Waiting;
     }
     let why = pod_trouble(pods);
-    match not_ready(pods, watch.container, watch.image) {
+    match not_ready(pods, watch.images) {
         Some(trouble) => Rollout::NotReady { trouble, why },
         None => Rollout::Stuck { why },
     }
@@ -198,7 +213,7 @@ pub fn rollout(w: &Workload, pods: &[Pod], watch: RolloutWatch) -> Rollout {
 /// whittle deletes so that it comes back on the current template — one at a time, only while
 /// every other pod is up and ready, a StatefulSet's from the highest ordinal down as its own
 /// rolling update would go. None while waiting, or when nothing is left to replace.
-pub fn next_to_delete(w: &Workload, pods: &[Pod], container: &str, image: &str) -> Option<String> {
+pub fn next_to_delete(w: &Workload, pods: &[Pod], images: &Images) -> Option<String> {
     if !w.on_delete {
         return None;
     }
@@ -208,7 +223,7 @@ pub fn next_to_delete(w: &Workload, pods: &[Pod], container: &str, image: &str) 
     if settling {
         return None;
     }
-    let current = pods_running(pods, container, image);
+    let current = pods_running(pods, images);
     let mut stale: Vec<&str> = pods
         .iter()
         .filter_map(|p| p.metadata.name.as_deref())
@@ -251,6 +266,10 @@ mod tests {
     use crate::controller::phase::tests::set;
     use serde_json::{Value, json};
 
+    fn one(container: &str, image: &str) -> Images {
+        Images::from([(container.to_string(), image.to_string())])
+    }
+
     #[test]
     fn on_delete_workloads_get_their_pods_replaced_one_at_a_time_highest_ordinal_first() {
         let set_of = |strategy: &str| -> Workload {
@@ -277,7 +296,7 @@ mod tests {
             ("db-2", "old", true),
         ]);
         assert_eq!(
-            next_to_delete(&on_delete, &three, "web", "new").as_deref(),
+            next_to_delete(&on_delete, &three, &one("web", "new")).as_deref(),
             Some("db-2")
         );
         let one_new = pods(&[
@@ -286,7 +305,7 @@ mod tests {
             ("db-2", "new", true),
         ]);
         assert_eq!(
-            next_to_delete(&on_delete, &one_new, "web", "new").as_deref(),
+            next_to_delete(&on_delete, &one_new, &one("web", "new")).as_deref(),
             Some("db-1")
         );
         let settling = pods(&[
@@ -295,15 +314,15 @@ mod tests {
             ("db-2", "new", false),
         ]);
         assert_eq!(
-            next_to_delete(&on_delete, &settling, "web", "new"),
+            next_to_delete(&on_delete, &settling, &one("web", "new")),
             None,
             "wait for db-2"
         );
         let done = pods(&[("db-0", "new", true)]);
-        assert_eq!(next_to_delete(&on_delete, &done, "web", "new"), None);
+        assert_eq!(next_to_delete(&on_delete, &done, &one("web", "new")), None);
         let rolling = set_of("RollingUpdate");
         assert_eq!(
-            next_to_delete(&rolling, &three, "web", "new"),
+            next_to_delete(&rolling, &three, &one("web", "new")),
             None,
             "the controller rolls"
         );
@@ -332,7 +351,48 @@ mod tests {
             pod("b", "i@1", true),
             pod("c", "old", false),
         ];
-        assert_eq!(pods_running(&pods, "web", "i@1"), set(&["a"]));
+        assert_eq!(pods_running(&pods, &one("web", "i@1")), set(&["a"]));
+    }
+
+    /// A pod with an app and a sidecar is rolled out when both run their new image; a
+    /// sidecar that crash-loops or is not ready is named.
+    #[test]
+    fn every_watched_container_must_run_its_image() {
+        let pod = |name: &str, tail: &str, restarts: i32, ready: bool| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"containers": [{"name": "web", "image": "h@1"},
+                                        {"name": "tail", "image": tail}]},
+                "status": {"containerStatuses": [
+                    {"name": "web", "image": "h@1", "imageID": "", "ready": true,
+                     "restartCount": 0, "state": {"running": {}}},
+                    {"name": "tail", "image": tail, "imageID": "", "ready": ready,
+                     "restartCount": restarts, "state": {"running": {}}}]}
+            }))
+            .unwrap()
+        };
+        let both = Images::from([
+            ("web".to_string(), "h@1".to_string()),
+            ("tail".to_string(), "t@1".to_string()),
+        ]);
+        let pods = [pod("a", "t@1", 0, true), pod("b", "old", 0, true)];
+        assert_eq!(
+            pods_running(&pods, &both),
+            set(&["a"]),
+            "b's sidecar is old"
+        );
+        assert_eq!(
+            crash_looping(&[pod("a", "t@1", 2, false)], &both).map(|t| t.container),
+            Some("tail".to_string())
+        );
+        assert_eq!(
+            not_ready(&[pod("a", "t@1", 0, false)], &both).map(|t| t.container),
+            Some("tail".to_string())
+        );
+        assert!(
+            pods_running(&pods, &Images::new()).is_empty(),
+            "nothing watched, nothing runs"
+        );
     }
 
     #[test]
@@ -367,14 +427,13 @@ mod tests {
             .unwrap()
         };
         assert_eq!(
-            crash_looping(&[pod("a", 1, None, false)], "web", "h@1"),
+            crash_looping(&[pod("a", 1, None, false)], &one("web", "h@1")),
             None
         );
         assert_eq!(
             crash_looping(
                 &[pod("a", 1, Some("CrashLoopBackOff"), false)],
-                "web",
-                "h@1"
+                &one("web", "h@1")
             ),
             Some(Trouble {
                 pod: "a".into(),
@@ -382,14 +441,14 @@ mod tests {
                 detail: "restarted 1 times, last exit code 127 (Error)".into()
             })
         );
-        assert!(crash_looping(&[pod("b", 2, None, false)], "web", "h@1").is_some());
+        assert!(crash_looping(&[pod("b", 2, None, false)], &one("web", "h@1")).is_some());
         assert!(
-            crash_looping(&[pod("b", 5, None, false)], "web", "other@2").is_none(),
+            crash_looping(&[pod("b", 5, None, false)], &one("web", "other@2")).is_none(),
             "only pods running the image under test count"
         );
         let pods = [pod("a", 0, None, true), pod("b", 0, None, false)];
         assert_eq!(
-            not_ready(&pods, "web", "h@1").map(|t| t.pod),
+            not_ready(&pods, &one("web", "h@1")).map(|t| t.pod),
             Some("b".into())
         );
     }
@@ -465,8 +524,7 @@ mod tests {
             let pods: Vec<Value> = names.iter().map(|n| fixture(n)).collect();
             let (d, pods) = world(rolled_out, &pods);
             let watch = RolloutWatch {
-                container: "web",
-                image: "h@1",
+                images: &one("web", "h@1"),
                 out_of_time,
                 crash_loops_fail,
             };
@@ -481,8 +539,7 @@ mod tests {
             &[pod("c", "h@1", false, 0, Some("ImagePullBackOff"))],
         );
         let watch = RolloutWatch {
-            container: "web",
-            image: "h@1",
+            images: &one("web", "h@1"),
             out_of_time: true,
             crash_loops_fail: true,
         };

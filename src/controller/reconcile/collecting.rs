@@ -13,7 +13,8 @@ use crate::reports;
 
 impl Step<'_> {
     pub(super) async fn collecting(&mut self) -> Result<Action> {
-        let reported = reports::reported_pods(&self.ctx.client, self.workflow).await?;
+        let per_container = self.per_container();
+        let reported = reports::reported(&self.ctx.client, self.workflow, per_container).await?;
         let expected = self.expected();
         self.status.reports = Some(ReportsStatus::new(&expected, &reported));
         let observe = &self.workflow.spec.observe;

@@ -2,6 +2,7 @@
 //! of `harden.timeout`; describe it (SBOM, vulnerabilities), seal what was produced, then
 //! verify it or (verification off) sign it and succeed.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use kube::runtime::controller::Action;
@@ -16,6 +17,7 @@ use crate::controller::engine;
 use crate::controller::error::{Error, Result};
 use crate::controller::phase;
 use crate::controller::reason::Reason;
+use crate::controller::workload::Workload;
 use crate::evidence;
 use crate::evidence::produce::{self, EvidenceOptions};
 use crate::evidence::vulns::gate::refusal;
@@ -42,7 +44,12 @@ impl Step<'_> {
         let reference = self.source_reference(&d)?;
         let dest = engine::destinations(self.workflow, &reference)?;
         let store = self.store(&d).await?;
-        let profile = self.profile().await?;
+        if let Some(r) = self.status.reports.as_mut() {
+            r.materials.clear();
+            r.modes.clear();
+        }
+        let first = self.first_group(&d)?;
+        let profile = self.profile(first.as_ref()).await?;
         let summary = self.harden(&store, &source, &dest, profile.clone()).await?;
         self.describe(&store, &summary).await?;
         // The profile travels with the image, so that `whittle harden --profile` can harden a
@@ -52,7 +59,13 @@ impl Step<'_> {
                 .await
                 .map_err(Box::new)?;
         }
-        let message = self.record(&source, &summary);
+        let mut message = self.record(&source, &summary);
+        if let Some(first) = &first {
+            self.record_containers(first, &summary);
+            for more in self.more_hardened(&d, &store).await? {
+                message = format!("{message}; {more}");
+            }
+        }
         if self.workflow.spec.verify.enabled {
             self.condition(
                 ConditionType::Verified,
@@ -71,21 +84,104 @@ impl Step<'_> {
         Ok(Action::requeue(SOON))
     }
 
-    /// The stored reports folded into one profile; which reports (the materials) and which
-    /// sensor modes went into it is recorded in status.
-    async fn profile(&mut self) -> Result<Vec<Report>> {
-        let folded = reports::fold(&self.ctx.client, self.workflow).await?;
+    /// With `target.containers`: the containers that run the first container's source image
+    /// (they share its hardened image). None with one container: every report is its.
+    fn first_group(&self, d: &Workload) -> Result<Option<BTreeSet<String>>> {
+        if !self.per_container() {
+            return Ok(None);
+        }
+        let source = self.status.source_image.as_ref();
+        Ok(Some(
+            self.status
+                .containers
+                .iter()
+                .filter(|c| c.source_image.as_ref() == source)
+                .map(|c| c.name.clone())
+                .chain(std::iter::once(self.container(d)?.name.clone()))
+                .collect(),
+        ))
+    }
+
+    /// With `target.containers`: hardens each source image other than the first container's,
+    /// from the reports of the containers that run it, to its own repository; returns what
+    /// each harden achieved. (SBOM, vulnerabilities and signing are the first image's alone:
+    /// the schema refuses them with `target.containers`.)
+    async fn more_hardened(&mut self, d: &Workload, store: &Store) -> Result<Vec<String>> {
+        let first = self.status.source_image.clone();
+        let mut groups: Vec<(String, BTreeSet<String>)> = Vec::new();
+        for c in self
+            .status
+            .containers
+            .iter()
+            .filter(|c| c.source_image != first)
+        {
+            let source = c.source_image.clone().unwrap_or_default();
+            match groups.iter_mut().find(|(s, _)| *s == source) {
+                Some((_, names)) => {
+                    names.insert(c.name.clone());
+                }
+                None => groups.push((source, BTreeSet::from([c.name.clone()]))),
+            }
+        }
+        let mut said = Vec::new();
+        for (source, names) in groups {
+            // The destinations derive from the container's image as the Workload names it
+            // (restored by now): `<tag>-whittle-hardened` in its repository.
+            let reference = self
+                .containers(d)?
+                .into_iter()
+                .find(|c| names.contains(&c.name))
+                .and_then(|c| c.image.clone())
+                .unwrap_or_else(|| source.clone());
+            let dest = engine::destinations(self.workflow, &reference)?;
+            let profile = self.profile(Some(&names)).await?;
+            let summary = self.harden(store, &source, &dest, profile.clone()).await?;
+            if let Some(merged) = profile.first() {
+                evidence::profile::attach(store, &summary, merged)
+                    .await
+                    .map_err(Box::new)?;
+            }
+            self.record_containers(&names, &summary);
+            let result = harden_result(&summary);
+            said.push(format!(
+                "hardened image {} for {}: {}% smaller",
+                summary.hardened_image,
+                names.iter().cloned().collect::<Vec<_>>().join(", "),
+                result.reduction_percent
+            ));
+        }
+        Ok(said)
+    }
+
+    /// The hardened image and result of each of `names` in `status.containers`.
+    fn record_containers(&mut self, names: &BTreeSet<String>, summary: &Summary) {
+        for c in self
+            .status
+            .containers
+            .iter_mut()
+            .filter(|c| names.contains(&c.name))
+        {
+            c.hardened_image = Some(summary.hardened_image.clone());
+            c.result = Some(harden_result(summary));
+        }
+    }
+
+    /// The stored reports (of `containers`, when given) folded into one profile; which
+    /// reports (the materials) and which sensor modes went into it is recorded in status.
+    async fn profile(&mut self, containers: Option<&BTreeSet<String>>) -> Result<Vec<Report>> {
+        let folded = reports::fold(&self.ctx.client, self.workflow, containers).await?;
         let materials = folded
             .materials
             .iter()
             .map(|(name, sha256)| ReportMaterial {
                 name: name.clone(),
                 sha256: sha256.clone(),
-            })
-            .collect();
+            });
         let status = self.status.reports.get_or_insert_with(Default::default);
-        status.modes = folded.modes.into_iter().collect();
-        status.materials = materials;
+        let mut modes: BTreeSet<String> = status.modes.drain(..).collect();
+        modes.extend(folded.modes);
+        status.modes = modes.into_iter().collect();
+        status.materials.extend(materials);
         Ok(folded.profile.into_iter().collect())
     }
 

@@ -10,23 +10,28 @@ use kube::runtime::controller::Action;
 
 use super::join;
 use super::step::{SOON, Step};
-use crate::api::{ConditionType, Phase, ReportsStatus, Trigger};
+use crate::api::{ConditionType, ContainerResult, Phase, ReportsStatus, Trigger};
 use crate::controller::error::{Error, Result};
 use crate::controller::phase::{self, POLL, Rollout, RolloutWatch};
 use crate::controller::reason::Reason;
-use crate::controller::template::{self, Instrumentation, Original};
+use crate::controller::template::{self, Images, Instrumentation, Original};
 use crate::controller::workload::Workload;
 use crate::controller::{engine, workload};
 
 impl Step<'_> {
     pub(super) async fn instrumenting(&mut self) -> Result<Action> {
         let d = self.workload().await?;
-        let container = self.container(&d)?.clone();
-        let Some(image) = self.status.instrumented_image.clone() else {
-            return self.push_instrumented(&d).await;
-        };
+        let containers: Vec<Container> = self.containers(&d)?.into_iter().cloned().collect();
+        if self.status.instrumented_image.is_none() {
+            return self.push_instrumented(&d, &containers).await;
+        }
+        let images = self.status_images(
+            &d,
+            |c| c.instrumented_image.as_ref(),
+            self.status.instrumented_image.as_ref(),
+        )?;
         if self.holds(&d)?.is_none() {
-            return self.apply_instrumented(&d, &container, &image).await;
+            return self.apply_instrumented(&d, &containers, &images).await;
         }
         let pods = workload::instrumented_pods(
             &self.ctx.client,
@@ -42,15 +47,14 @@ impl Step<'_> {
             .get()
             .unwrap_or(std::time::Duration::MAX);
         let watch = RolloutWatch {
-            container: &container.name,
-            image: &image,
+            images: &images,
             out_of_time: self.since_phase_start() > limit,
             crash_loops_fail: false,
         };
         match phase::rollout(&d, &pods, watch) {
-            Rollout::Ready(running) => Ok(self.observe(&running)),
+            Rollout::Ready(running) => self.observe(&d, &running),
             Rollout::Waiting | Rollout::CrashLooping(_) => {
-                self.roll_on_delete(&d, &container.name, &image).await?;
+                self.roll_on_delete(&d, &images).await?;
                 Ok(Action::requeue(POLL))
             }
             Rollout::NotReady { why, .. } | Rollout::Stuck { why } => Err(Error::Failed {
@@ -64,14 +68,16 @@ impl Step<'_> {
         }
     }
 
-    /// The instrumented pods are ready: they are the ones expected to report.
-    fn observe(&mut self, running: &BTreeSet<String>) -> Action {
+    /// The instrumented pods are ready: they (each hardened container of them) are the ones
+    /// expected to report.
+    fn observe(&mut self, d: &Workload, running: &BTreeSet<String>) -> Result<Action> {
         let message = format!(
             "{} pod(s) run the instrumented image: {}",
             running.len(),
             join(running)
         );
-        self.status.reports = Some(ReportsStatus::new(running, &BTreeSet::new()));
+        let expected = self.slots(d, running)?;
+        self.status.reports = Some(ReportsStatus::new(&expected, &BTreeSet::new()));
         self.condition(
             ConditionType::Instrumented,
             true,
@@ -83,24 +89,62 @@ impl Step<'_> {
             Phase::Observing,
             format!("observing {} pod(s): {duration}", running.len()),
         );
-        Action::requeue(SOON)
+        Ok(Action::requeue(SOON))
     }
 
-    async fn push_instrumented(&mut self, d: &Workload) -> Result<Action> {
-        // The source as first named, not the container's image: a continuous run observing
-        // again finds the Workload on the promoted hardened image.
-        let reference = self.source_reference(d)?;
-        let dest = engine::destinations(self.workflow, &reference)?;
+    /// Pushes the instrumented image of each distinct source the containers run (once per
+    /// source: two containers of one image share it); instrument is deterministic, so a push
+    /// repeated after a crash gives the same digests.
+    async fn push_instrumented(
+        &mut self,
+        d: &Workload,
+        containers: &[Container],
+    ) -> Result<Action> {
         let store = self.store(d).await?;
-        let inst = engine::instrument(&store, &dest, &self.ctx.sensor).await?;
-        self.status.source_image = Some(inst.source.to_string());
-        if self.status.source_reference.is_none() {
-            self.status.source_reference = Some(dest.source.to_string());
-            self.status.trigger = Some(Trigger::Initial);
-            self.status.run_generation = self.workflow.metadata.generation;
+        let mut results: Vec<ContainerResult> = Vec::new();
+        let mut pushed = Vec::new();
+        for (i, container) in containers.iter().enumerate() {
+            // The first container's source as first named, not its image: a continuous run
+            // observing again finds the Workload on the promoted hardened image.
+            let reference = match i {
+                0 => self.source_reference(d)?,
+                _ => container.image.clone().unwrap_or_default(),
+            };
+            let shared = results
+                .iter()
+                .zip(containers)
+                .find(|(_, c)| c.image == container.image)
+                .map(|(r, _)| r.clone());
+            let result = match shared {
+                Some(done) => done,
+                None => {
+                    let dest = engine::destinations(self.workflow, &reference)?;
+                    let inst = engine::instrument(&store, &dest, &self.ctx.sensor).await?;
+                    pushed.push(inst.pushed.to_string());
+                    if i == 0 && self.status.source_reference.is_none() {
+                        self.status.source_reference = Some(dest.source.to_string());
+                        self.status.trigger = Some(Trigger::Initial);
+                        self.status.run_generation = self.workflow.metadata.generation;
+                    }
+                    ContainerResult {
+                        source_image: Some(inst.source.to_string()),
+                        instrumented_image: Some(inst.image.to_string()),
+                        ..ContainerResult::default()
+                    }
+                }
+            };
+            results.push(ContainerResult {
+                name: container.name.clone(),
+                ..result
+            });
         }
-        self.status.instrumented_image = Some(inst.image.to_string());
-        let message = format!("pushed the instrumented image {}", inst.pushed);
+        let first = results.first().cloned().unwrap_or_default();
+        self.status.source_image = first.source_image;
+        self.status.instrumented_image = first.instrumented_image;
+        if self.per_container() {
+            self.status.containers = results;
+        }
+        let message = format!("pushed the instrumented image {}", pushed.join(", "));
         let condition = (ConditionType::Instrumented, false, Reason::ImagePushed);
         self.progress(condition, Reason::ImagePushed, message).await;
         Ok(Action::requeue(SOON))
@@ -109,17 +153,18 @@ impl Step<'_> {
     async fn apply_instrumented(
         &mut self,
         d: &Workload,
-        container: &Container,
-        instrumented_image: &str,
+        containers: &[Container],
+        instrumented_images: &Images,
     ) -> Result<Action> {
         let (namespace, name) = (self.namespace(), self.workflow.name_any());
         let uid = self.workflow.metadata.uid.as_deref().unwrap_or_default();
         let report_token = self.ctx.report_key.token(&namespace, &name, uid);
         let report_url = self.ctx.report_url(&namespace, &name);
         let sensor_mode = self.workflow.spec.observe.sensor_mode;
-        let saved = Original::of(self.workflow, d, container);
+        let chosen: Vec<&Container> = containers.iter().collect();
+        let saved = Original::of(self.workflow, d, &chosen);
         let instrumentation = Instrumentation {
-            instrumented_image,
+            instrumented_images,
             report_url: &report_url,
             report_token: &report_token,
             sensor_mode,

@@ -49,19 +49,23 @@ impl Step<'_> {
 
     /// The pods running the instrumented image now, added to those expected to report.
     async fn expect_running(&mut self, d: &Workload) -> Result<BTreeSet<String>> {
-        let Some(image) = self.status.instrumented_image.clone() else {
+        let images = self.status_images(
+            d,
+            |c| c.instrumented_image.as_ref(),
+            self.status.instrumented_image.as_ref(),
+        )?;
+        if images.is_empty() {
             return Ok(BTreeSet::new());
-        };
-        let container = self.container(d)?.name.clone();
+        }
         let pods = workload::instrumented_pods(
             &self.ctx.client,
             &self.namespace(),
             &self.workflow.name_any(),
         )
         .await?;
-        let running = phase::pods_running(&pods, &container, &image);
+        let running = phase::pods_running(&pods, &images);
         let mut expected = self.expected();
-        expected.extend(running.iter().cloned());
+        expected.extend(self.slots(d, &running)?);
         self.status.reports = Some(ReportsStatus::new(&expected, &BTreeSet::new()));
         Ok(running)
     }

@@ -13,6 +13,8 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::restore;
+use crate::api::ContainerResult;
+use crate::api::names::report_slot;
 use crate::api::{
     ConditionStatus, ConditionType, HardeningWorkflow, HardeningWorkflowStatus, Phase, TargetKind,
     Trigger,
@@ -20,7 +22,7 @@ use crate::api::{
 use crate::controller::error::{Error, Result};
 use crate::controller::phase::{self, AfterFailure, POLL};
 use crate::controller::reason::Reason;
-use crate::controller::template::{self, Original};
+use crate::controller::template::{self, Images, Original};
 use crate::controller::workload::Workload;
 use crate::controller::{Context, engine, exercise, workload};
 use crate::image::distribution::store::Store;
@@ -165,30 +167,76 @@ impl Step<'_> {
     /// For a workload whose pods are replaced only when deleted (`OnDelete`): deletes the next
     /// pod not yet on `image` (`phase::next_to_delete`), so the rollout whittle waits for
     /// happens.
-    pub(super) async fn roll_on_delete(
-        &self,
-        d: &Workload,
-        container: &str,
-        image: &str,
-    ) -> Result<()> {
+    pub(super) async fn roll_on_delete(&self, d: &Workload, images: &Images) -> Result<()> {
         if !d.on_delete {
             return Ok(());
         }
         let pods = workload::pods(&self.ctx.client, &self.namespace(), d).await?;
-        if let Some(pod) = phase::next_to_delete(d, &pods, container, image) {
+        if let Some(pod) = phase::next_to_delete(d, &pods, images) {
             info!(workflow = %self.workflow.name_any(), %pod, "deleting a pod of an OnDelete workload");
             workload::delete_pod(&self.ctx.client, &self.namespace(), &pod).await?;
         }
         Ok(())
     }
 
+    /// The first container the workflow hardens: the one `status.sourceImage` names.
     pub(super) fn container<'d>(&self, d: &'d Workload) -> Result<&'d Container> {
-        template::target_container(d, self.workflow.spec.target.container.as_deref()).map_err(
-            |message| Error::Failed {
+        let first = self.containers(d)?.into_iter().next();
+        first.ok_or_else(|| Error::Failed {
+            reason: Reason::ContainerNotFound,
+            message: format!("{} has no container", self.what()),
+        })
+    }
+
+    /// Every container the workflow hardens, in the order named.
+    pub(super) fn containers<'d>(&self, d: &'d Workload) -> Result<Vec<&'d Container>> {
+        template::target_containers(d, &self.workflow.spec.target).map_err(|message| {
+            Error::Failed {
                 reason: Reason::ContainerNotFound,
                 message,
-            },
-        )
+            }
+        })
+    }
+
+    /// Whether the workflow names its containers (`spec.target.containers`): then each
+    /// container's result is in `status.containers` and reports are counted per container.
+    pub(super) fn per_container(&self) -> bool {
+        self.workflow.spec.target.containers.is_some()
+    }
+
+    /// The image status records for each container: `of` a `status.containers` entry, or
+    /// (one container) `first`, the top-level field.
+    pub(super) fn status_images(
+        &self,
+        d: &Workload,
+        of: fn(&ContainerResult) -> Option<&String>,
+        first: Option<&String>,
+    ) -> Result<Images> {
+        if self.per_container() {
+            return Ok(self
+                .status
+                .containers
+                .iter()
+                .filter_map(|c| Some((c.name.clone(), of(c)?.clone())))
+                .collect());
+        }
+        let name = self.container(d)?.name.clone();
+        Ok(first.map(|i| (name, i.clone())).into_iter().collect())
+    }
+
+    /// What each of `pods` is expected to report as: the pod, or each hardened container of
+    /// it.
+    pub(super) fn slots(&self, d: &Workload, pods: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+        let per_container = self.per_container();
+        let names: Vec<String> = self.containers(d)?.iter().map(|c| c.name.clone()).collect();
+        Ok(pods
+            .iter()
+            .flat_map(|pod| {
+                names
+                    .iter()
+                    .map(move |c| report_slot(pod, Some(c), per_container))
+            })
+            .collect())
     }
 
     /// The saved original when this workflow holds the Workload, None when no workflow does;
@@ -236,7 +284,18 @@ impl Step<'_> {
                 Some(source) => source.clone(),
                 None => self.container(d)?.image.clone().unwrap_or_default(),
             };
-            engine::destinations(self.workflow, &image)?.registries()
+            let mut registries = engine::destinations(self.workflow, &image)?.registries();
+            // The other containers' own sources (`target.containers`), as the Workload names
+            // them: pushed to their own repositories.
+            if self.per_container() {
+                for c in self.containers(d)? {
+                    let image = c.image.clone().unwrap_or_default();
+                    registries.extend(engine::destinations(self.workflow, &image)?.registries());
+                }
+                registries.sort();
+                registries.dedup();
+            }
+            registries
         } else {
             Vec::new()
         };

@@ -19,7 +19,7 @@ use crate::controller::exec_handlers::ExecHandlers;
 use crate::controller::exercise::Run;
 use crate::controller::phase::{self, Exercised, POLL, Rollout, RolloutWatch, Trouble};
 use crate::controller::reason::Reason;
-use crate::controller::template::{self, Original};
+use crate::controller::template::{self, Images, Original};
 use crate::controller::workload;
 use crate::controller::workload::Workload;
 
@@ -34,14 +34,16 @@ impl Step<'_> {
                 message: "status.hardenedImage is missing: was the status edited by hand?".into(),
             })?;
         let d = self.workload().await?;
-        let container = self.container(&d)?.clone();
+        let containers: Vec<Container> = self.containers(&d)?.into_iter().cloned().collect();
+        let images = self.status_images(&d, |c| c.hardened_image.as_ref(), Some(&hardened))?;
         let passed = self.status.verification.as_ref();
         if passed.is_some_and(|v| v.result == VerificationResult::Passed) {
-            return self.finish_verified(&d, &hardened).await;
+            return self.finish_verified(&d, &images).await;
         }
         if self.holds(&d)?.is_none() {
-            let saved = Original::of(self.workflow, &d, &container);
-            return self.roll_out_hardened(&d, &saved, &hardened).await;
+            let chosen: Vec<&Container> = containers.iter().collect();
+            let saved = Original::of(self.workflow, &d, &chosen);
+            return self.roll_out_hardened(&d, &saved, &images).await;
         }
         let limit = self.workflow.spec.verify.timeout.get().unwrap_or_default();
         let out_of_time = self.since_phase_start() > limit;
@@ -52,19 +54,18 @@ impl Step<'_> {
         )
         .await?;
         let watch = RolloutWatch {
-            container: &container.name,
-            image: &hardened,
+            images: &images,
             out_of_time,
             crash_loops_fail: true,
         };
         match phase::rollout(&d, &pods, watch) {
             Rollout::Ready(running) => self.exercise_hardened(&d, &running, out_of_time).await,
             Rollout::Waiting => {
-                let missing = self.probe_command_missing(&container, &hardened, &pods);
+                let missing = self.any_probe_command_missing(&containers, &images, &pods);
                 if let Some(failure) = missing.await {
                     return Err(failure);
                 }
-                self.roll_on_delete(&d, &container.name, &hardened).await?;
+                self.roll_on_delete(&d, &images).await?;
                 Ok(Action::requeue(POLL))
             }
             Rollout::CrashLooping(t) => Err(self.crash_looping(t).await),
@@ -80,14 +81,15 @@ impl Step<'_> {
         }
     }
 
-    /// Holds the Workload again (the original saved) and rolls it to the hardened image.
+    /// Holds the Workload again (the original saved) and rolls it to the hardened images.
     async fn roll_out_hardened(
         &mut self,
         d: &Workload,
         saved: &Original,
-        hardened: &str,
+        images: &Images,
     ) -> Result<Action> {
-        let config = template::hardened(d.kind, &d.name_any(), saved, hardened);
+        let config = template::hardened(d.kind, &d.name_any(), saved, images);
+        let hardened = listed(images);
         workload::apply(
             &self.ctx.client,
             &self.namespace(),
@@ -143,11 +145,12 @@ impl Step<'_> {
 
     /// Verification passed (recorded in status): keep the hardened image (`promote`) or give
     /// the Workload its original back, then Succeeded.
-    async fn finish_verified(&mut self, d: &Workload, hardened: &str) -> Result<Action> {
+    async fn finish_verified(&mut self, d: &Workload, images: &Images) -> Result<Action> {
         let (namespace, name, what) = (self.namespace(), d.name_any(), d.describe());
+        let hardened = listed(images);
         let message = if self.workflow.spec.promote {
             if let Some(saved) = self.holds(d)? {
-                let config = template::promoted(d.kind, &name, &saved, hardened);
+                let config = template::promoted(d.kind, &name, &saved, images);
                 workload::apply(&self.ctx.client, &namespace, d.kind, &name, &config).await?;
             }
             format!("verified and promoted: {what} runs the hardened image {hardened}")
@@ -161,6 +164,22 @@ impl Step<'_> {
         self.sign(&store).await?;
         self.succeed(message);
         Ok(Action::requeue(SOON))
+    }
+
+    /// [`Self::probe_command_missing`] for each hardened container.
+    async fn any_probe_command_missing(
+        &mut self,
+        containers: &[Container],
+        images: &Images,
+        pods: &[Pod],
+    ) -> Option<Error> {
+        for container in containers {
+            let image = images.get(&container.name)?;
+            if let Some(failure) = self.probe_command_missing(container, image, pods).await {
+                return Some(failure);
+            }
+        }
+        None
     }
 
     /// When the container has exec probes: a hardened pod whose probe runs a command the
@@ -179,7 +198,8 @@ impl Step<'_> {
         if !has_exec_probe {
             return None;
         }
-        for pod in phase::pods_running(pods, &container.name, hardened) {
+        let one = Images::from([(container.name.clone(), hardened.to_string())]);
+        for pod in phase::pods_running(pods, &one) {
             let said = workload::probe_failure(&self.ctx.client, &self.namespace(), &pod).await;
             if let Some(message) = said.filter(|m| phase::command_missing(m)) {
                 let message = format!(
@@ -249,5 +269,17 @@ impl Step<'_> {
             previous,
         )
         .await
+    }
+}
+
+/// The hardened images, for messages: one, or each after its container's name.
+fn listed(images: &Images) -> String {
+    match images.values().collect::<BTreeSet<_>>().len() {
+        1 => images.values().next().cloned().unwrap_or_default(),
+        _ => images
+            .iter()
+            .map(|(container, image)| format!("{container}: {image}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
