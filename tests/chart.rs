@@ -3,6 +3,8 @@
 //! locked-down pod, least-privilege RBAC that still covers what the operator does, the optional
 //! objects only when asked for).
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -10,35 +12,7 @@ use serde_json::Value;
 use whittle::api::names::WORKFLOW_LABEL;
 use whittle_testbed::cluster::helm::Helm;
 
-fn chart() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("charts/whittle")
-        .display()
-        .to_string()
-}
-
-/// The objects `helm template` renders with `sets` (`key=value`).
-fn render(sets: &[&str]) -> Vec<Value> {
-    let helm = Helm::new().expect("helm");
-    let chart = chart();
-    let mut args = vec![
-        "template",
-        "w",
-        chart.as_str(),
-        "--namespace",
-        "whittle-system",
-    ];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    let out = helm.run(&args).expect("helm template");
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    serde_saphyr::from_str_multiple::<Value, Vec<Value>>(&text)
-        .expect("helm template renders YAML")
-        .into_iter()
-        .filter(|v| !v.is_null())
-        .collect()
-}
+use support::chart::{dir as chart, render};
 
 fn find<'a>(objects: &'a [Value], kind: &str) -> Option<&'a Value> {
     objects.iter().find(|o| o["kind"] == kind)
@@ -714,6 +688,22 @@ async fn spec_fields_in_cluster(client: &kube::Client) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The current CRD as a release before `spec.sign` had it: without the field, and without the
+/// rules that name it (the API server refuses a rule naming a field the schema lacks).
+fn older_crd() -> Value {
+    let mut older = serde_json::to_value(whittle::api::crd().expect("crd")).expect("json");
+    let spec = &mut older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    spec["properties"]
+        .as_object_mut()
+        .expect("spec properties")
+        .remove("sign")
+        .expect("the current CRD has spec.sign");
+    if let Some(rules) = spec["x-kubernetes-validations"].as_array_mut() {
+        rules.retain(|r| !r["rule"].as_str().unwrap_or_default().contains("self.sign"));
+    }
+    older
+}
+
 /// A release installed with an older CRD (one without `spec.sign`), upgraded with `helm upgrade`
 /// to this chart, has this chart's CRD in the cluster; `helm uninstall` then leaves the CRD and
 /// the workflows where they are.
@@ -726,12 +716,7 @@ async fn helm_upgrade_updates_the_crd_and_uninstall_keeps_it_and_the_workflows()
     let helm = Helm::with_kubeconfig(&plane.kubeconfig()).expect("helm");
 
     let current = whittle::api::crd_yaml().expect("crd yaml");
-    let mut older = serde_json::to_value(whittle::api::crd().expect("crd")).expect("json");
-    older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-        .as_object_mut()
-        .expect("spec properties")
-        .remove("sign")
-        .expect("the current CRD has spec.sign");
+    let older = older_crd();
     let older = serde_saphyr::to_string(&older).expect("yaml");
     let header: String = current.lines().take(2).map(|l| format!("{l}\n")).collect();
     let older_chart = tempfile::tempdir().expect("chart copy");
@@ -830,12 +815,7 @@ async fn a_release_with_the_crd_in_crds_is_upgraded_with_take_ownership() {
     let client = plane.client();
     let helm = Helm::with_kubeconfig(&plane.kubeconfig()).expect("helm");
 
-    let mut older = serde_json::to_value(whittle::api::crd().expect("crd")).expect("json");
-    older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-        .as_object_mut()
-        .expect("spec properties")
-        .remove("sign")
-        .expect("the current CRD has spec.sign");
+    let older = older_crd();
     let old_chart = tempfile::tempdir().expect("chart copy");
     copy_dir(Path::new(&chart()), old_chart.path());
     std::fs::remove_file(old_chart.path().join("templates/crds.yaml")).expect("no CRD template");

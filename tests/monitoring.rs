@@ -4,6 +4,8 @@
 //! really serves, once each metric family has been exercised. docs/monitoring.md lists exactly
 //! the metrics served. Both chart objects are optional: off by default, valid YAML when on.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,29 +22,7 @@ use whittle::reports::ReportKey;
 use whittle::server::{self, ServerState};
 use whittle_testbed::cluster::helm::Helm;
 
-fn chart() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("charts/whittle")
-        .display()
-        .to_string()
-}
-
-/// The objects `helm template` renders with `sets` (`key=value`).
-fn render(sets: &[&str]) -> Vec<Value> {
-    let helm = Helm::new().expect("helm");
-    let chart = chart();
-    let mut args = vec!["template", "w", &chart, "--namespace", "whittle-system"];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    let out = helm.run(&args).expect("helm template");
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    serde_saphyr::from_str_multiple::<Value, Vec<Value>>(&text)
-        .expect("helm template renders YAML")
-        .into_iter()
-        .filter(|v| !v.is_null())
-        .collect()
-}
+use support::chart::{dir as chart, render};
 
 const BOTH: [&str; 2] = [
     "prometheusRule.enabled=true",

@@ -203,20 +203,9 @@ impl Container {
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| LocalError::RuncMissing { source })?;
-        let (exit_code, output) =
-            match tokio::time::timeout(timeout, child.wait_with_output()).await {
-                Ok(out) => {
-                    let out = out.map_err(LocalError::io(format!("runc exec {}", self.id)))?;
-                    let text = format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                    (out.status.code(), text)
-                }
-                // runc goes; the command it started may linger until the container stops.
-                Err(_) => (None, format!("timed out after {}s", timeout.as_secs())),
-            };
+        // On a timeout runc goes; the command it started may linger until the container stops.
+        let what = format!("runc exec {}", self.id);
+        let (exit_code, output) = super::exercise::bounded(child, timeout, what).await?;
         Ok(Exec {
             exit_code,
             seconds: start.elapsed().as_secs_f64(),

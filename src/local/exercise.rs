@@ -40,18 +40,8 @@ pub async fn run(
         .kill_on_drop(true)
         .spawn()
         .map_err(LocalError::io(format!("starting exercise `{command}`")))?;
-    let (exit_code, output) = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(out) => {
-            let out = out.map_err(LocalError::io(format!("running exercise `{command}`")))?;
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            (out.status.code(), text)
-        }
-        Err(_) => (None, format!("timed out after {}s", timeout.as_secs())),
-    };
+    let what = format!("running exercise `{command}`");
+    let (exit_code, output) = bounded(child, timeout, what).await?;
     Ok(ExerciseResult {
         command: command.into(),
         exit_code,
@@ -59,6 +49,28 @@ pub async fn run(
         seconds: start.elapsed().as_secs_f64(),
         output_tail: last_lines(&output, 10),
     })
+}
+
+/// Waits for `child` (spawned with piped stdout and stderr, `kill_on_drop`) at most `timeout`:
+/// its exit code (None when killed) and its output, or "timed out" once it was killed.
+pub(super) async fn bounded(
+    child: tokio::process::Child,
+    timeout: Duration,
+    what: String,
+) -> Result<(Option<i32>, String), LocalError> {
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => {
+            let out = out.map_err(LocalError::io(what))?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok((out.status.code(), text))
+        }
+        // Dropping the child kills it; what it started may linger.
+        Err(_) => Ok((None, format!("timed out after {}s", timeout.as_secs()))),
+    }
 }
 
 #[cfg(test)]

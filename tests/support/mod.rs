@@ -3,6 +3,7 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod chart;
 pub mod cli;
 pub mod cosign;
 pub mod kstatus;
