@@ -6,6 +6,8 @@
 //!
 //! The chart is installed with the real helm (CRD, RBAC, policy and binding; no operator pod).
 
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -132,21 +134,10 @@ fn wait(what: &str, mut check: impl FnMut() -> bool) {
 
 fn install_chart(kubeconfig: &Path) {
     let helm = Helm::with_kubeconfig(kubeconfig).expect("helm");
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/whittle");
-    helm.run(&[
-        "install",
-        "whittle",
-        chart.to_str().expect("utf-8"),
-        "--namespace",
-        "whittle-system",
-        "--create-namespace",
-        "--set",
-        "replicaCount=0",
-        "--set",
-        "leaderElection.enabled=false",
-        "--wait",
-    ])
-    .expect("helm install the chart");
+    let chart = support::chart::dir();
+    let mut args = vec!["install", "whittle", &chart];
+    args.extend(support::chart::WITHOUT_OPERATOR);
+    helm.run(&args).expect("helm install the chart");
 }
 
 /// Asserts that the tenant is refused with a message containing each of `words`, and that the

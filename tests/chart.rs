@@ -725,20 +725,10 @@ async fn helm_upgrade_updates_the_crd_and_uninstall_keeps_it_and_the_workflows()
     assert!(copies > 0, "the chart holds no copy of the generated CRD");
 
     let install = |chart: &str, verb: &str| {
-        helm.run(&[
-            verb,
-            "whittle",
-            chart,
-            "--namespace",
-            "whittle-system",
-            "--create-namespace",
-            "--set",
-            "replicaCount=0",
-            "--set",
-            "leaderElection.enabled=false",
-            "--wait",
-        ])
-        .unwrap_or_else(|e| panic!("helm {verb}: {e}"))
+        let mut args = vec![verb, "whittle", chart];
+        args.extend(support::chart::WITHOUT_OPERATOR);
+        helm.run(&args)
+            .unwrap_or_else(|e| panic!("helm {verb}: {e}"))
     };
     install(older_chart.path().to_str().expect("utf-8"), "install");
     let before = spec_fields_in_cluster(&client).await;
@@ -944,20 +934,10 @@ async fn namespace_users_get_workflow_verbs_from_the_builtin_roles() {
 
     let plane = ControlPlane::start().await.expect("control plane");
     let helm = Helm::with_kubeconfig(&plane.kubeconfig()).expect("helm");
-    helm.run(&[
-        "install",
-        "whittle",
-        &chart(),
-        "--namespace",
-        "whittle-system",
-        "--create-namespace",
-        "--set",
-        "replicaCount=0",
-        "--set",
-        "leaderElection.enabled=false",
-        "--wait",
-    ])
-    .expect("helm install");
+    let chart = chart();
+    let mut args = vec!["install", "whittle", &chart];
+    args.extend(support::chart::WITHOUT_OPERATOR);
+    helm.run(&args).expect("helm install");
     let ns = plane.namespace("team").await.expect("namespace");
     let kubectl = whittle_testbed::tools::kube_binary("kubectl").expect("kubectl");
     let run = |args: &[&str]| {
@@ -1094,23 +1074,16 @@ async fn make_chart_pushes_to_an_oci_registry_that_helm_installs_from() {
     assert!(shown.contains("name: whittle"), "{shown}");
     assert!(shown.contains(&format!("version: {version}")), "{shown}");
 
-    helm.run(&[
+    let mut args = vec![
         "install",
         "whittle",
         &reference,
         "--version",
         version,
         "--plain-http",
-        "--namespace",
-        "whittle-system",
-        "--create-namespace",
-        "--set",
-        "replicaCount=0",
-        "--set",
-        "leaderElection.enabled=false",
-        "--wait",
-    ])
-    .expect("helm install oci://");
+    ];
+    args.extend(support::chart::WITHOUT_OPERATOR);
+    helm.run(&args).expect("helm install oci://");
     assert!(
         spec_fields_in_cluster(&plane.client())
             .await

@@ -23,10 +23,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_named_container_is_hardened_verified_and_restored() {
-    let cluster = Cluster::start().await.expect("cluster");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = install_chart_rbac(&cluster, dir.path()).await;
-    let operator = Operator::start_as(&cluster, kubeconfig, &[], None);
+    let (cluster, _kubeconfig, operator) = cluster_with_chart_operator(&[]).await;
     let c = &cluster;
     let outcome = tokio::time::timeout(Duration::from_secs(600), async {
         tokio::join!(

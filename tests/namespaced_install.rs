@@ -6,60 +6,16 @@
 
 mod support;
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use kube::Api;
-use serde_json::{Value, json};
+use serde_json::json;
 use whittle::api::HardeningWorkflow;
 use whittle_testbed::cluster::Cluster;
 
 use support::*;
-
-/// `helm install` of the chart (no operator pod) with `sets`, and a kubeconfig holding a token
-/// of its ServiceAccount.
-async fn install_chart_as(cluster: &Cluster, dir: &Path, sets: &[&str]) -> PathBuf {
-    let helm =
-        whittle_testbed::cluster::helm::Helm::with_kubeconfig(&cluster.kubeconfig()).expect("helm");
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/whittle");
-    let mut args = vec![
-        "install",
-        "whittle",
-        chart.to_str().expect("utf-8"),
-        "--namespace",
-        "whittle-system",
-        "--create-namespace",
-        "--set",
-        "replicaCount=0",
-        "--set",
-        "leaderElection.enabled=false",
-        "--wait",
-    ];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    helm.run(&args).expect("helm install the chart");
-    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        Api::namespaced(cluster.client(), "whittle-system");
-    let request: k8s_openapi::api::authentication::v1::TokenRequest =
-        serde_json::from_value(json!({"spec": {"expirationSeconds": 7200}}))
-            .expect("token request");
-    let token = accounts
-        .create_token_request("whittle", &Default::default(), &request)
-        .await
-        .expect("a token for the chart's ServiceAccount")
-        .status
-        .expect("token status")
-        .token;
-    let admin = fs::read_to_string(cluster.kubeconfig()).expect("admin kubeconfig");
-    let mut config: Value = serde_saphyr::from_str(&admin).expect("kubeconfig YAML");
-    config["users"][0]["user"] = json!({"token": token});
-    let path = dir.join("whittle-sa.kubeconfig");
-    fs::write(&path, serde_json::to_string(&config).expect("json")).expect("write kubeconfig");
-    path
-}
 
 /// `kubectl auth can-i` with the given kubeconfig: `yes` or `no`.
 fn can_i(kubeconfig: &Path, args: &[&str]) -> bool {
@@ -80,7 +36,7 @@ async fn a_namespaced_operator_reconciles_its_namespace_and_leaves_others_alone(
     let (client, watched) = namespace(&cluster, "watched", &[]).await;
     let (_, other) = namespace(&cluster, "other", &[]).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = install_chart_as(
+    let kubeconfig = install_chart_rbac_with(
         &cluster,
         dir.path(),
         &[&format!("watchNamespaces={{{watched}}}")],

@@ -28,10 +28,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stateful_sets_and_daemon_sets_are_hardened_and_restored() {
-    let cluster = Cluster::start().await.expect("cluster");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = install_chart_rbac(&cluster, dir.path()).await;
-    let operator = Operator::start_as(&cluster, kubeconfig, &[], None);
+    let (cluster, _kubeconfig, operator) = cluster_with_chart_operator(&[]).await;
     let c = &cluster;
     let outcome = tokio::time::timeout(Duration::from_secs(600), async {
         tokio::join!(

@@ -5,6 +5,19 @@ use std::path::Path;
 use serde_json::Value;
 use whittle_testbed::cluster::helm::Helm;
 
+/// What follows the chart in `helm install` for a release in `whittle-system` that installs the
+/// CRD, RBAC and admission policy but no operator pod (tests run the operator themselves).
+pub const WITHOUT_OPERATOR: [&str; 8] = [
+    "--namespace",
+    "whittle-system",
+    "--create-namespace",
+    "--set",
+    "replicaCount=0",
+    "--set",
+    "leaderElection.enabled=false",
+    "--wait",
+];
+
 /// The chart's directory in this checkout.
 pub fn dir() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))

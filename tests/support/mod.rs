@@ -180,23 +180,20 @@ impl Drop for Operator {
 /// `whittle` in namespace `whittle-system`, and returns a kubeconfig with the token of the
 /// chart's ServiceAccount, so that an operator run with it has exactly the chart's permissions.
 pub async fn install_chart_rbac(cluster: &Cluster, dir: &Path) -> PathBuf {
+    install_chart_rbac_with(cluster, dir, &[]).await
+}
+
+/// [`install_chart_rbac`] with more values (`key=value`).
+pub async fn install_chart_rbac_with(cluster: &Cluster, dir: &Path, sets: &[&str]) -> PathBuf {
     let helm =
         whittle_testbed::cluster::helm::Helm::with_kubeconfig(&cluster.kubeconfig()).expect("helm");
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/whittle");
-    helm.run(&[
-        "install",
-        "whittle",
-        chart.to_str().expect("utf-8"),
-        "--namespace",
-        "whittle-system",
-        "--create-namespace",
-        "--set",
-        "replicaCount=0",
-        "--set",
-        "leaderElection.enabled=false",
-        "--wait",
-    ])
-    .expect("helm install the chart");
+    let chart_dir = chart::dir();
+    let mut args = vec!["install", "whittle", &chart_dir];
+    args.extend(chart::WITHOUT_OPERATOR);
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    helm.run(&args).expect("helm install the chart");
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(cluster.client(), "whittle-system");
     let request: k8s_openapi::api::authentication::v1::TokenRequest =
@@ -216,6 +213,16 @@ pub async fn install_chart_rbac(cluster: &Cluster, dir: &Path) -> PathBuf {
     // JSON is YAML: kube reads it as a kubeconfig.
     fs::write(&path, serde_json::to_string(&config).expect("json")).expect("write kubeconfig");
     path
+}
+
+/// A cluster whose CRD and RBAC come from the chart, and an operator (started with `extra`)
+/// holding exactly the chart's permissions; the directory keeps its kubeconfig.
+pub async fn cluster_with_chart_operator(extra: &[&str]) -> (Cluster, tempfile::TempDir, Operator) {
+    let cluster = Cluster::start().await.expect("cluster");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = install_chart_rbac(&cluster, dir.path()).await;
+    let operator = Operator::start_as(&cluster, kubeconfig, extra, None);
+    (cluster, dir, operator)
 }
 
 /// A cluster with the HardeningWorkflow CRD installed.
