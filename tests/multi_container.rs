@@ -6,7 +6,11 @@
 //!   whole through its Service, both containers are restored, and `status.containers` lists
 //!   both;
 //! - a pod running one image (busybox) in two containers, named with `["*"]`: one hardened
-//!   image, built from both containers' reports, shared by both.
+//!   image, built from both containers' reports, shared by both;
+//! - an app (busybox httpd) with an init container on another image (nginx's, running md5sum
+//!   over its config), both named: the init container reports when it exits, its hardened image
+//!   keeps what it ran (md5sum and the config, not nginx), the hardened pod passes its init
+//!   step, and the init container is restored in `initContainers`.
 
 mod support;
 
@@ -29,6 +33,7 @@ async fn every_named_container_is_hardened_verified_and_restored() {
         tokio::join!(
             timed("an app and a sidecar", Box::pin(app_and_sidecar(c))),
             timed("one image twice", Box::pin(one_image_twice(c))),
+            timed("an init container", Box::pin(init_container(c))),
         )
     })
     .await;
@@ -226,5 +231,79 @@ async fn one_image_twice(c: &Cluster) {
             ("web".into(), image.clone()),
             ("tail".into(), image.clone())
         ]
+    );
+}
+
+async fn init_container(c: &Cluster) {
+    let (client, ns) = namespace(c, "init", &[]).await;
+    let busybox = fixtures::busybox(None)
+        .expect("busybox fixture")
+        .push(c.registry(), "init/busybox:1")
+        .expect("push busybox");
+    let nginx = fixtures::nginx()
+        .expect("nginx fixture")
+        .push(c.registry(), "init/nginx:1")
+        .expect("push nginx");
+    let (mut deployment, service) = busybox_web(&busybox, 1);
+    // No shell: the init step runs one binary the app image's own entrypoint never starts.
+    deployment["spec"]["template"]["spec"]["initContainers"] = json!([{"name": "setup",
+        "image": nginx, "command": ["/usr/bin/md5sum", "/etc/nginx/nginx.conf"]}]);
+    support::apply(&client, &ns, &deployment).await;
+    support::apply(&client, &ns, &service).await;
+    let spec = workflow_spec(json!(["web", "setup"]), busybox_exercise(&busybox));
+    apply_workflow(&client, &ns, spec).await;
+    let done = wait_phase(&client, &ns, "web", Phase::Succeeded).await;
+    let status = done.status.expect("status");
+    let reports = status.reports.clone().expect("reports");
+    assert_eq!(
+        reports.received, 2,
+        "the app's and the init container's: {reports:?}"
+    );
+    assert!(
+        status
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.reason == "Passed"),
+        "{:?}",
+        status.verification
+    );
+    let hardened = hardened_by_container(&status);
+    let names: Vec<&str> = hardened.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["web", "setup"], "{hardened:?}");
+    let files = hardened_files(&hardened[1].1);
+    assert!(files.contains("usr/bin/md5sum"), "what the init step ran");
+    assert!(files.contains("etc/nginx/nginx.conf"), "what it read");
+    assert!(
+        !files.contains("usr/sbin/nginx"),
+        "nginx never ran in the init container"
+    );
+
+    let restored = template(&client, &ns, "web").await.spec.expect("pod spec");
+    let init = restored.init_containers.unwrap_or_default();
+    assert_eq!(init.len(), 1, "{init:?}");
+    assert_eq!(init[0].image.as_deref(), Some(nginx.as_str()));
+    assert_eq!(
+        init[0].command.as_deref(),
+        Some(
+            [
+                "/usr/bin/md5sum".to_string(),
+                "/etc/nginx/nginx.conf".to_string()
+            ]
+            .as_slice()
+        ),
+        "its own command back"
+    );
+    assert!(
+        init[0]
+            .env
+            .iter()
+            .flatten()
+            .all(|e| !e.name.starts_with("WHITTLE_")),
+        "whittle's env is gone"
+    );
+    assert!(init[0].volume_mounts.iter().flatten().next().is_none());
+    assert_eq!(
+        restored.containers[0].image.as_deref(),
+        Some(busybox.as_str())
     );
 }

@@ -286,16 +286,18 @@ pub struct Target {
     /// The workload's name, in the workflow's namespace, e.g. `web`.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// The container to harden, e.g. `web`; needed when the pod has more than one (default: the
-    /// only one).
+    /// The container to harden, e.g. `web` (an init container's name too); needed when the pod
+    /// has more than one (default: the only one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub container: Option<String>,
-    /// Several containers of the pod to harden in one workflow, e.g. `[web, log-tailer]`, or
-    /// `["*"]` for every container: each is instrumented with its own sensor and report, each
-    /// distinct image hardened (two containers of one image share a hardened image built from
-    /// both reports), the pod verified as a whole, and each result listed in
-    /// `status.containers`. Instead of `container`; init containers are not hardened.
+    /// Several containers of the pod to harden in one workflow, e.g. `[web, log-tailer]` or
+    /// `[web, migrate]` with an init container, or `["*"]` for every app container (init
+    /// containers only by name): each is instrumented with its own sensor and report (an init
+    /// container's is sent when it exits), each distinct image hardened (two containers of one
+    /// image share a hardened image built from both reports), the pod verified as a whole (a
+    /// hardened init container must complete), and each result listed in `status.containers`.
+    /// Instead of `container`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 63)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]

@@ -18,7 +18,7 @@ use crate::api::names::{
     FIELD_MANAGER, POD_TOKEN_DIR, POD_TOKEN_FILE, POD_TOKEN_VOLUME, REPORT_AUDIENCE,
     WORKFLOW_LABEL, label_value,
 };
-use crate::api::{HardeningWorkflow, SensorMode, TargetKind};
+use crate::api::{HardeningWorkflow, SensorMode, TargetKind, pod};
 use crate::controller::exec_handlers::ExecHandlers;
 use crate::controller::workload::Workload;
 use crate::image::config::SENSOR_PATH;
@@ -81,10 +81,13 @@ pub struct SavedContainer {
     /// Absent in the annotation of an operator that did not wrap them: nothing to put back.
     #[serde(default, skip_serializing_if = "ExecHandlers::is_empty")]
     pub exec_handlers: ExecHandlers,
+    /// One of the pod's `initContainers`, applied in that list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 impl SavedContainer {
-    fn of(container: &Container) -> SavedContainer {
+    fn of(container: &Container, init: bool) -> SavedContainer {
         SavedContainer {
             container: container.name.clone(),
             image: container.image.clone().unwrap_or_default(),
@@ -93,6 +96,7 @@ impl SavedContainer {
             env: container.env.clone(),
             security_context: container.security_context.clone(),
             exec_handlers: ExecHandlers::of(container),
+            init,
         }
     }
 
@@ -124,7 +128,10 @@ impl Original {
         workload: &Workload,
         containers: &[&Container],
     ) -> Original {
-        let mut saved = containers.iter().map(|c| SavedContainer::of(c));
+        let spec = pod_spec(workload);
+        let mut saved = containers
+            .iter()
+            .map(|c| SavedContainer::of(c, spec.is_some_and(|s| pod::is_init(s, &c.name))));
         let first = saved.next().unwrap_or_else(|| SavedContainer {
             container: String::new(),
             image: String::new(),
@@ -133,6 +140,7 @@ impl Original {
             env: None,
             security_context: None,
             exec_handlers: ExecHandlers::default(),
+            init: false,
         });
         Original {
             workflow: workflow.metadata.name.clone().unwrap_or_default(),
@@ -220,7 +228,7 @@ pub fn pod_spec(workload: &Workload) -> Option<&k8s_openapi::api::core::v1::PodS
     workload.template.spec.as_ref()
 }
 
-/// The target container: the one named, or the only one.
+/// The target container: the one named (an init container too), or the only (app) one.
 pub fn target_container<'d>(
     workload: &'d Workload,
     name: Option<&str>,
@@ -230,12 +238,17 @@ pub fn target_container<'d>(
         .map(|s| s.containers.as_slice())
         .unwrap_or_default();
     match name {
-        Some(name) => containers.iter().find(|c| c.name == name).ok_or_else(|| {
-            format!(
-                "the {kind} has no container {name:?} (it has {})",
-                names(containers)
-            )
-        }),
+        Some(name) => pod_spec(workload)
+            .and_then(|s| pod::container(s, name))
+            .ok_or_else(|| {
+                let all: Vec<&Container> = pod_spec(workload)
+                    .map(|s| pod::containers(s).collect())
+                    .unwrap_or_default();
+                format!(
+                    "the {kind} has no container {name:?} (it has {})",
+                    names(all)
+                )
+            }),
         None => match containers {
             [only] => Ok(only),
             _ => Err(format!(
@@ -248,7 +261,8 @@ pub fn target_container<'d>(
 }
 
 /// The containers a workflow hardens, in the order named: `spec.target.containers` (`["*"]`:
-/// every container of the pod), else the one [`target_container`] finds.
+/// every app container of the pod; init containers only by name), else the one
+/// [`target_container`] finds.
 pub fn target_containers<'d>(
     workload: &'d Workload,
     target: &crate::api::Target,
@@ -268,9 +282,9 @@ pub fn target_containers<'d>(
         .collect()
 }
 
-fn names(containers: &[Container]) -> String {
+fn names<'c>(containers: impl IntoIterator<Item = &'c Container>) -> String {
     containers
-        .iter()
+        .into_iter()
         .map(|c| c.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
@@ -286,14 +300,8 @@ pub fn instrumented(
     saved: &Original,
     inst: &Instrumentation<'_>,
 ) -> Value {
-    let containers: Vec<Value> = saved
-        .containers()
-        .map(|c| instrumented_container(saved, c, inst))
-        .collect();
-    let mut spec = json!({
-        "containers": containers,
-        "volumes": [pod_token_volume()],
-    });
+    let mut spec = by_list(saved, |c| instrumented_container(saved, c, inst));
+    spec["volumes"] = json!([pod_token_volume()]);
     if saved.raised_grace() {
         spec["terminationGracePeriodSeconds"] = json!(MIN_GRACE_SECONDS);
     }
@@ -477,28 +485,40 @@ pub fn restore(kind: TargetKind, name: &str, saved: &Original) -> Value {
 /// is its only manager (the pod's command would fall back to the image's, a lowered grace
 /// period to 30 s, a sidecar's image to none).
 fn original_spec(saved: &Original, images: &Images) -> Value {
-    let containers: Vec<Value> = saved
-        .containers()
-        .map(|c| {
-            let image = images.get(&c.container).unwrap_or(&c.image);
-            let mut container = json!({"name": c.container, "image": image});
-            if c.wrapped_command().is_some() {
-                container["command"] = json!(c.command);
-            }
-            c.exec_handlers.apply_to(&mut container, false);
-            if saved.takes_capabilities
-                && let Some(add) = c.added_capabilities()
-            {
-                container["securityContext"] = json!({"capabilities": {"add": add}});
-            }
-            container
-        })
-        .collect();
-    let mut spec = json!({"containers": containers});
+    let mut spec = by_list(saved, |c| {
+        let image = images.get(&c.container).unwrap_or(&c.image);
+        let mut container = json!({"name": c.container, "image": image});
+        if c.wrapped_command().is_some() {
+            container["command"] = json!(c.command);
+        }
+        c.exec_handlers.apply_to(&mut container, false);
+        if saved.takes_capabilities
+            && let Some(add) = c.added_capabilities()
+        {
+            container["securityContext"] = json!({"capabilities": {"add": add}});
+        }
+        container
+    });
     if saved.raised_grace()
         && let Some(grace) = saved.termination_grace_period_seconds
     {
         spec["terminationGracePeriodSeconds"] = json!(grace);
+    }
+    spec
+}
+
+/// A pod spec with each saved container, as `make` gives it, in its list: `containers`, and
+/// `initContainers` when whittle changes one (both merge by name, so the user's other
+/// containers stay theirs).
+fn by_list(saved: &Original, make: impl Fn(&SavedContainer) -> Value) -> Value {
+    let (init, app): (Vec<&SavedContainer>, Vec<&SavedContainer>) =
+        saved.containers().partition(|c| c.init);
+    let mut spec = json!({});
+    if !app.is_empty() {
+        spec["containers"] = json!(app.into_iter().map(&make).collect::<Vec<_>>());
+    }
+    if !init.is_empty() {
+        spec["initContainers"] = json!(init.into_iter().map(&make).collect::<Vec<_>>());
     }
     spec
 }
@@ -1022,6 +1042,84 @@ mod tests {
             h["spec"]["template"]["spec"]["containers"][1],
             json!({"name": "tail", "image": "r/tail@sha256:dd",
                    "readinessProbe": {"exec": {"command": ["cat", "/tmp/ok"]}}})
+        );
+        assert_eq!(
+            h["spec"]["template"]["spec"]["containers"][0]["image"],
+            "r/web@sha256:bb"
+        );
+    }
+
+    /// An init container named beside the app: found by name (not by `*`), instrumented,
+    /// hardened and restored in `initContainers`, the app in `containers`.
+    #[test]
+    fn a_named_init_container_is_changed_in_its_own_list() {
+        let d: Workload = serde_json::from_value::<Deployment>(json!({
+            "metadata": {"name": "web"},
+            "spec": {"selector": {}, "template": {"spec": {
+                "containers": [{"name": "web", "image": "r/web:1"}],
+                "initContainers": [{"name": "setup", "image": "r/setup:1", "command": ["/prep"]},
+                                   {"name": "other", "image": "r/other:1"}]}}}
+        }))
+        .unwrap()
+        .into();
+        let mut workflow = workflow();
+        workflow.spec.target.containers = Some(vec!["*".into()]);
+        let all = target_containers(&d, &workflow.spec.target).unwrap();
+        assert_eq!(all.len(), 1, "`*` is the app containers");
+        let err = target_container(&d, Some("nosuch")).unwrap_err();
+        assert!(err.contains("(it has web, setup, other)"), "{err}");
+
+        workflow.spec.target.containers = Some(vec!["web".into(), "setup".into()]);
+        let chosen = target_containers(&d, &workflow.spec.target).unwrap();
+        let s = Original::of(&workflow, &d, &chosen);
+        assert!(!s.first.init && s.more[0].init);
+        let images = Images::from([
+            ("web".to_string(), "r/web:1-i@sha256:aa".to_string()),
+            ("setup".to_string(), "r/setup:1-i@sha256:cc".to_string()),
+        ]);
+        let inst = Instrumentation {
+            instrumented_images: &images,
+            ..inst(SensorMode::Ptrace)
+        };
+        let patch = instrumented(TargetKind::Deployment, "web", &s, &inst);
+        let spec = &patch["spec"]["template"]["spec"];
+        assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
+        let init = &spec["initContainers"];
+        assert_eq!(
+            init.as_array().map(Vec::len),
+            Some(1),
+            "`other` is not whittle's"
+        );
+        assert_eq!(init[0]["image"], "r/setup:1-i@sha256:cc");
+        assert_eq!(
+            init[0]["command"],
+            json!(["/.whittle/sensor", "--", "/prep"])
+        );
+        assert!(init[0]["env"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e["name"] == "CONTAINER_NAME" && e["value"] == "setup")
+        }));
+        assert_eq!(init[0]["volumeMounts"][0]["name"], POD_TOKEN_VOLUME);
+
+        let held: Deployment = serde_json::from_value(json!({
+            "metadata": patch["metadata"].clone(), "spec": {"selector": {}, "template": {}}
+        }))
+        .unwrap();
+        let back = Original::on(&w(held)).unwrap().unwrap();
+        assert_eq!(back, s, "the init flag survives the annotation");
+        let restored = restore(TargetKind::Deployment, "web", &back);
+        assert_eq!(
+            restored["spec"]["template"]["spec"]["initContainers"],
+            json!([{"name": "setup", "image": "r/setup:1", "command": ["/prep"]}])
+        );
+        let hardened_images = Images::from([
+            ("web".to_string(), "r/web@sha256:bb".to_string()),
+            ("setup".to_string(), "r/setup@sha256:dd".to_string()),
+        ]);
+        let h = hardened(TargetKind::Deployment, "web", &back, &hardened_images);
+        assert_eq!(
+            h["spec"]["template"]["spec"]["initContainers"][0]["image"],
+            "r/setup@sha256:dd"
         );
         assert_eq!(
             h["spec"]["template"]["spec"]["containers"][0]["image"],

@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
-use crate::api::HardeningWorkflow;
 use crate::api::names::{REPORT_AUDIENCE, WORKFLOW_LABEL, label_value};
+use crate::api::{HardeningWorkflow, pod};
 use crate::reports::Reporter;
 
 /// The extra fields the API server adds to a pod-bound token's user.
@@ -122,9 +122,7 @@ pub fn check(
         .map(|s| s.instrumented_images())
         .unwrap_or_default();
     let runs_it = pod.spec.as_ref().is_some_and(|s| {
-        s.containers
-            .iter()
-            .any(|c| c.image.as_deref().is_some_and(|i| instrumented.contains(i)))
+        pod::containers(s).any(|c| c.image.as_deref().is_some_and(|i| instrumented.contains(i)))
     });
     if !runs_it {
         return Err(forbid(format!(
@@ -149,11 +147,12 @@ pub fn check_container(
         .as_ref()
         .map(|s| s.instrumented_images())
         .unwrap_or_default();
-    let runs_it = pod.spec.as_ref().is_some_and(|s| {
-        s.containers.iter().any(|c| {
-            c.name == container && c.image.as_deref().is_some_and(|i| instrumented.contains(i))
-        })
-    });
+    let runs_it = pod
+        .spec
+        .as_ref()
+        .and_then(|s| pod::container(s, container))
+        .and_then(|c| c.image.as_deref())
+        .is_some_and(|i| instrumented.contains(i));
     if runs_it {
         return Ok(());
     }
@@ -315,11 +314,11 @@ mod tests {
             "spec": {"containers": [
                 {"name": "app", "image": "r/web@sha256:aa"},
                 {"name": "tailer", "image": "r/tail@sha256:cc"},
-            ]},
+            ], "initContainers": [{"name": "setup", "image": "r/setup@sha256:dd"}]},
         }))
         .unwrap();
         assert_eq!(check_container(&p, "app", &w), Ok(()));
-        for other in ["tailer", "nosuch"] {
+        for other in ["tailer", "setup", "nosuch"] {
             let Err(Refusal::Forbidden(text)) = check_container(&p, other, &w) else {
                 panic!("{other}: accepted");
             };
@@ -327,11 +326,23 @@ mod tests {
         }
         // Once the sidecar's image is instrumented too, it reports for itself.
         let status = w.status.as_mut().unwrap();
-        status.containers = vec![crate::api::ContainerResult {
-            name: "tailer".into(),
-            instrumented_image: Some("r/tail@sha256:cc".into()),
-            ..Default::default()
-        }];
+        status.containers = vec![
+            crate::api::ContainerResult {
+                name: "tailer".into(),
+                instrumented_image: Some("r/tail@sha256:cc".into()),
+                ..Default::default()
+            },
+            crate::api::ContainerResult {
+                name: "setup".into(),
+                instrumented_image: Some("r/setup@sha256:dd".into()),
+                ..Default::default()
+            },
+        ];
         assert_eq!(check_container(&p, "tailer", &w), Ok(()));
+        assert_eq!(
+            check_container(&p, "setup", &w),
+            Ok(()),
+            "an init container reports for itself too"
+        );
     }
 }

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeSet;
 
-use crate::api::TargetKind;
+use crate::api::{TargetKind, pod};
 use crate::controller::template::Images;
 use crate::controller::workload::Workload;
 
@@ -15,26 +15,22 @@ pub fn pods_running(pods: &[Pod], images: &Images) -> BTreeSet<String> {
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
-            p.spec.as_ref().is_some_and(|s| {
-                !images.is_empty()
-                    && images.iter().all(|(container, image)| {
-                        s.containers
-                            .iter()
-                            .any(|c| &c.name == container && c.image.as_ref() == Some(image))
-                    })
-            })
+            !images.is_empty()
+                && images
+                    .iter()
+                    .all(|(container, image)| pod::runs(p, container, image))
         })
         .filter_map(|p| p.metadata.name.clone())
         .collect()
 }
 
-/// Why the pods of a rollout are not ready, for a failure message: the first container that
-/// waits or was terminated, with the reason kubelet gives (CrashLoopBackOff, ErrImagePull, …).
+/// Why the pods of a rollout are not ready, for a failure message: the first container (init
+/// containers first) that waits or was terminated, with the reason kubelet gives
+/// (CrashLoopBackOff, ErrImagePull, …).
 fn pod_trouble(pods: &[Pod]) -> Option<String> {
     pods.iter().find_map(|p| {
         let name = p.metadata.name.as_deref().unwrap_or("?");
-        let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
-        statuses.iter().find_map(|c| {
+        pod::statuses(p).find_map(|c| {
             let state = c.state.as_ref()?;
             if let Some(w) = &state.waiting {
                 let reason = w.reason.as_deref().unwrap_or("Waiting");
@@ -128,7 +124,7 @@ fn running_images<'p>(
         .flat_map(move |(container, image)| running_image(pods, container, image))
 }
 
-/// Pods not being deleted whose `container` runs `image`, with that container's status.
+/// Pods not being deleted whose `container` (app or init) runs `image`, with that container's status.
 fn running_image<'p>(
     pods: &'p [Pod],
     container: &'p str,
@@ -136,24 +132,8 @@ fn running_image<'p>(
 ) -> impl Iterator<Item = (&'p str, &'p k8s_openapi::api::core::v1::ContainerStatus)> {
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(move |p| {
-            p.spec.as_ref().is_some_and(|s| {
-                s.containers
-                    .iter()
-                    .any(|c| c.name == container && c.image.as_deref() == Some(image))
-            })
-        })
-        .filter_map(move |p| {
-            let name = p.metadata.name.as_deref()?;
-            let status = p
-                .status
-                .as_ref()?
-                .container_statuses
-                .as_ref()?
-                .iter()
-                .find(|c| c.name == container)?;
-            Some((name, status))
-        })
+        .filter(move |p| pod::runs(p, container, image))
+        .filter_map(move |p| Some((p.metadata.name.as_deref()?, pod::status(p, container)?)))
 }
 /// What a rollout looks like now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -393,6 +373,46 @@ mod tests {
             pods_running(&pods, &Images::new()).is_empty(),
             "nothing watched, nothing runs"
         );
+    }
+
+    #[test]
+    fn a_watched_init_container_counts_by_its_own_status() {
+        // A hardened init container that fails keeps the pod in `Init:CrashLoopBackOff`; the
+        // app container never starts and has no status of its own to show it.
+        let pod = |restarts: i32, waiting: Option<&str>, ready: bool| -> Pod {
+            let state = match waiting {
+                Some(r) => json!({"waiting": {"reason": r}}),
+                None => json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
+            };
+            serde_json::from_value(json!({
+                "metadata": {"name": "a"},
+                "spec": {"containers": [{"name": "web", "image": "w@1"}],
+                         "initContainers": [{"name": "setup", "image": "s@1"}]},
+                "status": {
+                    "initContainerStatuses": [{"name": "setup", "image": "s@1", "imageID": "",
+                        "ready": ready, "restartCount": restarts, "state": state,
+                        "lastState": {"terminated": {"exitCode": 127, "reason": "Error"}}}],
+                    "containerStatuses": [{"name": "web", "image": "w@1", "imageID": "",
+                        "ready": false, "restartCount": 0,
+                        "state": {"waiting": {"reason": "PodInitializing"}}}]}
+            }))
+            .unwrap()
+        };
+        let init = one("setup", "s@1");
+        let failing = [pod(1, Some("CrashLoopBackOff"), false)];
+        assert_eq!(
+            crash_looping(&failing, &init).map(|t| t.container),
+            Some("setup".to_string())
+        );
+        assert_eq!(pods_running(&failing, &init), set(&["a"]));
+        assert_eq!(
+            pod_trouble(&failing).as_deref(),
+            Some("pod a container setup: CrashLoopBackOff"),
+            "the init container explains a pod stuck in Init"
+        );
+        let done = [pod(0, None, true)];
+        assert_eq!(crash_looping(&done, &init), None);
+        assert_eq!(not_ready(&done, &init), None, "completed counts as ready");
     }
 
     #[test]
