@@ -1049,11 +1049,8 @@ mod tests {
         );
     }
 
-    /// An init container named beside the app: found by name (not by `*`), instrumented,
-    /// hardened and restored in `initContainers`, the app in `containers`.
-    #[test]
-    fn a_named_init_container_is_changed_in_its_own_list() {
-        let d: Workload = serde_json::from_value::<Deployment>(json!({
+    fn app_and_two_init_containers() -> Workload {
+        serde_json::from_value::<Deployment>(json!({
             "metadata": {"name": "web"},
             "spec": {"selector": {}, "template": {"spec": {
                 "containers": [{"name": "web", "image": "r/web:1"}],
@@ -1061,14 +1058,34 @@ mod tests {
                                    {"name": "other", "image": "r/other:1"}]}}}
         }))
         .unwrap()
-        .into();
+        .into()
+    }
+
+    #[test]
+    fn init_containers_are_targets_by_name_only() {
+        let d = app_and_two_init_containers();
         let mut workflow = workflow();
         workflow.spec.target.containers = Some(vec!["*".into()]);
         let all = target_containers(&d, &workflow.spec.target).unwrap();
         assert_eq!(all.len(), 1, "`*` is the app containers");
+        assert_eq!(
+            target_container(&d, None).map(|c| &c.name),
+            Ok(&"web".to_string())
+        );
+        assert_eq!(
+            target_container(&d, Some("setup")).map(|c| &c.name),
+            Ok(&"setup".to_string())
+        );
         let err = target_container(&d, Some("nosuch")).unwrap_err();
         assert!(err.contains("(it has web, setup, other)"), "{err}");
+    }
 
+    /// An init container named beside the app: instrumented, hardened and restored in
+    /// `initContainers`, the app in `containers`.
+    #[test]
+    fn a_named_init_container_is_changed_in_its_own_list() {
+        let d = app_and_two_init_containers();
+        let mut workflow = workflow();
         workflow.spec.target.containers = Some(vec!["web".into(), "setup".into()]);
         let chosen = target_containers(&d, &workflow.spec.target).unwrap();
         let s = Original::of(&workflow, &d, &chosen);
