@@ -6,6 +6,7 @@ pub mod crd;
 pub mod duration;
 pub mod names;
 pub mod pod;
+pub mod policy;
 pub mod reference;
 pub mod spec;
 pub mod status;

@@ -16,11 +16,17 @@ pub struct CrdgenArgs {
     /// docs/reference.md holds it.
     #[arg(long)]
     reference: bool,
+    /// Print the HardeningPolicy and ClusterHardeningPolicy CRDs instead, as
+    /// crds/hardeningpolicies.yaml holds them.
+    #[arg(long, conflicts_with = "reference")]
+    policies: bool,
 }
 
 pub fn crdgen(args: CrdgenArgs) -> CliResult {
     let text = if args.reference {
         whittle::api::reference::markdown()?
+    } else if args.policies {
+        whittle::api::crd::policy_crds_yaml()?
     } else {
         whittle::api::crd_yaml()?
     };
