@@ -166,14 +166,17 @@ fn expect(rows: &[(&str, &str, &str, &[&str])]) -> BTreeSet<Grant> {
 /// `src/reports/store.rs`, `src/server`): exactly these, no more.
 fn per_namespace_grants() -> BTreeSet<Grant> {
     expect(&[
-        // The controller's watch, the finalizer's JSON patch, the intake's get.
+        // The controller's watch, the finalizer's JSON patch, the intake's get; a policy's
+        // apply and delete of its workflows.
         (
             "whittle.dev",
             "hardeningworkflows",
-            "get list watch patch",
+            "get list watch create patch delete",
             &[],
         ),
         ("whittle.dev", "hardeningworkflows/status", "patch", &[]),
+        ("whittle.dev", "hardeningpolicies", "get list watch", &[]),
+        ("whittle.dev", "hardeningpolicies/status", "patch", &[]),
         // Read, watched, and patched (server-side apply) to instrument, verify and restore.
         ("apps", "deployments", "get list watch patch", &[]),
         ("apps", "statefulsets", "get list watch patch", &[]),
@@ -192,9 +195,25 @@ fn per_namespace_grants() -> BTreeSet<Grant> {
     ])
 }
 
-/// Cluster-scoped: the pod tokens sensors present, reviewed.
+/// Cluster-scoped: the pod tokens sensors present, reviewed; with every namespace watched,
+/// ClusterHardeningPolicies and the namespaces they select.
 fn cluster_grants() -> BTreeSet<Grant> {
-    expect(&[("authentication.k8s.io", "tokenreviews", "create", &[])])
+    expect(&[
+        ("authentication.k8s.io", "tokenreviews", "create", &[]),
+        (
+            "whittle.dev",
+            "clusterhardeningpolicies",
+            "get list watch",
+            &[],
+        ),
+        (
+            "whittle.dev",
+            "clusterhardeningpolicies/status",
+            "patch",
+            &[],
+        ),
+        ("", "namespaces", "list", &[]),
+    ])
 }
 
 /// In the operator's own namespace: its report key Secret (create cannot be limited by name)
@@ -325,8 +344,8 @@ fn a_namespaced_install_has_roles_per_namespace_and_no_cluster_wide_rights() {
     assert_eq!(cluster_roles.len(), 1, "{cluster_roles:?}");
     assert_eq!(
         grants(cluster_roles[0]),
-        cluster_grants(),
-        "nothing namespaced cluster-wide"
+        expect(&[("authentication.k8s.io", "tokenreviews", "create", &[])]),
+        "nothing namespaced cluster-wide, and no cluster policies (they need every namespace)"
     );
     assert_eq!(
         grants(named(&objects, "Role", "whittle-system", "w-whittle-self")),

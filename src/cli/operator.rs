@@ -207,7 +207,16 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
             }
         }
     };
-    controller::run(ctx, args.concurrency, &args.watch_namespaces, shutdown).await;
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    tokio::join!(
+        controller::run(
+            ctx.clone(),
+            args.concurrency,
+            &args.watch_namespaces,
+            shutdown.clone()
+        ),
+        controller::policy::run(ctx, &args.watch_namespaces, shutdown),
+    );
     if lost.load(Ordering::SeqCst) {
         // Another replica leads now; exiting lets this one campaign afresh when restarted,
         // with nothing of the old term in memory.

@@ -20,6 +20,7 @@ pub mod exec_handlers;
 pub mod exercise;
 pub mod gitops;
 pub mod phase;
+pub mod policy;
 pub mod reason;
 pub mod reconcile;
 pub mod signing_key;

@@ -46,24 +46,28 @@ impl Workload {
 
     /// The label selector of its pods, as `ListParams` takes it.
     pub fn pod_selector(&self) -> String {
-        let mut terms: Vec<String> = self
-            .selector
-            .match_labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        for e in self.selector.match_expressions.iter().flatten() {
-            let values = e.values.clone().unwrap_or_default().join(",");
-            terms.push(match e.operator.as_str() {
-                "In" => format!("{} in ({values})", e.key),
-                "NotIn" => format!("{} notin ({values})", e.key),
-                "Exists" => e.key.clone(),
-                _ => format!("!{}", e.key),
-            });
-        }
-        terms.join(",")
+        selector_string(&self.selector)
     }
+}
+
+/// A label selector as `ListParams` takes it (`""` selects everything).
+pub fn selector_string(selector: &LabelSelector) -> String {
+    let mut terms: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        terms.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    terms.join(",")
 }
 
 /// `Kind namespace/name`, for messages.
@@ -197,6 +201,40 @@ pub async fn get(
             .get_opt(name)
             .await?
             .map(Workload::from),
+    })
+}
+
+/// The workloads of `kind` in `namespace` whose labels match `selector` (`""`: all).
+pub async fn list(
+    client: &Client,
+    namespace: &str,
+    kind: TargetKind,
+    selector: &str,
+) -> Result<Vec<Workload>> {
+    let c = client.clone();
+    let params = ListParams::default().labels(selector);
+    Ok(match kind {
+        TargetKind::Deployment => Api::<Deployment>::namespaced(c, namespace)
+            .list(&params)
+            .await?
+            .items
+            .into_iter()
+            .map(Workload::from)
+            .collect(),
+        TargetKind::StatefulSet => Api::<StatefulSet>::namespaced(c, namespace)
+            .list(&params)
+            .await?
+            .items
+            .into_iter()
+            .map(Workload::from)
+            .collect(),
+        TargetKind::DaemonSet => Api::<DaemonSet>::namespaced(c, namespace)
+            .list(&params)
+            .await?
+            .items
+            .into_iter()
+            .map(Workload::from)
+            .collect(),
     })
 }
 
