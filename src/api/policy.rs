@@ -30,6 +30,7 @@ pub const TEMPLATE_HASH_ANNOTATION: &str = "whittle.dev/template-hash";
 pub const ROW_LIMIT: usize = 100;
 
 /// Hardens the workloads of its namespace that its selector picks, a few at a time.
+#[allow(clippy::duplicated_attributes)] // kube's printcolumns repeat `type_ = "integer"`
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "whittle.dev",
@@ -110,6 +111,7 @@ pub struct HardeningPolicySpec {
 
 /// Hardens the workloads its namespace and workload selectors pick, across the cluster; for
 /// cluster admins.
+#[allow(clippy::duplicated_attributes)] // kube's printcolumns repeat `type_ = "integer"`
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "whittle.dev",

@@ -131,78 +131,22 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
     let mut plan = Plan::default();
     let mut candidates: Vec<&Candidate> = inputs.candidates.iter().collect();
     candidates.sort_by_key(|c| c.key());
-    let ours: BTreeMap<Key, &Existing> = inputs
-        .workflows
-        .iter()
-        .filter(|w| w.ours)
-        .map(|w| (w.targets(), w))
-        .collect();
-    let others: BTreeMap<Key, &Existing> = inputs
-        .workflows
-        .iter()
-        .filter(|w| !w.ours && !w.deleting)
-        .map(|w| (w.targets(), w))
-        .collect();
-
+    let index = Index::of(inputs, &candidates);
     // Ours whose workload is gone from the selection (or now skipped) go first: deleting one
     // restores its workload.
-    let wanted: BTreeMap<Key, &Candidate> = candidates
-        .iter()
-        .filter(|c| !c.skip)
-        .map(|c| (c.key(), *c))
-        .collect();
     for w in inputs.workflows.iter().filter(|w| w.ours && !w.deleting) {
-        if !wanted.contains_key(&w.targets()) {
+        if !index.wanted.contains_key(&w.targets()) {
             plan.delete.push((w.namespace.clone(), w.name.clone()));
         }
     }
-
-    let mut active = ours
+    let mut active = index
+        .ours
         .values()
-        .filter(|w| wanted.contains_key(&w.targets()) && !w.finished())
+        .filter(|w| index.wanted.contains_key(&w.targets()) && !w.finished())
         .count() as u32;
     for c in candidates {
         plan.selected += 1;
-        let mut row = WorkloadRow {
-            namespace: c.namespace.clone(),
-            kind: c.kind,
-            name: c.name.clone(),
-            image: c.image.clone(),
-            ..Default::default()
-        };
-        if c.skip {
-            plan.skipped += 1;
-            row.state = "Skipped".into();
-            row.message = Some(format!(
-                "annotated {}: \"true\"",
-                crate::api::policy::SKIP_ANNOTATION
-            ));
-        } else if let Some(other) = others
-            .get(&c.key())
-            .filter(|_| !ours.contains_key(&c.key()))
-        {
-            plan.skipped += 1;
-            row.state = "Skipped".into();
-            row.message = Some(format!("already targeted by workflow {}", other.name));
-            row.workflow = Some(other.name.clone());
-        } else if inputs.mode == PolicyMode::Report {
-            report_row(&mut plan, &mut row, inputs.inspected.get(&c.key()));
-        } else if let Some(w) = ours.get(&c.key()) {
-            harden_row(&mut plan, &mut row, w, c, inputs.template_hash);
-        } else if active < inputs.max_concurrent && inputs.window_open {
-            active += 1;
-            plan.counts.pending += 1;
-            plan.create.push(c.clone());
-            row.state = "Pending".into();
-        } else {
-            plan.counts.queued += 1;
-            row.state = "Queued".into();
-            row.message = Some(if inputs.window_open {
-                format!("waiting for one of {} slots", inputs.max_concurrent)
-            } else {
-                "waiting for the window".into()
-            });
-        }
+        let row = decide(&mut plan, &index, inputs, c, &mut active);
         if plan.rows.len() < inputs.row_limit {
             plan.rows.push(row);
         } else {
@@ -210,6 +154,89 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
         }
     }
     plan
+}
+
+/// The workflows by the workload they target: this policy's, and others' (not being
+/// deleted); and the workloads the policy wants a workflow for.
+struct Index<'a> {
+    ours: BTreeMap<Key, &'a Existing>,
+    others: BTreeMap<Key, &'a Existing>,
+    wanted: BTreeMap<Key, &'a Candidate>,
+}
+
+impl<'a> Index<'a> {
+    fn of(inputs: &Inputs<'a>, candidates: &[&'a Candidate]) -> Index<'a> {
+        let by_target = |ours: bool| {
+            inputs
+                .workflows
+                .iter()
+                .filter(move |w| w.ours == ours && (ours || !w.deleting))
+                .map(|w| (w.targets(), w))
+                .collect()
+        };
+        Index {
+            ours: by_target(true),
+            others: by_target(false),
+            wanted: candidates
+                .iter()
+                .filter(|c| !c.skip)
+                .map(|c| (c.key(), *c))
+                .collect(),
+        }
+    }
+}
+
+/// One selected workload's row, and what to do about it.
+fn decide(
+    plan: &mut Plan,
+    index: &Index<'_>,
+    inputs: &Inputs<'_>,
+    c: &Candidate,
+    active: &mut u32,
+) -> WorkloadRow {
+    let mut row = WorkloadRow {
+        namespace: c.namespace.clone(),
+        kind: c.kind,
+        name: c.name.clone(),
+        image: c.image.clone(),
+        ..Default::default()
+    };
+    let key = c.key();
+    let foreign = index
+        .others
+        .get(&key)
+        .filter(|_| !index.ours.contains_key(&key));
+    if c.skip {
+        plan.skipped += 1;
+        row.state = "Skipped".into();
+        row.message = Some(format!(
+            "annotated {}: \"true\"",
+            crate::api::policy::SKIP_ANNOTATION
+        ));
+    } else if let Some(other) = foreign {
+        plan.skipped += 1;
+        row.state = "Skipped".into();
+        row.message = Some(format!("already targeted by workflow {}", other.name));
+        row.workflow = Some(other.name.clone());
+    } else if inputs.mode == PolicyMode::Report {
+        report_row(plan, &mut row, inputs.inspected.get(&key));
+    } else if let Some(w) = index.ours.get(&key) {
+        harden_row(plan, &mut row, w, c, inputs.template_hash);
+    } else if *active < inputs.max_concurrent && inputs.window_open {
+        *active += 1;
+        plan.counts.pending += 1;
+        plan.create.push(c.clone());
+        row.state = "Pending".into();
+    } else {
+        plan.counts.queued += 1;
+        row.state = "Queued".into();
+        row.message = Some(if inputs.window_open {
+            format!("waiting for one of {} slots", inputs.max_concurrent)
+        } else {
+            "waiting for the window".into()
+        });
+    }
+    row
 }
 
 fn report_row(plan: &mut Plan, row: &mut WorkloadRow, inspected: Option<&Inspected>) {
@@ -514,7 +541,7 @@ mod tests {
             ours("b", Some(Phase::Succeeded), "h1"),
         ];
         let p = plan(&inputs(&cs, &done, &none));
-        assert_eq!(readiness(&p, PolicyMode::Harden, true).0, true);
+        assert!(readiness(&p, PolicyMode::Harden, true).0);
         let failed = [
             ours("a", Some(Phase::Succeeded), "h1"),
             ours("b", Some(Phase::Failed), "h1"),
