@@ -49,7 +49,8 @@ fn nginx_keeps_at_least_nginx_and_its_libraries() {
     );
     let pr = &p.prediction;
     eprintln!(
-        "nginx: {}% removable, {} of {} files kept ({} of {} bytes, {} compressed of {}), shells {:?}, package managers {:?}, setuid {:?}, packages {:?}, vulnerabilities {:?} ({} removable), entrypoint {:?}",
+        "nginx: minimal set {:?}\n{}% removable, {} of {} files kept ({} of {} bytes, {} compressed of {}), shells {:?}, package managers {:?}, setuid {:?}, packages {:?}, vulnerabilities {:?} ({} removable), entrypoint {:?}",
+        p.minimal,
         pr.removable_percent,
         p.minimal_files,
         pr.files,
@@ -64,6 +65,14 @@ fn nginx_keeps_at_least_nginx_and_its_libraries() {
         pr.vulnerabilities,
         summary.removed.len(),
         p.entrypoint,
+    );
+    eprintln!(
+        "remaining findings {:?}",
+        summary
+            .remaining
+            .iter()
+            .map(|f| &f.package)
+            .collect::<Vec<_>>(),
     );
 
     assert!(pr.digest.contains("@sha256:"), "{}", pr.digest);
