@@ -9,7 +9,7 @@ use whittle::evidence::vulns::VulnDb;
 use whittle::image::distribution::credentials::Credentials;
 use whittle::image::distribution::registry::RegistryOptions;
 use whittle::image::distribution::store::{Location, Store};
-use whittle::image::predict::{Predicted, predict};
+use whittle::image::predict::{Overrides, Predicted, predict_for};
 use whittle_testbed::images::fixtures;
 use whittle_testbed::images::registry::Registry;
 
@@ -25,11 +25,15 @@ fn store(registry: &Registry) -> Store {
 }
 
 fn predicted(registry: &Registry, image: &str) -> Predicted {
+    predicted_for(registry, image, &Overrides::default())
+}
+
+fn predicted_for(registry: &Registry, image: &str, overrides: &Overrides) -> Predicted {
     let store = store(registry);
     let location = Location::parse(image).expect("reference");
     tokio::runtime::Runtime::new()
         .expect("runtime")
-        .block_on(predict(&store, &location, None))
+        .block_on(predict_for(&store, &location, overrides, None))
         .unwrap_or_else(|e| panic!("predicting {image}: {e}"))
 }
 
@@ -132,6 +136,29 @@ fn nginx_keeps_at_least_nginx_and_its_libraries() {
         "{:?}",
         summary.remaining
     );
+
+    // A container that starts nginx through bash needs bash (and sh, dash stay removable).
+    let through_bash = predicted_for(
+        &registry,
+        &src,
+        &Overrides {
+            command: Some(vec![
+                "bash".into(),
+                "-c".into(),
+                "exec nginx -g 'daemon off;'".into(),
+            ]),
+            args: None,
+        },
+    );
+    assert_eq!(
+        through_bash.entrypoint,
+        ["/usr/bin/bash", "/usr/sbin/nginx"]
+    );
+    assert_eq!(
+        through_bash.prediction.shells,
+        ["usr/bin/dash", "usr/bin/sh"]
+    );
+    assert!(through_bash.minimal_file_bytes > p.minimal_file_bytes);
 
     // The command line prints the same prediction as JSON.
     let out = Command::new(env!("CARGO_BIN_EXE_whittle"))

@@ -75,11 +75,43 @@ impl Predicted {
     }
 }
 
+/// A container's `command` and `args`, which replace the image's Entrypoint and Cmd as
+/// Kubernetes does: `command` alone drops Cmd too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+}
+
+impl Overrides {
+    /// The Entrypoint and Cmd the container runs with.
+    fn apply(&self, config: &serde_json::Value) -> (Vec<String>, Vec<String>) {
+        match (&self.command, &self.args) {
+            (Some(command), args) => (command.clone(), args.clone().unwrap_or_default()),
+            (None, Some(args)) => (config::strings(config, "Entrypoint"), args.clone()),
+            (None, None) => (
+                config::strings(config, "Entrypoint"),
+                config::strings(config, "Cmd"),
+            ),
+        }
+    }
+}
+
 /// Reads `location` once (within the store's limits, as every image read) and predicts what a
-/// hardening would remove at most.
+/// hardening would remove at most, for the image's own command line.
 pub async fn predict(
     store: &Store,
     location: &Location,
+    progress: Option<&ProgressBar>,
+) -> Result<Predicted> {
+    predict_for(store, location, &Overrides::default(), progress).await
+}
+
+/// [`predict`] for a container that runs the image with its own `command` and `args`.
+pub async fn predict_for(
+    store: &Store,
+    location: &Location,
+    overrides: &Overrides,
     progress: Option<&ProgressBar>,
 ) -> Result<Predicted> {
     let image = store.resolve(location).await?;
@@ -88,10 +120,8 @@ pub async fn predict(
         .as_str()
         .unwrap_or("/")
         .to_string();
-    let names = commands(
-        &config::strings(&image.config, "Entrypoint"),
-        &config::strings(&image.config, "Cmd"),
-    );
+    let (entrypoint, cmd) = overrides.apply(&image.config);
+    let names = commands(&entrypoint, &cmd);
     // Named by file name only: the first pass sets aside the programs wherever they are, the
     // loader's configuration, shared libraries, the package databases and what inspect reads.
     let first = Wanted {
@@ -470,6 +500,29 @@ mod tests {
         assert_eq!(
             path_dirs(&serde_json::json!({"config": {"Env": ["A=1", "PATH=/bin:/opt/x"]}})),
             ["/bin", "/opt/x"]
+        );
+    }
+
+    #[test]
+    fn a_containers_command_and_args_replace_the_images() {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let config = serde_json::json!({"config": {"Entrypoint": ["/entry"], "Cmd": ["nginx"]}});
+        let with = |command: Option<&[&str]>, args: Option<&[&str]>| {
+            Overrides {
+                command: command.map(s),
+                args: args.map(s),
+            }
+            .apply(&config)
+        };
+        assert_eq!(with(None, None), (s(&["/entry"]), s(&["nginx"])));
+        assert_eq!(
+            with(None, Some(&["httpd"])),
+            (s(&["/entry"]), s(&["httpd"]))
+        );
+        assert_eq!(with(Some(&["/bin/sh"]), None), (s(&["/bin/sh"]), vec![]));
+        assert_eq!(
+            with(Some(&["/bin/sh"]), Some(&["-c", "x"])),
+            (s(&["/bin/sh"]), s(&["-c", "x"]))
         );
     }
 
