@@ -1,4 +1,4 @@
-//! `whittle instrument`, `whittle harden` and `whittle inspect`.
+//! `whittle instrument`, `whittle harden` and `whittle inspect` (and its `--predict`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,11 +10,12 @@ use indicatif::ProgressBar;
 use k8s_openapi::jiff::Timestamp;
 use whittle::evidence::produce::{Evidence, HardenInputs, lines, produce};
 use whittle::evidence::profile;
+use whittle::evidence::vulns::VulnDb;
 use whittle::image::analysis::packs::{self, Pack};
 use whittle::image::distribution::store::Location;
 use whittle::image::harden::{self, HardenOptions, Summary};
 use whittle::image::limits::Limits;
-use whittle::image::{inspect as inspection, instrument as instrumenting};
+use whittle::image::{inspect as inspection, instrument as instrumenting, predict};
 use whittle::local::progress::Progress;
 
 use super::{
@@ -79,6 +80,15 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Print, as JSON, what a hardening would remove at most: every shell, package manager,
+    /// setuid file and byte but the entrypoint's and its libraries' (what a policy's
+    /// `mode: Report` records).
+    #[arg(long)]
+    predict: bool,
+    /// With --predict: an OSV database (a directory or zip of OSV JSON records) to count the
+    /// known vulnerabilities of the image's packages with.
+    #[arg(long, value_name = "PATH", requires = "predict")]
+    vuln_db: Option<PathBuf>,
     #[command(flatten)]
     budgets: ReadArgs,
     #[command(flatten)]
@@ -238,6 +248,17 @@ pub async fn inspect(a: InspectArgs) -> CliResult {
         .registry
         .store(a.budgets.apply(Limits::default()), &[Some(&a.image)])?;
     let progress = bar("layers");
+    if a.predict {
+        // A bad database fails before the image is read.
+        let db = a.vuln_db.as_deref().map(VulnDb::load).transpose()?;
+        let mut predicted = predict::predict(&store, &a.image, Some(&progress)).await?;
+        progress.finish_and_clear();
+        if let Some(db) = &db {
+            predicted.match_vulnerabilities(db);
+        }
+        println!("{}", serde_json::to_string_pretty(&predicted)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let result = inspection::inspect(&store, &a.image, Some(&progress)).await?;
     progress.finish_and_clear();
     if a.json {

@@ -121,13 +121,6 @@ fn wanted(image: &Image, opts: &HardenOptions) -> Result<Wanted> {
         touched.extend(report.paths.keys().cloned());
         touched.extend(report.created_files.iter().cloned());
     }
-    let ld_library_path = config::strings(&image.config, "Env")
-        .iter()
-        .filter_map(|e| e.strip_prefix("LD_LIBRARY_PATH="))
-        .flat_map(|v| v.split(':'))
-        .filter(|d| d.starts_with('/'))
-        .map(str::to_string)
-        .collect();
     Ok(Wanted {
         seen,
         touched,
@@ -135,8 +128,19 @@ fn wanted(image: &Image, opts: &HardenOptions) -> Result<Wanted> {
             &packs::with_packs(&opts.include, &opts.packs),
             &opts.exclude,
         )?,
-        ld_library_path,
+        ld_library_path: ld_library_path(&image.config),
     })
+}
+
+/// `LD_LIBRARY_PATH` of the image's environment: where its loader looks first.
+pub fn ld_library_path(config: &serde_json::Value) -> Vec<String> {
+    config::strings(config, "Env")
+        .iter()
+        .filter_map(|e| e.strip_prefix("LD_LIBRARY_PATH="))
+        .flat_map(|v| v.split(':'))
+        .filter(|d| d.starts_with('/'))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The tree of `image` and the spool filled with what `retain` asks for: one read of every
@@ -357,7 +361,7 @@ fn with_database(
 
 /// Selects the kept set, re-reading only the layers that hold contents analysis asked for and
 /// the first pass did not set aside, until nothing is missing.
-async fn complete(
+pub async fn complete(
     store: &Store,
     image: &Image,
     mut tree: Tree,
@@ -377,24 +381,36 @@ async fn complete(
                 format!("the content of /{path} was not found in it"),
             ));
         }
-        let layers: BTreeSet<usize> = selection.missing.iter().map(|(l, _)| *l).collect();
         tracing::debug!(missing = ?selection.missing, "contents to fetch");
         tracing::info!(
             files = selection.missing.len(),
-            layers = layers.len(),
             "analysis needs files no report named; re-reading the layers that hold them"
         );
-        let missing = std::sync::Arc::new(selection.missing);
-        for layer in layers {
-            let want = missing.clone();
-            let retain = move |l: usize, p: &str| want.contains(&(l, p.to_string()));
-            let (t, s, _) = scan(store, image, layer, tree, false, owned, retain, None).await?;
-            tree = t;
-            owned = s;
-        }
-        owned
-            .flush()
-            .map_err(ImageError::io("writing the spool file"))?;
+        (tree, owned) = refill(store, image, tree, owned, selection.missing).await?;
         passes += 1;
     }
+}
+
+/// Sets aside the `(layer, path)` contents of `missing`, re-reading only the layers that hold
+/// them (the tree is not rebuilt).
+pub async fn refill(
+    store: &Store,
+    image: &Image,
+    mut tree: Tree,
+    mut owned: Spool,
+    missing: BTreeSet<(usize, String)>,
+) -> Result<(Tree, Spool)> {
+    let layers: BTreeSet<usize> = missing.iter().map(|(l, _)| *l).collect();
+    let missing = std::sync::Arc::new(missing);
+    for layer in layers {
+        let want = missing.clone();
+        let retain = move |l: usize, p: &str| want.contains(&(l, p.to_string()));
+        let (t, s, _) = scan(store, image, layer, tree, false, owned, retain, None).await?;
+        tree = t;
+        owned = s;
+    }
+    owned
+        .flush()
+        .map_err(ImageError::io("writing the spool file"))?;
+    Ok((tree, owned))
 }

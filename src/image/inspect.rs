@@ -6,14 +6,14 @@ use serde::Serialize;
 
 use super::analysis::select::read_text;
 use super::analysis::surface;
-use super::distribution::store::{Location, Store};
+use super::distribution::store::{Image, Location, Store};
 use super::error::Result;
 use super::harden::read_image;
 use super::reading::spool::Spool;
 use super::reading::tree::Tree;
 
 /// Files read for the facts below; nothing else is set aside.
-const READ: &[&str] = &[
+pub const READ: &[&str] = &[
     "etc/os-release",
     "usr/lib/os-release",
     "var/lib/dpkg/status",
@@ -104,12 +104,18 @@ pub async fn inspect(
     let image = store.resolve(location).await?;
     let retain = |_layer: usize, path: &str| READ.contains(&path);
     let (tree, spool, _) = read_image(store, &image, retain, false, progress).await?;
-    let os = text(&tree, &spool, "etc/os-release")
-        .or_else(|| text(&tree, &spool, "usr/lib/os-release"))
+    Ok(facts(&image, &tree, &spool))
+}
+
+/// What `inspect` reports of `image`, from its tree and a spool that holds at least the files
+/// of [`READ`] (a prediction reads the image once for this and its own analysis).
+pub fn facts(image: &Image, tree: &Tree, spool: &Spool) -> Inspection {
+    let os = text(tree, spool, "etc/os-release")
+        .or_else(|| text(tree, spool, "usr/lib/os-release"))
         .and_then(|t| os_name(&t));
-    let (package_database, packages) = if let Some(s) = text(&tree, &spool, "var/lib/dpkg/status") {
+    let (package_database, packages) = if let Some(s) = text(tree, spool, "var/lib/dpkg/status") {
         (Some("dpkg"), Some(dpkg_installed(&s)))
-    } else if let Some(s) = text(&tree, &spool, "lib/apk/db/installed") {
+    } else if let Some(s) = text(tree, spool, "lib/apk/db/installed") {
         (
             Some("apk"),
             Some(s.lines().filter(|l| l.starts_with("P:")).count() as u64),
@@ -119,16 +125,16 @@ pub async fn inspect(
     } else {
         (None, None)
     };
-    let shells = surface::list(&tree, surface::is_shell);
-    let setuid = surface::list(&tree, |_, n| surface::is_setuid(n));
-    let users = text(&tree, &spool, "etc/passwd")
+    let shells = surface::list(tree, surface::is_shell);
+    let setuid = surface::list(tree, |_, n| surface::is_setuid(n));
+    let users = text(tree, spool, "etc/passwd")
         .map(|t| users(&t))
         .unwrap_or_default();
-    Ok(Inspection {
+    Inspection {
         image: image.pinned.to_string(),
         os,
         package_database: package_database.map(str::to_string),
-        package_managers: surface::list(&tree, surface::is_package_manager),
+        package_managers: surface::list(tree, surface::is_package_manager),
         packages,
         layers: image
             .layers
@@ -143,7 +149,7 @@ pub async fn inspect(
         shells,
         setuid,
         users,
-    })
+    }
 }
 
 impl std::fmt::Display for Inspection {

@@ -24,6 +24,7 @@ pub mod instrument;
 pub mod limits;
 pub mod media;
 pub mod packages;
+pub mod predict;
 pub mod reading;
 pub mod unpack;
 pub mod writing;
