@@ -189,12 +189,24 @@ fn per_namespace_grants() -> BTreeSet<Grant> {
         ("", "secrets", "get", &[]),
         ("events.k8s.io", "events", "create patch", &[]),
         ("", "events", "list", &[]),
+        // The report pages: a policy's page.
+        ("whittle.dev", "hardeningpolicies", "get", &[]),
     ])
 }
 
-/// Cluster-scoped: the pod tokens sensors present, reviewed.
+/// Cluster-scoped: the pod tokens sensors present, reviewed; the report pages' token and
+/// permission reviews, and a cluster policy's page.
 fn cluster_grants() -> BTreeSet<Grant> {
-    expect(&[("authentication.k8s.io", "tokenreviews", "create", &[])])
+    expect(&[
+        ("authentication.k8s.io", "tokenreviews", "create", &[]),
+        (
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            "create",
+            &[],
+        ),
+        ("whittle.dev", "clusterhardeningpolicies", "get", &[]),
+    ])
 }
 
 /// In the operator's own namespace: its report key Secret (create cannot be limited by name)
@@ -510,6 +522,10 @@ fn non_default_values_are_honoured() {
     assert!(!args.contains(&"--leader-elect".to_string()), "{args:?}");
     assert!(args.contains(&"--log-format=json".to_string()), "{args:?}");
     assert!(args.contains(&"--concurrency=8".to_string()), "{args:?}");
+    assert!(
+        args.contains(&"--report-pages-token-only".to_string()),
+        "on the node's network, loopback is no proof of port-forward: {args:?}"
+    );
     let monitor = find(&objects, "ServiceMonitor").expect("ServiceMonitor");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     // The per-workflow series' own `namespace` label wins over the target's.
