@@ -128,11 +128,11 @@ fn bearer(authorization: Option<&str>) -> Option<&str> {
 /// Before any review: `Ok(None)` lets a loopback peer in (when `trust_loopback`), `Ok(Some)`
 /// is the token to review, and a request without one (or from an unknown peer without one)
 /// is refused.
-pub fn first_step<'a>(
+pub fn first_step(
     peer: Option<SocketAddr>,
-    authorization: Option<&'a str>,
+    authorization: Option<&str>,
     trust_loopback: bool,
-) -> Result<Option<&'a str>, Refusal> {
+) -> Result<Option<&str>, Refusal> {
     if trust_loopback && peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) {
         return Ok(None);
     }
