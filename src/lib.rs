@@ -14,6 +14,7 @@ pub mod image;
 pub mod leader;
 pub mod local;
 pub mod metrics;
+pub mod page;
 pub mod reports;
 pub mod server;
 

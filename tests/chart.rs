@@ -195,24 +195,36 @@ fn per_namespace_grants() -> BTreeSet<Grant> {
     ])
 }
 
-/// Cluster-scoped: the pod tokens sensors present, reviewed; with every namespace watched,
-/// ClusterHardeningPolicies and the namespaces they select.
+/// Cluster-scoped: the pod tokens sensors present, reviewed; the report pages' token and
+/// permission reviews, and a cluster policy's page; with every namespace watched (the
+/// default), ClusterHardeningPolicies and the namespaces they select.
 fn cluster_grants() -> BTreeSet<Grant> {
+    namespaced_install_cluster_grants()
+        .union(&expect(&[
+            ("whittle.dev", "clusterhardeningpolicies", "list watch", &[]),
+            (
+                "whittle.dev",
+                "clusterhardeningpolicies/status",
+                "patch",
+                &[],
+            ),
+            ("", "namespaces", "list", &[]),
+        ]))
+        .cloned()
+        .collect()
+}
+
+/// What a namespaced install grants cluster-wide: reviews, and cluster policies' pages.
+fn namespaced_install_cluster_grants() -> BTreeSet<Grant> {
     expect(&[
         ("authentication.k8s.io", "tokenreviews", "create", &[]),
         (
-            "whittle.dev",
-            "clusterhardeningpolicies",
-            "get list watch",
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            "create",
             &[],
         ),
-        (
-            "whittle.dev",
-            "clusterhardeningpolicies/status",
-            "patch",
-            &[],
-        ),
-        ("", "namespaces", "list", &[]),
+        ("whittle.dev", "clusterhardeningpolicies", "get", &[]),
     ])
 }
 
@@ -344,7 +356,7 @@ fn a_namespaced_install_has_roles_per_namespace_and_no_cluster_wide_rights() {
     assert_eq!(cluster_roles.len(), 1, "{cluster_roles:?}");
     assert_eq!(
         grants(cluster_roles[0]),
-        expect(&[("authentication.k8s.io", "tokenreviews", "create", &[])]),
+        namespaced_install_cluster_grants(),
         "nothing namespaced cluster-wide, and no cluster policies (they need every namespace)"
     );
     assert_eq!(
@@ -529,6 +541,10 @@ fn non_default_values_are_honoured() {
     assert!(!args.contains(&"--leader-elect".to_string()), "{args:?}");
     assert!(args.contains(&"--log-format=json".to_string()), "{args:?}");
     assert!(args.contains(&"--concurrency=8".to_string()), "{args:?}");
+    assert!(
+        args.contains(&"--report-pages-token-only".to_string()),
+        "on the node's network, loopback is no proof of port-forward: {args:?}"
+    );
     let monitor = find(&objects, "ServiceMonitor").expect("ServiceMonitor");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     // The per-workflow series' own `namespace` label wins over the target's.

@@ -64,6 +64,10 @@ pub struct LocalArgs {
     instrument_timeout: Duration,
     #[command(flatten)]
     output: HardenOutputArgs,
+    /// Write the summary as one self-contained HTML page to FILE (no script, nothing fetched:
+    /// it opens offline), also when verification fails.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     #[command(flatten)]
     evidence: EvidenceArgs,
     #[command(flatten)]
@@ -126,6 +130,10 @@ pub async fn local(a: LocalArgs) -> CliResult {
     println!("\n{}", workflow::table(&summary));
     if let Some(path) = &a.output.summary {
         write_json(path, &summary)?;
+    }
+    if let Some(path) = &a.html {
+        std::fs::write(path, whittle::page::local(&summary))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     if summary.verified {
         Ok(ExitCode::SUCCESS)

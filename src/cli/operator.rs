@@ -30,6 +30,11 @@ pub struct OperatorArgs {
     /// Where the report intake, /metrics, /healthz and /readyz listen.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Ask every request for a report page for a bearer token, loopback ones too (by default
+    /// a loopback peer, i.e. `kubectl port-forward`, needs none): for a pod on the node's
+    /// network, whose loopback every process of the node shares.
+    #[arg(long)]
+    report_pages_token_only: bool,
     /// The address sensors POST reports to (IP:PORT, no DNS in the pods' way). Default: the
     /// ClusterIP of --service, on its port named `http` (or its first port).
     #[arg(long, value_name = "IP:PORT")]
@@ -142,7 +147,8 @@ pub async fn operator(args: OperatorArgs) -> CliResult {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let state = ServerState::new(client.clone(), metrics.clone(), report_key.clone());
+    let mut state = ServerState::new(client.clone(), metrics.clone(), report_key.clone());
+    state.trust_loopback = !args.report_pages_token_only;
     let server = tokio::spawn(server::serve(listener, state, stopped(stop_rx.clone())));
     info!(listen = %args.listen, %report_address, sensor = %sensor.display(), "whittle operator starting");
 

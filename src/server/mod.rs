@@ -1,6 +1,7 @@
 //! The operator's HTTP server, on a port of its own: sensors POST their reports to
 //! `/v1/reports/{namespace}/{workflow}` ([`intake`]); Prometheus scrapes `/metrics`; the kubelet
-//! probes `/healthz` (the process serves) and `/readyz` (the API server answers, [`health`]).
+//! probes `/healthz` (the process serves) and `/readyz` (the API server answers, [`health`]);
+//! people read `/report/...`, the HTML pages of workflows and policies ([`pages`]).
 //!
 //! The server keeps nothing in memory that matters: report tokens are derived from the
 //! operator's key ([`crate::reports::key`]) and reports go straight to ConfigMaps, so a restart
@@ -9,6 +10,7 @@
 pub mod health;
 pub mod intake;
 pub mod limit;
+pub mod pages;
 pub mod pod;
 
 use std::future::Future;
@@ -36,6 +38,11 @@ pub struct ServerState {
     /// Checks the report tokens the controller hands out.
     pub key: ReportKey,
     pub limits: Arc<Limits>,
+    /// Report pages reviewed at once ([`pages::PAGES_IN_FLIGHT`]).
+    pub page_slots: Arc<tokio::sync::Semaphore>,
+    /// A report page is shown to a loopback peer (`kubectl port-forward`) without a token;
+    /// false when the pod shares the node's network namespace.
+    pub trust_loopback: bool,
 }
 
 impl ServerState {
@@ -46,6 +53,8 @@ impl ServerState {
             health: Arc::new(ApiHealth::default()),
             key,
             limits: Arc::new(Limits::default()),
+            page_slots: Arc::new(tokio::sync::Semaphore::new(pages::PAGES_IN_FLIGHT)),
+            trust_loopback: true,
         }
     }
 }
@@ -60,6 +69,9 @@ pub enum ServerError {
 pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/v1/reports/{namespace}/{workflow}", post(intake::receive))
+        .route("/report/workflows/{namespace}/{name}", get(pages::workflow))
+        .route("/report/policies/{namespace}/{name}", get(pages::policy))
+        .route("/report/clusterpolicies/{name}", get(pages::cluster_policy))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -73,7 +85,9 @@ pub async fn serve(
     state: ServerState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    axum::serve(listener, router(state))
+    // The peer's address: a report page trusts a loopback peer (`kubectl port-forward`).
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need; idempotent and quiet when all is present.
-# Debian packages come from apt-get (runc, the CNI plugins, iptables for kube-proxy); Kubernetes
+# Debian packages come from apt-get (runc, the CNI plugins, iptables for kube-proxy, chromium for
+# tests/report_page.rs); Kubernetes
 # (control plane, kubelet, kube-proxy, kubectl), containerd, helm, cosign and syft are built from
 # their Go modules through the Go module proxy and cached outside the repository.
 set -euo pipefail
@@ -10,7 +11,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/tools.env"
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/whittle/tools
 
-packages=(runc docker-registry debootstrap umoci skopeo curl apache2-utils iproute2 wrk util-linux ca-certificates
+packages=(runc docker-registry debootstrap umoci skopeo curl apache2-utils iproute2 wrk util-linux ca-certificates chromium
           containernetworking-plugins iptables conntrack busybox-static lua5.1)
 missing=()
 for p in "${packages[@]}"; do
