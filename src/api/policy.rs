@@ -294,7 +294,8 @@ pub struct PolicyStatus {
     #[serde(default)]
     pub totals: PolicyTotals,
     /// One row per selected workload, sorted by namespace, kind and name, at most 100
-    /// (`truncated` says when there were more).
+    /// (`truncated` says when there were more), e.g. `[{namespace: shop, kind: Deployment,
+    /// name: web, state: Succeeded, workflow: web-tier-deployment-web}]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<WorkloadRow>,
     /// More workloads were selected than `workloads` lists, e.g. `true`.
@@ -308,15 +309,18 @@ pub struct PolicyStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyCounts {
-    /// Waiting for a free slot (`maxConcurrent`) or the window: no workflow yet.
+    /// Waiting for a free slot (`maxConcurrent`), the window, or an inspection: no workflow
+    /// yet, e.g. `3`.
     pub queued: u32,
-    /// Workflows in Pending.
+    /// Workflows in Pending, e.g. `1`.
     pub pending: u32,
-    /// Workflows past Pending and not finished.
+    /// Workflows past Pending and not finished, e.g. `2`.
     pub running: u32,
+    /// Workflows Succeeded, e.g. `12`.
     pub succeeded: u32,
+    /// Workflows Failed, e.g. `0`.
     pub failed: u32,
-    /// Report mode: workloads whose image was inspected.
+    /// Report mode: workloads whose image was inspected, e.g. `20`.
     pub reported: u32,
 }
 
@@ -342,7 +346,9 @@ pub struct PolicyTotals {
 pub struct WorkloadRow {
     /// e.g. `shop` (a ClusterHardeningPolicy's rows span namespaces).
     pub namespace: String,
+    /// The workload's kind, e.g. `Deployment`.
     pub kind: TargetKind,
+    /// The workload's name, e.g. `web`.
     pub name: String,
     /// `Queued`, `Skipped`, `Refused`, `Reported`, or the workflow's phase, e.g. `Observing`.
     pub state: String,
@@ -358,10 +364,12 @@ pub struct WorkloadRow {
     /// Compressed bytes of the image, e.g. `91234567`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_bytes: Option<u64>,
-    /// Compressed bytes of the hardened image, or of what must stay at least (Report).
+    /// Compressed bytes of the hardened image, or of what must stay at least (Report), e.g.
+    /// `4212345`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardened_bytes: Option<u64>,
-    /// Report mode: what a hardening would remove at most.
+    /// Report mode: what a hardening would remove at most, e.g. `{removablePercent: 92,
+    /// shells: [usr/bin/bash]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction: Option<Prediction>,
 }
@@ -394,6 +402,10 @@ pub struct Prediction {
     /// Known vulnerabilities in the image's packages, with `vulnerabilities.db`, e.g. `57`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vulnerabilities: Option<u32>,
+    /// Of those, the ones in packages none of whose files the entrypoint needs: at most what a
+    /// hardening removes, e.g. `41`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vulnerabilities_removable: Option<u32>,
     /// Percent of the image's bytes a hardening could remove at most, e.g. `83`.
     pub removable_percent: u8,
 }

@@ -17,13 +17,16 @@ pub struct CrdgenArgs {
     #[arg(long)]
     reference: bool,
     /// Print the HardeningPolicy and ClusterHardeningPolicy CRDs instead, as
-    /// crds/hardeningpolicies.yaml holds them.
-    #[arg(long, conflicts_with = "reference")]
+    /// crds/hardeningpolicies.yaml holds them (with --reference: their reference, as
+    /// docs/policy-reference.md holds it).
+    #[arg(long)]
     policies: bool,
 }
 
 pub fn crdgen(args: CrdgenArgs) -> CliResult {
-    let text = if args.reference {
+    let text = if args.reference && args.policies {
+        whittle::api::reference::policy_markdown()?
+    } else if args.reference {
         whittle::api::reference::markdown()?
     } else if args.policies {
         whittle::api::crd::policy_crds_yaml()?

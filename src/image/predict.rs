@@ -65,12 +65,14 @@ pub struct Predicted {
 
 impl Predicted {
     /// Fills `prediction.vulnerabilities` with the known vulnerabilities of the image's
-    /// installed packages. The summary's `removed` are those of packages none of whose files is
-    /// in the minimal set: at most what a hardening removes.
+    /// installed packages, and `vulnerabilities_removable` with the summary's `removed`: those
+    /// of packages none of whose files is in the minimal set, at most what a hardening removes.
     pub fn match_vulnerabilities(&mut self, db: &VulnDb) -> VulnSummary {
         let summary = compare(db, &self.inventory, &self.minimal_inventory);
         self.prediction.vulnerabilities =
             Some(u32::try_from(summary.before.total).unwrap_or(u32::MAX));
+        self.prediction.vulnerabilities_removable =
+            Some(u32::try_from(summary.removed.len()).unwrap_or(u32::MAX));
         summary
     }
 }
@@ -187,6 +189,7 @@ fn assemble(
             package_managers: removable(&facts.package_managers, keep),
             setuid: removable(&facts.setuid, keep),
             vulnerabilities: None,
+            vulnerabilities_removable: None,
             removable_percent: removable_percent(minimal_file_bytes, file_bytes),
         },
         source_bytes,

@@ -16,7 +16,9 @@ pub struct Candidate {
     pub name: String,
     /// Annotated `whittle.dev/skip: "true"`.
     pub skip: bool,
-    /// The first container's image, as the pod template names it.
+    /// The first container the policy hardens (None: the pod's first), and its image as the
+    /// pod template names it.
+    pub container: Option<String>,
     pub image: Option<String>,
 }
 
@@ -255,7 +257,7 @@ fn report_row(plan: &mut Plan, row: &mut WorkloadRow, inspected: Option<&Inspect
             t.hardened_bytes += kept_bytes;
             t.shells_removed += prediction.shells.len() as u32;
             t.package_managers_removed += prediction.package_managers.len() as u32;
-            t.vulnerabilities_removed += prediction.vulnerabilities.unwrap_or(0);
+            t.vulnerabilities_removed += prediction.vulnerabilities_removable.unwrap_or(0);
             row.prediction = Some(prediction.clone());
         }
         Some(Inspected::Failed(why)) => {
@@ -368,6 +370,7 @@ mod tests {
             kind: TargetKind::Deployment,
             name: name.into(),
             skip: false,
+            container: None,
             image: Some(format!("r/{name}:1")),
         }
     }
@@ -503,7 +506,8 @@ mod tests {
         let prediction = Prediction {
             shells: vec!["bin/sh".into(), "bin/bash".into()],
             package_managers: vec!["usr/bin/dpkg".into()],
-            vulnerabilities: Some(7),
+            vulnerabilities: Some(9),
+            vulnerabilities_removable: Some(7),
             removable_percent: 80,
             ..Default::default()
         };

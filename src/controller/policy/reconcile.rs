@@ -166,9 +166,10 @@ fn candidate(policy: &Policy, ns: &str, w: &Workload) -> Candidate {
         .containers
         .as_ref()
         .and_then(|c| c.first())
-        .filter(|c| c.as_str() != crate::api::ALL_CONTAINERS);
+        .filter(|c| c.as_str() != crate::api::ALL_CONTAINERS)
+        .cloned();
     let image = template::pod_spec(w).and_then(|s| {
-        let c = match first {
+        let c = match &first {
             Some(name) => crate::api::pod::container(s, name),
             None => s.containers.first(),
         };
@@ -179,6 +180,7 @@ fn candidate(policy: &Policy, ns: &str, w: &Workload) -> Candidate {
         kind: w.kind,
         name: w.name_any(),
         skip,
+        container: first,
         image,
     }
 }

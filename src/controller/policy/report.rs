@@ -11,6 +11,7 @@ use super::plan::{Candidate, Inspected, Key};
 use crate::controller::Context;
 use crate::controller::engine;
 use crate::image::distribution::location::Location;
+use crate::image::predict::{Overrides, predict_for};
 
 /// Images read per reconcile; the rest wait for the next one (20 s later).
 const PER_RECONCILE: usize = 3;
@@ -65,23 +66,26 @@ async fn inspect(policy: &Policy, ctx: &Context, c: &Candidate) -> Inspected {
 }
 
 async fn predict(policy: &Policy, ctx: &Context, c: &Candidate) -> Result<Inspected, String> {
-    let image = c
-        .image
-        .as_deref()
+    let workload = crate::controller::workload::get(&ctx.client, &c.namespace, c.kind, &c.name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} {}/{} is gone", c.kind.as_str(), c.namespace, c.name))?;
+    let spec = crate::controller::template::pod_spec(&workload);
+    let container = spec.and_then(|s| match &c.container {
+        Some(name) => crate::api::pod::container(s, name),
+        None => s.containers.first(),
+    });
+    let image = container
+        .and_then(|c| c.image.clone())
         .ok_or_else(|| "the pod template names no image".to_string())?;
-    let location = Location::parse(image).map_err(|e| e.to_string())?;
+    let location = Location::parse(&image).map_err(|e| e.to_string())?;
     let registry = &policy.spec.template.spec.registry;
-    let pull: Vec<String> =
-        crate::controller::workload::get(&ctx.client, &c.namespace, c.kind, &c.name)
-            .await
-            .map_err(|e| e.to_string())?
-            .and_then(|w| {
-                crate::controller::template::pod_spec(&w).and_then(|s| s.image_pull_secrets.clone())
-            })
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
+    let pull: Vec<String> = spec
+        .and_then(|s| s.image_pull_secrets.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     let secrets = match &registry.credentials_secret {
         Some(name) => vec![name.clone()],
         None => pull,
@@ -99,22 +103,21 @@ async fn predict(policy: &Policy, ctx: &Context, c: &Candidate) -> Result<Inspec
         .await
         .map_err(|e| e.to_string())?
         .with_limits(ctx.limits);
-    let inspection = crate::image::inspect::inspect(&store, &location, None)
+    // The container's own command line decides what its entrypoint needs, as Kubernetes runs it.
+    let overrides = Overrides {
+        command: container.and_then(|c| c.command.clone()),
+        args: container.and_then(|c| c.args.clone()),
+    };
+    let mut predicted = predict_for(&store, &location, &overrides, None)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(name) = &policy.spec.template.spec.vulnerabilities.db {
+        let db = ctx.vuln_dbs.get(name).await.map_err(|e| e.to_string())?;
+        predicted.match_vulnerabilities(&db);
+    }
     Ok(Inspected::Predicted {
-        prediction: crate::api::policy::Prediction {
-            digest: inspection.image.clone(),
-            os: inspection.os.clone(),
-            packages: inspection.packages,
-            files: inspection.files,
-            shells: inspection.shells.clone(),
-            package_managers: inspection.package_managers.clone(),
-            setuid: inspection.setuid.clone(),
-            vulnerabilities: None,
-            removable_percent: 0,
-        },
-        source_bytes: inspection.total_size,
-        kept_bytes: inspection.total_size,
+        prediction: predicted.prediction,
+        source_bytes: predicted.source_bytes,
+        kept_bytes: predicted.kept_bytes_at_least,
     })
 }

@@ -89,6 +89,7 @@ mod tests {
             kind: TargetKind::StatefulSet,
             name: "db".into(),
             skip: false,
+            container: None,
             image: None,
         };
         let w = workflow(&p, &c, "web-tier-statefulset-db", "abc");
