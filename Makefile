@@ -14,7 +14,7 @@ SENSOR_BIN := $(STATIC_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle-sens
 STATIC_WHITTLE := $(STATIC_TARGET_DIR)/x86_64-unknown-linux-gnu/release/whittle
 export WHITTLE_SENSOR_BIN := $(SENSOR_BIN)
 
-.PHONY: setup test demo lint sensor build install image chart cluster-bin cluster cluster-install demo-cluster bench-sensor bench-image bench-intake bench-continuous
+.PHONY: setup test demo lint sensor build install image chart cluster-bin cluster cluster-install demo-cluster bench-sensor bench-image bench-intake bench-continuous bench-policy
 
 setup:
 	@bash testbed/scripts/setup.sh
@@ -118,6 +118,11 @@ bench-image: setup sensor
 # and the registry requests of idle checks -> target/bench/continuous.json.
 bench-continuous: setup sensor
 	$(CARGO) bench --quiet --bench continuous
+
+# A HardeningPolicy over 5, 10 and 20 Deployments, 5 at a time: time, the operator's memory and
+# CPU, API requests per workflow -> target/bench/policy.json.
+bench-policy: setup sensor
+	$(CARGO) bench --quiet --bench policy
 
 # The operator's peak memory while 8 maximal reports arrive at once -> target/bench/intake.json.
 bench-intake: setup sensor

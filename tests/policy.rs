@@ -371,7 +371,7 @@ async fn tenancy(c: &Cluster) {
         other => panic!("bob's policy was not refused: {other:?}"),
     };
     assert!(
-        message.contains("lacks patch on deployments, statefulsets.apps in namespace"),
+        message.contains("lacks patch on deployments.apps in namespace"),
         "{message}"
     );
     // alice may patch Deployments in A but not StatefulSets: refused too; with Deployments only,

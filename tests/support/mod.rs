@@ -165,6 +165,12 @@ impl Operator {
         self.port
     }
 
+    /// The operator process's pid (nsenter execs whittle in its place), for benchmarks that
+    /// read its /proc entries.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -24,6 +24,17 @@ use crate::net::ports;
 use crate::process::{Daemon, tail};
 use crate::tools;
 
+/// Requests of the chart's operator ServiceAccount, at the Metadata level (verb, resource,
+/// user; no bodies), once each; nobody else's.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    users: [\"system:serviceaccount:whittle-system:whittle\"]
+  - level: None
+";
+
 pub struct ControlPlane {
     processes: Vec<Daemon>,
     api_port: u16,
@@ -159,6 +170,8 @@ impl ControlPlane {
             "--kubelet-preferred-address-types=InternalIP".into(),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
+            format!("--audit-policy-file={}", p("audit-policy.yaml")),
+            format!("--audit-log-path={}", p("audit.log")),
         ];
         if ns.is_some() {
             apiserver.extend([
@@ -173,6 +186,8 @@ impl ControlPlane {
                 "--endpoint-reconciler-type=none".into(),
             ]);
         }
+        fs::write(d.join("audit-policy.yaml"), AUDIT_POLICY)
+            .context(|| "writing the audit policy".into())?;
         plane.spawn(ns, "kube-apiserver", &apiserver)?;
         plane.wait_api().await?;
         let kubeconfig_flag = format!("--kubeconfig={}", p("kubeconfig"));
@@ -282,6 +297,13 @@ impl ControlPlane {
     }
 
     /// A file of the cluster's PKI (`ca.crt`, `kubelet.crt`, `kubelet-serving.key`, …).
+    /// The API server's audit log: one JSON line per request the chart's operator
+    /// ServiceAccount made (`system:serviceaccount:whittle-system:whittle`), for counting what
+    /// the operator asks of the API server; nothing else is logged.
+    pub fn audit_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
+    }
+
     pub fn pki_file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
