@@ -9,7 +9,9 @@
 //! - Report: nothing in the cluster changes (generations unchanged, no workflow), and each
 //!   image's predicted removal is in the status;
 //! - Tenancy: a user who may create HardeningPolicies and patch Deployments in namespace A
-//!   only: a policy in A selects nothing of B; without patch in A, the policy is refused.
+//!   only: a policy in A selects nothing of B; without patch in A, the policy is refused;
+//! - a ClusterHardeningPolicy in Report mode selects the workloads of the namespaces its
+//!   `namespaceSelector` picks, and only those; a plain user may not create one.
 
 mod support;
 
@@ -21,7 +23,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use whittle::api::policy::{HardeningPolicy, PolicyStatus};
+use whittle::api::policy::{ClusterHardeningPolicy, HardeningPolicy, PolicyStatus};
 use whittle::api::{HardeningWorkflow, Phase};
 use whittle_testbed::cluster::Cluster;
 use whittle_testbed::images::fixtures;
@@ -38,6 +40,7 @@ async fn policies_select_throttle_report_and_respect_tenancy() {
             timed("harden a namespace", Box::pin(harden(c, &operator))),
             timed("report mode", Box::pin(report(c))),
             timed("tenancy", Box::pin(tenancy(c))),
+            timed("a cluster policy", Box::pin(cluster_report(c))),
         )
     })
     .await;
@@ -406,4 +409,91 @@ async fn tenancy(c: &Cluster) {
         .await
         .expect("other");
     assert!(other.annotations().get("whittle.dev/original").is_none());
+}
+
+async fn cluster_report(c: &Cluster) {
+    let marker = format!("picked-{}", std::process::id());
+    let (client, picked) = namespace(c, "picked", &[("whittle-test/scan", &marker)]).await;
+    let (_, other) = namespace(c, "unpicked", &[]).await;
+    let image = fixtures::busybox(None)
+        .expect("busybox fixture")
+        .push(c.registry(), "cluster/busybox:1")
+        .expect("push busybox");
+    for ns in [&picked, &other] {
+        let (w, _) = workload("Deployment", "app", &image, json!({}));
+        support::apply(&client, ns, &w).await;
+    }
+    let policy: ClusterHardeningPolicy = serde_json::from_value(json!({
+        "apiVersion": "whittle.dev/v1alpha1", "kind": "ClusterHardeningPolicy",
+        "metadata": {"name": marker},
+        "spec": {"mode": "Report",
+                 "namespaceSelector": {"matchLabels": {"whittle-test/scan": marker}},
+                 "template": {"spec": {"registry": {"insecure": true}}}}
+    }))
+    .expect("cluster policy");
+    // dave may create cluster policies, and patch Deployments in the picked namespace only:
+    // not enough for a policy over every namespace the selector may ever pick.
+    let dave = format!("dave-{marker}");
+    let cluster_role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": dave},
+        "rules": [{"apiGroups": ["whittle.dev"], "resources": ["clusterhardeningpolicies"],
+                   "verbs": ["create"]}]}))
+    .expect("cluster role");
+    let cluster_binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding =
+        serde_json::from_value(json!({
+            "metadata": {"name": dave},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": dave},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": dave}]}))
+        .expect("cluster role binding");
+    let edit: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": dave},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": dave}]}))
+    .expect("role binding");
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &cluster_role)
+        .await
+        .expect("cluster role");
+    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &cluster_binding)
+        .await
+        .expect("cluster role binding");
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &picked)
+        .create(&PostParams::default(), &edit)
+        .await
+        .expect("role binding");
+    let kubeconfig = kube::config::Kubeconfig::read_from(c.kubeconfig()).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("client config");
+    config.auth_info.impersonate = Some(dave.clone());
+    let as_dave: Api<ClusterHardeningPolicy> =
+        Api::all(Client::try_from(config).expect("impersonating client"));
+    let refused = as_dave.create(&PostParams::default(), &policy).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s))
+            if s.message.contains("lacks patch on deployments.apps cluster-wide")),
+        "{refused:?}"
+    );
+
+    let api: Api<ClusterHardeningPolicy> = Api::all(client.clone());
+    api.create(&PostParams::default(), &policy)
+        .await
+        .expect("create the cluster policy");
+    wait_for("the picked namespace's workload reported", || async {
+        api.get(&marker)
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .is_some_and(|s| s.counts.reported == 1)
+    })
+    .await;
+    let status = api.get(&marker).await.expect("cluster policy").status.unwrap_or_default();
+    let rows: Vec<(&str, &str)> = status
+        .workloads
+        .iter()
+        .map(|r| (r.namespace.as_str(), r.name.as_str()))
+        .collect();
+    assert_eq!(rows, [(picked.as_str(), "app")], "{status:?}");
+    let _ = api.delete(&marker, &Default::default()).await;
 }
