@@ -77,7 +77,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     // The command may hold spaces: fields count from after its closing parenthesis.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // state is field 3 of stat, the first after ')': utime is 14, stime 15.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -196,14 +201,24 @@ async fn run() -> ExitCode {
             most_running = most_running.max(running);
             let failed: Vec<String> = ws
                 .iter()
-                .filter(|w| w.status.as_ref().is_some_and(|s| s.phase() == Phase::Failed))
+                .filter(|w| {
+                    w.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase() == Phase::Failed)
+                })
                 .map(|w| w.name_any())
                 .collect();
-            assert!(failed.is_empty(), "workflows failed: {failed:?}\n{}", operator.log());
+            assert!(
+                failed.is_empty(),
+                "workflows failed: {failed:?}\n{}",
+                operator.log()
+            );
             let done = ws.len() == size
-                && ws
-                    .iter()
-                    .all(|w| w.status.as_ref().is_some_and(|s| s.phase() == Phase::Succeeded));
+                && ws.iter().all(|w| {
+                    w.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase() == Phase::Succeeded)
+                });
             if done {
                 break;
             }

@@ -488,7 +488,12 @@ async fn cluster_report(c: &Cluster) {
             .is_some_and(|s| s.counts.reported == 1)
     })
     .await;
-    let status = api.get(&marker).await.expect("cluster policy").status.unwrap_or_default();
+    let status = api
+        .get(&marker)
+        .await
+        .expect("cluster policy")
+        .status
+        .unwrap_or_default();
     let rows: Vec<(&str, &str)> = status
         .workloads
         .iter()

@@ -83,7 +83,8 @@ pub struct HardeningPolicySpec {
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub kinds: Vec<TargetKind>,
     /// The containers of each workload to harden, as a workflow's `target.containers`, e.g.
-    /// `["*"]` (default: the only container; a workload with several is listed as refused).
+    /// `["*"]` (default: the only container; the workflow of a workload with several waits in
+    /// Pending with `ContainerNotFound`, naming them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 63)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]

@@ -47,6 +47,9 @@ pub struct Existing {
     pub continuous: bool,
     /// Being deleted (its finalizer restores the workload).
     pub deleting: bool,
+    /// Pending and waiting for something outside it (its target, a person's `gitOps:
+    /// Proceed`): it holds no slot, or one such workflow could stall the policy.
+    pub waiting: bool,
     pub result: Option<HardenResult>,
     pub vulnerabilities_removed: Option<u64>,
     pub image: Option<String>,
@@ -144,7 +147,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
     let mut active = index
         .ours
         .values()
-        .filter(|w| index.wanted.contains_key(&w.targets()) && !w.finished())
+        .filter(|w| index.wanted.contains_key(&w.targets()) && !w.finished() && !w.waiting)
         .count() as u32;
     for c in candidates {
         plan.selected += 1;
@@ -438,6 +441,28 @@ mod tests {
         });
         assert!(p.create.is_empty());
         assert_eq!(readiness(&p, PolicyMode::Harden, false).1, "InProgress");
+    }
+
+    #[test]
+    fn a_workflow_waiting_in_pending_holds_no_slot() {
+        let none = BTreeMap::new();
+        let cs: Vec<Candidate> = ["a", "b"].map(candidate).to_vec();
+        let mut stuck = ours("a", Some(Phase::Pending), "h1");
+        stuck.waiting = true;
+        let p = plan(&Inputs {
+            max_concurrent: 1,
+            ..inputs(&cs, std::slice::from_ref(&stuck), &none)
+        });
+        assert_eq!(names(&p.create), ["b"]);
+        let fresh = ours("a", Some(Phase::Pending), "h1");
+        let p = plan(&Inputs {
+            max_concurrent: 1,
+            ..inputs(&cs, std::slice::from_ref(&fresh), &none)
+        });
+        assert!(
+            p.create.is_empty(),
+            "a Pending workflow about to start holds its slot"
+        );
     }
 
     #[test]

@@ -23,12 +23,21 @@ use crate::api::policy::{
     SKIP_ANNOTATION, TEMPLATE_HASH_ANNOTATION,
 };
 use crate::controller::Context;
+use crate::controller::reason::Reason;
 use crate::controller::template;
 use crate::controller::workload::{self, Workload, selector_string};
 
 /// The field manager of the workflows a policy applies, apart from the controller's `whittle`
 /// (which writes their status and the workloads).
 pub const POLICY_MANAGER: &str = "whittle-policy";
+
+/// The reasons a Pending workflow waits for something outside it, holding no slot.
+const WAITING: [&str; 4] = [
+    Reason::TargetNotFound.as_str(),
+    Reason::ContainerNotFound.as_str(),
+    Reason::TargetBusy.as_str(),
+    Reason::GitOpsManaged.as_str(),
+];
 
 /// Namespaces a ClusterHardeningPolicy never selects: the control plane's.
 const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
@@ -234,6 +243,11 @@ fn existing(w: HardeningWorkflow, uid: &str, label: &str) -> Existing {
         template_hash: w.annotations().get(TEMPLATE_HASH_ANNOTATION).cloned(),
         continuous: w.spec.continuous.is_some(),
         deleting: w.metadata.deletion_timestamp.is_some(),
+        waiting: status.is_some_and(|s| {
+            s.phase() == crate::api::Phase::Pending
+                && s.condition(crate::api::ConditionType::Ready)
+                    .is_some_and(|c| WAITING.contains(&c.reason.as_str()))
+        }),
         result: status.and_then(|s| s.result.clone()),
         vulnerabilities_removed: status
             .and_then(|s| s.vulnerabilities.as_ref())
