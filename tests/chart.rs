@@ -58,6 +58,8 @@ fn the_default_install_is_locked_down_and_elects_a_leader() {
             "ClusterRole",
             "ClusterRoleBinding",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "Deployment",
             "NetworkPolicy",
             "Role",
@@ -67,6 +69,8 @@ fn the_default_install_is_locked_down_and_elects_a_leader() {
             "Service",
             "ServiceAccount",
             "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding"
         ],
         "no ServiceMonitor unless asked for"
@@ -462,31 +466,40 @@ fn the_network_policy_admits_sensors_and_monitoring_only() {
     assert!(err.to_string().contains("networkPolicy.extraFrom"), "{err}");
 }
 
-/// The admission policy is on by default, bound with no exemption, and can be turned off.
+/// The admission policies (workflows, and policies) are on by default, bound with no
+/// exemption, and can be turned off.
 #[test]
 fn the_admission_policy_is_on_and_binds_everyone() {
     let objects = render(&[]);
-    let policy = find(&objects, "ValidatingAdmissionPolicy").expect("the policy");
-    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
-    let rules = &policy["spec"]["matchConstraints"]["resourceRules"];
-    assert_eq!(
-        rules[0]["resources"],
-        serde_json::json!(["hardeningworkflows"])
-    );
-    assert_eq!(
-        rules[0]["operations"],
-        serde_json::json!(["CREATE", "UPDATE"])
-    );
-    let binding = find(&objects, "ValidatingAdmissionPolicyBinding").expect("the binding");
-    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
-    assert_eq!(
-        binding["spec"]["validationActions"],
-        serde_json::json!(["Deny"])
-    );
-    assert!(
-        binding["spec"].get("matchResources").is_none(),
-        "no namespace or object is exempt: {binding}"
-    );
+    for (name, resources) in [
+        (
+            "w-whittle-workflow-creator",
+            serde_json::json!(["hardeningworkflows"]),
+        ),
+        (
+            "w-whittle-policy-creator",
+            serde_json::json!(["hardeningpolicies", "clusterhardeningpolicies"]),
+        ),
+    ] {
+        let policy = named(&objects, "ValidatingAdmissionPolicy", "", name);
+        assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+        let rules = &policy["spec"]["matchConstraints"]["resourceRules"];
+        assert_eq!(rules[0]["resources"], resources);
+        assert_eq!(
+            rules[0]["operations"],
+            serde_json::json!(["CREATE", "UPDATE"])
+        );
+        let binding = named(&objects, "ValidatingAdmissionPolicyBinding", "", name);
+        assert_eq!(binding["spec"]["policyName"], name);
+        assert_eq!(
+            binding["spec"]["validationActions"],
+            serde_json::json!(["Deny"])
+        );
+        assert!(
+            binding["spec"].get("matchResources").is_none(),
+            "no namespace or object is exempt: {binding}"
+        );
+    }
     let off = render(&["admissionPolicy.enabled=false"]);
     assert!(find(&off, "ValidatingAdmissionPolicy").is_none());
     assert!(find(&off, "ValidatingAdmissionPolicyBinding").is_none());

@@ -77,6 +77,28 @@ async fn create_policy(client: &Client, ns: &str, name: &str, spec: Value) {
         .expect("create the policy");
 }
 
+/// Creates `object`, again while RBAC still refuses ("cannot create"): the API server's
+/// authorizer sees a Role created a moment ago only once its cache has it. Whatever else comes
+/// back (an admission policy's refusal is a 403 too) is returned.
+async fn create_once_rbac_allows<K>(api: &Api<K>, object: &K) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let start = std::time::Instant::now();
+    loop {
+        match api.create(&PostParams::default(), object).await {
+            Err(kube::Error::Api(s))
+                if s.code == 403
+                    && s.message.contains("cannot create")
+                    && start.elapsed() < Duration::from_secs(30) =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn policy_status(client: &Client, ns: &str, name: &str) -> PolicyStatus {
     let api: Api<HardeningPolicy> = Api::namespaced(client.clone(), ns);
     api.get(name)
@@ -368,7 +390,7 @@ async fn tenancy(c: &Cluster) {
         "apiVersion": "whittle.dev/v1alpha1", "kind": "HardeningPolicy",
         "metadata": {"name": "mine"}, "spec": spec.clone()}))
     .expect("policy");
-    let refused = bob.create(&PostParams::default(), &policy).await;
+    let refused = create_once_rbac_allows(&bob, &policy).await;
     let message = match refused {
         Err(kube::Error::Api(s)) => s.message.clone(),
         other => panic!("bob's policy was not refused: {other:?}"),
@@ -380,7 +402,7 @@ async fn tenancy(c: &Cluster) {
     // alice may patch Deployments in A but not StatefulSets: refused too; with Deployments only,
     // admitted — and B's Deployment of the same label is not hers to select.
     let alice: Api<HardeningPolicy> = Api::namespaced(as_user("alice"), &a);
-    let refused = alice.create(&PostParams::default(), &policy).await;
+    let refused = create_once_rbac_allows(&alice, &policy).await;
     assert!(
         matches!(&refused, Err(kube::Error::Api(s)) if s.message.contains("statefulsets.apps")),
         "{refused:?}"
@@ -469,7 +491,7 @@ async fn cluster_report(c: &Cluster) {
     config.auth_info.impersonate = Some(dave.clone());
     let as_dave: Api<ClusterHardeningPolicy> =
         Api::all(Client::try_from(config).expect("impersonating client"));
-    let refused = as_dave.create(&PostParams::default(), &policy).await;
+    let refused = create_once_rbac_allows(&as_dave, &policy).await;
     assert!(
         matches!(&refused, Err(kube::Error::Api(s))
             if s.message.contains("lacks patch on deployments.apps cluster-wide")),
