@@ -123,6 +123,7 @@ fn nginx_keeps_at_least_nginx_and_its_libraries() {
     // tests/data/osv/SOURCES.md: dpkg, tar and glibc (libc6, libc-bin) are affected. dpkg's
     // and tar's go with everything else; libc6 stays, nginx needs it.
     assert_eq!(pr.vulnerabilities, Some(4));
+    assert_eq!(pr.vulnerabilities_removable, Some(2), "dpkg's and tar's");
     let packages = |list: &[whittle::evidence::vulns::matching::Finding]| {
         list.iter().map(|f| f.package.clone()).collect::<Vec<_>>()
     };
@@ -178,6 +179,7 @@ fn nginx_keeps_at_least_nginx_and_its_libraries() {
         printed,
         Prediction {
             vulnerabilities: None,
+            vulnerabilities_removable: None,
             ..pr.clone()
         }
     );
