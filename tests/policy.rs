@@ -5,7 +5,7 @@
 //!   StatefulSet of the same label but another kind): exactly two workflows, never more than
 //!   `maxConcurrent: 1` past Pending at once, both Succeeded and counted; the operator restarted
 //!   mid-way makes no duplicate; a workload whose label is removed loses its workflow and is
-//!   left as it was before the policy;
+//!   left as it was before the policy; deleting the policy deletes its workflows;
 //! - Report: nothing in the cluster changes (generations unchanged, no workflow), and each
 //!   image's predicted removal is in the status;
 //! - Tenancy: a user who may create HardeningPolicies and patch Deployments in namespace A
@@ -258,6 +258,16 @@ async fn harden(c: &Cluster, operator: &Mutex<support::Operator>) {
     assert!(b.annotations().get("whittle.dev/original").is_none());
     let spec = b.spec.template.spec.expect("pod spec");
     assert_eq!(spec.containers[0].image.as_deref(), Some(image.as_str()));
+
+    // Deleting the policy deletes the workflows it owns (the garbage collector).
+    Api::<HardeningPolicy>::namespaced(client.clone(), &ns)
+        .delete("web-tier", &Default::default())
+        .await
+        .expect("delete the policy");
+    wait_for("a's workflow deleted with the policy", || async {
+        workflows(&client, &ns).await.is_empty()
+    })
+    .await;
 }
 
 async fn report(c: &Cluster) {
