@@ -287,7 +287,7 @@ where
 }
 
 /// An Api over one namespace, or over all of them.
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub(crate) fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = NamespaceResourceScope>,
     <K as Resource>::DynamicType: Default,

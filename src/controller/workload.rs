@@ -211,31 +211,30 @@ pub async fn list(
     kind: TargetKind,
     selector: &str,
 ) -> Result<Vec<Workload>> {
-    let c = client.clone();
     let params = ListParams::default().labels(selector);
-    Ok(match kind {
-        TargetKind::Deployment => Api::<Deployment>::namespaced(c, namespace)
-            .list(&params)
-            .await?
-            .items
-            .into_iter()
-            .map(Workload::from)
-            .collect(),
-        TargetKind::StatefulSet => Api::<StatefulSet>::namespaced(c, namespace)
-            .list(&params)
-            .await?
-            .items
-            .into_iter()
-            .map(Workload::from)
-            .collect(),
-        TargetKind::DaemonSet => Api::<DaemonSet>::namespaced(c, namespace)
-            .list(&params)
-            .await?
-            .items
-            .into_iter()
-            .map(Workload::from)
-            .collect(),
-    })
+    match kind {
+        TargetKind::Deployment => list_of::<Deployment>(client, namespace, &params).await,
+        TargetKind::StatefulSet => list_of::<StatefulSet>(client, namespace, &params).await,
+        TargetKind::DaemonSet => list_of::<DaemonSet>(client, namespace, &params).await,
+    }
+}
+
+async fn list_of<K>(client: &Client, namespace: &str, params: &ListParams) -> Result<Vec<Workload>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    Workload: From<K>,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    Ok(api
+        .list(params)
+        .await?
+        .items
+        .into_iter()
+        .map(Workload::from)
+        .collect())
 }
 
 /// Applies `config` (an apply configuration from `template`, of the workload's kind).

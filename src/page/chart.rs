@@ -19,6 +19,24 @@ pub struct Bar {
     pub hardened: Option<u64>,
 }
 
+/// What each include pack kept (its name and uncompressed bytes), under its own heading; empty
+/// when no pack was asked for.
+pub fn packs<'a>(packs: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    let groups: Vec<Bar> = packs
+        .into_iter()
+        .map(|(name, bytes)| Bar {
+            label: format!("pack {name}"),
+            source: None,
+            hardened: Some(bytes),
+        })
+        .collect();
+    let chart = bars(&groups, ("", "kept by the pack (uncompressed)"));
+    if chart.is_empty() {
+        return chart;
+    }
+    format!("<h3>What each pack kept</h3>{chart}")
+}
+
 const WIDTH: u32 = 1000;
 const LABEL_W: u32 = 260;
 const VALUE_W: u32 = 110;

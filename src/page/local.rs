@@ -107,20 +107,9 @@ pub fn local(s: &LocalSummary) -> String {
         }],
         ("source (compressed)", "hardened (compressed)"),
     );
-    let bars: Vec<Bar> = h
-        .packs
-        .iter()
-        .map(|p| Bar {
-            label: format!("pack {}", p.name),
-            source: None,
-            hardened: Some(p.bytes),
-        })
-        .collect();
-    let packs = chart::bars(&bars, ("", "kept by the pack (uncompressed)"));
-    if !packs.is_empty() {
-        charts.push_str("<h3>What each pack kept</h3>");
-        charts.push_str(&packs);
-    }
+    charts.push_str(&chart::packs(
+        h.packs.iter().map(|p| (p.name.as_str(), p.bytes)),
+    ));
     body.push_str(&section("bytes", "Where the bytes went", &charts));
 
     if let Some(v) = &s.evidence.vulnerabilities {

@@ -186,20 +186,9 @@ fn bytes_chart(s: &HardeningWorkflowStatus) -> String {
     }
     let mut out = chart::bars(&bars, ("source (compressed)", "hardened (compressed)"));
     if let Some(r) = &s.result {
-        let packs: Vec<Bar> = r
-            .packs
-            .iter()
-            .map(|p| Bar {
-                label: format!("pack {}", p.name),
-                source: None,
-                hardened: Some(p.bytes),
-            })
-            .collect();
-        let packs = chart::bars(&packs, ("", "kept by the pack (uncompressed)"));
-        if !packs.is_empty() {
-            out.push_str("<h3>What each pack kept</h3>");
-            out.push_str(&packs);
-        }
+        out.push_str(&chart::packs(
+            r.packs.iter().map(|p| (p.name.as_str(), p.bytes)),
+        ));
     }
     if out.is_empty() {
         return String::new();

@@ -50,6 +50,12 @@ pub enum PolicyError {
         #[source]
         source: kube::Error,
     },
+    #[error("{what}: {source}")]
+    Workloads {
+        what: String,
+        #[source]
+        source: crate::controller::error::Error,
+    },
 }
 
 fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> PolicyError {
@@ -149,12 +155,9 @@ async fn candidates(
         for kind in &policy.spec.kinds {
             let listed = workload::list(&ctx.client, ns, *kind, &selector)
                 .await
-                .map_err(|e| PolicyError::Api {
+                .map_err(|source| PolicyError::Workloads {
                     what: format!("listing {}s in {ns}", kind.as_str()),
-                    source: match e {
-                        crate::controller::error::Error::Kube(k) => k,
-                        other => kube::Error::Service(other.to_string().into()),
-                    },
+                    source,
                 })?;
             found.extend(listed.iter().map(|w| candidate(policy, ns, w)));
         }
@@ -268,7 +271,7 @@ async fn act(
         match workflows.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(api_err(format!("deleting workflow {ns}/{name}"), e)),
+            Err(e) => return Err(api(format!("deleting workflow {ns}/{name}"))(e)),
         }
     }
     let name_of = |c: &Candidate| plan::workflow_name(&policy.name, c.kind, &c.name);
@@ -290,10 +293,6 @@ async fn act(
     Ok(())
 }
 
-fn api_err(what: String, source: kube::Error) -> PolicyError {
-    PolicyError::Api { what, source }
-}
-
 fn status(
     policy: &Policy,
     decided: &plan::Plan,
@@ -303,10 +302,7 @@ fn status(
 ) -> PolicyStatus {
     let (ready, reason, message) = match &window_error {
         Some(e) => (false, "WindowInvalid", e.clone()),
-        None => {
-            let (r, reason, m) = plan::readiness(decided, policy.spec.mode, window_open);
-            (r, reason, m)
-        }
+        None => plan::readiness(decided, policy.spec.mode, window_open),
     };
     let before = policy.status.clone().unwrap_or_default();
     let now = Time(jiff::Timestamp::now());
